@@ -1,0 +1,79 @@
+"""The exception tree of pcapclass: one root, each leaf also a matching built-in.
+
+    PcapclassError
+    ├── CaptureError                      a capture cannot be read (any reason)
+    │   ├── CaptureOpenError(OSError)     missing, unreadable, a directory
+    │   └── InvalidCaptureError(ValueError)  bytes that are not (or stop being) a capture
+    ├── RulesError(ValueError)            a rules file is malformed or inconsistent
+    └── LiveCaptureError(RuntimeError)    a live capture cannot start or died
+
+Every CaptureError carries the file, the byte offset and the packet number (1-based, as
+tshark numbers frames) where it was found, so that the CLI can print one precise line.
+"""
+
+from __future__ import annotations
+
+
+class PcapclassError(Exception):
+    """Root of every error pcapclass raises on purpose."""
+
+    #: process exit code the CLI uses for this class of error
+    exit_code: int = 1
+
+
+class CaptureError(PcapclassError):
+    """A capture could not be read, in whole or from some point on."""
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        offset: int | None = None,
+        packet: int | None = None,
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.offset = offset
+        self.packet = packet
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = [self.path]
+        if self.offset is not None:
+            where.append(f"byte {self.offset}")
+        if self.packet is not None:
+            where.append(f"packet {self.packet}")
+        return f"{': '.join([', '.join(where), self.message])}"
+
+
+class CaptureOpenError(CaptureError, OSError):
+    """The capture cannot be opened: missing, a directory, no permission."""
+
+
+class InvalidCaptureError(CaptureError, ValueError):
+    """The bytes are not a capture, or stop being one at ``offset``."""
+
+
+class RulesError(PcapclassError, ValueError):
+    """A rules file is malformed: carries the file, the key path and the reason."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, path: str, key: str | None = None) -> None:
+        self.message = message
+        self.path = path
+        self.key = key
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path if self.key is None else f"{self.path}: {self.key}"
+        return f"{where}: {self.message}"
+
+
+class LiveCaptureError(PcapclassError, RuntimeError):
+    """A live capture could not start, or its capture process died."""
+
+    exit_code = 6

@@ -1,0 +1,31 @@
+"""PacketBatch: the column batch every source yields and decode consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True, slots=True)
+class PacketBatch:
+    """A run of consecutive packets as parallel numpy columns over one byte buffer.
+
+    ``data`` holds the captured bytes; packet ``i`` is ``data[offset[i]:offset[i] + caplen[i]]``.
+    Bytes outside a packet are unspecified: decode reads headers with clipped indices and
+    masks every field by ``caplen``. A source may reuse ``data`` for its next batch, so
+    consumers copy what they keep.
+    """
+
+    data: npt.NDArray[np.uint8]
+    offset: npt.NDArray[np.int64]
+    caplen: npt.NDArray[np.int64]
+    wirelen: npt.NDArray[np.int64]
+    ts_ns: npt.NDArray[np.int64]
+    linktype: npt.NDArray[np.int64]
+    #: 0-based number of this batch's first packet within its capture
+    first_packet: int
+
+    def __len__(self) -> int:
+        return int(self.offset.shape[0])

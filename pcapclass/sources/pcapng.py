@@ -1,0 +1,253 @@
+"""pcapng files: sections, interfaces and packet blocks walked in bounded chunks.
+
+Layout per draft-ietf-opsawg-pcapng (SHB §4.1, IDB §4.2, EPB §4.3, SPB §4.4, obsolete PB
+Appendix A). Blocks of any other type are skipped by their total length.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import InvalidCaptureError
+from .batch import PacketBatch
+from .stream import ByteWindow
+
+BT_SHB = 0x0A0D0D0A
+BT_IDB = 0x00000001
+BT_PB = 0x00000002  # obsolete Packet Block
+BT_SPB = 0x00000003
+BT_EPB = 0x00000006
+BYTE_ORDER_MAGIC = 0x1A2B3C4D
+OPT_ENDOFOPT = 0
+IF_TSRESOL = 9
+IF_TSOFFSET = 14
+#: a block longer than this is taken as corrupt framing rather than buffered
+MAX_BLOCK_LEN = 16 << 20
+MAX_CAPLEN = 262144
+
+_EPB_COLUMNS = np.arange(28, dtype=np.int64)
+
+
+def is_pcapng(head: bytes) -> bool:
+    """True when the stream starts with a Section Header Block."""
+    return len(head) >= 4 and struct.unpack("<I", head[:4])[0] == BT_SHB
+
+
+@dataclass(slots=True)
+class _Interface:
+    linktype: int
+    snaplen: int
+    #: timestamp units: ticks per second is 10**exp10 (or 2**exp2 when exp2 is set)
+    exp10: int = 6
+    exp2: int | None = None
+    offset_s: int = 0
+
+
+def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterator[PacketBatch]:
+    """Yield the packets of a pcapng stream; raise InvalidCaptureError at corrupt framing."""
+    path = window.path
+    order = "<"
+    interfaces: list[_Interface] = []
+    pos = 0
+    packet_no = 0
+    seen_shb = False
+    while True:
+        buf = window.buf
+        end = window.end
+        u32 = struct.Struct(order + "I").unpack_from
+        epbs: list[int] = []
+        spbs: list[int] = []
+        fault: InvalidCaptureError | None = None
+        flush = False
+        while pos + 12 <= end:
+            btype = u32(buf, pos)[0]
+            if btype == BT_SHB:
+                if epbs or spbs:
+                    flush = True  # the interfaces below belong to the old section
+                    break
+                if pos + 12 > end:
+                    break
+                bom = struct.unpack_from("<I", buf, pos + 8)[0]
+                if bom == BYTE_ORDER_MAGIC:
+                    order = "<"
+                elif bom == struct.unpack("<I", struct.pack(">I", BYTE_ORDER_MAGIC))[0]:
+                    order = ">"
+                else:
+                    fault = InvalidCaptureError(f"section header has bad byte-order magic 0x{bom:08x}", path=path, offset=window.base + pos + 8)
+                    break
+                u32 = struct.Struct(order + "I").unpack_from
+                seen_shb = True
+                interfaces = []
+            elif not seen_shb:
+                fault = InvalidCaptureError("pcapng stream does not start with a section header block", path=path, offset=window.base + pos)
+                break
+            blen = u32(buf, pos + 4)[0]
+            if blen < 12 or blen % 4:
+                fault = InvalidCaptureError(f"block total length {blen} is invalid (must be >= 12 and a multiple of 4)", path=path, offset=window.base + pos + 4, packet=packet_no + len(epbs) + len(spbs) + 1)
+                break
+            if blen > MAX_BLOCK_LEN:
+                fault = InvalidCaptureError(f"block total length {blen} exceeds {MAX_BLOCK_LEN}: corrupt framing", path=path, offset=window.base + pos + 4, packet=packet_no + len(epbs) + len(spbs) + 1)
+                break
+            if pos + blen > end:
+                break
+            if btype == BT_EPB or btype == BT_PB:
+                epbs.append(pos)
+            elif btype == BT_SPB:
+                spbs.append(pos)
+            elif btype == BT_IDB:
+                interfaces.append(_parse_idb(buf, pos, blen, order))
+            pos += blen
+            if max_packets is not None and packet_no + len(epbs) + len(spbs) >= max_packets:
+                break
+        if epbs or spbs:
+            batch, fault2 = _make_batch(window, epbs, spbs, interfaces, order, packet_no)
+            if batch is not None and len(batch):
+                yield batch
+                packet_no += len(batch)
+            if fault2 is not None:
+                raise fault2
+        if fault is not None:
+            raise fault
+        if max_packets is not None and packet_no >= max_packets:
+            return
+        if flush:
+            continue
+        need = 0
+        if pos + 8 <= end:
+            need = u32(buf, pos + 4)[0]
+        if not window.refill(pos, need):
+            remain = window.end
+            if remain == 0:
+                if not seen_shb:
+                    raise InvalidCaptureError("empty pcapng stream", path=path, offset=0)
+                return
+            raise InvalidCaptureError(
+                f"truncated block: {remain} bytes remain of a block that needs {need or 'at least 12'}",
+                path=path,
+                offset=window.base,
+                packet=packet_no + 1,
+            )
+        pos = 0
+
+
+def _parse_idb(buf: bytearray, pos: int, blen: int, order: str) -> _Interface:
+    linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
+    iface = _Interface(linktype=linktype, snaplen=snaplen)
+    opt = pos + 16
+    stop = pos + blen - 4
+    while opt + 4 <= stop:
+        code, length = struct.unpack_from(order + "HH", buf, opt)
+        if code == OPT_ENDOFOPT:
+            break
+        value = bytes(buf[opt + 4 : opt + 4 + length])
+        if code == IF_TSRESOL and length >= 1:
+            if value[0] & 0x80:
+                iface.exp2 = value[0] & 0x7F
+            else:
+                iface.exp10 = value[0]
+        elif code == IF_TSOFFSET and length >= 8:
+            iface.offset_s = struct.unpack(order + "q", value[:8])[0]
+        opt += 4 + length + (-length % 4)
+    return iface
+
+
+def _ticks_to_ns(ticks: np.ndarray, iface: _Interface) -> np.ndarray:
+    if iface.exp2 is not None:
+        whole = ticks >> iface.exp2
+        frac = ticks & ((1 << iface.exp2) - 1)
+        ns = whole * 1_000_000_000 + ((frac * 1_000_000_000) >> iface.exp2) if iface.exp2 <= 30 else whole * 1_000_000_000
+    elif iface.exp10 <= 9:
+        ns = ticks * 10 ** (9 - iface.exp10)
+    else:
+        ns = ticks // 10 ** (iface.exp10 - 9)
+    return ns + iface.offset_s * 1_000_000_000
+
+
+def _make_batch(
+    window: ByteWindow,
+    epbs: list[int],
+    spbs: list[int],
+    interfaces: list[_Interface],
+    order: str,
+    first_packet: int,
+) -> tuple[PacketBatch | None, InvalidCaptureError | None]:
+    """Gather the packet blocks' fields in one vectorized pass (EPB/PB and SPB, file order)."""
+    data = np.frombuffer(window.buf, dtype=np.uint8)
+    n_if = len(interfaces)
+    if n_if == 0:
+        first = min(epbs + spbs)
+        return None, InvalidCaptureError("packet block before any interface description block", path=window.path, offset=window.base + first, packet=first_packet + 1)
+    u4 = np.dtype(order + "u4")
+    u2 = np.dtype(order + "u2")
+    if_link = np.array([i.linktype for i in interfaces], dtype=np.int64)
+    if_snap = np.array([i.snaplen for i in interfaces], dtype=np.int64)
+
+    pos_e = np.array(epbs, dtype=np.int64)
+    head = data[pos_e[:, None] + _EPB_COLUMNS]
+    words = head.view(u4).astype(np.int64)  # (n, 7): type, len, iface, ts_hi, ts_lo, caplen, origlen
+    btype = words[:, 0]
+    blen = words[:, 1]
+    is_pb = btype == BT_PB
+    iface = np.where(is_pb, head[:, 8:10].copy().view(u2).ravel().astype(np.int64), words[:, 2])
+    ticks = (words[:, 3] << 32) | words[:, 4]
+    caplen_e = words[:, 5]
+    wire_e = words[:, 6]
+    off_e = pos_e + 28
+
+    pos_s = np.array(spbs, dtype=np.int64)
+    if len(pos_s):
+        sw = data[pos_s[:, None] + np.arange(12)].view(u4).astype(np.int64)
+        snap0 = if_snap[0] if if_snap[0] else MAX_CAPLEN
+        caplen_s = np.minimum(np.minimum(sw[:, 2], sw[:, 1] - 16), snap0)
+        positions = np.concatenate([pos_e, pos_s])
+        order_idx = np.argsort(positions, kind="stable")
+        positions = positions[order_idx]
+        blen = np.concatenate([blen, sw[:, 1]])[order_idx]
+        iface = np.concatenate([iface, np.zeros(len(pos_s), np.int64)])[order_idx]
+        ticks = np.concatenate([ticks, np.full(len(pos_s), -1, np.int64)])[order_idx]
+        caplen = np.concatenate([caplen_e, caplen_s])[order_idx]
+        wirelen = np.concatenate([wire_e, sw[:, 2]])[order_idx]
+        offset = np.concatenate([off_e, pos_s + 12])[order_idx]
+        room = np.concatenate([np.full(len(pos_e), 32), np.full(len(pos_s), 16)])[order_idx]
+    else:
+        positions, caplen, wirelen, offset = pos_e, caplen_e, wire_e, off_e
+        room = np.full(len(pos_e), 32)
+
+    bad_if = (iface < 0) | (iface >= n_if)
+    bad_len = (caplen > blen - room) | (caplen > MAX_CAPLEN)
+    fault = None
+    bad = np.flatnonzero(bad_if | bad_len)
+    if bad.size:
+        i = int(bad[0])
+        if bad_if[i]:
+            msg = f"packet block names interface {int(iface[i])}, but only {n_if} are described"
+        else:
+            msg = f"packet block claims {int(caplen[i])} captured bytes in a {int(blen[i])}-byte block: corrupt framing"
+        fault = InvalidCaptureError(msg, path=window.path, offset=window.base + int(positions[i]), packet=first_packet + i + 1)
+        positions, iface, ticks, caplen, wirelen, offset = (a[:i] for a in (positions, iface, ticks, caplen, wirelen, offset))
+
+    ts_ns = np.zeros(len(positions), dtype=np.int64)
+    for k, spec in enumerate(interfaces):
+        sel = (iface == k) & (ticks >= 0)
+        if sel.any():
+            ts_ns[sel] = _ticks_to_ns(ticks[sel], spec)
+    # Simple Packet Blocks carry no timestamp: they take the previous packet's time.
+    no_ts = ticks < 0
+    if no_ts.any():
+        idx = np.where(~no_ts, np.arange(len(ts_ns)), 0)
+        np.maximum.accumulate(idx, out=idx)
+        ts_ns = ts_ns[idx]
+    batch = PacketBatch(
+        data=data,
+        offset=offset,
+        caplen=caplen,
+        wirelen=wirelen,
+        ts_ns=ts_ns,
+        linktype=if_link[iface] if len(iface) else np.zeros(0, np.int64),
+        first_packet=first_packet,
+    )
+    return batch, fault

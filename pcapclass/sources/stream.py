@@ -1,0 +1,134 @@
+"""Byte streams under the readers: opening paths, stdin and gzip, and a refillable window."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import sys
+import zlib
+from typing import BinaryIO, Callable
+
+from ..errors import CaptureOpenError, InvalidCaptureError
+
+#: RFC 1952 §2.3.1: ID1 ID2
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+class ByteWindow:
+    """A window on a byte stream that the readers walk records through.
+
+    ``buf[0:end]`` holds stream bytes ``base .. base + end``. ``refill(keep)`` drops
+    everything before ``keep`` and reads more, so a record cut by the window's edge is
+    kept whole for the next walk. The window grows only when one record is larger than
+    it, up to ``max_record``; memory therefore stays at about ``chunk_size`` whatever
+    the stream's length.
+    """
+
+    def __init__(
+        self,
+        stream: BinaryIO,
+        *,
+        path: str,
+        chunk_size: int,
+        low_latency: bool = False,
+        position: Callable[[], int] | None = None,
+    ) -> None:
+        self.path = path
+        self._stream = stream
+        self._chunk = chunk_size
+        self.buf = bytearray(chunk_size)
+        self.base = 0
+        self.end = 0
+        self.eof = False
+        self._low_latency = low_latency
+        self._position = position
+
+    @property
+    def consumed(self) -> int:
+        """Bytes of the underlying (possibly compressed) input read so far."""
+        if self._position is not None:
+            return self._position()
+        return self.base + self.end
+
+    def refill(self, keep: int, need: int = 0) -> bool:
+        """Discard ``buf[:keep]``, read more; return False at end of stream.
+
+        ``need`` asks for at least that many bytes after ``keep`` (a large record).
+        """
+        tail = self.end - keep
+        size = max(self._chunk, need + 64)
+        if size > len(self.buf):
+            grown = bytearray(size)
+            grown[:tail] = self.buf[keep : self.end]
+            self.buf = grown
+        elif keep:
+            self.buf[:tail] = self.buf[keep : self.end]
+        self.base += keep
+        self.end = tail
+        if self.eof:
+            return False
+        view = memoryview(self.buf)
+        got_any = False
+        while self.end < len(self.buf):
+            try:
+                if self._low_latency:
+                    n = self._stream.readinto1(view[self.end :])  # type: ignore[attr-defined]
+                else:
+                    n = self._stream.readinto(view[self.end :])  # type: ignore[attr-defined]
+            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                raise InvalidCaptureError(
+                    f"compressed stream is damaged ({exc})", path=self.path, offset=self.base + self.end
+                ) from None
+            except OSError as exc:
+                raise CaptureOpenError(
+                    f"read failed: {exc.strerror or exc}", path=self.path, offset=self.base + self.end
+                ) from None
+            if not n:
+                self.eof = True
+                break
+            self.end += n
+            got_any = True
+            if self._low_latency and self.end >= need:
+                break
+        return got_any
+
+
+
+def open_stream(
+    path: str | os.PathLike[str],
+) -> tuple[BinaryIO, str, int | None, Callable[[], int] | None]:
+    """Open ``path`` (``-`` is stdin), unwrapping gzip; return (stream, name, total, position).
+
+    ``total`` is the on-disk size for the progress bar (``None`` for stdin); ``position``,
+    for compressed input, tells how many compressed bytes were consumed so far.
+    """
+    name = os.fspath(path)
+    if name == "-":
+        raw: BinaryIO = sys.stdin.buffer
+        total = None
+        name = "<stdin>"
+    else:
+        if os.path.isdir(name):
+            raise CaptureOpenError("is a directory, not a capture file", path=name)
+        try:
+            raw = open(name, "rb", buffering=0)  # noqa: SIM115 - closed by the reader
+        except FileNotFoundError:
+            raise CaptureOpenError("no such file", path=name) from None
+        except PermissionError:
+            raise CaptureOpenError("permission denied", path=name) from None
+        except OSError as exc:
+            raise CaptureOpenError(f"cannot open ({exc.strerror or exc})", path=name) from None
+        try:
+            total = os.fstat(raw.fileno()).st_size
+        except OSError:
+            total = None
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type]
+    try:
+        head = buffered.peek(2)[:2]
+    except OSError as exc:
+        raise CaptureOpenError(f"read failed: {exc.strerror or exc}", path=name, offset=0) from None
+    if head == GZIP_MAGIC:
+        stream: BinaryIO = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        return stream, name, total, buffered.tell
+    return buffered, name, total, None
