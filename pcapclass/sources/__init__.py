@@ -63,6 +63,11 @@ class CaptureFile:
         """Input bytes read so far (compressed bytes for gzip input)."""
         return self._window.consumed
 
+    @property
+    def caplen_over_snaplen(self) -> int:
+        """Records longer than the snaplen their header declares (read, not refused)."""
+        return self._window.caplen_over_snaplen
+
     def __iter__(self) -> Iterator[PacketBatch]:
         reader = read_pcapng if self.format == "pcapng" else read_pcap
         try:

@@ -93,6 +93,8 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
             if max_packets is not None and packet_no + len(offs) > max_packets:
                 keep = max_packets - packet_no
                 offs, fields, caplen = offs[:keep], fields[:keep], caplen[:keep]
+            if snaplen:
+                window.caplen_over_snaplen += int(np.count_nonzero(caplen > snaplen))
             if len(offs):
                 yield PacketBatch(
                     data=data,

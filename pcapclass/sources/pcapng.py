@@ -28,6 +28,8 @@ IF_TSOFFSET = 14
 #: a block longer than this is taken as corrupt framing rather than buffered
 MAX_BLOCK_LEN = 16 << 20
 MAX_CAPLEN = 262144
+#: the latest time int64 nanoseconds can hold (2262-04-11); later timestamps saturate here
+TS_NS_MAX = np.iinfo(np.int64).max
 
 _EPB_COLUMNS = np.arange(28, dtype=np.int64)
 
@@ -87,7 +89,7 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
                 break
             blen = u32(buf, pos + 4)[0]
             if blen < 12 or blen % 4:
-                fault = InvalidCaptureError(f"block total length {blen} is invalid (must be >= 12 and a multiple of 4)", path=path, offset=window.base + pos + 4, packet=packet_no + len(epbs) + len(spbs) + 1)
+                fault = InvalidCaptureError(f"block total length {blen} is invalid (must be >= 12 and a multiple of 4)", path=path, offset=window.base + pos, packet=packet_no + len(epbs) + len(spbs) + 1)
                 break
             if blen > MAX_BLOCK_LEN:
                 fault = InvalidCaptureError(f"block total length {blen} exceeds {MAX_BLOCK_LEN}: corrupt framing", path=path, offset=window.base + pos + 4, packet=packet_no + len(epbs) + len(spbs) + 1)
@@ -156,15 +158,19 @@ def _parse_idb(buf: bytearray, pos: int, blen: int, order: str) -> _Interface:
 
 
 def _ticks_to_ns(ticks: np.ndarray, iface: _Interface) -> np.ndarray:
+    """Interface ticks -> ns since the epoch; values past int64 ns (year 2262) saturate."""
     if iface.exp2 is not None:
         whole = ticks >> iface.exp2
         frac = ticks & ((1 << iface.exp2) - 1)
-        ns = whole * 1_000_000_000 + ((frac * 1_000_000_000) >> iface.exp2) if iface.exp2 <= 30 else whole * 1_000_000_000
+        frac_ns = (frac * 1_000_000_000) >> iface.exp2 if iface.exp2 <= 30 else 0
+        mul = 1_000_000_000
     elif iface.exp10 <= 9:
-        ns = ticks * 10 ** (9 - iface.exp10)
+        whole, frac_ns, mul = ticks, 0, 10 ** (9 - iface.exp10)
     else:
-        ns = ticks // 10 ** (iface.exp10 - 9)
-    return ns + iface.offset_s * 1_000_000_000
+        whole, frac_ns, mul = ticks // 10 ** (iface.exp10 - 9), 0, 1
+    limit = (TS_NS_MAX - abs(iface.offset_s) * 1_000_000_000 - 1_000_000_000) // mul
+    ns = np.minimum(whole, limit) * mul + frac_ns + iface.offset_s * 1_000_000_000
+    return np.where(whole > limit, TS_NS_MAX, ns)
 
 
 def _make_batch(
@@ -230,6 +236,8 @@ def _make_batch(
         fault = InvalidCaptureError(msg, path=window.path, offset=window.base + int(positions[i]), packet=first_packet + i + 1)
         positions, iface, ticks, caplen, wirelen, offset = (a[:i] for a in (positions, iface, ticks, caplen, wirelen, offset))
 
+    snap = if_snap[iface] if len(iface) else np.zeros(0, np.int64)
+    window.caplen_over_snaplen += int(np.count_nonzero((snap > 0) & (caplen > snap)))
     ts_ns = np.zeros(len(positions), dtype=np.int64)
     for k, spec in enumerate(interfaces):
         sel = (iface == k) & (ticks >= 0)

@@ -43,6 +43,8 @@ class ByteWindow:
         self.eof = False
         self._low_latency = low_latency
         self._position = position
+        #: records longer than their snaplen: read anyway (as libpcap does), counted here
+        self.caplen_over_snaplen = 0
 
     @property
     def consumed(self) -> int:
