@@ -1,0 +1,85 @@
+"""The output schemas, said once: column name, pandas dtype, meaning.
+
+The DataFrames, the CSV files and the README tables all come from these lists, so a column
+cannot be added to one and forgotten in another (tests/test_schema.py checks the README).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Column(NamedTuple):
+    name: str
+    dtype: str
+    meaning: str
+
+
+FLOWS: tuple[Column, ...] = (
+    Column("capture", "string", "the input file the flow was read from"),
+    Column("first_ts", "float64", "first packet, seconds since the Unix epoch (UTC)"),
+    Column("last_ts", "float64", "last packet, seconds since the Unix epoch (UTC)"),
+    Column("transport", "string", "`tcp`, `udp`, `other` (any other IP protocol, and IP fragments after the first), or for frames with no IP flow `non-ip`, `truncated`, `undecoded`"),
+    Column("ip_proto", "Int64", "IP protocol number (empty for frames with no IP flow)"),
+    Column("fragment", "bool", "true for the flow of non-first IP fragments (they carry no ports)"),
+    Column("client_addr", "string", "the flow's client: the SYN sender, else the side not on a rule port, else the higher port, else the first sender"),
+    Column("client_port", "int64", "client's TCP/UDP port (0 when the transport has none)"),
+    Column("server_addr", "string", "the flow's server (the other side)"),
+    Column("server_port", "int64", "server's TCP/UDP port (0 when the transport has none)"),
+    Column("service", "string", "Exchange 2003 service id from the rules, or `other`"),
+    Column("evidence", "string", "what decided the service: `port` (the rules' port table) or `none`"),
+    Column("direction", "string", "`inbound` (the server is an Exchange server), `outbound` (the client is one) or `other`"),
+    Column("packets_c2s", "int64", "packets client → server"),
+    Column("bytes_c2s", "int64", "frame bytes (original length on the wire) client → server"),
+    Column("packets_s2c", "int64", "packets server → client"),
+    Column("bytes_s2c", "int64", "frame bytes server → client"),
+    Column("tcp_flags_c2s", "string", "TCP flags the client sent, as letters (`S` SYN, `A` ACK, `P` PSH, `F` FIN, `R` RST, `U` URG, `E` ECE, `C` CWR)"),
+    Column("tcp_flags_s2c", "string", "TCP flags the server sent"),
+)
+
+BREAKDOWN: tuple[Column, ...] = (
+    Column("service", "string", "service id (as in flows)"),
+    Column("direction", "string", "`inbound`, `outbound` or `other`"),
+    Column("flows", "int64", "flows of this service and direction"),
+    Column("packets", "int64", "packets both ways"),
+    Column("bytes", "int64", "frame bytes both ways"),
+    Column("packets_c2s", "int64", "packets client → server"),
+    Column("bytes_c2s", "int64", "frame bytes client → server"),
+    Column("packets_s2c", "int64", "packets server → client"),
+    Column("bytes_s2c", "int64", "frame bytes server → client"),
+    Column("first_ts", "float64", "earliest first packet of these flows (epoch seconds)"),
+    Column("last_ts", "float64", "latest last packet of these flows (epoch seconds)"),
+)
+
+CAPTURE: tuple[Column, ...] = (
+    Column("capture", "string", "the input file (`-` for stdin)"),
+    Column("format", "string", "`pcap` or `pcapng` (empty if the file could not be opened)"),
+    Column("packets", "int64", "packets read"),
+    Column("bytes", "int64", "frame bytes read (original lengths)"),
+    Column("flows", "int64", "flows found (every packet read is in exactly one flow)"),
+    Column("first_ts", "float64", "first packet (epoch seconds)"),
+    Column("last_ts", "float64", "last packet (epoch seconds)"),
+    Column("non_ip_packets", "int64", "frames carrying no IP (ARP, STP, ...): in flows with transport `non-ip`"),
+    Column("truncated_packets", "int64", "frames cut short inside an IP, TCP or UDP header: transport `truncated`"),
+    Column("undecoded_packets", "int64", "frames of a link type pcapclass does not decode (pcapng interfaces): transport `undecoded`"),
+    Column("fragment_packets", "int64", "non-first IP fragments: transport `other`, `fragment` true"),
+    Column("caplen_over_snaplen", "int64", "records longer than the file's snaplen: read anyway, as libpcap and tshark do, and counted here"),
+    Column("hash_collisions", "int64", "64-bit flow-key hash collisions met (resolved by full-key compare; expected 0)"),
+    Column("flows_exported_early", "int64", "flows pushed out of the table by the flow cap before they went idle"),
+    Column("servers", "string", "the Exchange servers used for direction, space-separated"),
+    Column("servers_inferred", "bool", "true when the servers were inferred from who answers on Exchange inbound ports (no --server)"),
+    Column("partial", "bool", "true when reading stopped at a fault: the counts cover the packets before it"),
+    Column("error", "string", "the fault (file, byte offset, packet number, what was wrong), empty when none"),
+)
+
+
+def names(columns: tuple[Column, ...]) -> list[str]:
+    """The column names, in order."""
+    return [c.name for c in columns]
+
+
+def markdown(columns: tuple[Column, ...]) -> str:
+    """A README table of the columns."""
+    rows = ["| column | type | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{c.name}` | {c.dtype} | {c.meaning} |" for c in columns]
+    return "\n".join(rows)
