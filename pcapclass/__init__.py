@@ -1,0 +1,29 @@
+"""pcapclass: classify packet captures into Microsoft Exchange Server 2003 services.
+
+>>> import pcapclass
+>>> result = pcapclass.classify_file("capture.pcap")   # doctest: +SKIP
+>>> result.breakdown                                   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .api import Classifier, Result, classify_file
+from .errors import CaptureError, CaptureOpenError, InvalidCaptureError, LiveCaptureError, PcapclassError, RulesError
+from .rules import RuleSet, load_rules
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CaptureError",
+    "CaptureOpenError",
+    "Classifier",
+    "InvalidCaptureError",
+    "LiveCaptureError",
+    "PcapclassError",
+    "Result",
+    "RuleSet",
+    "RulesError",
+    "classify_file",
+    "load_rules",
+    "__version__",
+]

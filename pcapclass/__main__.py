@@ -1,0 +1,7 @@
+"""``python -m pcapclass``: the same program as the ``pcapclass`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,171 @@
+"""The ``pcapclass`` command: argument parsing, wiring of the API, one-line errors, exit codes.
+
+Exit codes (documented in the README):
+  0  success
+  2  usage error (bad option or argument)
+  3  a capture could not be read at all (missing, unreadable, not a capture): nothing written
+  4  a capture stopped at a fault: everything before it was written, marked partial
+  5  a rules file is invalid
+  6  a live capture could not start or died
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .addresses import parse_networks
+from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
+from .errors import CaptureError, PcapclassError, RulesError
+from .progress import Progress
+from .report import print_table, write_outputs
+from .rules import RuleSet, load_rules
+
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
+EXIT_PARTIAL = 4
+EXIT_RULES = 5
+EXIT_LIVE = 6
+EXIT_INTERRUPTED = 130
+
+
+def _fail(message: str) -> None:
+    print(f"pcapclass: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"pcapclass: warning: {message}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pcapclass",
+        description="Classify packet captures into Microsoft Exchange Server 2003 services and summarize traffic per service and direction.",
+    )
+    parser.add_argument("--version", action="version", version=f"pcapclass {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    rules_opts = argparse.ArgumentParser(add_help=False)
+    rules_opts.add_argument("--rules", action="append", default=[], metavar="FILE",
+                            help="extra rules file (TOML, same format as rules/exchange2003.toml); a service with the same id replaces the shipped one; repeatable")  # fmt: skip
+
+    c = sub.add_parser("classify", parents=[rules_opts], help="classify capture files (pcap, pcapng, gzip; - for stdin)")
+    c.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture file(s); '-' reads stdin")
+    c.add_argument("-o", "--outdir", default="pcapclass-out", metavar="OUTDIR",
+                   help="where flows.csv, breakdown.csv and capture.csv go (default: %(default)s)")  # fmt: skip
+    c.add_argument("--server", action="append", default=[], metavar="ADDR|CIDR",
+                   help="an Exchange server address or network; repeatable (default: infer from who answers on Exchange inbound ports)")  # fmt: skip
+    c.add_argument("--idle-timeout", type=_positive_float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                   help="a 5-tuple idle this long starts a new flow (default: %(default)s)")  # fmt: skip
+    c.add_argument("--max-flows", type=_positive_int, default=DEFAULT_MAX_FLOWS, metavar="N",
+                   help="open flows kept at most; the least recently seen are exported early beyond it (default: %(default)s)")  # fmt: skip
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
+
+    sub.add_parser("rules", parents=[rules_opts], help="print the service table the classifier uses")
+    return parser
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (never raises for expected failures)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        rules = load_rules(args.rules)
+        if args.command == "rules":
+            return _print_rules(rules)
+        return _classify(args, rules)
+    except RulesError as exc:
+        _fail(str(exc))
+        return EXIT_RULES
+    except PcapclassError as exc:
+        _fail(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
+    try:
+        servers = parse_networks(args.server)
+    except ValueError as exc:
+        _fail(f"--server: {exc}")
+        return EXIT_USAGE
+    clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows)
+    unreadable = 0
+    for path in args.captures:
+        bar = Progress(None, label=path, enabled=False if args.quiet else None)
+        bar.total = _size(path)
+        try:
+            counts = clf.read(path, progress=lambda done, packets: bar.update(done, packets=packets))
+        except CaptureError as exc:
+            bar.close()
+            _fail(str(exc))
+            unreadable += 1
+            continue
+        bar.close()
+        if counts.error is not None:
+            if counts.packets:
+                _fail(f"{counts.error} (the {counts.packets} packets before it are classified; output marked partial)")
+            else:
+                _fail(str(counts.error))
+                unreadable += 1
+        elif counts.caplen_over_snaplen:
+            _warn(f"{counts.capture}: {counts.caplen_over_snaplen} records longer than the file's snaplen (read anyway, counted in capture.csv)")
+    if unreadable == len(args.captures):
+        return EXIT_UNREADABLE
+    result = clf.result()
+    write_outputs(result, args.outdir)
+    if not args.quiet:
+        print_table(result, sys.stdout)
+        print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv")
+    return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path) if path != "-" else None
+    except OSError:
+        return None
+
+
+def _print_rules(rules: RuleSet) -> int:
+    rows = [("service", "side", "transport/port", "name / note")]
+    for s in rules.services:
+        for side in ("inbound", "outbound"):
+            for r in getattr(s, side):
+                rows.append((s.id, side, f"{r.transport}/{r.port}", r.note or s.name))
+            if getattr(s, f"rpc_{side}"):
+                rows.append((s.id, side, "135 & other RPC", "dynamic ports handed out by the endpoint mapper"))
+        for d in s.dynamic:
+            rows.append((s.id, d["direction"], f"{d['transport']}/dynamic", d.get("note") or d.get("what", "")))
+        if not (s.inbound or s.outbound or s.rpc_inbound or s.rpc_outbound or s.dynamic):
+            rows.append((s.id, "-", "(no port)", s.notes or s.name))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+    print(f"rules from: {', '.join(rules.sources)}")
+    return EXIT_OK

@@ -1,0 +1,70 @@
+"""Outputs: the CSV files (written atomically) and the terminal table."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+import pandas as pd
+
+from .api import Result
+
+#: timestamps are printed to the microsecond: float64 epoch seconds hold no finer digit
+TS_FORMAT = "%.6f"
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` through a temporary file and a rename: never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            df.to_csv(fh, index=False, float_format=TS_FORMAT)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_outputs(result: Result, outdir: str | os.PathLike[str]) -> list[Path]:
+    """flows.csv, breakdown.csv and capture.csv in ``outdir``."""
+    out = Path(outdir)
+    files = [out / "flows.csv", out / "breakdown.csv", out / "capture.csv"]
+    for df, path in zip((result.flows, result.breakdown, result.captures), files):
+        write_csv(df, path)
+    return files
+
+
+def _human(n: float) -> str:
+    for unit in ("", "k", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+def print_table(result: Result, stream: TextIO) -> None:
+    """The breakdown as an aligned text table, with totals and the servers used."""
+    b = result.breakdown
+    headers = ["service", "direction", "flows", "packets", "bytes", "c→s bytes", "s→c bytes", "share"]
+    total_bytes = int(b["bytes"].sum()) if len(b) else 0
+    rows = [
+        [r.service, r.direction, f"{r.flows:,}", f"{r.packets:,}", _human(r.bytes), _human(r.bytes_c2s), _human(r.bytes_s2c),
+         f"{(r.bytes / total_bytes if total_bytes else 0):.1%}"]
+        for r in b.itertuples(index=False)
+    ]  # fmt: skip
+    rows.append(["total", "", f"{int(b['flows'].sum()) if len(b) else 0:,}", f"{int(b['packets'].sum()) if len(b) else 0:,}",
+                 _human(total_bytes), "", "", ""])  # fmt: skip
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    right = {2, 3, 4, 5, 6, 7}
+    fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    print(fmt(headers), file=stream)
+    print("  ".join("-" * w for w in widths), file=stream)
+    for row in rows[:-1]:
+        print(fmt(row), file=stream)
+    print("  ".join("-" * w for w in widths), file=stream)
+    print(fmt(rows[-1]), file=stream)
+    how = "inferred from who answers on Exchange inbound ports" if result.servers.inferred else "given with --server"
+    print(f"Exchange servers ({how}): {result.servers.describe() or 'none found'}", file=stream)
