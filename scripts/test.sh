@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up and run pcapclass's tests on a fresh machine: the tools the tests check against
+# (tshark, tcpdump; Debian packages), the package with its test extras, then pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
+command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+if ((${#need[@]})); then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    echo "installing ${need[*]} (Debian packages)" >&2
+    $SUDO apt-get update -qq
+    # tshark's debconf question (may non-root users capture?) must not wait for an answer
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+python3 -m pip install -q -e '.[test]'
+exec python3 -m pytest "$@"
