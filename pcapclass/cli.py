@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify packet captures into Microsoft Exchange Server 2003 services and summarize traffic per service and direction.",
     )
     parser.add_argument("--version", action="version", version=f"pcapclass {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error instead of one line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     rules_opts = argparse.ArgumentParser(add_help=False)
@@ -90,11 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    if args.debug:
+        return _run(args)
     try:
-        rules = load_rules(args.rules)
-        if args.command == "rules":
-            return _print_rules(rules)
-        return _classify(args, rules)
+        return _run(args)
     except RulesError as exc:
         _fail(str(exc))
         return EXIT_RULES
@@ -108,6 +108,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def _run(args: argparse.Namespace) -> int:
+    rules = load_rules(args.rules)
+    if args.command == "rules":
+        return _print_rules(rules)
+    return _classify(args, rules)
+
+
 def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
     try:
         servers = parse_networks(args.server)
@@ -117,8 +124,7 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
     clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows)
     unreadable = 0
     for path in args.captures:
-        bar = Progress(None, label=path, enabled=False if args.quiet else None)
-        bar.total = _size(path)
+        bar = Progress(_size(path), label=path, enabled=False if args.quiet else None)
         try:
             counts = clf.read(path, progress=lambda done, packets: bar.update(done, packets=packets))
         except CaptureError as exc:
