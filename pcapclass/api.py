@@ -19,7 +19,7 @@ from .addresses import Network, parse_networks
 from .classify import Servers, classify, empty_flows
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
-from .flows import FlowTable, Records, concat, empty_records
+from .flows import FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
 from .summarize import breakdown
@@ -47,6 +47,8 @@ class CaptureCounts:
     caplen_over_snaplen: int = 0
     hash_collisions: int = 0
     flows_exported_early: int = 0
+    #: packets a live capture's kernel or capture process reported dropping
+    drops: int = 0
     error: CaptureError | None = None
 
     def add(self, pk: Packets) -> None:
@@ -130,8 +132,9 @@ class Classifier:
     def feed(self, batch: PacketBatch) -> None:
         """Decode a batch and fold it into the current input's flow table."""
         pk = decode(batch)
+        keys = flow_keys(pk)
         self.counts[-1].add(pk)
-        self.table.update(pk)
+        self.table.update(pk, keys)
 
     def end(self) -> None:
         """Close the current input: every open flow becomes a finished record."""
@@ -141,7 +144,7 @@ class Classifier:
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
         self._records.append(recs)
-        self._capture_index.append(np.full(len(recs["hash"]), len(self.counts) - 1, dtype=np.int64))
+        self._capture_index.append(np.full(len(recs), len(self.counts) - 1, dtype=np.int64))
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
         """Read one capture to its end or its first fault (recorded, not raised).
@@ -169,7 +172,7 @@ class Classifier:
 
     def result(self, *, by: Sequence[str] = ("service", "direction")) -> Result:
         """Classify every finished flow and summarize."""
-        recs = concat(self._records) if self._records else empty_records()
+        recs = Records.concat(self._records)
         index = np.concatenate(self._capture_index) if self._capture_index else np.zeros(0, np.int64)
         flows, servers = classify(recs, self.lookup, self.networks)
         if flows.empty:
@@ -208,6 +211,7 @@ def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, An
         "caplen_over_snaplen": c.caplen_over_snaplen,
         "hash_collisions": c.hash_collisions,
         "flows_exported_early": c.flows_exported_early,
+        "drops": c.drops,
         "servers": servers.describe(),
         "servers_inferred": servers.inferred,
         "partial": c.error is not None,

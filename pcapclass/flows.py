@@ -8,6 +8,9 @@ timeout, and reduced with ``ufunc.reduceat``; segments then merge into the activ
 min first-seen, max last-seen, OR of flags, which is what lets files, batches and live
 intervals combine with one merge.
 
+Records live in one 2-D int64 array (a row per flow, a column per field): moving a flow is
+one row copy, not one copy per field, which is what keeps the per-batch merge cheap.
+
 Packets that carry no IP flow (ARP, a truncated header, an undecoded link type) are not
 dropped: they form pseudo-flows keyed by their decode status, so that every packet read
 is in exactly one record.
@@ -15,7 +18,6 @@ is in exactly one record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,22 +29,62 @@ from .decode import Packets, Status
 NON_FLOW_BASE = 1000
 #: "no SYN seen" in the first-SYN timestamp columns
 NO_SYN = np.iinfo(np.int64).max
+TCP_FIN = 0x01
 TCP_SYN = 0x02
+TCP_RST = 0x04
 TCP_ACK = 0x10
 IPPROTO_TCP = 6
 
-KEY_COLUMNS = ("hash", "proto", "a_hi", "a_lo", "b_hi", "b_lo", "port_a", "port_b")
+KEY_COLUMNS = ("hash", "check", "proto", "a_hi", "a_lo", "b_hi", "b_lo", "port_a", "port_b")
 VALUE_COLUMNS = (
     "first_ns", "last_ns", "packets_ab", "bytes_ab", "packets_ba", "bytes_ba",
     "flags_a", "flags_b", "syn_a_ns", "syn_b_ns", "first_from_a",
 )  # fmt: skip
 COLUMNS = KEY_COLUMNS + VALUE_COLUMNS
+COL = {name: i for i, name in enumerate(COLUMNS)}
+_UNSIGNED = {"hash", "check", "a_hi", "a_lo", "b_hi", "b_lo"}
+_H, _CHECK, _FIRST, _LAST = COL["hash"], COL["check"], COL["first_ns"], COL["last_ns"]
+_SUMS = [COL[c] for c in ("packets_ab", "bytes_ab", "packets_ba", "bytes_ba")]
+_MINS = [COL[c] for c in ("first_ns", "syn_a_ns", "syn_b_ns")]
+_ORS = [COL[c] for c in ("flags_a", "flags_b")]
 
-Records = dict[str, npt.NDArray[np.generic]]
+
+class Records:
+    """Flow records: a 2-D int64 array with named column access (``recs["bytes_ab"]``).
+
+    Columns come back with their real dtype (uint64 for hashes and addresses, bool for
+    ``first_from_a``) as views, so reading a column copies nothing.
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: npt.NDArray[np.int64] | None = None) -> None:
+        self.rows = rows if rows is not None else np.zeros((0, len(COLUMNS)), dtype=np.int64)
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+    def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
+        col = self.rows[:, COL[name]]
+        if name in _UNSIGNED:
+            return col.view(np.uint64)
+        if name == "first_from_a":
+            return col.astype(bool)
+        return col
+
+    @staticmethod
+    def concat(parts: list[Records]) -> Records:
+        """Rows of several record tables, in order."""
+        rows = [p.rows for p in parts if len(p)]
+        if not rows:
+            return Records()
+        return Records(rows[0] if len(rows) == 1 else np.concatenate(rows))
+
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_SEED2 = np.uint64(0xD6E8FEB86659FD93)
 
 
 def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
@@ -52,40 +94,53 @@ def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
     return x ^ (x >> np.uint64(31))
 
 
-def empty_records() -> Records:
-    """A record table with no rows and the right dtypes."""
-    recs: Records = {c: np.zeros(0, dtype=np.int64) for c in COLUMNS}
-    for c in ("hash", "a_hi", "a_lo", "b_hi", "b_lo"):
-        recs[c] = np.zeros(0, dtype=np.uint64)
-    recs["first_from_a"] = np.zeros(0, dtype=bool)
-    return recs
+@dataclass(frozen=True, slots=True)
+class FlowKeys:
+    """Each packet's flow key: endpoint A is the lower (address, port), so both directions
+    of a conversation share it; ``hash`` and ``check`` are two independent 64-bit hashes of it.
+
+    Later stages (payload evidence) use the same keys to attach what they learn to flows.
+    """
+
+    hash: npt.NDArray[np.int64]
+    check: npt.NDArray[np.int64]
+    proto: npt.NDArray[np.int64]
+    a_hi: npt.NDArray[np.uint64]
+    a_lo: npt.NDArray[np.uint64]
+    b_hi: npt.NDArray[np.uint64]
+    b_lo: npt.NDArray[np.uint64]
+    port_a: npt.NDArray[np.int64]
+    port_b: npt.NDArray[np.int64]
+    #: the packet travels from endpoint A to endpoint B
+    from_a: npt.NDArray[np.bool_]
 
 
-def take(recs: Records, idx: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> Records:
-    """The rows ``idx`` (indices or mask) of every column."""
-    return {c: v[idx] for c, v in recs.items()}
-
-
-def concat(parts: list[Records]) -> Records:
-    """Rows of several record tables, in order."""
-    parts = [p for p in parts if len(p["hash"])]
-    if not parts:
-        return empty_records()
-    if len(parts) == 1:
-        return parts[0]
-    return {c: np.concatenate([p[c] for p in parts]) for c in COLUMNS}
-
-
-def merge_into(dst: Records, src: Records) -> None:
-    """Fold ``src`` (the earlier part of the same flows, row by row) into ``dst`` in place."""
-    for c in ("packets_ab", "bytes_ab", "packets_ba", "bytes_ba"):
-        dst[c] += src[c]
-    for c in ("first_ns", "syn_a_ns", "syn_b_ns"):
-        np.minimum(dst[c], src[c], out=dst[c])
-    np.maximum(dst["last_ns"], src["last_ns"], out=dst["last_ns"])
-    dst["flags_a"] |= src["flags_a"]
-    dst["flags_b"] |= src["flags_b"]
-    dst["first_from_a"] = src["first_from_a"].copy()
+def flow_keys(pk: Packets) -> FlowKeys:
+    """The flow key of every packet of a decoded batch (pseudo-keys for non-IP frames)."""
+    proto = pk.proto
+    src_hi, src_lo, dst_hi, dst_lo = pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo
+    sport, dport = pk.sport, pk.dport
+    nonflow = pk.status != Status.FLOW
+    if nonflow.any():
+        proto = np.where(nonflow, NON_FLOW_BASE + pk.status.astype(np.int64), proto)
+        zero64 = np.uint64(0)
+        src_hi, src_lo = np.where(nonflow, zero64, src_hi), np.where(nonflow, zero64, src_lo)
+        dst_hi, dst_lo = np.where(nonflow, zero64, dst_hi), np.where(nonflow, zero64, dst_lo)
+        sport, dport = np.where(nonflow, 0, sport), np.where(nonflow, 0, dport)
+    swap = (src_hi > dst_hi) | ((src_hi == dst_hi) & ((src_lo > dst_lo) | ((src_lo == dst_lo) & (sport > dport))))
+    a_hi, b_hi = np.where(swap, dst_hi, src_hi), np.where(swap, src_hi, dst_hi)
+    a_lo, b_lo = np.where(swap, dst_lo, src_lo), np.where(swap, src_lo, dst_lo)
+    pa, pb = np.where(swap, dport, sport), np.where(swap, sport, dport)
+    word = ((proto << 32) | (pa << 16) | pb).view(np.uint64)
+    # merging two keys would need both hashes to collide (about 2**-128 per pair); a clash
+    # of the first alone is resolved by the table and counted
+    h = _mix(_mix(_mix(word ^ _GOLDEN) ^ a_lo) ^ b_lo)
+    h2 = _mix(_mix(_mix(b_lo ^ _SEED2) ^ word) ^ a_lo)
+    v6 = np.flatnonzero(a_hi | b_hi)
+    if v6.size:  # IPv6: the high halves join the key (IPv4 keys never see them)
+        h[v6] = _mix(_mix(h[v6] ^ a_hi[v6]) ^ b_hi[v6])
+        h2[v6] = _mix(_mix(h2[v6] ^ b_hi[v6]) ^ a_hi[v6])
+    return FlowKeys(h.view(np.int64), h2.view(np.int64), proto, a_hi, a_lo, b_hi, b_lo, pa, pb, ~swap)
 
 
 @dataclass
@@ -96,184 +151,179 @@ class FlowStats:
     flows_exported_early: int = 0
 
 
+#: segments collected before they are merged into the table (about 20 MB of rows)
+MIN_PENDING_ROWS = 1 << 17
+
+
 @dataclass
 class FlowTable:
-    """Active flows keyed by 5-tuple hash, with idle-timeout expiry and a size cap.
+    """Active flows, merged in rounds: each batch's segments wait, then join in one sort.
 
-    ``update`` takes decoded batches; finished flows (idle past the timeout, pushed out by the
-    cap, or ``flush``ed) are handed out by ``drain``.
+    Merging a batch into the table one key at a time costs per key and per batch; instead
+    the segments of many batches are stacked behind the active rows (which keeps each key's
+    parts in time order) and merged with one stable sort by hash and ``reduceat``, so a
+    round costs about one sort of the rows it touches. A round runs when the waiting rows
+    outnumber the active ones (and at least MIN_PENDING_ROWS), which bounds memory to a few
+    times the open flows. Finished flows (idle past the timeout, pushed out by the cap, or
+    ``flush``ed) are handed out by ``drain``.
     """
 
     idle_timeout_ns: int = 120 * 1_000_000_000
     max_flows: int = 2_000_000
     stats: FlowStats = field(default_factory=FlowStats)
-    _active: Records = field(default_factory=empty_records)
-    _done: list[Records] = field(default_factory=list)
+    _active: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, len(COLUMNS)), dtype=np.int64))
+    _pending: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    _pending_rows: int = 0
+    _done: list[npt.NDArray[np.int64]] = field(default_factory=list)
     _watermark: int = np.iinfo(np.int64).min
 
     def __len__(self) -> int:
-        return int(self._active["hash"].shape[0])
+        """Open flows (exact after a merge round; an upper bound between rounds)."""
+        return len(self._active) + self._pending_rows
 
-    def update(self, pk: Packets) -> None:
-        """Add one decoded batch."""
+    def update(self, pk: Packets, keys: FlowKeys | None = None) -> None:
+        """Add one decoded batch (``keys``: its ``flow_keys``, if already computed)."""
         if not len(pk):
             return
-        segs, last_of_key = self._segments(pk)
-        self._merge(segs, last_of_key)
+        self._pending.append(self._segments(pk, keys if keys is not None else flow_keys(pk)))
+        self._pending_rows += len(self._pending[-1])
         self._watermark = max(self._watermark, int(pk.ts_ns.max()))
-        self._expire()
+        if self._pending_rows >= max(MIN_PENDING_ROWS, len(self._active)):
+            self._merge()
 
     def flush(self) -> None:
         """End every active flow (end of capture, or a live stop)."""
+        self._merge()
         self._done.append(self._active)
-        self._active = empty_records()
+        self._active = self._active[:0]
 
     def drain(self) -> Records:
         """Hand out the finished flows collected so far, forgetting them."""
-        done, self._done = concat(self._done), []
+        done = Records.concat([Records(r) for r in self._done])
+        self._done = []
         return done
 
     def active(self) -> Records:
-        """A snapshot of the flows still open."""
-        return {c: v.copy() for c, v in self._active.items()}
+        """The flows still open (merges what is waiting first)."""
+        self._merge()
+        return Records(self._active.copy())
+
+    def expire(self, now_ns: int, *, active_timeout_ns: int, closed_grace_ns: int) -> None:
+        """Finish flows by the clock, for a live capture whose packets may pause.
+
+        Finished: idle past the idle timeout; TCP closed (RST, or FIN both ways) and quiet for
+        ``closed_grace_ns``; or open longer than ``active_timeout_ns`` (NetFlow's active
+        timeout: the key's next packets start a new record). ``drain`` hands them out.
+        """
+        self._merge()
+        self._watermark = max(self._watermark, now_ns)
+        act = self._active
+        last, flags_a, flags_b = act[:, _LAST], act[:, COL["flags_a"]], act[:, COL["flags_b"]]
+        closed = (act[:, COL["proto"]] == IPPROTO_TCP) & ((((flags_a | flags_b) & TCP_RST) != 0) | ((flags_a & flags_b & TCP_FIN) != 0))
+        done = (last < self._watermark - self.idle_timeout_ns) | (closed & (last < now_ns - closed_grace_ns))
+        done |= act[:, _FIRST] < now_ns - active_timeout_ns
+        if done.any():
+            self._done.append(act[done])
+            self._active = act[~done]
 
     # -- one batch -> segments -------------------------------------------------------------
 
-    def _segments(self, pk: Packets) -> tuple[Records, npt.NDArray[np.bool_]]:
-        proto = pk.proto
-        src_hi, src_lo, dst_hi, dst_lo = pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo
-        sport, dport = pk.sport, pk.dport
-        nonflow = pk.status != Status.FLOW
-        if nonflow.any():
-            proto = np.where(nonflow, NON_FLOW_BASE + pk.status.astype(np.int64), proto)
-            zero64 = np.uint64(0)
-            src_hi, src_lo = np.where(nonflow, zero64, src_hi), np.where(nonflow, zero64, src_lo)
-            dst_hi, dst_lo = np.where(nonflow, zero64, dst_hi), np.where(nonflow, zero64, dst_lo)
-            sport, dport = np.where(nonflow, 0, sport), np.where(nonflow, 0, dport)
-        # endpoint A is the lower (address, port): both directions share one key
-        swap = (src_hi > dst_hi) | (
-            (src_hi == dst_hi) & ((src_lo > dst_lo) | ((src_lo == dst_lo) & (sport > dport)))
-        )
-        a_hi, b_hi = np.where(swap, dst_hi, src_hi), np.where(swap, src_hi, dst_hi)
-        a_lo, b_lo = np.where(swap, dst_lo, src_lo), np.where(swap, src_lo, dst_lo)
-        pa, pb = np.where(swap, dport, sport), np.where(swap, sport, dport)
-        word = ((proto << 32) | (pa << 16) | pb).astype(np.uint64)
-        h = _mix(word ^ _GOLDEN)
-        for part in (a_lo, b_lo, a_hi, b_hi):
-            h = _mix(h ^ part)
-
+    def _segments(self, pk: Packets, keys: FlowKeys) -> npt.NDArray[np.int64]:
+        """Per-key, per-idle-gap aggregates of one batch, sorted by hash (one row each)."""
+        h, h2, proto = keys.hash, keys.check, keys.proto
+        a_hi, a_lo, b_hi, b_lo, pa, pb = keys.a_hi, keys.a_lo, keys.b_hi, keys.b_lo, keys.port_a, keys.port_b
         order = np.argsort(h, kind="stable")
-        hs = h[order]
+        hs, h2s = h[order], h2[order]
         same = hs[1:] == hs[:-1]
-        keys = (word, a_hi, a_lo, b_hi, b_lo)
-        if same.any():
-            # equal hashes must be equal keys; if not (a 64-bit collision), order by full key
-            idx = np.flatnonzero(same)
-            clash = np.zeros(idx.size, dtype=bool)
-            for k in keys:
-                ks = k[order]
-                clash |= ks[idx] != ks[idx + 1]
-            if clash.any():
-                self.stats.hash_collisions += int(clash.sum())
-                order = np.lexsort((h, *keys[::-1]))
-                hs = h[order]
-                same = np.ones(len(order) - 1, dtype=bool)
-                for k in keys:
-                    ks = k[order]
-                    same &= ks[1:] == ks[:-1]
+        clash = same & (h2s[1:] != h2s[:-1])
+        if clash.any():
+            self.stats.hash_collisions += int(np.count_nonzero(clash))
+            order = np.lexsort((h2, h))
+            hs, h2s = h[order], h2[order]
+            same = (hs[1:] == hs[:-1]) & (h2s[1:] == h2s[:-1])
         ts = pk.ts_ns[order]
-        new_key = np.concatenate(([True], ~same))
-        gap = np.concatenate(([False], (ts[1:] - ts[:-1]) > self.idle_timeout_ns))
-        starts = np.flatnonzero(new_key | gap)
-        first_idx = order[starts]
+        new_key = np.empty(len(order), dtype=bool)
+        new_key[0] = True
+        np.logical_not(same, out=new_key[1:])
+        starts = np.flatnonzero(new_key | np.concatenate(([False], (ts[1:] - ts[:-1]) > self.idle_timeout_ns)))
+        first = order[starts]
 
-        from_a = ~swap[order]
+        from_a = keys.from_a[order]
         wl = pk.wirelen[order]
         flags = pk.tcp_flags[order]
         count = np.diff(np.append(starts, len(order)))
-        packets_ab = np.add.reduceat(from_a.astype(np.int64), starts)
-        bytes_all = np.add.reduceat(wl, starts)
-        bytes_ab = np.add.reduceat(np.where(from_a, wl, 0), starts)
         pure_syn = ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) & (proto[order] == IPPROTO_TCP)
-        segs: Records = {
-            "hash": hs[starts],
-            "proto": proto[first_idx],
-            "a_hi": a_hi[first_idx],
-            "a_lo": a_lo[first_idx],
-            "b_hi": b_hi[first_idx],
-            "b_lo": b_lo[first_idx],
-            "port_a": pa[first_idx],
-            "port_b": pb[first_idx],
-            "first_ns": np.minimum.reduceat(ts, starts),
-            "last_ns": np.maximum.reduceat(ts, starts),
-            "packets_ab": packets_ab,
-            "bytes_ab": bytes_ab,
-            "packets_ba": count - packets_ab,
-            "bytes_ba": bytes_all - bytes_ab,
-            "flags_a": np.bitwise_or.reduceat(np.where(from_a, flags, 0), starts),
-            "flags_b": np.bitwise_or.reduceat(np.where(from_a, 0, flags), starts),
-            "syn_a_ns": np.minimum.reduceat(np.where(pure_syn & from_a, ts, NO_SYN), starts),
-            "syn_b_ns": np.minimum.reduceat(np.where(pure_syn & ~from_a, ts, NO_SYN), starts),
-            "first_from_a": from_a[starts],
-        }
-        seg_new_key = new_key[starts]
-        last_of_key = np.append(seg_new_key[1:], True)
-        segs["_new_key"] = seg_new_key  # type: ignore[assignment]
-        return segs, last_of_key
+        wl_a = np.where(from_a, wl, 0)
+        seg = np.empty((len(starts), len(COLUMNS)), dtype=np.int64)
+        seg[:, _H] = hs[starts]
+        seg[:, _CHECK] = h2s[starts]
+        seg[:, COL["proto"]] = proto[first]
+        for name, col in (("a_hi", a_hi), ("a_lo", a_lo), ("b_hi", b_hi), ("b_lo", b_lo)):
+            seg[:, COL[name]] = col[first].view(np.int64)
+        seg[:, COL["port_a"]] = pa[first]
+        seg[:, COL["port_b"]] = pb[first]
+        seg[:, _FIRST] = np.minimum.reduceat(ts, starts)
+        seg[:, _LAST] = np.maximum.reduceat(ts, starts)
+        packets_ab = np.add.reduceat(from_a.view(np.int8), starts, dtype=np.int64)
+        bytes_ab = np.add.reduceat(wl_a, starts)
+        seg[:, COL["packets_ab"]] = packets_ab
+        seg[:, COL["bytes_ab"]] = bytes_ab
+        seg[:, COL["packets_ba"]] = count - packets_ab
+        seg[:, COL["bytes_ba"]] = np.add.reduceat(wl, starts) - bytes_ab
+        if (flags != 0).any():
+            flags_a = np.where(from_a, flags, 0)
+            seg[:, COL["flags_a"]] = np.bitwise_or.reduceat(flags_a, starts)
+            seg[:, COL["flags_b"]] = np.bitwise_or.reduceat(flags ^ flags_a, starts)
+        else:
+            seg[:, _ORS] = 0
+        if pure_syn.any():
+            seg[:, COL["syn_a_ns"]] = np.minimum.reduceat(np.where(pure_syn & from_a, ts, NO_SYN), starts)
+            seg[:, COL["syn_b_ns"]] = np.minimum.reduceat(np.where(pure_syn & ~from_a, ts, NO_SYN), starts)
+        else:
+            seg[:, [COL["syn_a_ns"], COL["syn_b_ns"]]] = NO_SYN
+        seg[:, COL["first_from_a"]] = from_a[starts]
+        return seg
 
     # -- segments -> active table ----------------------------------------------------------
 
-    def _merge(self, segs: Records, last_of_key: npt.NDArray[np.bool_]) -> None:
-        act = self._active
-        first_seg = np.flatnonzero(segs.pop("_new_key"))
-        n_act = len(act["hash"])
-        removed = np.zeros(n_act, dtype=bool)
-        if n_act:
-            pos = np.searchsorted(act["hash"], segs["hash"][first_seg])
-            pos_c = np.minimum(pos, n_act - 1)
-            found = act["hash"][pos_c] == segs["hash"][first_seg]
-            hit_seg, hit_act = first_seg[found], pos_c[found]
-            if hit_seg.size:
-                same = np.ones(hit_seg.size, dtype=bool)
-                for c in KEY_COLUMNS[1:]:
-                    same &= act[c][hit_act] == segs[c][hit_seg]
-                self.stats.hash_collisions += int((~same).sum())
-                fresh = segs["first_ns"][hit_seg] - act["last_ns"][hit_act] <= self.idle_timeout_ns
-                cont = same & fresh
-                if cont.any():
-                    part = take(segs, hit_seg[cont])
-                    merge_into(part, take(act, hit_act[cont]))
-                    for c in COLUMNS:
-                        segs[c][hit_seg[cont]] = part[c]
-                expired = hit_act[~cont]
-                if expired.size:
-                    self._done.append(take(act, expired))
-                removed[hit_act] = True
-        # segments followed by another segment of their key ended idle: they are finished
-        if (~last_of_key).any():
-            self._done.append(take(segs, ~last_of_key))
-        kept = take(act, ~removed) if removed.any() else act
-        new = take(segs, last_of_key)
-        at = np.searchsorted(kept["hash"], new["hash"])
-        self._active = {c: np.insert(kept[c], at, new[c]) for c in COLUMNS}
-
-    def _expire(self) -> None:
-        act = self._active
-        idle = act["last_ns"] < self._watermark - self.idle_timeout_ns
-        over = len(act["hash"]) - int(idle.sum()) - self.max_flows
+    def _merge(self) -> None:
+        """One round: active rows and waiting segments, sorted by key, reduced per flow."""
+        if not self._pending:
+            return
+        rows = np.concatenate([self._active, *self._pending])
+        self._pending, self._pending_rows = [], 0
+        rows = np.take(rows, np.argsort(rows[:, _H], kind="stable"), axis=0)
+        same = rows[1:, _H] == rows[:-1, _H]
+        clash = same & (rows[1:, _CHECK] != rows[:-1, _CHECK])
+        if clash.any():
+            self.stats.hash_collisions += int(np.count_nonzero(clash))
+            rows = np.take(rows, np.lexsort((rows[:, _CHECK], rows[:, _H])), axis=0)
+            same = (rows[1:, _H] == rows[:-1, _H]) & (rows[1:, _CHECK] == rows[:-1, _CHECK])
+        new_key = np.empty(len(rows), dtype=bool)
+        new_key[0] = True
+        np.logical_not(same, out=new_key[1:])
+        gap = np.zeros(len(rows), dtype=bool)
+        gap[1:] = rows[1:, _FIRST] - rows[:-1, _LAST] > self.idle_timeout_ns
+        starts = np.flatnonzero(new_key | gap)
+        if len(starts) == len(rows):
+            merged = rows
+        else:
+            merged = np.take(rows, starts, axis=0)
+            merged[:, _SUMS] = np.add.reduceat(rows[:, _SUMS], starts, axis=0)
+            merged[:, _MINS] = np.minimum.reduceat(rows[:, _MINS], starts, axis=0)
+            merged[:, _LAST] = np.maximum.reduceat(rows[:, _LAST], starts)
+            merged[:, _ORS] = np.bitwise_or.reduceat(rows[:, _ORS], starts, axis=0)
+        # a part followed by another part of its key ended idle; others may be idle by now
+        last_of_key = np.ones(len(starts), dtype=bool)
+        last_of_key[:-1] = new_key[starts[1:]]
+        finished = ~last_of_key | (merged[:, _LAST] < self._watermark - self.idle_timeout_ns)
+        over = len(merged) - int(np.count_nonzero(finished)) - self.max_flows
         if over > 0:
             # the cap: push the least recently seen flows out early, and count them
-            alive = np.flatnonzero(~idle)
-            oldest = alive[np.argsort(act["last_ns"][alive], kind="stable")[:over]]
-            idle[oldest] = True
+            alive = np.flatnonzero(~finished)
+            finished[alive[np.argpartition(merged[alive, _LAST], over - 1)[:over]]] = True
             self.stats.flows_exported_early += over
-        if idle.any():
-            self._done.append(take(act, idle))
-            self._active = take(act, ~idle)
-
-
-def iter_records(recs: Records, size: int) -> Iterator[Records]:
-    """Slices of ``size`` rows, for writers that stream."""
-    n = len(recs["hash"])
-    for i in range(0, n, size):
-        yield {c: v[i : i + size] for c, v in recs.items()}
+        if finished.any():
+            self._done.append(np.compress(finished, merged, axis=0))
+            merged = np.compress(~finished, merged, axis=0)
+        self._active = merged
