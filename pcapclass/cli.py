@@ -13,16 +13,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .addresses import parse_networks
-from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
+from .addresses import Network, parse_networks
+from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier, Result
+from .classify import empty_flows
 from .errors import CaptureError, PcapclassError, RulesError
+from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
+from .live_view import LiveView
 from .progress import Progress
 from .report import print_table, write_outputs
 from .rules import RuleSet, load_rules
+from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -54,20 +59,44 @@ def build_parser() -> argparse.ArgumentParser:
     rules_opts.add_argument("--rules", action="append", default=[], metavar="FILE",
                             help="extra rules file (TOML, same format as rules/exchange2003.toml); a service with the same id replaces the shipped one; repeatable")  # fmt: skip
 
-    c = sub.add_parser("classify", parents=[rules_opts], help="classify capture files (pcap, pcapng, gzip; - for stdin)")
+    # what both classify and live take: the servers, the idle timeout and the flow cap
+    flow_opts = argparse.ArgumentParser(add_help=False)
+    flow_opts.add_argument("--server", action="append", default=[], metavar="ADDR|CIDR",
+                           help="an Exchange server address or network; repeatable (default: infer from who answers on Exchange inbound ports)")  # fmt: skip
+    flow_opts.add_argument("--idle-timeout", type=_positive_float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
+                           help="a 5-tuple idle this long starts a new flow (default: %(default)s)")  # fmt: skip
+    flow_opts.add_argument("--max-flows", type=_positive_int, default=DEFAULT_MAX_FLOWS, metavar="N",
+                           help="open flows kept at most; the least recently seen are exported early beyond it (default: %(default)s)")  # fmt: skip
+
+    c = sub.add_parser("classify", parents=[rules_opts, flow_opts], help="classify capture files (pcap, pcapng, gzip; - for stdin)")
     c.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture file(s); '-' reads stdin")
     c.add_argument("-o", "--outdir", default="pcapclass-out", metavar="OUTDIR",
                    help="where flows.csv, breakdown.csv and capture.csv go (default: %(default)s)")  # fmt: skip
-    c.add_argument("--server", action="append", default=[], metavar="ADDR|CIDR",
-                   help="an Exchange server address or network; repeatable (default: infer from who answers on Exchange inbound ports)")  # fmt: skip
-    c.add_argument("--idle-timeout", type=_positive_float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
-                   help="a 5-tuple idle this long starts a new flow (default: %(default)s)")  # fmt: skip
-    c.add_argument("--max-flows", type=_positive_int, default=DEFAULT_MAX_FLOWS, metavar="N",
-                   help="open flows kept at most; the least recently seen are exported early beyond it (default: %(default)s)")  # fmt: skip
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
 
     sub.add_parser("rules", parents=[rules_opts], help="print the service table the classifier uses")
+    _add_live_parser(sub, [rules_opts, flow_opts])
+    sub.add_parser("interfaces", help="list the network interfaces a live capture can use")
     return parser
+
+
+def _add_live_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", parents: list[argparse.ArgumentParser]) -> None:
+    live = sub.add_parser("live", parents=parents, help="classify the traffic of an interface as it happens")
+    live.add_argument("-i", "--interface", required=True, metavar="IFACE", help="interface to capture on (see `pcapclass interfaces`)")
+    live.add_argument("-f", "--filter", metavar="BPF", help="capture filter (libpcap syntax), e.g. 'tcp port 25 or udp'")
+    live.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL, metavar="SECONDS",
+                      help="seconds between timeseries.csv rows and output updates (default: %(default)s)")  # fmt: skip
+    live.add_argument("-o", "--outdir", default="pcapclass-live", metavar="OUTDIR",
+                      help="where flows.csv, timeseries.csv, breakdown.csv and capture.csv go (default: %(default)s)")  # fmt: skip
+    stop = live.add_mutually_exclusive_group()
+    stop.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this many seconds")
+    stop.add_argument("--count", type=_positive_int, metavar="N", help="stop after N packets")
+    live.add_argument("--backend", choices=BACKENDS, default=DEFAULT_BACKEND,
+                      help="dumpcap or tcpdump writing to a pipe, or scapy's packet socket (default: %(default)s)")  # fmt: skip
+    live.add_argument("--write-pcap", metavar="FILE", help="also save the captured packets to FILE (classic pcap, ns timestamps)")
+    live.add_argument("--active-timeout", type=_positive_float, default=DEFAULT_ACTIVE_TIMEOUT, metavar="SECONDS",
+                      help="a flow open this long is exported and continues as a new flow, as NetFlow does (default: %(default)s)")  # fmt: skip
+    live.add_argument("-q", "--quiet", action="store_true", help="no live view and no final table")
 
 
 def _positive_float(text: str) -> float:
@@ -109,17 +138,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "interfaces":
+        return _print_interfaces()
     rules = load_rules(args.rules)
     if args.command == "rules":
         return _print_rules(rules)
+    if args.command == "live":
+        return _live(args, rules)
     return _classify(args, rules)
 
 
-def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
+def _parse_servers(specs: list[str]) -> list[Network] | None:
+    """The --server networks, or None after saying which one is malformed."""
     try:
-        servers = parse_networks(args.server)
+        return parse_networks(specs)
     except ValueError as exc:
         _fail(f"--server: {exc}")
+        return None
+
+
+def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
+    servers = _parse_servers(args.server)
+    if servers is None:
         return EXIT_USAGE
     clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows)
     unreadable = 0
@@ -149,6 +189,45 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
         print_table(result, sys.stdout)
         print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv")
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK
+
+
+def _live(args: argparse.Namespace, rules: RuleSet) -> int:
+    """Capture until Ctrl-C / SIGTERM / --duration / --count; the CSVs are final either way."""
+    servers = _parse_servers(args.server)
+    if servers is None:
+        return EXIT_USAGE
+    view = LiveView(enabled=False if args.quiet else None)
+    cap = LiveCapture(
+        args.interface, outdir=args.outdir, backend=args.backend, bpf=args.filter, interval=args.interval,
+        duration=args.duration, count=args.count, servers=servers, rules=rules, idle_timeout=args.idle_timeout,
+        active_timeout=args.active_timeout, max_flows=args.max_flows, write_pcap=args.write_pcap, on_status=view.update,
+    )  # fmt: skip
+    previous = {sig: signal.signal(sig, lambda *_: cap.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = cap.run()
+    finally:
+        view.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    row = result.captures.iloc[0]
+    if not args.quiet:
+        print_table(Result(flows=empty_flows(), breakdown=result.breakdown, captures=result.captures, servers=result.servers), sys.stdout)
+        print(f"{row['packets']:,} packets captured on {args.interface}, {row['drops']:,} dropped; wrote {args.outdir}/flows.csv, timeseries.csv, breakdown.csv, capture.csv")
+    if row["drops"]:
+        _warn(f"{row['drops']:,} packets were dropped by the kernel or the capture process (counted in capture.csv)")
+    if result.error is not None:
+        _fail(f"{result.error} (the {row['packets']:,} packets before it are classified and written)")
+        return EXIT_LIVE
+    return EXIT_OK
+
+
+def _print_interfaces() -> int:
+    rows = [("interface", "state", "kind", "addresses")]
+    rows += [(i.name, i.state, i.kind, " ".join(i.addresses)) for i in list_interfaces()]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
+    return EXIT_OK
 
 
 def _size(path: str) -> int | None:

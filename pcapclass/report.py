@@ -37,7 +37,8 @@ def write_outputs(result: Result, outdir: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
-def _human(n: float) -> str:
+def human(n: float) -> str:
+    """``1.5k``, ``2.3M``: a count short enough for a table cell."""
     for unit in ("", "k", "M", "G", "T"):
         if abs(n) < 1000:
             return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
@@ -51,12 +52,12 @@ def print_table(result: Result, stream: TextIO) -> None:
     headers = ["service", "direction", "flows", "packets", "bytes", "c→s bytes", "s→c bytes", "share"]
     total_bytes = int(b["bytes"].sum()) if len(b) else 0
     rows = [
-        [r.service, r.direction, f"{r.flows:,}", f"{r.packets:,}", _human(r.bytes), _human(r.bytes_c2s), _human(r.bytes_s2c),
+        [r.service, r.direction, f"{r.flows:,}", f"{r.packets:,}", human(r.bytes), human(r.bytes_c2s), human(r.bytes_s2c),
          f"{(r.bytes / total_bytes if total_bytes else 0):.1%}"]
         for r in b.itertuples(index=False)
     ]  # fmt: skip
     rows.append(["total", "", f"{int(b['flows'].sum()) if len(b) else 0:,}", f"{int(b['packets'].sum()) if len(b) else 0:,}",
-                 _human(total_bytes), "", "", ""])  # fmt: skip
+                 human(total_bytes), "", "", ""])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     right = {2, 3, 4, 5, 6, 7}
     fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731

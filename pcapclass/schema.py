@@ -66,10 +66,20 @@ CAPTURE: tuple[Column, ...] = (
     Column("caplen_over_snaplen", "int64", "records longer than the file's snaplen: read anyway, as libpcap and tshark do, and counted here"),
     Column("hash_collisions", "int64", "64-bit flow-key hash collisions met (resolved by full-key compare; expected 0)"),
     Column("flows_exported_early", "int64", "flows pushed out of the table by the flow cap before they went idle"),
+    Column("drops", "int64", "packets the kernel or the capture process reported dropping (live capture; 0 for files)"),
     Column("servers", "string", "the Exchange servers used for direction, space-separated"),
     Column("servers_inferred", "bool", "true when the servers were inferred from who answers on Exchange inbound ports (no --server)"),
     Column("partial", "bool", "true when reading stopped at a fault: the counts cover the packets before it"),
     Column("error", "string", "the fault (file, byte offset, packet number, what was wrong), empty when none"),
+)
+
+#: ``live``: one row per (service, direction) per interval, counting the traffic seen in that
+#: interval (``flows``: those that carried packets in it; first/last seen may precede it)
+TIMESERIES: tuple[Column, ...] = (
+    Column("interval_start", "float64", "start of the interval (epoch seconds)"),
+    Column("interval_end", "float64", "end of the interval (epoch seconds)"),
+    *BREAKDOWN,
+    Column("drops", "int64", "packets the capture reported dropped during the interval (repeated on each row of it)"),
 )
 
 

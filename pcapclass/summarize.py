@@ -18,7 +18,7 @@ def breakdown(flows: pd.DataFrame, service_order: Sequence[str] = (), by: Sequen
     """
     keys = list(by)
     if flows.empty:
-        return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in schema.BREAKDOWN})
+        return empty_breakdown()
     grouped = flows.groupby(keys, sort=False, dropna=False)
     out = grouped.agg(
         flows=("packets_c2s", "size"),
@@ -31,6 +31,33 @@ def breakdown(flows: pd.DataFrame, service_order: Sequence[str] = (), by: Sequen
     ).reset_index()
     out["packets"] = out["packets_c2s"] + out["packets_s2c"]
     out["bytes"] = out["bytes_c2s"] + out["bytes_s2c"]
+    return _ordered(out, service_order, keys)
+
+
+def empty_breakdown() -> pd.DataFrame:
+    """A breakdown with no rows and the schema's columns."""
+    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in schema.BREAKDOWN})
+
+
+def merge(parts: Sequence[pd.DataFrame], service_order: Sequence[str] = ()) -> pd.DataFrame:
+    """Breakdowns of disjoint traffic (intervals, files, workers) combined into one.
+
+    The associative merge of the design: counts add up, first seen is the minimum, last
+    seen the maximum; so the totals of a live capture are the merge of its intervals.
+    """
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return empty_breakdown()
+    keys = ["service", "direction"]
+    sums = [c for c in schema.names(schema.BREAKDOWN) if c not in (*keys, "first_ts", "last_ts")]
+    out = pd.concat(parts, ignore_index=True).groupby(keys, sort=False).agg(
+        {**{c: "sum" for c in sums}, "first_ts": "min", "last_ts": "max"}
+    ).reset_index()
+    return _ordered(out, service_order, keys)
+
+
+def _ordered(out: pd.DataFrame, service_order: Sequence[str], keys: list[str]) -> pd.DataFrame:
+    """Rules' service order, then direction; the schema's column order."""
     rank = {s: i for i, s in enumerate(service_order)}
     out = out.assign(
         _s=out["service"].map(lambda s: rank.get(s, len(rank))),

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Set up and run pcapclass's tests on a fresh machine: the tools the tests check against
-# (tshark, tcpdump; Debian packages), the package with its test extras, then pytest.
+# (tshark, tcpdump, dumpcap, ip, tcpreplay; Debian packages), the package with its test extras, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
+# live capture tests: dumpcap (with tshark), network namespaces and veth pairs, replay for the benchmark
+command -v dumpcap >/dev/null 2>&1 || need+=(wireshark-common)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)
 if ((${#need[@]})); then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "installing ${need[*]} (Debian packages)" >&2

@@ -1,0 +1,299 @@
+"""Live capture: an interface's batches through the offline pipeline, with rolling outputs.
+
+Every ``interval`` the flow table is expired by the clock (idle, closed TCP, NetFlow active
+timeout); finished flows are classified and appended to ``flows.csv``; the traffic of the
+interval (what each flow, finished or open, gained since the last tick) becomes the
+``timeseries.csv`` rows; the merged intervals are ``breakdown.csv``. Only open flows and the
+previous tick's counters stay in memory, so a capture can run for days.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import schema
+from .addresses import Network, parse_networks
+from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, CaptureCounts, Classifier, _capture_row
+from .classify import Servers, _address_order, classify
+from .errors import LiveCaptureError
+from .flows import KEY_COLUMNS, Records
+from .report import TS_FORMAT, write_csv
+from .rules import RuleSet
+from .sources import PacketBatch
+from .sources.live import DEFAULT_BACKEND, LiveSource, open_live
+from .sources.writer import PcapWriter
+from .summarize import breakdown, empty_breakdown, merge
+
+DEFAULT_INTERVAL = 10.0
+#: NetFlow's default active timeout: a flow open this long is exported and starts anew
+DEFAULT_ACTIVE_TIMEOUT = 1800.0
+#: a closed TCP conversation (RST, or FIN both ways) quiet this long is finished: long enough
+#: for the last ACK and for packets still in the capture pipe
+CLOSED_GRACE_S = 5.0
+_COUNTERS = ("packets_ab", "bytes_ab", "packets_ba", "bytes_ba")
+_MATCH = [*KEY_COLUMNS, "first_ns"]
+
+
+@dataclass
+class LiveStatus:
+    """What the terminal view shows after each step."""
+
+    interface: str
+    backend: str
+    elapsed: float
+    packets: int
+    bytes: int
+    packets_per_s: float
+    drops: int
+    open_flows: int
+    totals: pd.DataFrame
+    servers: Servers
+
+
+@dataclass
+class LiveResult:
+    """The end of a live capture: totals, the capture row, and the fault if it died."""
+
+    breakdown: pd.DataFrame
+    captures: pd.DataFrame
+    servers: Servers
+    error: LiveCaptureError | None
+    outdir: Path
+
+
+class LiveCapture:
+    """One live capture run: ``run()`` until ``stop()``, duration or count; outputs in ``outdir``.
+
+    Example::
+
+        cap = LiveCapture("eth0", outdir="out", interval=10, duration=60)
+        result = cap.run()      # another thread (or a signal handler) may call cap.stop()
+        result.breakdown
+
+    ``run`` raises LiveCaptureError when the capture cannot start; when it dies midway the
+    counted traffic is written and the error is in ``LiveResult.error``.
+    """
+
+    def __init__(
+        self,
+        interface: str,
+        *,
+        outdir: str | os.PathLike[str] = "pcapclass-live",
+        backend: str = DEFAULT_BACKEND,
+        bpf: str | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        duration: float | None = None,
+        count: int | None = None,
+        servers: Sequence[str | Network] = (),
+        rules: RuleSet | Iterable[str | os.PathLike[str]] | None = None,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        active_timeout: float = DEFAULT_ACTIVE_TIMEOUT,
+        max_flows: int = DEFAULT_MAX_FLOWS,
+        write_pcap: str | os.PathLike[str] | None = None,
+        on_status: Callable[[LiveStatus], None] | None = None,
+        status_every: float = 0.5,
+    ) -> None:
+        self.interface = interface
+        self.outdir = Path(outdir)
+        self.backend = backend
+        self.bpf = bpf
+        self.interval = interval
+        self.duration = duration
+        self.count = count
+        self.active_timeout_ns = int(active_timeout * 1e9)
+        self.write_pcap = write_pcap
+        self.on_status = on_status
+        self.status_every = status_every
+        self.clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows)
+        self.order = self.clf.lookup.ids[1:] + ("other",)
+        self._given = list(self.clf.networks)
+        self._known: set[str] = set()
+        self._prev = self._snapshot(Records())
+        self._totals = empty_breakdown()
+        self._flows_total = 0
+        self._stop_requested = False
+        self._source: LiveSource | None = None
+        self._reported_drops = 0
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End the capture soon: what is already captured is still read and counted."""
+        self._stop_requested = True
+        if self._source is not None:
+            self._source.stop()
+
+    def run(self) -> LiveResult:
+        """Capture until stopped; write the final outputs; return the totals."""
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        source = open_live(self.interface, backend=self.backend, bpf=self.bpf, count=self.count)
+        self._source = source
+        if self._stop_requested:
+            source.stop()
+        counts = self.clf.begin(self.interface, source.format)
+        # both logs start anew, header first, so that they parse from the first moment on
+        for name, columns in (("flows.csv", schema.FLOWS), ("timeseries.csv", schema.TIMESERIES)):
+            (self.outdir / name).unlink(missing_ok=True)
+            self._append(pd.DataFrame(columns=schema.names(columns)), name, columns)
+        writer = PcapWriter(self.write_pcap) if self.write_pcap is not None else None
+        error: LiveCaptureError | None = None
+        start = time.monotonic()
+        tick_at = start + self.interval
+        status_at = start
+        interval_start = time.time()
+        deadline = start + self.duration if self.duration is not None else None
+        try:
+            while not source.finished:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    self.stop()
+                wait = min(tick_at, status_at + self.status_every, deadline or tick_at) - now
+                try:
+                    batch = source.poll(wait)
+                except LiveCaptureError as exc:
+                    error = exc
+                    break
+                if batch is not None:
+                    batch = self._take(batch, counts)
+                    if writer is not None:
+                        writer.write(batch)
+                    self.clf.feed(batch)
+                now = time.monotonic()
+                if now >= tick_at:
+                    interval_end = time.time()
+                    self._tick(counts, interval_start, interval_end, final=False)
+                    interval_start = interval_end
+                    tick_at += self.interval * max(1, int((now - tick_at) // self.interval) + 1)
+                if self.on_status is not None and now >= status_at + self.status_every:
+                    status_at = now
+                    self.on_status(self._status(counts, now - start))
+        finally:
+            source.close()
+            if writer is not None:
+                writer.close()
+        self._tick(counts, interval_start, time.time(), final=True)
+        if self.on_status is not None:
+            self.on_status(self._status(counts, time.monotonic() - start))
+        captures = self._write_capture(counts, error)
+        return LiveResult(breakdown=self._totals, captures=captures, servers=self._servers(), error=error, outdir=self.outdir)
+
+    def _take(self, batch: PacketBatch, counts: CaptureCounts) -> PacketBatch:
+        """The batch, cut at --count; asks the source to stop once the count is reached."""
+        if self.count is None:
+            return batch
+        room = self.count - counts.packets
+        if room < len(batch):
+            batch = PacketBatch(batch.data, batch.offset[:room], batch.caplen[:room], batch.wirelen[:room],
+                                batch.ts_ns[:room], batch.linktype[:room], batch.first_packet)  # fmt: skip
+        if counts.packets + len(batch) >= self.count:
+            self.stop()
+        return batch
+
+    # -- one tick --------------------------------------------------------------------------------
+
+    def _tick(self, counts: CaptureCounts, start: float, end: float, *, final: bool) -> None:
+        table = self.clf.table
+        if final:
+            table.flush()
+        else:
+            table.expire(time.time_ns(), active_timeout_ns=self.active_timeout_ns, closed_grace_ns=int(CLOSED_GRACE_S * 1e9))
+        done = table.drain()
+        opened = Records() if final else table.active()
+        recs = Records.concat([done, opened])
+        n_done = len(recs["hash"]) - len(opened["hash"])
+        counts.hash_collisions = table.stats.hash_collisions
+        counts.flows_exported_early = table.stats.flows_exported_early
+        counts.drops = self._source.drops if self._source is not None else 0
+        new_drops = counts.drops - self._reported_drops
+        self._reported_drops += new_drops
+        if not len(recs["hash"]):
+            self._write_breakdown()
+            return
+        nets = self._learn_servers(recs)
+        flows, _ = classify(recs, self.clf.lookup, nets)
+        delta, new = self._deltas(recs)
+        self._prev = self._snapshot(opened)
+        part, _ = classify(delta, self.clf.lookup, nets)
+        moved = (part["packets_c2s"] + part["packets_s2c"]).to_numpy() > 0
+        self._append(self._interval_rows(part[moved], start, end, new_drops), "timeseries.csv", schema.TIMESERIES)
+        if n_done:
+            finished = flows.iloc[:n_done]
+            finished.insert(0, "capture", self.interface)
+            self._append(finished, "flows.csv", schema.FLOWS)
+        totals_part = breakdown(part[moved], self.order)
+        fresh = part[moved & new].groupby(["service", "direction"]).size()
+        index = pd.MultiIndex.from_frame(totals_part[["service", "direction"]])
+        totals_part["flows"] = fresh.reindex(index, fill_value=0).to_numpy()
+        self._flows_total += int(np.count_nonzero(new))
+        self._totals = merge([self._totals, totals_part], self.order)
+        self._write_breakdown()
+        self._write_capture(counts, None)
+
+    def _learn_servers(self, recs: Records) -> list[Network]:
+        """The --server networks, or every host seen answering on an Exchange port so far."""
+        if self._given:
+            return self._given
+        _, found = classify(recs, self.clf.lookup, ())
+        self._known.update(found.addresses)
+        return parse_networks(sorted(self._known))
+
+    def _servers(self) -> Servers:
+        if self._given:
+            return Servers(networks=tuple(self._given), addresses=tuple(str(n) for n in self._given), inferred=False)
+        return Servers(networks=(), addresses=tuple(sorted(self._known, key=_address_order)), inferred=True)
+
+    def _deltas(self, recs: Records) -> tuple[Records, np.ndarray]:
+        """The records with counters reduced to what they gained since the previous tick."""
+        cur = pd.DataFrame({c: recs[c] for c in _MATCH})
+        joined = cur.merge(self._prev, on=_MATCH, how="left")
+        new = joined[_COUNTERS[0]].isna().to_numpy()
+        gained = {c: recs[c] - joined[c].fillna(0).to_numpy(dtype=np.int64) for c in _COUNTERS}
+        return recs.with_columns(gained), new
+
+    @staticmethod
+    def _snapshot(opened: Records) -> pd.DataFrame:
+        return pd.DataFrame({c: opened[c] for c in (*_MATCH, *_COUNTERS)})
+
+    def _interval_rows(self, part: pd.DataFrame, start: float, end: float, drops: int) -> pd.DataFrame:
+        rows = breakdown(part, self.order)
+        rows.insert(0, "interval_end", end)
+        rows.insert(0, "interval_start", start)
+        rows["drops"] = drops
+        return rows
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def _append(self, df: pd.DataFrame, name: str, columns: tuple[schema.Column, ...]) -> None:
+        """Append rows in one write (header first when the file is new): readers see whole rows."""
+        path = self.outdir / name
+        header = not path.exists()
+        text = df[schema.names(columns)].to_csv(index=False, header=header, float_format=TS_FORMAT)
+        if text:
+            with open(path, "a", newline="") as fh:
+                fh.write(text)
+
+    def _write_breakdown(self) -> None:
+        write_csv(self._totals, self.outdir / "breakdown.csv")
+
+    def _write_capture(self, counts: CaptureCounts, error: LiveCaptureError | None) -> pd.DataFrame:
+        row: dict[str, Any] = _capture_row(counts, self._flows_total, self._servers())
+        row.update(partial=error is not None, error=str(error) if error is not None else "")
+        captures = pd.DataFrame([row], columns=schema.names(schema.CAPTURE))
+        write_csv(captures, self.outdir / "capture.csv")
+        return captures
+
+    def _status(self, counts: CaptureCounts, elapsed: float) -> LiveStatus:
+        return LiveStatus(
+            interface=self.interface, backend=self.backend, elapsed=elapsed, packets=counts.packets,
+            bytes=counts.bytes, packets_per_s=counts.packets / elapsed if elapsed > 0 else 0.0,
+            drops=self._source.drops if self._source is not None else 0, open_flows=len(self.clf.table),
+            totals=self._totals, servers=self._servers(),
+        )  # fmt: skip
