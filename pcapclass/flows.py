@@ -72,6 +72,13 @@ class Records:
             return col.astype(bool)
         return col
 
+    def with_columns(self, values: dict[str, npt.NDArray[np.int64]]) -> Records:
+        """A copy with some int64 fields replaced."""
+        rows = self.rows.copy()
+        for name, v in values.items():
+            rows[:, COL[name]] = v
+        return Records(rows)
+
     @staticmethod
     def concat(parts: list[Records]) -> Records:
         """Rows of several record tables, in order."""
