@@ -7,6 +7,7 @@ the standard library's ``ipaddress`` does the parsing and printing, once per dis
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -54,16 +55,29 @@ def pair_index(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> pd.Mul
 
 
 def format_addresses(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> npt.NDArray[np.object_]:
-    """Addresses as text (dotted quad for IPv4-mapped); each distinct address formatted once."""
-    if not hi.size:
-        return np.zeros(0, dtype=object)
-    pairs = np.stack([hi, lo], axis=1)
-    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    text = np.array([_format(int(h), int(l)) for h, l in uniq], dtype=object)
-    return text[inverse.reshape(-1)]
+    """Addresses as text (dotted quad for IPv4-mapped); each distinct address formatted once.
 
-
-def _format(hi: int, lo: int) -> str:
-    if hi == 0 and lo >> 32 == 0xFFFF:
-        return str(ipaddress.IPv4Address(lo & 0xFFFF_FFFF))
-    return str(ipaddress.IPv6Address((hi << 64) | lo))
+    A capture has far fewer distinct addresses than flows, so the Python string work is done
+    per distinct address and spread back with numpy indexing.
+    """
+    out = np.empty(hi.shape[0], dtype=object)
+    v4 = (hi == 0) & ((lo >> np.uint64(32)) == np.uint64(0xFFFF))
+    if v4.any():
+        uniq, inverse = np.unique(lo[v4] & np.uint64(0xFFFF_FFFF), return_inverse=True)
+        octets = [((uniq >> np.uint64(s)) & np.uint64(255)).tolist() for s in (24, 16, 8, 0)]
+        text = np.array([f"{a}.{b}.{c}.{d}" for a, b, c, d in zip(*octets)], dtype=object)
+        out[v4] = text[inverse.reshape(-1)]
+    v6 = np.flatnonzero(~v4)
+    if v6.size:
+        h, l = hi[v6], lo[v6]
+        order = np.lexsort((l, h))
+        first = np.ones(v6.size, dtype=bool)
+        first[1:] = (h[order][1:] != h[order][:-1]) | (l[order][1:] != l[order][:-1])
+        rank = np.empty(v6.size, dtype=np.int64)
+        rank[order] = np.cumsum(first) - 1
+        reps = order[first]
+        raw = np.stack([h[reps], l[reps]], axis=1).astype(">u8").tobytes()
+        ntop = socket.inet_ntop
+        text = np.array([ntop(socket.AF_INET6, raw[i : i + 16]) for i in range(0, len(raw), 16)], dtype=object)
+        out[v6] = text[rank]
+    return out

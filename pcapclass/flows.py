@@ -50,22 +50,22 @@ _ORS = [COL[c] for c in ("flags_a", "flags_b")]
 
 
 class Records:
-    """Flow records: a 2-D int64 array with named column access (``recs["bytes_ab"]``).
+    """Flow records in a column-major 2-D int64 array (a row per field, a column per flow).
 
-    Columns come back with their real dtype (uint64 for hashes and addresses, bool for
-    ``first_from_a``) as views, so reading a column copies nothing.
+    ``recs["bytes_ab"]`` gives a field with its real dtype (uint64 for hashes and addresses,
+    bool for ``first_from_a``), as a contiguous view for the int64 fields.
     """
 
-    __slots__ = ("rows",)
+    __slots__ = ("cols",)
 
-    def __init__(self, rows: npt.NDArray[np.int64] | None = None) -> None:
-        self.rows = rows if rows is not None else np.zeros((0, len(COLUMNS)), dtype=np.int64)
+    def __init__(self, cols: npt.NDArray[np.int64] | None = None) -> None:
+        self.cols = cols if cols is not None else _empty()
 
     def __len__(self) -> int:
-        return int(self.rows.shape[0])
+        return int(self.cols.shape[1])
 
     def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
-        col = self.rows[:, COL[name]]
+        col = self.cols[COL[name]]
         if name in _UNSIGNED:
             return col.view(np.uint64)
         if name == "first_from_a":
@@ -74,18 +74,22 @@ class Records:
 
     def with_columns(self, values: dict[str, npt.NDArray[np.int64]]) -> Records:
         """A copy with some int64 fields replaced."""
-        rows = self.rows.copy()
+        cols = self.cols.copy()
         for name, v in values.items():
-            rows[:, COL[name]] = v
-        return Records(rows)
+            cols[COL[name]] = v
+        return Records(cols)
 
     @staticmethod
     def concat(parts: list[Records]) -> Records:
-        """Rows of several record tables, in order."""
-        rows = [p.rows for p in parts if len(p)]
-        if not rows:
+        """Flows of several record tables, in order."""
+        cols = [p.cols for p in parts if len(p)]
+        if not cols:
             return Records()
-        return Records(rows[0] if len(rows) == 1 else np.concatenate(rows))
+        return Records(cols[0] if len(cols) == 1 else np.concatenate(cols, axis=1))
+
+
+def _empty(n: int = 0) -> npt.NDArray[np.int64]:
+    return np.zeros((len(COLUMNS), n), dtype=np.int64)
 
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -158,8 +162,14 @@ class FlowStats:
     flows_exported_early: int = 0
 
 
-#: segments collected before they are merged into the table (about 20 MB of rows)
-MIN_PENDING_ROWS = 1 << 17
+#: a closed TCP flow quiet this long (capture time) is finished; later stragglers (a last
+#: ACK, a retransmitted FIN) start a new record. Zeek's tcp_close_delay is the same 5 s.
+CLOSED_GRACE_NS = 5 * 1_000_000_000
+#: packets buffered before they are reduced to segments: a wide window sees most of a
+#: flow's packets at once, so far fewer segments reach the (costlier) merge rounds
+WINDOW_PACKETS = 1 << 17
+#: segments collected before they are merged into the table (about 10 MB)
+MIN_PENDING_ROWS = 1 << 16
 
 
 @dataclass
@@ -178,31 +188,45 @@ class FlowTable:
     idle_timeout_ns: int = 120 * 1_000_000_000
     max_flows: int = 2_000_000
     stats: FlowStats = field(default_factory=FlowStats)
-    _active: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros((0, len(COLUMNS)), dtype=np.int64))
+    _active: npt.NDArray[np.int64] = field(default_factory=_empty)
     _pending: list[npt.NDArray[np.int64]] = field(default_factory=list)
     _pending_rows: int = 0
+    _window: list[tuple[FlowKeys, npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]] = field(default_factory=list)
+    _window_packets: int = 0
     _done: list[npt.NDArray[np.int64]] = field(default_factory=list)
     _watermark: int = np.iinfo(np.int64).min
 
     def __len__(self) -> int:
         """Open flows (exact after a merge round; an upper bound between rounds)."""
-        return len(self._active) + self._pending_rows
+        return self._active.shape[1] + self._pending_rows + self._window_packets
 
     def update(self, pk: Packets, keys: FlowKeys | None = None) -> None:
         """Add one decoded batch (``keys``: its ``flow_keys``, if already computed)."""
         if not len(pk):
             return
-        self._pending.append(self._segments(pk, keys if keys is not None else flow_keys(pk)))
-        self._pending_rows += len(self._pending[-1])
+        self._window.append((keys if keys is not None else flow_keys(pk), pk.ts_ns, pk.wirelen, pk.tcp_flags))
+        self._window_packets += len(pk)
         self._watermark = max(self._watermark, int(pk.ts_ns.max()))
-        if self._pending_rows >= max(MIN_PENDING_ROWS, len(self._active)):
+        if self._window_packets >= WINDOW_PACKETS:
+            self._reduce_window()
+
+    def _reduce_window(self) -> None:
+        """Reduce the buffered packets to segments; merge when enough segments wait."""
+        if not self._window:
+            return
+        parts, self._window, self._window_packets = self._window, [], 0
+        keys = FlowKeys(*(np.concatenate([getattr(p[0], f) for p in parts]) for f in FlowKeys.__slots__))
+        ts, wl, flags = (np.concatenate([p[i] for p in parts]) for i in (1, 2, 3))
+        self._pending.append(self._segments(keys, ts, wl, flags))
+        self._pending_rows += self._pending[-1].shape[1]
+        if self._pending_rows >= max(MIN_PENDING_ROWS, self._active.shape[1]):
             self._merge()
 
     def flush(self) -> None:
         """End every active flow (end of capture, or a live stop)."""
         self._merge()
         self._done.append(self._active)
-        self._active = self._active[:0]
+        self._active = _empty()
 
     def drain(self) -> Records:
         """Hand out the finished flows collected so far, forgetting them."""
@@ -225,21 +249,22 @@ class FlowTable:
         self._merge()
         self._watermark = max(self._watermark, now_ns)
         act = self._active
-        last, flags_a, flags_b = act[:, _LAST], act[:, COL["flags_a"]], act[:, COL["flags_b"]]
-        closed = (act[:, COL["proto"]] == IPPROTO_TCP) & ((((flags_a | flags_b) & TCP_RST) != 0) | ((flags_a & flags_b & TCP_FIN) != 0))
-        done = (last < self._watermark - self.idle_timeout_ns) | (closed & (last < now_ns - closed_grace_ns))
-        done |= act[:, _FIRST] < now_ns - active_timeout_ns
+        last = act[_LAST]
+        done = (last < self._watermark - self.idle_timeout_ns) | (_closed(act) & (last < now_ns - closed_grace_ns))
+        done |= act[_FIRST] < now_ns - active_timeout_ns
         if done.any():
-            self._done.append(act[done])
-            self._active = act[~done]
+            self._done.append(act[:, done])
+            self._active = act[:, ~done]
 
     # -- one batch -> segments -------------------------------------------------------------
 
-    def _segments(self, pk: Packets, keys: FlowKeys) -> npt.NDArray[np.int64]:
-        """Per-key, per-idle-gap aggregates of one batch, sorted by hash (one row each)."""
+    def _segments(
+        self, keys: FlowKeys, ts_ns: npt.NDArray[np.int64], wirelen: npt.NDArray[np.int64], tcp_flags: npt.NDArray[np.int64]
+    ) -> npt.NDArray[np.int64]:
+        """Per-key, per-idle-gap aggregates of a packet window, sorted by hash (one row each)."""
         h, h2, proto = keys.hash, keys.check, keys.proto
         a_hi, a_lo, b_hi, b_lo, pa, pb = keys.a_hi, keys.a_lo, keys.b_hi, keys.b_lo, keys.port_a, keys.port_b
-        order = np.argsort(h, kind="stable")
+        order = _stable_order(h)
         hs, h2s = h[order], h2[order]
         same = hs[1:] == hs[:-1]
         clash = same & (h2s[1:] != h2s[:-1])
@@ -248,7 +273,7 @@ class FlowTable:
             order = np.lexsort((h2, h))
             hs, h2s = h[order], h2[order]
             same = (hs[1:] == hs[:-1]) & (h2s[1:] == h2s[:-1])
-        ts = pk.ts_ns[order]
+        ts = ts_ns[order]
         new_key = np.empty(len(order), dtype=bool)
         new_key[0] = True
         np.logical_not(same, out=new_key[1:])
@@ -256,81 +281,125 @@ class FlowTable:
         first = order[starts]
 
         from_a = keys.from_a[order]
-        wl = pk.wirelen[order]
-        flags = pk.tcp_flags[order]
+        wl = wirelen[order]
+        flags = tcp_flags[order]
         count = np.diff(np.append(starts, len(order)))
         pure_syn = ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) & (proto[order] == IPPROTO_TCP)
         wl_a = np.where(from_a, wl, 0)
-        seg = np.empty((len(starts), len(COLUMNS)), dtype=np.int64)
-        seg[:, _H] = hs[starts]
-        seg[:, _CHECK] = h2s[starts]
-        seg[:, COL["proto"]] = proto[first]
+        seg = np.empty((len(COLUMNS), len(starts)), dtype=np.int64)
+        seg[_H] = hs[starts]
+        seg[_CHECK] = h2s[starts]
+        seg[COL["proto"]] = proto[first]
         for name, col in (("a_hi", a_hi), ("a_lo", a_lo), ("b_hi", b_hi), ("b_lo", b_lo)):
-            seg[:, COL[name]] = col[first].view(np.int64)
-        seg[:, COL["port_a"]] = pa[first]
-        seg[:, COL["port_b"]] = pb[first]
-        seg[:, _FIRST] = np.minimum.reduceat(ts, starts)
-        seg[:, _LAST] = np.maximum.reduceat(ts, starts)
+            seg[COL[name]] = col[first].view(np.int64)
+        seg[COL["port_a"]] = pa[first]
+        seg[COL["port_b"]] = pb[first]
+        seg[_FIRST] = np.minimum.reduceat(ts, starts)
+        seg[_LAST] = np.maximum.reduceat(ts, starts)
         packets_ab = np.add.reduceat(from_a.view(np.int8), starts, dtype=np.int64)
         bytes_ab = np.add.reduceat(wl_a, starts)
-        seg[:, COL["packets_ab"]] = packets_ab
-        seg[:, COL["bytes_ab"]] = bytes_ab
-        seg[:, COL["packets_ba"]] = count - packets_ab
-        seg[:, COL["bytes_ba"]] = np.add.reduceat(wl, starts) - bytes_ab
+        seg[COL["packets_ab"]] = packets_ab
+        seg[COL["bytes_ab"]] = bytes_ab
+        seg[COL["packets_ba"]] = count - packets_ab
+        seg[COL["bytes_ba"]] = np.add.reduceat(wl, starts) - bytes_ab
         if (flags != 0).any():
             flags_a = np.where(from_a, flags, 0)
-            seg[:, COL["flags_a"]] = np.bitwise_or.reduceat(flags_a, starts)
-            seg[:, COL["flags_b"]] = np.bitwise_or.reduceat(flags ^ flags_a, starts)
+            seg[COL["flags_a"]] = np.bitwise_or.reduceat(flags_a, starts)
+            seg[COL["flags_b"]] = np.bitwise_or.reduceat(flags ^ flags_a, starts)
         else:
-            seg[:, _ORS] = 0
+            seg[_ORS] = 0
         if pure_syn.any():
-            seg[:, COL["syn_a_ns"]] = np.minimum.reduceat(np.where(pure_syn & from_a, ts, NO_SYN), starts)
-            seg[:, COL["syn_b_ns"]] = np.minimum.reduceat(np.where(pure_syn & ~from_a, ts, NO_SYN), starts)
+            seg[COL["syn_a_ns"]] = np.minimum.reduceat(np.where(pure_syn & from_a, ts, NO_SYN), starts)
+            seg[COL["syn_b_ns"]] = np.minimum.reduceat(np.where(pure_syn & ~from_a, ts, NO_SYN), starts)
         else:
-            seg[:, [COL["syn_a_ns"], COL["syn_b_ns"]]] = NO_SYN
-        seg[:, COL["first_from_a"]] = from_a[starts]
+            seg[[COL["syn_a_ns"], COL["syn_b_ns"]]] = NO_SYN
+        seg[COL["first_from_a"]] = from_a[starts]
         return seg
 
     # -- segments -> active table ----------------------------------------------------------
 
     def _merge(self) -> None:
-        """One round: active rows and waiting segments, sorted by key, reduced per flow."""
+        """One round: active flows and waiting segments, sorted by key, reduced per flow."""
+        self._reduce_window()
         if not self._pending:
             return
-        rows = np.concatenate([self._active, *self._pending])
+        cols = np.concatenate([self._active, *self._pending], axis=1)
         self._pending, self._pending_rows = [], 0
-        rows = np.take(rows, np.argsort(rows[:, _H], kind="stable"), axis=0)
-        same = rows[1:, _H] == rows[:-1, _H]
-        clash = same & (rows[1:, _CHECK] != rows[:-1, _CHECK])
+        order = _stable_order(cols[_H])
+        cols = np.take(cols, order, axis=1)
+        h, check = cols[_H], cols[_CHECK]
+        same = h[1:] == h[:-1]
+        clash = same & (check[1:] != check[:-1])
         if clash.any():
+            # a clash of the first hash alone: order by both (stable keeps time order)
             self.stats.hash_collisions += int(np.count_nonzero(clash))
-            rows = np.take(rows, np.lexsort((rows[:, _CHECK], rows[:, _H])), axis=0)
-            same = (rows[1:, _H] == rows[:-1, _H]) & (rows[1:, _CHECK] == rows[:-1, _CHECK])
-        new_key = np.empty(len(rows), dtype=bool)
+            cols = np.take(cols, np.lexsort((cols[_CHECK], cols[_H])), axis=1)
+            h, check = cols[_H], cols[_CHECK]
+            same = (h[1:] == h[:-1]) & (check[1:] == check[:-1])
+        new_key = np.empty(len(h), dtype=bool)
         new_key[0] = True
         np.logical_not(same, out=new_key[1:])
-        gap = np.zeros(len(rows), dtype=bool)
-        gap[1:] = rows[1:, _FIRST] - rows[:-1, _LAST] > self.idle_timeout_ns
+        gap = np.zeros(len(h), dtype=bool)
+        gap[1:] = cols[_FIRST, 1:] - cols[_LAST, :-1] > self.idle_timeout_ns
         starts = np.flatnonzero(new_key | gap)
-        if len(starts) == len(rows):
-            merged = rows
+        if len(starts) == len(h):
+            merged = cols
         else:
-            merged = np.take(rows, starts, axis=0)
-            merged[:, _SUMS] = np.add.reduceat(rows[:, _SUMS], starts, axis=0)
-            merged[:, _MINS] = np.minimum.reduceat(rows[:, _MINS], starts, axis=0)
-            merged[:, _LAST] = np.maximum.reduceat(rows[:, _LAST], starts)
-            merged[:, _ORS] = np.bitwise_or.reduceat(rows[:, _ORS], starts, axis=0)
+            merged = np.take(cols, starts, axis=1)
+            for c in _SUMS:
+                merged[c] = np.add.reduceat(cols[c], starts)
+            for c in _MINS:
+                merged[c] = np.minimum.reduceat(cols[c], starts)
+            merged[_LAST] = np.maximum.reduceat(cols[_LAST], starts)
+            for c in _ORS:
+                merged[c] = np.bitwise_or.reduceat(cols[c], starts)
         # a part followed by another part of its key ended idle; others may be idle by now
         last_of_key = np.ones(len(starts), dtype=bool)
         last_of_key[:-1] = new_key[starts[1:]]
-        finished = ~last_of_key | (merged[:, _LAST] < self._watermark - self.idle_timeout_ns)
-        over = len(merged) - int(np.count_nonzero(finished)) - self.max_flows
+        del cols, h, check  # free the sorted copy before the split copies are made
+        last = merged[_LAST]
+        finished = ~last_of_key | (last < self._watermark - self.idle_timeout_ns)
+        # closed TCP (RST, or FIN both ways) and quiet since: done, as Zeek's tcp_close_delay
+        finished |= _closed(merged) & (last < self._watermark - CLOSED_GRACE_NS)
+        over = merged.shape[1] - int(np.count_nonzero(finished)) - self.max_flows
         if over > 0:
             # the cap: push the least recently seen flows out early, and count them
             alive = np.flatnonzero(~finished)
-            finished[alive[np.argpartition(merged[alive, _LAST], over - 1)[:over]]] = True
+            finished[alive[np.argpartition(merged[_LAST, alive], over - 1)[:over]]] = True
             self.stats.flows_exported_early += over
         if finished.any():
-            self._done.append(np.compress(finished, merged, axis=0))
-            merged = np.compress(~finished, merged, axis=0)
+            self._done.append(np.compress(finished, merged, axis=1))
+            merged = np.compress(~finished, merged, axis=1)
         self._active = merged
+
+
+def _closed(cols: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """TCP flows that were reset, or closed with a FIN from each side."""
+    flags_a, flags_b = cols[COL["flags_a"]], cols[COL["flags_b"]]
+    ended = (((flags_a | flags_b) & TCP_RST) != 0) | ((flags_a & flags_b & TCP_FIN) != 0)
+    return ended & (cols[COL["proto"]] == IPPROTO_TCP)
+
+
+#: low bits of a sort word that carry the element's position (the rest: the hash's top bits)
+_POS_BITS = 24
+
+
+def _stable_order(h: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """The stable argsort of ``h``, computed with a plain value sort where it can be.
+
+    Sorting words made of the hash's top bits and the element's position is several times
+    faster than a stable argsort (numpy's value sort is vectorized) and keeps equal hashes in
+    input order. If two different hashes share their top bits, their elements could
+    interleave; then (rarely) the stable argsort is used instead.
+    """
+    n = len(h)
+    if n >= 1 << _POS_BITS:
+        return np.argsort(h, kind="stable")
+    words = (h & ~np.int64((1 << _POS_BITS) - 1)) | np.arange(n, dtype=np.int64)
+    words.sort()
+    order = words & ((1 << _POS_BITS) - 1)
+    hs = h[order]
+    top_same = (words[1:] >> _POS_BITS) == (words[:-1] >> _POS_BITS)
+    if (top_same & (hs[1:] != hs[:-1])).any():
+        return np.argsort(h, kind="stable")
+    return order
