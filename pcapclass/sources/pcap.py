@@ -24,7 +24,6 @@ RECORD_HEADER_LEN = 16
 #: libpcap's MAXIMUM_SNAPLEN: no record may claim more captured bytes than this
 MAX_CAPLEN = 262144
 
-_HEADER_COLUMNS = np.arange(RECORD_HEADER_LEN, dtype=np.int64)
 
 
 def is_pcap(head: bytes) -> bool:
@@ -74,16 +73,18 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
         append = offsets.append
         last = end - RECORD_HEADER_LEN
         while pos <= last:
-            nxt = pos + RECORD_HEADER_LEN + unpack_caplen(buf, pos + 8)[0]
-            if nxt > end:
-                break
             append(pos)
-            pos = nxt
+            pos += RECORD_HEADER_LEN + unpack_caplen(buf, pos + 8)[0]
+        if pos > end:  # the last record runs past the window: read it with the next one
+            pos = offsets.pop()
         fault: InvalidCaptureError | None = None
         if offsets:
             offs = np.array(offsets, dtype=np.int64)
             data = np.frombuffer(buf, dtype=np.uint8)
-            fields = data[offs[:, None] + _HEADER_COLUMNS].view(dtype).astype(np.int64)
+            # one 16-byte row per record through a sliding-window view: a row gather, several
+            # times faster than gathering 16 single bytes per record
+            headers = np.lib.stride_tricks.sliding_window_view(data[: offs[-1] + RECORD_HEADER_LEN], RECORD_HEADER_LEN)
+            fields = headers[offs].view(dtype).astype(np.int64)
             caplen = fields[:, 2]
             bad = np.flatnonzero(caplen > limit_caplen)
             if bad.size:
