@@ -1,0 +1,960 @@
+"""DCE/RPC connection-oriented PDUs, the endpoint mapper, EMSMDB registration and the interface table.
+
+Pure byte parsers: no sockets, no scapy, no per-packet objects beyond the small immutable
+records they return. Every parser returns ``None`` (or an empty list) for bytes that are not a
+well-formed instance of what it parses, because a bad packet is something the pipeline counts,
+not an error it raises (see docs/style.md, rule 6). Only :func:`load_interfaces` raises, since a
+bad rules file is the user's to fix.
+
+Example — a bind to EMSMDB seen in a TCP stream::
+
+    reassembler = PduReassembler()
+    for pdu in reassembler.feed(segment_payload):
+        for ctx in parse_bind(pdu):
+            interfaces.get(ctx.interface)        # -> Interface(name='EMSMDB (MAPI)', ...)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import struct
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pcapclass.errors import RulesError
+from pcapclass.rules import read_toml
+
+__all__ = [
+    "SERVICE_IDS",
+    "DEFAULT_INTERFACES_PATH",
+    "PduHeader",
+    "BindContext",
+    "ContextResult",
+    "BindAck",
+    "Request",
+    "Response",
+    "Tower",
+    "EpmMapRequest",
+    "EpmEntry",
+    "PushRegistration",
+    "RtsCommand",
+    "Rts",
+    "Interface",
+    "PduReassembler",
+    "looks_like_dcerpc",
+    "parse_header",
+    "parse_bind",
+    "parse_bind_ack",
+    "parse_request",
+    "parse_response",
+    "parse_tower",
+    "parse_epm_map_request",
+    "parse_epm_map_response",
+    "parse_epm_lookup_response",
+    "parse_register_push_notification",
+    "is_ncacn_http_greeting",
+    "parse_rts",
+    "load_interfaces",
+]
+
+# --- Connection-oriented PDU header ----------------------------------------------------------
+# The Open Group C706 (DCE 1.1 RPC) ch. 12.6; MS-RPCE 2.2.2 (minor version 1, PTYPE 20 from MS-RPCH).
+RPC_VERS = 5
+RPC_VERS_MINORS = (0, 1)
+CO_HEADER_LEN = 16
+
+PTYPE_REQUEST = 0
+PTYPE_PING = 1
+PTYPE_RESPONSE = 2
+PTYPE_FAULT = 3
+PTYPE_BIND = 11
+PTYPE_BIND_ACK = 12
+PTYPE_BIND_NAK = 13
+PTYPE_ALTER_CONTEXT = 14
+PTYPE_ALTER_CONTEXT_RESP = 15
+PTYPE_AUTH3 = 16
+PTYPE_SHUTDOWN = 17
+PTYPE_CO_CANCEL = 18
+PTYPE_ORPHANED = 19
+PTYPE_RTS = 20
+PTYPE_MAX = PTYPE_RTS
+
+PFC_FIRST_FRAG = 0x01
+PFC_LAST_FRAG = 0x02
+PFC_PENDING_CANCEL = 0x04
+PFC_CONC_MPX = 0x10
+PFC_DID_NOT_EXECUTE = 0x20
+PFC_MAYBE = 0x40
+PFC_OBJECT_UUID = 0x80
+
+# drep byte 0, high nibble: integer representation (C706 14.1).
+DREP_BIG_ENDIAN = 0x00
+DREP_LITTLE_ENDIAN = 0x10
+
+# Bind / alter_context / request / response offsets (C706 12.6.4; zeek dce_rpc-protocol.pac;
+# impacket rpcrt.py).
+BIND_N_CONTEXTS_OFFSET = 24
+BIND_FIRST_CONTEXT_OFFSET = 28
+SYNTAX_ID_LEN = 20  # UUID (16) + version u32
+BIND_ACK_SEC_ADDR_OFFSET = 24
+BIND_ACK_RESULT_LEN = 24  # result u16, reason u16, transfer syntax (20)
+REQUEST_STUB_OFFSET = 24
+REQUEST_STUB_OFFSET_WITH_OBJECT = 40
+RESPONSE_STUB_OFFSET = 24
+AUTH_TRAILER_LEN = 8  # auth_type, auth_level, pad_length, reserved, context id u32
+
+# Auth levels (C706 13.1.2.1; MS-RPCE 2.2.1.1.8): 6 = privacy, the stub is encrypted.
+AUTH_LEVEL_PKT_PRIVACY = 6
+
+#: Largest amount of unconsumed bytes a PduReassembler holds before giving up. A PDU's
+#: frag_length is a u16, so a well-formed stream never needs more than 65535 bytes.
+MAX_BUFFERED_BYTES = 64 * 1024
+
+# --- Endpoint mapper ------------------------------------------------------------------------
+# C706 appendix L (towers) and appendix O (ept interface); wireshark packet-dcerpc-epm.c;
+# impacket epm.py.
+EPM_INTERFACE = "e1af8308-5d1f-11c9-91a4-08002b14a0fa"
+EPM_OPNUM_LOOKUP = 2
+EPM_OPNUM_MAP = 3
+EPM_ENTRY_HANDLE_LEN = 20
+EPT_S_NOT_REGISTERED = 0x16C9A0D6
+
+# Tower floor protocol identifiers (C706 appendix I; wireshark packet-dcerpc-epm.c).
+EPM_PROTOCOL_UUID = 0x0D
+EPM_PROTOCOL_RPC_CL = 0x0A
+EPM_PROTOCOL_RPC_CO = 0x0B
+EPM_PROTOCOL_TCP = 0x07
+EPM_PROTOCOL_UDP = 0x08
+EPM_PROTOCOL_IP = 0x09
+EPM_PROTOCOL_NAMED_PIPE = 0x0F
+EPM_PROTOCOL_LRPC = 0x10
+EPM_PROTOCOL_NETBIOS = 0x11
+EPM_PROTOCOL_HTTP = 0x1F
+TRANSPORT_NAMES = {
+    EPM_PROTOCOL_TCP: "tcp",
+    EPM_PROTOCOL_UDP: "udp",
+    EPM_PROTOCOL_HTTP: "http",
+    EPM_PROTOCOL_NAMED_PIPE: "np",
+    EPM_PROTOCOL_LRPC: "lrpc",
+    EPM_PROTOCOL_NETBIOS: "netbios",
+}
+#: transports whose floor-4 right-hand side is a big-endian port number
+PORT_TRANSPORTS = frozenset({EPM_PROTOCOL_TCP, EPM_PROTOCOL_UDP, EPM_PROTOCOL_HTTP})
+
+# --- EMSMDB -----------------------------------------------------------------------------------
+# MS-OXCRPC 3.1.4 (opnums), 3.1.4.5 (EcRRegisterPushNotification); exchange-wire-facts.md §6a.
+EMSMDB_INTERFACE = "a4f1db00-ca47-1067-b31f-00dd010662da"
+EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION = 4
+CONTEXT_HANDLE_LEN = 20
+AF_INET_WINDOWS = 2
+AF_INET6_WINDOWS = 23
+
+# --- RPC over HTTP (MS-RPCH) ------------------------------------------------------------------
+# MS-RPCH 2.1.2.2.1: the legacy server response sent first by a back-end on 6001/6002/6004/593.
+NCACN_HTTP_GREETING = b"ncacn_http/1.0"
+# MS-RPCH 2.2.3.6.1 RTS header flags.
+RTS_FLAG_NONE = 0x0000
+RTS_FLAG_PING = 0x0001
+RTS_FLAG_OTHER_CMD = 0x0002
+RTS_FLAG_RECYCLE_CHANNEL = 0x0004
+RTS_FLAG_IN_CHANNEL = 0x0008
+RTS_FLAG_OUT_CHANNEL = 0x0010
+RTS_FLAG_EOF = 0x0020
+RTS_FLAG_ECHO = 0x0040
+# MS-RPCH 2.2.3.5 RTS commands; value sizes after the 4-byte CommandType (variable ones: None).
+RTS_CMD_RECEIVE_WINDOW_SIZE = 0
+RTS_CMD_FLOW_CONTROL_ACK = 1
+RTS_CMD_CONNECTION_TIMEOUT = 2
+RTS_CMD_COOKIE = 3
+RTS_CMD_CHANNEL_LIFETIME = 4
+RTS_CMD_CLIENT_KEEPALIVE = 5
+RTS_CMD_VERSION = 6
+RTS_CMD_EMPTY = 7
+RTS_CMD_PADDING = 8
+RTS_CMD_NEGATIVE_ANCE = 9
+RTS_CMD_ANCE = 10
+RTS_CMD_CLIENT_ADDRESS = 11
+RTS_CMD_ASSOCIATION_GROUP_ID = 12
+RTS_CMD_DESTINATION = 13
+RTS_CMD_PING_TRAFFIC_SENT_NOTIFY = 14
+_RTS_FIXED_VALUE_LEN: dict[int, int] = {
+    RTS_CMD_RECEIVE_WINDOW_SIZE: 4,
+    RTS_CMD_FLOW_CONTROL_ACK: 24,
+    RTS_CMD_CONNECTION_TIMEOUT: 4,
+    RTS_CMD_COOKIE: 16,
+    RTS_CMD_CHANNEL_LIFETIME: 4,
+    RTS_CMD_CLIENT_KEEPALIVE: 4,
+    RTS_CMD_VERSION: 4,
+    RTS_CMD_EMPTY: 0,
+    RTS_CMD_NEGATIVE_ANCE: 0,
+    RTS_CMD_ANCE: 0,
+    RTS_CMD_ASSOCIATION_GROUP_ID: 16,
+    RTS_CMD_DESTINATION: 4,
+    RTS_CMD_PING_TRAFFIC_SENT_NOTIFY: 4,
+}
+
+# --- Service ids ------------------------------------------------------------------------------
+# The seed table's services (issue 1/3) plus the endpoint mapper and a catch-all.
+SERVICE_IDS: frozenset[str] = frozenset(
+    {
+        "system-attendant",
+        "information-store",
+        "mta-stacks",
+        "smtp",
+        "routing-engine",
+        "www",
+        "activesync",
+        "pop3",
+        "imap4",
+        "nntp",
+        "site-replication",
+        "ad-connector",
+        "event",
+        "management",
+        "rpc-endpoint-mapper",
+        "other",
+    }
+)
+
+#: rules/rpc_interfaces.toml of a source checkout
+DEFAULT_INTERFACES_PATH = Path(__file__).resolve().parent.parent / "rules" / "rpc_interfaces.toml"
+
+
+# --- Records ----------------------------------------------------------------------------------
+
+
+class PduHeader(NamedTuple):
+    """The common 16-byte header of a connection-oriented PDU."""
+
+    ptype: int
+    flags: int
+    little_endian: bool
+    frag_length: int
+    auth_length: int
+    call_id: int
+
+
+class BindContext(NamedTuple):
+    """One presentation context of a bind or alter_context: which interface a context id names."""
+
+    context_id: int
+    interface: str  # canonical lower-case UUID
+    version: tuple[int, int]  # (major, minor)
+
+
+class ContextResult(NamedTuple):
+    """One result of a bind_ack, in the order of the bind's contexts (0 = acceptance)."""
+
+    result: int
+    reason: int
+    transfer_syntax: str
+
+
+class BindAck(NamedTuple):
+    """A bind_ack / alter_context_resp: the server's port string and the per-context results."""
+
+    secondary_address: str  # e.g. "1032"; empty in alter_context_resp
+    results: tuple[ContextResult, ...]
+
+
+class Request(NamedTuple):
+    """A request fragment: which call, context and operation, and its stub bytes."""
+
+    call_id: int
+    context_id: int
+    opnum: int
+    stub: bytes  # this fragment's stub only, without auth padding or verifier
+    auth_level: int | None  # None without an auth trailer; 6 means the stub is encrypted
+
+
+class Response(NamedTuple):
+    """A response fragment: which call and context, and its stub bytes."""
+
+    call_id: int
+    context_id: int
+    stub: bytes
+
+
+class Tower(NamedTuple):
+    """A protocol tower: the interface it names and where that interface listens."""
+
+    interface: str
+    version: tuple[int, int]
+    protocol: str | None  # 'tcp', 'udp', 'http', 'np', 'lrpc', 'netbios', '0x..' or None
+    port: int | None  # floor-4 port (big-endian on the wire) for tcp/udp/http
+    address: str | None  # floor-5 IPv4 address; may be '0.0.0.0'; None without an IP floor
+
+
+class EpmMapRequest(NamedTuple):
+    """An ept_map request: the object and the tower the client asks to be completed."""
+
+    object: str | None
+    tower: Tower | None
+    max_towers: int
+
+
+class EpmEntry(NamedTuple):
+    """One ept_lookup entry."""
+
+    object: str
+    tower: Tower | None
+    annotation: str
+
+
+class PushRegistration(NamedTuple):
+    """EcRRegisterPushNotification's opaque blob and the address the store will send it to."""
+
+    context: bytes  # rgbContext: the exact payload of later UDP notifications
+    callback: tuple[str, int]  # (address, port) from rgbCallbackAddress
+
+
+class RtsCommand(NamedTuple):
+    """One RTS command: its type and its value bytes (without the 4-byte type)."""
+
+    command: int
+    value: bytes
+
+
+class Rts(NamedTuple):
+    """An RTS PDU (MS-RPCH 2.2.3.6): flags and commands."""
+
+    flags: int
+    commands: tuple[RtsCommand, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """A row of rules/rpc_interfaces.toml: what a bind to ``uuid`` says about a flow's service.
+
+    ``decisive`` is False for UUIDs that other products share (Exchange 5.5 DRS is Windows
+    FRS's UUID): such a bind names the interface but must not tag the flow as Exchange alone.
+    """
+
+    uuid: str
+    name: str
+    service: str
+    version: tuple[int, int] | None = None
+    note: str = ""
+    decisive: bool = True
+
+
+# --- Header and reassembly --------------------------------------------------------------------
+
+
+def _endian(drep0: int) -> str | None:
+    rep = drep0 & 0xF0
+    if rep == DREP_LITTLE_ENDIAN:
+        return "<"
+    if rep == DREP_BIG_ENDIAN:
+        return ">"
+    return None
+
+
+def _plausible_prefix(buf: bytes | bytearray | memoryview, start: int, avail: int) -> bool:
+    """Whether the first ``avail`` bytes at ``start`` can begin a CO PDU header."""
+    if avail >= 1 and buf[start] != RPC_VERS:
+        return False
+    if avail >= 2 and buf[start + 1] not in RPC_VERS_MINORS:
+        return False
+    if avail >= 3 and buf[start + 2] > PTYPE_MAX:
+        return False
+    return avail < 5 or _endian(buf[start + 4]) is not None
+
+
+def _frag_length(buf: bytes | bytearray, start: int) -> int:
+    if buf[start + 4] & 0xF0 == DREP_LITTLE_ENDIAN:
+        return buf[start + 8] | (buf[start + 9] << 8)
+    return (buf[start + 8] << 8) | buf[start + 9]
+
+
+def looks_like_dcerpc(payload: bytes) -> bool:
+    """Cheap test that ``payload`` starts with a connection-oriented DCE/RPC header.
+
+    nDPI's test (byte 0 = 5, PTYPE < 16, frag_length = payload length) loosened so that it
+    also holds for RTS (20) and auth3 (16), and for a segment holding several PDUs or the first
+    part of a longer one: frag_length need only be a sane header-sized value whose auth part fits.
+
+    >>> looks_like_dcerpc(bytes.fromhex("05000b0310000000480000000100000000"))
+    True
+    """
+    if len(payload) < CO_HEADER_LEN or not _plausible_prefix(payload, 0, CO_HEADER_LEN):
+        return False
+    order = "<" if payload[4] & 0xF0 == DREP_LITTLE_ENDIAN else ">"
+    frag_length, auth_length = struct.unpack_from(order + "HH", payload, 8)
+    return bool(frag_length >= CO_HEADER_LEN and auth_length + CO_HEADER_LEN <= frag_length)
+
+
+def parse_header(pdu: bytes) -> PduHeader | None:
+    """The common header of ``pdu``, or None when it is not a plausible CO PDU header."""
+    if not looks_like_dcerpc(pdu):
+        return None
+    order = "<" if pdu[4] & 0xF0 == DREP_LITTLE_ENDIAN else ">"
+    frag_length, auth_length, call_id = struct.unpack_from(order + "HHI", pdu, 8)
+    return PduHeader(pdu[2], pdu[3], order == "<", frag_length, auth_length, call_id)
+
+
+class PduReassembler:
+    """Cuts one direction of one TCP connection into whole DCE/RPC PDUs.
+
+    Feed it each segment's payload in sequence order; it returns the PDUs completed by that
+    segment, stepping through the byte stream by frag_length so that a PDU split across
+    segments and several PDUs in one segment both come out whole.
+
+    The buffer is bounded, and the reassembler gives up — marks itself ``broken`` and returns
+    nothing more — when the stream stops looking like DCE/RPC: a header that is not one, or
+    more than ``max_buffered`` bytes waiting. One allowance: until the first PDU has come out,
+    a segment that does not start with a header is skipped rather than fatal, up to
+    ``resync_segments`` times, because a capture that starts in the middle of a connection
+    usually starts in the middle of a PDU, and the next segment often begins a new one
+    (``resync_segments=0`` gives up on the first bad segment). After a TCP gap, call
+    :meth:`reset`.
+
+    >>> r = PduReassembler()
+    >>> r.feed(bytes.fromhex("05000b03100000001800"))
+    []
+    >>> [len(p) for p in r.feed(bytes(14))]
+    [24]
+    """
+
+    __slots__ = ("_buf", "broken", "max_buffered", "resync_segments", "skipped_segments", "pdus")
+
+    def __init__(self, *, max_buffered: int = MAX_BUFFERED_BYTES, resync_segments: int = 4) -> None:
+        self._buf = bytearray()
+        self.max_buffered = max_buffered
+        self.resync_segments = resync_segments
+        #: True once the stream stopped parsing as DCE/RPC; feed() then returns [] for good
+        self.broken = False
+        #: segments dropped while looking for the first PDU header
+        self.skipped_segments = 0
+        #: number of PDUs handed out since creation or the last reset()
+        self.pdus = 0
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held waiting for the rest of a PDU."""
+        return len(self._buf)
+
+    def reset(self) -> None:
+        """Forget buffered bytes and the broken mark: resynchronise on the next segment."""
+        self._buf.clear()
+        self.broken = False
+        self.skipped_segments = 0
+        self.pdus = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Append ``data`` and return the PDUs it completes, in stream order."""
+        if self.broken:
+            return []
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        pos = 0
+        end = len(buf)
+        while pos < end:
+            avail = end - pos
+            if not _plausible_prefix(buf, pos, min(avail, CO_HEADER_LEN)):
+                return self._bad_header(out)
+            if avail < 10:
+                break
+            frag_length = _frag_length(buf, pos)
+            if frag_length < CO_HEADER_LEN:
+                return self._bad_header(out)
+            if avail < frag_length:
+                break
+            out.append(bytes(buf[pos : pos + frag_length]))
+            pos += frag_length
+        if pos:
+            del buf[:pos]
+        if len(buf) > self.max_buffered:
+            self._give_up()
+        self.pdus += len(out)
+        return out
+
+    def _bad_header(self, out: list[bytes]) -> list[bytes]:
+        self._buf = bytearray()
+        if self.pdus == 0 and not out and self.skipped_segments < self.resync_segments:
+            self.skipped_segments += 1
+        else:
+            self.broken = True
+        self.pdus += len(out)
+        return out
+
+    def _give_up(self) -> None:
+        self.broken = True
+        self._buf = bytearray()
+
+
+# --- Bind, bind_ack, request, response --------------------------------------------------------
+
+
+def _uuid(data: bytes | memoryview, offset: int, order: str) -> str:
+    """A UUID whose first three fields are in ``order`` byte order (C706 appendix A)."""
+    raw = bytes(data[offset : offset + 16])
+    if len(raw) != 16:
+        raise struct.error("short UUID")
+    if order == "<":
+        return str(uuid.UUID(bytes_le=raw))
+    return str(uuid.UUID(bytes=raw))
+
+
+def _checked(pdu: bytes, ptypes: tuple[int, ...]) -> tuple[str, int, int] | None:
+    """(byte order, frag_length, auth_length) when ``pdu`` is a whole PDU of one of ``ptypes``."""
+    if not looks_like_dcerpc(pdu) or pdu[2] not in ptypes:
+        return None
+    order = "<" if pdu[4] & 0xF0 == DREP_LITTLE_ENDIAN else ">"
+    frag_length, auth_length = struct.unpack_from(order + "HH", pdu, 8)
+    if frag_length > len(pdu):
+        return None
+    return order, frag_length, auth_length
+
+
+def parse_bind(pdu: bytes) -> list[BindContext]:
+    """The presentation contexts of a bind (11) or alter_context (14) PDU.
+
+    Returns the contexts that parse completely (an empty list for anything else). The
+    interface version is C706's u32 ``if_version`` read in drep order: major = low 16 bits
+    (what wireshark shows as "Interface Ver" / "Interface Ver Minor").
+    Example: Outlook 2003's bind to EMSMDB gives
+    ``[BindContext(context_id=0, interface='a4f1db00-ca47-1067-b31f-00dd010662da', version=(0, 81))]``.
+    """
+    checked = _checked(pdu, (PTYPE_BIND, PTYPE_ALTER_CONTEXT))
+    if checked is None:
+        return []
+    order, frag_length, auth_length = checked
+    limit = frag_length - (auth_length + AUTH_TRAILER_LEN if auth_length else 0)
+    if limit < BIND_FIRST_CONTEXT_OFFSET:
+        return []
+    n_contexts = pdu[BIND_N_CONTEXTS_OFFSET]
+    contexts: list[BindContext] = []
+    off = BIND_FIRST_CONTEXT_OFFSET
+    item = struct.Struct(order + "HBx")
+    version = struct.Struct(order + "I")
+    for _ in range(n_contexts):
+        if off + 4 + SYNTAX_ID_LEN > limit:
+            break
+        context_id, n_transfer = item.unpack_from(pdu, off)
+        interface = _uuid(pdu, off + 4, order)
+        (if_version,) = version.unpack_from(pdu, off + 20)
+        contexts.append(BindContext(context_id, interface, (if_version & 0xFFFF, if_version >> 16)))
+        off += 4 + SYNTAX_ID_LEN + SYNTAX_ID_LEN * n_transfer
+        if off > limit:
+            break
+    return contexts
+
+
+def parse_bind_ack(pdu: bytes) -> BindAck | None:
+    """The secondary address (the server's port, as a string) and results of a bind_ack (12)
+    or alter_context_resp (15); None for anything else.
+
+    The address length counts the terminating NUL on Windows, but not every stack sends it
+    (zeek's bind-ack-no-inband-null trace); trailing NULs are stripped either way.
+    """
+    checked = _checked(pdu, (PTYPE_BIND_ACK, PTYPE_ALTER_CONTEXT_RESP))
+    if checked is None:
+        return None
+    order, frag_length, _ = checked
+    try:
+        (addr_len,) = struct.unpack_from(order + "H", pdu, BIND_ACK_SEC_ADDR_OFFSET)
+        start = BIND_ACK_SEC_ADDR_OFFSET + 2
+        if start + addr_len > frag_length:
+            return None
+        address = pdu[start : start + addr_len].rstrip(b"\0").decode("ascii", "replace")
+        off = (start + addr_len + 3) & ~3
+        if off + 4 > frag_length:
+            return BindAck(address, ())
+        n_results = pdu[off]
+        off += 4
+        results: list[ContextResult] = []
+        for _ in range(n_results):
+            if off + BIND_ACK_RESULT_LEN > frag_length:
+                break
+            result, reason = struct.unpack_from(order + "HH", pdu, off)
+            results.append(ContextResult(result, reason, _uuid(pdu, off + 4, order)))
+            off += BIND_ACK_RESULT_LEN
+    except struct.error:
+        return None
+    return BindAck(address, tuple(results))
+
+
+def _stub_bounds(
+    pdu: bytes, order: str, frag_length: int, auth_length: int, start: int
+) -> tuple[int, int | None] | None:
+    """(stub end, auth level) of a request/response, excluding auth padding and verifier."""
+    if not auth_length:
+        return (frag_length, None) if start <= frag_length else None
+    trailer = frag_length - auth_length - AUTH_TRAILER_LEN
+    if trailer < start:
+        return None
+    auth_level = pdu[trailer + 1]
+    pad_length = pdu[trailer + 2]
+    end = trailer - pad_length
+    if end < start:
+        end = trailer  # a bogus pad length: keep the padding rather than lose the stub
+    return end, auth_level
+
+
+def parse_request(pdu: bytes) -> Request | None:
+    """Call id, context id, opnum, stub and auth level of a request (0) PDU; None otherwise.
+
+    The stub is this fragment's only; check ``parse_header(pdu).flags`` for
+    PFC_FIRST_FRAG | PFC_LAST_FRAG before reading a whole call's arguments from it.
+    """
+    checked = _checked(pdu, (PTYPE_REQUEST,))
+    if checked is None:
+        return None
+    order, frag_length, auth_length = checked
+    start = REQUEST_STUB_OFFSET_WITH_OBJECT if pdu[3] & PFC_OBJECT_UUID else REQUEST_STUB_OFFSET
+    if start > frag_length:
+        return None
+    bounds = _stub_bounds(pdu, order, frag_length, auth_length, start)
+    if bounds is None:
+        return None
+    end, auth_level = bounds
+    call_id, context_id, opnum = struct.unpack_from(order + "I4xHH", pdu, 12)
+    return Request(call_id, context_id, opnum, pdu[start:end], auth_level)
+
+
+def parse_response(pdu: bytes) -> Response | None:
+    """Call id, context id and stub of a response (2) PDU; None otherwise."""
+    checked = _checked(pdu, (PTYPE_RESPONSE,))
+    if checked is None:
+        return None
+    order, frag_length, auth_length = checked
+    if frag_length < RESPONSE_STUB_OFFSET:
+        return None
+    bounds = _stub_bounds(pdu, order, frag_length, auth_length, RESPONSE_STUB_OFFSET)
+    if bounds is None:
+        return None
+    end, _ = bounds
+    call_id, context_id = struct.unpack_from(order + "I4xH", pdu, 12)
+    return Response(call_id, context_id, pdu[RESPONSE_STUB_OFFSET:end])
+
+
+# --- Endpoint mapper --------------------------------------------------------------------------
+
+
+def parse_tower(tower: bytes) -> Tower | None:
+    """Decode a protocol tower (twr_t octets); None unless floor 1 names an interface.
+
+    Tower encoding is fixed by C706 appendix L, independent of the PDU's drep: floor count and
+    LHS/RHS lengths little-endian, floor-1 UUID in little-endian field order, ports big-endian,
+    IPv4 addresses in network order.
+    """
+    try:
+        (floor_count,) = struct.unpack_from("<H", tower, 0)
+        off = 2
+        floors: list[tuple[bytes, bytes]] = []
+        for _ in range(floor_count):
+            (lhs_len,) = struct.unpack_from("<H", tower, off)
+            lhs = tower[off + 2 : off + 2 + lhs_len]
+            off += 2 + lhs_len
+            (rhs_len,) = struct.unpack_from("<H", tower, off)
+            rhs = tower[off + 2 : off + 2 + rhs_len]
+            off += 2 + rhs_len
+            if len(lhs) != lhs_len or len(rhs) != rhs_len or not lhs:
+                return None
+            floors.append((lhs, rhs))
+    except struct.error:
+        return None
+    if not floors:
+        return None
+    lhs, rhs = floors[0]
+    if lhs[0] != EPM_PROTOCOL_UUID or len(lhs) < 19 or len(rhs) < 2:
+        return None
+    interface = str(uuid.UUID(bytes_le=lhs[1:17]))
+    (major,) = struct.unpack_from("<H", lhs, 17)
+    (minor,) = struct.unpack_from("<H", rhs, 0)
+    protocol: str | None = None
+    port: int | None = None
+    address: str | None = None
+    if len(floors) >= 4:
+        lhs4, rhs4 = floors[3]
+        proto_id = lhs4[0]
+        protocol = TRANSPORT_NAMES.get(proto_id, f"0x{proto_id:02x}")
+        if proto_id in PORT_TRANSPORTS and len(rhs4) == 2:
+            port = (rhs4[0] << 8) | rhs4[1]
+    for lhs_n, rhs_n in floors[4:]:
+        if lhs_n[0] == EPM_PROTOCOL_IP and len(rhs_n) == 4:
+            address = str(ipaddress.IPv4Address(rhs_n))
+            break
+    return Tower(interface, (major, minor), protocol, port, address)
+
+
+def _align4(off: int) -> int:
+    return (off + 3) & ~3
+
+
+def _read_tower(stub: bytes, off: int, order: str) -> tuple[Tower | None, int]:
+    """A conformant twr_t at ``off`` (max_count, tower_length, octets); returns the next offset."""
+    max_count, length = struct.unpack_from(order + "II", stub, off)
+    off += 8
+    if length > max_count or off + length > len(stub):
+        raise struct.error("tower overruns stub")
+    tower = parse_tower(stub[off : off + length])
+    return tower, _align4(off + length)
+
+
+def parse_epm_map_request(stub: bytes, *, little_endian: bool = True) -> EpmMapRequest | None:
+    """The object and tower of an ept_map (opnum 3) request stub; None if it does not parse.
+
+    Stub layout (impacket epm.py ept_map; wireshark packet-dcerpc-epm.c): object pointer u32
+    (+ UUID when non-null), tower pointer u32 (+ max_count, tower_length, octets, pad to 4),
+    entry handle (20 bytes), max_towers u32.
+    """
+    order = "<" if little_endian else ">"
+    try:
+        (object_ptr,) = struct.unpack_from(order + "I", stub, 0)
+        off = 4
+        obj: str | None = None
+        if object_ptr:
+            obj = _uuid(stub, off, order)
+            off += 16
+        (tower_ptr,) = struct.unpack_from(order + "I", stub, off)
+        off += 4
+        tower: Tower | None = None
+        if tower_ptr:
+            tower, off = _read_tower(stub, off, order)
+        off += EPM_ENTRY_HANDLE_LEN
+        (max_towers,) = struct.unpack_from(order + "I", stub, off)
+    except struct.error:
+        return None
+    return EpmMapRequest(obj, tower, max_towers)
+
+
+def parse_epm_map_response(stub: bytes, *, little_endian: bool = True) -> list[Tower]:
+    """The towers of an ept_map (opnum 3) response stub; [] when none parse or status != 0.
+
+    Stub layout (impacket epm.py; wireshark packet-dcerpc-epm.c): entry handle (20),
+    num_towers u32, conformant varying array header (max_count, offset, actual_count), then
+    actual_count tower pointers, then each non-null tower (max_count, tower_length, octets,
+    pad to 4), then status u32 (0 = ok, 0x16c9a0d6 = not registered).
+    """
+    order = "<" if little_endian else ">"
+    towers: list[Tower] = []
+    try:
+        off = EPM_ENTRY_HANDLE_LEN
+        _num_towers, _max_count, _offset, actual = struct.unpack_from(order + "IIII", stub, off)
+        off += 16
+        if actual * 4 > len(stub) - off:
+            return []
+        pointers = struct.unpack_from(f"{order}{actual}I", stub, off)
+        off += 4 * actual
+        for ptr in pointers:
+            if not ptr:
+                continue
+            tower, off = _read_tower(stub, off, order)
+            if tower is not None:
+                towers.append(tower)
+        (status,) = struct.unpack_from(order + "I", stub, off)
+    except struct.error:
+        return towers
+    return towers if status == 0 else []
+
+
+def parse_epm_lookup_response(stub: bytes, *, little_endian: bool = True) -> list[EpmEntry]:
+    """The entries of an ept_lookup (opnum 2) response stub; [] when none parse.
+
+    Layout confirmed against tshark on the Exchange 2003 capture zeek mapi.pcap (frame 505):
+    entry handle (20), num_ents u32, array header (max_count, offset, actual_count), then per
+    entry inline: object UUID (16), tower pointer u32, annotation as a varying string (offset
+    u32, length u32, chars incl. NUL, pad to 4); then the towers of the non-null pointers
+    (max_count, tower_length, octets, pad to 4), in entry order; then status u32.
+    """
+    order = "<" if little_endian else ">"
+    entries: list[tuple[str, int, str]] = []
+    result: list[EpmEntry] = []
+    try:
+        off = EPM_ENTRY_HANDLE_LEN
+        _num, _max_count, _offset, actual = struct.unpack_from(order + "IIII", stub, off)
+        off += 16
+        if actual * 28 > len(stub) - off:
+            return []
+        for _ in range(actual):
+            obj = _uuid(stub, off, order)
+            tower_ptr, _ann_offset, ann_len = struct.unpack_from(order + "III", stub, off + 16)
+            off += 28
+            if off + ann_len > len(stub):
+                return []
+            annotation = stub[off : off + ann_len].split(b"\0", 1)[0].decode("ascii", "replace")
+            off = _align4(off + ann_len)
+            entries.append((obj, tower_ptr, annotation))
+        for obj, tower_ptr, annotation in entries:
+            tower: Tower | None = None
+            if tower_ptr:
+                tower, off = _read_tower(stub, off, order)
+            result.append(EpmEntry(obj, tower, annotation))
+    except struct.error:
+        return result
+    return result
+
+
+# --- EMSMDB push notification registration ----------------------------------------------------
+
+
+def parse_register_push_notification(stub: bytes, *, little_endian: bool = True) -> PushRegistration | None:
+    """The context blob and callback address of an EcRRegisterPushNotification (EMSMDB
+    opnum 4) request stub; None when it does not parse (e.g. an encrypted stub).
+
+    Layout (MS-OXCRPC 3.1.4.5; exchange-wire-facts.md §6a; matched on mapi.pcap frame 797):
+    context handle (20), iRpc u32, max_count u32, rgbContext (cbContext bytes), pad to 2,
+    cbContext u16, pad to 4, grbitAdviseBits u32, max_count u32, rgbCallbackAddress (a Windows
+    SOCKADDR: family u16 little-endian, port big-endian, address), pad to 2,
+    cbCallbackAddress u16. Callers should skip stubs whose request had auth_level 6.
+    """
+    order = "<" if little_endian else ">"
+    try:
+        off = CONTEXT_HANDLE_LEN + 4
+        (ctx_count,) = struct.unpack_from(order + "I", stub, off)
+        off += 4
+        if off + ctx_count > len(stub):
+            return None
+        context = stub[off : off + ctx_count]
+        off = (off + ctx_count + 1) & ~1
+        (cb_context,) = struct.unpack_from(order + "H", stub, off)
+        off = _align4(off + 2)
+        _advise_bits, addr_count = struct.unpack_from(order + "II", stub, off)
+        off += 8
+        if off + addr_count > len(stub):
+            return None
+        sockaddr = stub[off : off + addr_count]
+        off = (off + addr_count + 1) & ~1
+        (cb_address,) = struct.unpack_from(order + "H", stub, off)
+    except struct.error:
+        return None
+    if cb_context != ctx_count or cb_address != addr_count or len(sockaddr) < 8:
+        return None
+    family = sockaddr[0] | (sockaddr[1] << 8)  # SOCKADDR family: host order (little-endian)
+    port = (sockaddr[2] << 8) | sockaddr[3]
+    if family == AF_INET_WINDOWS:
+        address = str(ipaddress.IPv4Address(sockaddr[4:8]))
+    elif family == AF_INET6_WINDOWS and len(sockaddr) >= 24:
+        address = str(ipaddress.IPv6Address(sockaddr[8:24]))
+    else:
+        return None
+    return PushRegistration(bytes(context), (address, port))
+
+
+# --- RPC over HTTP ----------------------------------------------------------------------------
+
+
+def is_ncacn_http_greeting(payload: bytes) -> bool:
+    """Whether a back-end's first bytes are MS-RPCH's legacy server response ``ncacn_http/1.0``."""
+    return payload.startswith(NCACN_HTTP_GREETING)
+
+
+def parse_rts(pdu: bytes) -> Rts | None:
+    """Flags and commands of an RTS (20) PDU (MS-RPCH 2.2.3.6); None for anything else.
+
+    A command whose type is unknown stops the walk (its size is unknown); the commands read
+    so far are returned.
+    """
+    checked = _checked(pdu, (PTYPE_RTS,))
+    if checked is None:
+        return None
+    order, frag_length, _ = checked
+    try:
+        flags, n_commands = struct.unpack_from(order + "HH", pdu, CO_HEADER_LEN)
+        off = CO_HEADER_LEN + 4
+        commands: list[RtsCommand] = []
+        for _ in range(n_commands):
+            (command,) = struct.unpack_from(order + "I", pdu, off)
+            off += 4
+            size = _RTS_FIXED_VALUE_LEN.get(command)
+            if size is None:
+                if command == RTS_CMD_PADDING:
+                    (count,) = struct.unpack_from(order + "I", pdu, off)
+                    size = 4 + count
+                elif command == RTS_CMD_CLIENT_ADDRESS:
+                    (address_type,) = struct.unpack_from(order + "I", pdu, off)
+                    size = 4 + (4 if address_type == 0 else 16) + 12
+                else:
+                    break
+            if off + size > frag_length:
+                break
+            commands.append(RtsCommand(command, pdu[off : off + size]))
+            off += size
+    except struct.error:
+        return None
+    return Rts(flags, tuple(commands))
+
+
+# --- Interface table --------------------------------------------------------------------------
+
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_VERSION_RE = re.compile(r"^(\d{1,5})\.(\d{1,5})$")
+_INTERFACE_KEYS = frozenset({"uuid", "version", "name", "service", "note", "decisive"})
+
+
+def load_interfaces(
+    path: str | os.PathLike[str] = DEFAULT_INTERFACES_PATH,
+    *,
+    services: frozenset[str] = SERVICE_IDS,
+) -> dict[str, Interface]:
+    """Load the UUID → service table (rules/rpc_interfaces.toml) keyed by lower-case UUID.
+
+    Each ``[[interface]]`` needs ``uuid``, ``name`` and ``service`` (one of ``services``) and
+    may have ``version = "major.minor"``, ``note`` and ``decisive`` (default true).
+
+    >>> load_interfaces()["a4f1db00-ca47-1067-b31f-00dd010662da"].service
+    'information-store'
+
+    Raises RulesError (carrying the file and the key path, e.g. ``interface[3].service``) for
+    an unreadable file, bad TOML, a missing/unknown/mistyped key, a bad UUID or version, an
+    unknown service or a duplicate UUID.
+    """
+    where = os.fspath(path)
+    doc = read_toml(where)
+    extra = set(doc) - {"interface"}
+    if extra:
+        raise RulesError(f"unknown top-level key {sorted(extra)[0]!r}", path=where, key=sorted(extra)[0])
+    rows = doc.get("interface")
+    if not isinstance(rows, list) or not rows:
+        raise RulesError("expected one or more [[interface]] tables", path=where, key="interface")
+    table: dict[str, Interface] = {}
+    for i, row in enumerate(rows):
+        key = f"interface[{i}]"
+        if not isinstance(row, dict):
+            raise RulesError("expected a table", path=where, key=key)
+        unknown = set(row) - _INTERFACE_KEYS
+        if unknown:
+            name = sorted(unknown)[0]
+            raise RulesError(f"unknown key {name!r}", path=where, key=f"{key}.{name}")
+        for required in ("uuid", "name", "service"):
+            if not isinstance(row.get(required), str) or not row[required].strip():
+                raise RulesError(f"missing or empty string {required!r}", path=where, key=f"{key}.{required}")
+        ident = row["uuid"].strip().lower()
+        if not _UUID_RE.match(ident):
+            raise RulesError(f"invalid UUID {row['uuid']!r}", path=where, key=f"{key}.uuid")
+        if ident in table:
+            raise RulesError(f"duplicate UUID {ident!r}", path=where, key=f"{key}.uuid")
+        service = row["service"]
+        if service not in services:
+            raise RulesError(f"unknown service {service!r}", path=where, key=f"{key}.service")
+        version: tuple[int, int] | None = None
+        if "version" in row:
+            match = _VERSION_RE.match(row["version"]) if isinstance(row["version"], str) else None
+            if match is None:
+                raise RulesError(
+                    f'invalid version {row["version"]!r} (expected "major.minor")',
+                    path=where,
+                    key=f"{key}.version",
+                )
+            version = (int(match.group(1)), int(match.group(2)))
+            if max(version) > 0xFFFF:
+                raise RulesError(
+                    f"invalid version {row['version']!r} (u16 parts)", path=where, key=f"{key}.version"
+                )
+        note = row.get("note", "")
+        if not isinstance(note, str):
+            raise RulesError(f"note must be a string, not {note!r}", path=where, key=f"{key}.note")
+        decisive = row.get("decisive", True)
+        if not isinstance(decisive, bool):
+            raise RulesError(
+                f"decisive must be true or false, not {decisive!r}", path=where, key=f"{key}.decisive"
+            )
+        table[ident] = Interface(ident, row["name"].strip(), service, version, note, decisive)
+    return table

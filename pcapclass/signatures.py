@@ -1,0 +1,335 @@
+"""First-payload protocol signatures, Exchange SMTP markers and the protocols each port expects.
+
+:func:`identify` looks only at the first bytes of a flow's first payload in one direction and
+names the protocol they start (or None: no opinion). :data:`EXPECTED_PROTOCOLS` says which
+labels each Exchange server port expects, and :func:`port_mismatch` applies it, so that the
+pipeline can keep the port's service but record evidence ``port-mismatch``.
+
+Example::
+
+    identify(b"220 mail.example.com Microsoft ESMTP MAIL Service ready\\r\\n", from_server=True)  # 'smtp'
+    port_mismatch(102, b"GET / HTTP/1.0\\r\\n\\r\\n", from_server=False)                       # True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
+
+from pcapclass.dcerpc import NCACN_HTTP_GREETING, looks_like_dcerpc
+from pcapclass.http import parse_request_line
+
+__all__ = [
+    "LABELS",
+    "EXPECTED_PROTOCOLS",
+    "EXCHANGE_SMTP_KEYWORDS",
+    "PortExpectation",
+    "identify",
+    "exchange_smtp_markers",
+    "expected_protocols",
+    "port_mismatch",
+]
+
+#: every label identify() can return
+LABELS = frozenset(
+    {"tpkt", "smtp", "pop3", "imap", "nntp", "ldap", "smb", "dcerpc", "http", "tls", "ncacn_http"}
+)
+
+# --- TPKT / COTP ------------------------------------------------------------------------------
+# RFC 1006 §6 (TPKT: version 3, reserved 0, length u16 big-endian incl. header);
+# ISO 8073 / X.224 13 (COTP: length indicator, then PDU code in the high nibble).
+TPKT_VERSION = 3
+TPKT_HEADER_LEN = 4
+COTP_CR = 0xE0
+COTP_CC = 0xD0
+COTP_DR = 0x80
+COTP_DC = 0xC0
+COTP_DT = 0xF0
+COTP_ED = 0x10
+COTP_AK = 0x60
+COTP_EA = 0x20
+COTP_RJ = 0x50
+COTP_ER = 0x70
+COTP_CODES = frozenset(
+    {COTP_CR, COTP_CC, COTP_DR, COTP_DC, COTP_DT, COTP_ED, COTP_AK, COTP_EA, COTP_RJ, COTP_ER}
+)
+
+# --- TLS / SSL --------------------------------------------------------------------------------
+# RFC 8446 5.1 (record: content type, legacy version 3.x, length), 4 (handshake type);
+# SSL 2.0 draft (2-byte header with the high bit set, then message type 1 = CLIENT-HELLO), which
+# Windows 2000/XP-era clients still sent.
+TLS_CONTENT_HANDSHAKE = 0x16
+TLS_MAJOR = 0x03
+TLS_HANDSHAKE_CLIENT_HELLO = 1
+TLS_HANDSHAKE_SERVER_HELLO = 2
+SSL2_CLIENT_HELLO = 1
+
+# --- NetBIOS session service / SMB ------------------------------------------------------------
+# RFC 1002 4.3 (session packet types); MS-SMB 2.2.3.1 / MS-SMB2 2.2.1 protocol ids.
+NBSS_SESSION_MESSAGE = 0x00
+NBSS_SESSION_REQUEST = 0x81
+NBSS_POSITIVE_RESPONSE = 0x82
+NBSS_NEGATIVE_RESPONSE = 0x83
+NBSS_ENCODED_NAME_LEN = 0x20
+SMB_PROTOCOL_IDS = (b"\xffSMB", b"\xfeSMB", b"\xfdSMB")
+
+# --- LDAP -------------------------------------------------------------------------------------
+# RFC 4511 4.1.1: LDAPMessage ::= SEQUENCE { messageID INTEGER, protocolOp CHOICE of
+# [APPLICATION 0..25], controls [0] OPTIONAL }; X.690 BER tags and lengths.
+BER_SEQUENCE = 0x30
+BER_INTEGER = 0x02
+BER_CLASS_MASK = 0xC0
+BER_CLASS_APPLICATION = 0x40
+LDAP_MAX_APPLICATION_TAG = 25
+
+# --- Text greetings -----------------------------------------------------------------------------
+# RFC 5321 4.2/4.3.1 (SMTP 220 greeting, 554 refusal; EHLO/HELO), RFC 1939 4 (POP3 +OK),
+# RFC 3501 7.1 (IMAP untagged OK / PREAUTH / BYE greeting), RFC 3977 5.1 (NNTP 200/201),
+# MS-RPCH 2.1.2.2.1 (ncacn_http/1.0), RFC 9112 4 (HTTP status line).
+SMTP_SERVER_PREFIXES = (b"220 ", b"220-", b"554 ", b"554-")
+SMTP_CLIENT_COMMANDS = (b"EHLO", b"HELO")
+POP3_SERVER_PREFIXES = (b"+OK",)
+IMAP_SERVER_PREFIXES = (b"* OK", b"* PREAUTH", b"* BYE")
+NNTP_SERVER_PREFIXES = (b"200 ", b"201 ", b"200-", b"201-")
+HTTP_STATUS_PREFIX = b"HTTP/1."
+
+# --- Exchange SMTP ----------------------------------------------------------------------------
+# exchange-wire-facts.md §7: Exchange 2003's EHLO reply advertises these (KB 842026).
+EXCHANGE_SMTP_KEYWORDS = frozenset({"X-EXPS", "X-LINK2STATE", "XEXCH50"})
+
+# --- Ports -> protocols a flow's first payloads should start ----------------------------------
+# exchange-wire-facts.md §4, §7, §8 (TCP server ports). Ports missing here (691: wire format
+# unconfirmed; 88, 53, 123 ...) give no opinion.
+
+
+class PortExpectation(NamedTuple):
+    """What the first payloads of a flow to a server port should be.
+
+    ``labels``: the identify() labels consistent with the port. ``client_must_match`` /
+    ``server_must_match``: whether that side's first payload must be recognised as one of them
+    (binary protocols, greetings), so that an unrecognised payload is a mismatch too; when
+    False, only a payload recognised as another protocol is (a POP3 client's ``USER`` is not
+    recognised, and that says nothing).
+    """
+
+    labels: frozenset[str]
+    client_must_match: bool
+    server_must_match: bool
+
+
+def _both(*labels: str) -> PortExpectation:
+    return PortExpectation(frozenset(labels), True, True)
+
+
+def _greeting(*labels: str) -> PortExpectation:
+    return PortExpectation(frozenset(labels), False, True)
+
+
+EXPECTED_PROTOCOLS: Mapping[int, PortExpectation] = MappingProxyType(
+    {
+        25: _greeting("smtp"),
+        80: _both("http"),
+        102: _both("tpkt"),
+        110: _greeting("pop3"),
+        119: _greeting("nntp"),
+        135: _both("dcerpc"),
+        139: _both("smb"),
+        143: _greeting("imap"),
+        379: _both("ldap"),
+        389: _both("ldap"),
+        443: _both("tls"),
+        445: _both("smb"),
+        465: _both("tls"),
+        563: _both("tls"),
+        587: _greeting("smtp"),
+        # RPC over HTTP back-end legs: the server greets with ncacn_http/1.0, the proxy then
+        # sends RTS PDUs (DCE/RPC-shaped).
+        593: _both("ncacn_http", "dcerpc"),
+        636: _both("tls"),
+        993: _both("tls"),
+        995: _both("tls"),
+        3268: _both("ldap"),
+        3269: _both("tls"),
+        6001: _both("ncacn_http", "dcerpc"),
+        6002: _both("ncacn_http", "dcerpc"),
+        6004: _both("ncacn_http", "dcerpc"),
+    }
+)
+
+#: a first payload shorter than this is too short for its absence of a signature to mean much
+MIN_DECISIVE_PAYLOAD = 8
+
+
+def expected_protocols(port: int) -> frozenset[str]:
+    """Labels consistent with a TCP server ``port`` (empty: no expectation)."""
+    exp = EXPECTED_PROTOCOLS.get(port)
+    return exp.labels if exp is not None else frozenset()
+
+
+def port_mismatch(port: int, payload: bytes, *, from_server: bool) -> bool:
+    """Whether a flow's first payload in one direction contradicts its TCP server ``port``.
+
+    Meant for true first payloads (the connection's start was captured). A payload recognised
+    as another protocol always contradicts; an unrecognised one contradicts only where that
+    side must show its protocol (binary protocols, server greetings) and it is at least
+    MIN_DECISIVE_PAYLOAD bytes long.
+
+    >>> port_mismatch(102, b"GET / HTTP/1.0\\r\\n\\r\\n", from_server=False)
+    True
+    >>> port_mismatch(110, b"USER jo\\r\\n", from_server=False)
+    False
+    >>> port_mismatch(691, b"anything", from_server=True)
+    False
+    """
+    exp = EXPECTED_PROTOCOLS.get(port)
+    if exp is None or not payload:
+        return False
+    label = identify(payload, from_server=from_server)
+    if label is not None:
+        return label not in exp.labels
+    must = exp.server_must_match if from_server else exp.client_must_match
+    return must and len(payload) >= MIN_DECISIVE_PAYLOAD
+
+
+def _is_tpkt(p: bytes) -> bool:
+    """TPKT header, plus the COTP length indicator and code when present (a sender may put
+    the 4-byte TPKT header in a segment of its own, as in zeek's mmsX.pcap)."""
+    if len(p) < TPKT_HEADER_LEN or p[0] != TPKT_VERSION or p[1] != 0:
+        return False
+    length = (p[2] << 8) | p[3]
+    if length < TPKT_HEADER_LEN + 3:
+        return False
+    if len(p) >= 5 and not 2 <= p[4] <= length - TPKT_HEADER_LEN - 1:
+        return False
+    return len(p) < 6 or (p[5] & 0xF0) in COTP_CODES
+
+
+def _is_tls(p: bytes, from_server: bool) -> bool:
+    if p[0] == TLS_CONTENT_HANDSHAKE:
+        if len(p) < 3 or p[1] != TLS_MAJOR or p[2] > 0x04:
+            return False
+        if len(p) >= 6:
+            expected = TLS_HANDSHAKE_SERVER_HELLO if from_server else TLS_HANDSHAKE_CLIENT_HELLO
+            return p[5] == expected and ((p[3] << 8) | p[4]) >= 4
+        return True
+    # SSL 2.0-compatible CLIENT-HELLO: 2-byte length with the high bit, type 1, version 2.0/3.x.
+    return (
+        not from_server
+        and len(p) >= 5
+        and p[0] & 0x80 != 0
+        and p[2] == SSL2_CLIENT_HELLO
+        and p[3] in (0x00, 0x03)
+        and p[4] <= 0x04
+    )
+
+
+def _is_ldap(p: bytes) -> bool:
+    if len(p) < 7 or p[0] != BER_SEQUENCE:
+        return False
+    i = 1
+    first = p[i]
+    if first & 0x80:
+        n = first & 0x7F
+        if not 1 <= n <= 4:
+            return False
+        i += 1 + n
+    else:
+        i += 1
+    if i + 2 > len(p) or p[i] != BER_INTEGER or not 1 <= p[i + 1] <= 4:
+        return False
+    i += 2 + p[i + 1]
+    if i >= len(p):
+        return False
+    tag = p[i]
+    return (tag & BER_CLASS_MASK) == BER_CLASS_APPLICATION and (tag & 0x1F) <= LDAP_MAX_APPLICATION_TAG
+
+
+def _is_smb(p: bytes) -> bool:
+    kind = p[0]
+    if kind == NBSS_SESSION_MESSAGE:
+        return len(p) >= 8 and p[4:8] in SMB_PROTOCOL_IDS
+    if kind == NBSS_SESSION_REQUEST:
+        return len(p) >= 5 and p[1] == 0 and p[4] == NBSS_ENCODED_NAME_LEN
+    if kind in (NBSS_POSITIVE_RESPONSE, NBSS_NEGATIVE_RESPONSE):
+        return len(p) >= 4 and p[1] == 0 and ((p[2] << 8) | p[3]) <= 1
+    return False
+
+
+def _is_command(p: bytes, commands: tuple[bytes, ...]) -> bool:
+    word = p[:4].upper()
+    return word in commands and (len(p) == 4 or p[4:5] in (b" ", b"\r", b"\n"))
+
+
+def identify(payload: bytes, *, from_server: bool) -> str | None:
+    """The protocol a flow's first payload in one direction starts, or None (no opinion).
+
+    ``from_server`` says whether the payload was sent by the flow's server (greetings,
+    banners, server hellos) or by its client (EHLO, HTTP requests, client hellos). Binary
+    signatures (DCE/RPC, TPKT/COTP, TLS, LDAP BER, NBSS/SMB) are checked in both directions.
+
+    >>> identify(b"+OK POP3 server ready\\r\\n", from_server=True)
+    'pop3'
+    >>> identify(b"\\x03\\x00\\x00\\x16\\x11\\xe0\\x00\\x00\\x00\\x01\\x00", from_server=False)
+    'tpkt'
+    """
+    if len(payload) < 3:
+        return None
+    b0 = payload[0]
+    if b0 == 0x05:
+        return "dcerpc" if looks_like_dcerpc(payload) else None
+    if b0 == TPKT_VERSION:
+        return "tpkt" if _is_tpkt(payload) else None
+    if b0 == TLS_CONTENT_HANDSHAKE or (
+        b0 & 0x80 and b0 not in (NBSS_SESSION_REQUEST, NBSS_POSITIVE_RESPONSE, NBSS_NEGATIVE_RESPONSE)
+    ):
+        return "tls" if _is_tls(payload, from_server) else None
+    if b0 == BER_SEQUENCE:
+        return "ldap" if _is_ldap(payload) else None
+    if b0 in (NBSS_SESSION_MESSAGE, NBSS_SESSION_REQUEST, NBSS_POSITIVE_RESPONSE, NBSS_NEGATIVE_RESPONSE):
+        if _is_smb(payload):
+            return "smb"
+        if b0 != NBSS_SESSION_MESSAGE:
+            return "tls" if _is_tls(payload, from_server) else None
+        return None
+    if payload.startswith(NCACN_HTTP_GREETING):
+        return "ncacn_http"
+    if from_server:
+        if payload.startswith(HTTP_STATUS_PREFIX):
+            return "http"
+        if payload.startswith(POP3_SERVER_PREFIXES):
+            return "pop3"
+        if payload.startswith(IMAP_SERVER_PREFIXES):
+            return "imap"
+        if payload.startswith(SMTP_SERVER_PREFIXES):
+            return "smtp"
+        if payload.startswith(NNTP_SERVER_PREFIXES):
+            return "nntp"
+        return None
+    if _is_command(payload, SMTP_CLIENT_COMMANDS):
+        return "smtp"
+    if b0 >= 0x21 and parse_request_line(payload) is not None:
+        return "http"
+    return None
+
+
+def exchange_smtp_markers(payload: bytes) -> set[str]:
+    """Exchange-only keywords (X-EXPS, X-LINK2STATE, XEXCH50) advertised in an EHLO reply.
+
+    Looks at ``250-``/``250 `` lines of a server payload; a non-empty result is proof of an
+    Exchange SMTP server. X-EXPS and XEXCH50 are also sent by Exchange 2007 and later (seen in
+    zeek's smtp-multi-addr.pcap); X-LINK2STATE is the Exchange 2000/2003 one.
+
+    >>> reply = b"250-mail Hello\\r\\n250-X-EXPS GSSAPI NTLM\\r\\n250-XEXCH50\\r\\n250 OK\\r\\n"
+    >>> sorted(exchange_smtp_markers(reply))
+    ['X-EXPS', 'XEXCH50']
+    """
+    found: set[str] = set()
+    for line in payload.split(b"\n"):
+        if len(line) < 5 or not line.startswith((b"250-", b"250 ")):
+            continue
+        word = line[4:].strip().split(b" ", 1)[0].split(b"=", 1)[0].upper()
+        keyword = word.decode("ascii", "replace")
+        if keyword in EXCHANGE_SMTP_KEYWORDS:
+            found.add(keyword)
+    return found
