@@ -19,6 +19,7 @@ from .addresses import Network, parse_networks
 from .classify import Servers, classify, empty_flows
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
+from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector
 from .flows import FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
@@ -109,8 +110,12 @@ class Classifier:
         rules: RuleSet | Iterable[str | os.PathLike[str]] | None = None,
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_flows: int = DEFAULT_MAX_FLOWS,
+        payload: bool = True,
+        epm_expiry: float = DEFAULT_EPM_EXPIRY,
     ) -> None:
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules or ())
+        #: the payload stage (None with ``payload=False``: services by port only)
+        self.evidence = EvidenceCollector(epm_expiry=epm_expiry, idle_timeout=idle_timeout) if payload else None
         self.lookup = self.rules.lookup()
         self.networks = [s if not isinstance(s, str) else parse_networks([s])[0] for s in servers]
         self.idle_timeout_ns = int(idle_timeout * 1e9)
@@ -127,6 +132,8 @@ class Classifier:
         """Start a new input; later ``feed`` calls count towards it."""
         self.counts.append(CaptureCounts(capture=name, format=fmt))
         self.table = self._new_table()
+        if self.evidence is not None:
+            self.evidence.new_capture()
         return self.counts[-1]
 
     def feed(self, batch: PacketBatch) -> None:
@@ -134,6 +141,8 @@ class Classifier:
         pk = decode(batch)
         keys = flow_keys(pk)
         self.counts[-1].add(pk)
+        if self.evidence is not None:
+            self.evidence.feed(batch, pk, keys)
         self.table.update(pk, keys)
 
     def end(self) -> None:
@@ -174,7 +183,8 @@ class Classifier:
         """Classify every finished flow and summarize."""
         recs = Records.concat(self._records)
         index = np.concatenate(self._capture_index) if self._capture_index else np.zeros(0, np.int64)
-        flows, servers = classify(recs, self.lookup, self.networks)
+        evidence = self.evidence.evidence() if self.evidence is not None else None
+        flows, servers = classify(recs, self.lookup, self.networks, evidence)
         if flows.empty:
             flows = empty_flows()
         else:
@@ -226,16 +236,23 @@ def classify_file(
     rules: RuleSet | Iterable[str | os.PathLike[str]] | None = None,
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
     max_flows: int = DEFAULT_MAX_FLOWS,
+    payload: bool = True,
+    epm_expiry: float = DEFAULT_EPM_EXPIRY,
+    by: Sequence[str] = ("service", "direction"),
 ) -> Result:
     """Classify one capture file (pcap, pcapng, gzip; ``-`` for stdin).
 
     A fault in the middle of the file does not raise: the result holds everything before
     it, ``partial`` is true and ``error`` says where. A file that cannot be opened, or is
-    not a capture at all, raises CaptureError.
+    not a capture at all, raises CaptureError. ``payload=False`` skips the payload stage
+    (services by port only); ``epm_expiry`` is how long an endpoint-mapper reply vouches for
+    the port it handed out; ``by`` groups the breakdown (add ``"detail"`` for OWA / ActiveSync /
+    RPC over HTTP ... rows).
 
     >>> r = classify_file("tests/fixtures/pcaps/exchange_services.pcap")  # doctest: +SKIP
     >>> r.breakdown[["service", "direction", "packets"]]  # doctest: +SKIP
     """
-    clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows)
+    clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows,
+                     payload=payload, epm_expiry=epm_expiry)  # fmt: skip
     clf.read(path)
-    return clf.result()
+    return clf.result(by=by)

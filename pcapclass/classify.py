@@ -19,6 +19,7 @@ from . import schema
 from .addresses import Network, format_addresses, in_networks, pair_index
 from .decode import FRAGMENT_PROTO_BASE, Status
 from .flows import NO_SYN, NON_FLOW_BASE, Records
+from .evidence import DECISIVE, RANK, Evidence
 from .rules import OTHER, TRANSPORTS, PortLookup
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
@@ -43,8 +44,14 @@ class Servers:
         return " ".join(self.addresses) if self.inferred else " ".join(str(n) for n in self.networks)
 
 
-def classify(recs: Records, lookup: PortLookup, servers: Sequence[Network] = ()) -> tuple[pd.DataFrame, Servers]:
-    """Orient, direct and tag every flow; returns the flows DataFrame (schema.FLOWS order)."""
+def classify(
+    recs: Records, lookup: PortLookup, servers: Sequence[Network] = (), evidence: Evidence | None = None
+) -> tuple[pd.DataFrame, Servers]:
+    """Orient, direct and tag every flow; returns the flows DataFrame (schema.FLOWS order).
+
+    ``evidence`` (from the payload stage) decides services before the port table does, in
+    the order of ``evidence.EVIDENCE_VALUES``; without it every flow is decided by port.
+    """
     proto = recs["proto"]
     n = proto.shape[0]
     tidx = np.full(n, -1, dtype=np.int64)
@@ -55,6 +62,11 @@ def classify(recs: Records, lookup: PortLookup, servers: Sequence[Network] = ())
     pa, pb = recs["port_a"], recs["port_b"]
 
     client_is_a = _orient(recs, lookup, t, ported)
+    rows = _flow_rows(recs, evidence)
+    if rows is not None:
+        # a matched new-mail notification: its sender (the store) is the client
+        turn = rows[rows["client_is_sender"].to_numpy() == 1]
+        client_is_a[turn["flow"].to_numpy()] = turn["from_a"].to_numpy()
     pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
     c_hi, c_lo = pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"])
     s_hi, s_lo = pick(recs["b_hi"], recs["a_hi"]), pick(recs["b_lo"], recs["a_lo"])
@@ -73,9 +85,14 @@ def classify(recs: Records, lookup: PortLookup, servers: Sequence[Network] = ())
     else:
         # who answers on an Exchange inbound port is taken for an Exchange server
         known = pair_index(s_hi[answers], s_lo[answers]).unique()
+        if evidence is not None and evidence.smtp_servers:
+            # an EHLO reply with Exchange-only keywords proves an Exchange SMTP server
+            proven = sorted(evidence.smtp_servers)
+            known = known.union(pair_index(np.array([p[0] for p in proven], np.uint64), np.array([p[1] for p in proven], np.uint64)))
         client_ex = np.asarray(pair_index(c_hi, c_lo).isin(known))
         server_ex = np.asarray(pair_index(s_hi, s_lo).isin(known))
-        inferred = sorted(set(format_addresses(s_hi[answers], s_lo[answers])), key=_address_order)
+        uniq = known.to_frame(index=False).to_numpy(dtype=np.uint64)
+        inferred = sorted(set(format_addresses(uniq[:, 0], uniq[:, 1])), key=_address_order)
         chosen = Servers(networks=(), addresses=tuple(inferred), inferred=True)
     is_flow = proto < NON_FLOW_BASE
     client_ex &= is_flow
@@ -85,6 +102,10 @@ def classify(recs: Records, lookup: PortLookup, servers: Sequence[Network] = ())
     code = np.where(client_ex, np.where(outbound_code > 0, outbound_code, inbound_code),
                     np.where(inbound_code > 0, inbound_code, outbound_code))  # fmt: skip
     ids = np.array(lookup.ids, dtype=object)
+    decided = _decide(
+        rows, evidence, ids[code], np.where(code > 0, "port", "none").astype(object), recs, proto,
+        client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c,
+    )  # fmt: skip
 
     transport = np.full(n, "other", dtype=object)
     transport[proto == IPPROTO_TCP] = "tcp"
@@ -109,8 +130,11 @@ def classify(recs: Records, lookup: PortLookup, servers: Sequence[Network] = ())
             "client_port": c_port,
             "server_addr": s_addr,
             "server_port": s_port,
-            "service": ids[code],
-            "evidence": np.where(code > 0, "port", "none"),
+            "service": decided.service,
+            "evidence": decided.evidence,
+            "detail": decided.detail,
+            "rpc_interface": decided.rpc_interface,
+            "rpc_interface_name": decided.rpc_interface_name,
             "direction": direction,
             "packets_c2s": packets_c2s,
             "bytes_c2s": bytes_c2s,
@@ -121,6 +145,156 @@ def classify(recs: Records, lookup: PortLookup, servers: Sequence[Network] = ())
         }
     )
     return flows, chosen
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """Per flow: service, the evidence that decided it, its detail and RPC interface."""
+
+    service: npt.NDArray[np.object_]
+    evidence: npt.NDArray[np.object_]
+    detail: npt.NDArray[np.object_]
+    rpc_interface: npt.NDArray[np.object_]
+    rpc_interface_name: npt.NDArray[np.object_]
+
+
+#: services reached over DCE/RPC: a TCP flow with such a bind or endpoint-mapper evidence (or to
+#: TCP 135) is an "RPC session" for the new-mail notification heuristic
+_RPC_SESSION_PORT = 135
+_HIGH_PORT = 1024
+_NOTIFICATION_SERVICE = "information-store"
+
+
+def _flow_rows(recs: Records, evidence: Evidence | None) -> pd.DataFrame | None:
+    """Evidence rows joined to their flow: same key, timestamp inside the flow's span."""
+    if evidence is None or evidence.rows.empty or not len(recs):
+        return None
+    flows = pd.DataFrame({"hash": recs["hash"], "check": recs["check"], "first_ns": recs["first_ns"],
+                          "last_ns": recs["last_ns"], "flow": np.arange(len(recs))})  # fmt: skip
+    m = evidence.rows.merge(flows, on=["hash", "check"], how="inner")
+    inside = (m["ts_ns"].to_numpy() >= m["first_ns"].to_numpy()) & (m["ts_ns"].to_numpy() <= m["last_ns"].to_numpy())
+    return m[inside].reset_index(drop=True)
+
+
+def _decide(
+    rows: pd.DataFrame | None,
+    evidence: Evidence | None,
+    port_service: npt.NDArray[np.object_],
+    port_evidence: npt.NDArray[np.object_],
+    recs: Records,
+    proto: npt.NDArray[np.int64],
+    client_is_a: npt.NDArray[np.bool_],
+    client: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
+    server: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
+    client_ex: npt.NDArray[np.bool_],
+    server_ex: npt.NDArray[np.bool_],
+    packets_c2s: npt.NDArray[np.int64],
+    packets_s2c: npt.NDArray[np.int64],
+) -> _Decided:
+    """The evidence order: bind, epm, rpc-http, http, signature, registration beat the port;
+    the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``."""
+    n = port_service.shape[0]
+    service, ev = port_service.copy(), port_evidence.copy()
+    empty = np.full(n, "", dtype=object)
+    detail, iface, name = empty.copy(), empty.copy(), empty.copy()
+    has_port = port_evidence == "port"
+    parts = []
+    if rows is not None and not rows.empty:
+        f = rows["flow"].to_numpy()
+        sis = rows["server_is_sender"].to_numpy()
+        sender_is_server = rows["from_a"].to_numpy() != client_is_a[f]
+        ok = (sis == -1) | ((sis == 1) & sender_is_server) | ((sis == 0) & ~sender_is_server)
+        parts.append(rows.loc[ok, ["flow", "kind", "service", "detail", "rpc_interface", "rpc_interface_name"]])
+    if evidence is not None and not evidence.epm.empty:
+        parts.append(_epm_rows(evidence, proto, server, recs["first_ns"]))
+    if parts:
+        cand = pd.concat(parts, ignore_index=True)
+        cand["rank"] = cand["kind"].map(RANK).to_numpy()
+        f = cand["flow"].to_numpy()
+        # a signature that only confirms a port gives the port's service (none without one)
+        blank = (cand["service"].to_numpy() == "") & (cand["kind"].to_numpy() != "port-mismatch")
+        cand.loc[blank, "service"] = np.where(has_port[f[blank]], port_service[f[blank]], "")
+        # among equals, a signature that proves an Exchange server beats one naming the protocol
+        cand["proof"] = (cand["detail"].to_numpy() != "exchange-smtp").astype(np.int8)
+        cand = cand.sort_values(["flow", "rank", "proof"], kind="stable")
+        # the interface: the strongest row naming one
+        named = cand[cand["rpc_interface"].to_numpy() != ""].drop_duplicates("flow")
+        iface[named["flow"].to_numpy()] = named["rpc_interface"].to_numpy()
+        name[named["flow"].to_numpy()] = named["rpc_interface_name"].to_numpy()
+        decisive = cand[cand["kind"].isin(DECISIVE).to_numpy() & (cand["service"].to_numpy() != "")].drop_duplicates("flow")
+        w = decisive["flow"].to_numpy()
+        service[w] = decisive["service"].to_numpy()
+        ev[w] = decisive["kind"].to_numpy()
+        detail[w] = decisive["detail"].to_numpy()
+        mism = cand[cand["kind"].to_numpy() == "port-mismatch"].drop_duplicates("flow")
+        mf = mism["flow"].to_numpy()
+        keep = has_port[mf] & (ev[mf] == "port")
+        ev[mf[keep]] = "port-mismatch"
+        detail[mf[keep]] = mism["detail"].to_numpy()[keep]
+    if evidence is not None:
+        _notification_heuristic(service, ev, detail, proto, client, server, client_ex, server_ex, packets_c2s, packets_s2c)
+    return _Decided(service, ev, detail, iface, name)
+
+
+def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], server: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
+              first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:  # fmt: skip
+    """Flows to a port an endpoint-mapper reply handed out, within the expiry of that reply."""
+    s_hi, s_lo, s_port = server
+    ported = np.flatnonzero((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP))
+    flows = pd.DataFrame({
+        "flow": ported, "server_hi": s_hi[ported], "server_lo": s_lo[ported], "port": s_port[ported].astype(np.int64),
+        "transport": np.where(proto[ported] == IPPROTO_TCP, "tcp", "udp"), "flow_ns": first_ns[ported],
+    })  # fmt: skip
+    m = flows.merge(evidence.epm, on=["server_hi", "server_lo", "port", "transport"], how="inner")
+    if m.empty:
+        return pd.DataFrame(columns=["flow", "kind", "service", "detail", "rpc_interface", "rpc_interface_name"])
+    return _nearest_epm(m, evidence)
+
+
+def _nearest_epm(m: pd.DataFrame, evidence: Evidence) -> pd.DataFrame:
+    """Per flow, the learned mapping nearest in time, if within the expiry either side."""
+    at, first, last = m["flow_ns"].to_numpy(), m["first_ns"].to_numpy(), m["last_ns"].to_numpy()
+    gap = np.maximum(first - at, 0) + np.maximum(at - last, 0)
+    m = m.assign(gap=gap)[gap <= evidence.epm_expiry_ns].sort_values(["flow", "gap"], kind="stable").drop_duplicates("flow")
+    return pd.DataFrame({
+        "flow": m["flow"].to_numpy(), "kind": np.where(m["service"].to_numpy() != "", "epm", "interface"),
+        "service": m["service"].to_numpy(), "detail": np.full(len(m), "", dtype=object),
+        "rpc_interface": m["rpc_interface"].to_numpy(), "rpc_interface_name": m["rpc_interface_name"].to_numpy(),
+    })  # fmt: skip
+
+
+def _notification_heuristic(
+    service: npt.NDArray[np.object_],
+    ev: npt.NDArray[np.object_],
+    detail: npt.NDArray[np.object_],
+    proto: npt.NDArray[np.int64],
+    client: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
+    server: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
+    client_ex: npt.NDArray[np.bool_],
+    server_ex: npt.NDArray[np.bool_],
+    packets_c2s: npt.NDArray[np.int64],
+    packets_s2c: npt.NDArray[np.int64],
+) -> None:
+    """UDP from an Exchange server's high port to a high port of a host holding an RPC session
+    with that server (a TCP flow to it decided by bind or epm, or to TCP 135): a new-mail
+    notification (exchange-wire-facts.md §6a), when nothing better decided the flow."""
+    c_hi, c_lo, c_port = client
+    s_hi, s_lo, s_port = server
+    rpc = (proto == IPPROTO_TCP) & server_ex & (np.isin(ev, ("bind", "epm")) | (s_port == _RPC_SESSION_PORT))
+    cand = np.flatnonzero((proto == IPPROTO_UDP) & (ev == "none") & (c_port > _HIGH_PORT) & (s_port > _HIGH_PORT)
+                          & np.where(client_ex, packets_c2s > 0, server_ex & (packets_s2c > 0)))  # fmt: skip
+    if not cand.size or not rpc.any():
+        return
+    sessions = pd.MultiIndex.from_arrays([c_hi[rpc], c_lo[rpc], s_hi[rpc], s_lo[rpc]])
+    ex_c = client_ex[cand]
+    pairs = pd.MultiIndex.from_arrays([
+        np.where(ex_c, s_hi[cand], c_hi[cand]), np.where(ex_c, s_lo[cand], c_lo[cand]),
+        np.where(ex_c, c_hi[cand], s_hi[cand]), np.where(ex_c, c_lo[cand], s_lo[cand]),
+    ])  # fmt: skip
+    hit = cand[np.asarray(pairs.isin(sessions))]
+    service[hit] = _NOTIFICATION_SERVICE
+    ev[hit] = "heuristic"
+    detail[hit] = "new-mail-notification"
 
 
 def _orient(recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:

@@ -22,6 +22,7 @@ from .addresses import Network, parse_networks
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier, Result
 from .classify import empty_flows
 from .errors import CaptureError, PcapclassError, RulesError
+from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .live_view import LiveView
 from .progress import Progress
@@ -72,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture file(s); '-' reads stdin")
     c.add_argument("-o", "--outdir", default="pcapclass-out", metavar="OUTDIR",
                    help="where flows.csv, breakdown.csv and capture.csv go (default: %(default)s)")  # fmt: skip
+    c.add_argument("--no-payload", action="store_true",
+                   help="skip the payload stage: services by port only (no bind, epm, http, signature evidence)")  # fmt: skip
+    c.add_argument("--epm-expiry", type=_positive_float, default=DEFAULT_EPM_EXPIRY, metavar="SECONDS",
+                   help="how long an endpoint-mapper reply vouches for the port it handed out, either side of it (default: %(default)s)")  # fmt: skip
+    c.add_argument("--by", action="append", choices=["detail"], default=[],
+                   help="also group the breakdown by this flow column (detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...)")  # fmt: skip
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
 
     sub.add_parser("rules", parents=[rules_opts], help="print the service table the classifier uses")
@@ -161,7 +168,8 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
     servers = _parse_servers(args.server)
     if servers is None:
         return EXIT_USAGE
-    clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows)
+    clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows,
+                     payload=not args.no_payload, epm_expiry=args.epm_expiry)  # fmt: skip
     unreadable = 0
     for path in args.captures:
         bar = Progress(_size(path), label=path, enabled=False if args.quiet else None)
@@ -183,7 +191,7 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
             _warn(f"{counts.capture}: {counts.caplen_over_snaplen} records longer than the file's snaplen (read anyway, counted in capture.csv)")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
-    result = clf.result()
+    result = clf.result(by=("service", "direction", *dict.fromkeys(args.by)))
     write_outputs(result, args.outdir)
     if not args.quiet:
         print_table(result, sys.stdout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from . import schema
@@ -19,9 +20,11 @@ def breakdown(flows: pd.DataFrame, service_order: Sequence[str] = (), by: Sequen
     keys = list(by)
     if flows.empty:
         return empty_breakdown()
+    flows = flows.assign(_mismatch=(flows["evidence"] == "port-mismatch").astype(np.int64))
     grouped = flows.groupby(keys, sort=False, dropna=False)
     out = grouped.agg(
         flows=("packets_c2s", "size"),
+        port_mismatch_flows=("_mismatch", "sum"),
         packets_c2s=("packets_c2s", "sum"),
         bytes_c2s=("bytes_c2s", "sum"),
         packets_s2c=("packets_s2c", "sum"),

@@ -1,0 +1,749 @@
+"""The payload stage: what the first bytes of each flow say about its Exchange service.
+
+``EvidenceCollector.feed`` sees every decoded batch (with its flow keys) and looks at payloads
+only where vectorized prefilters point: the first payload of each flow in each direction, and
+the packets of the few flows it follows further (DCE/RPC connections that may still reveal an
+endpoint-mapper reply or a push-notification registration, RPC over HTTP IN channels). Identical
+first payloads (the same banner, the same bind) are inspected once per batch and their verdict is
+spread back with numpy. What it learns is kept as small tables keyed by the flow key
+(``hash``, ``check``) and a timestamp, so that ``classify`` can attach it to the right flow at
+the end — whichever read chunk, and whichever order, the pieces came in:
+
+* ``rows``: per flow key, a piece of evidence (``bind``, ``epm``, ``rpc-http``, ``http``,
+  ``signature``, ``registration``, ``port-mismatch``, or interface-only), with service, detail
+  and interface;
+* ``epm``: (server address, transport, port) → interface learned from endpoint-mapper replies,
+  with the interval it was seen in (it applies ``epm_expiry`` either side);
+* ``smtp_servers``: hosts whose EHLO reply advertised Exchange-only keywords.
+
+Learned tables are bounded: tracked flows expire after the idle timeout and are capped,
+endpoint-mapper entries are merged per (server, transport, port, interface), registrations
+are capped.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from .dcerpc import (
+    EMSMDB_INTERFACE,
+    EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION,
+    EPM_INTERFACE,
+    EPM_OPNUM_LOOKUP,
+    EPM_OPNUM_MAP,
+    NCACN_HTTP_GREETING,
+    PFC_FIRST_FRAG,
+    PFC_LAST_FRAG,
+    PTYPE_ALTER_CONTEXT,
+    PTYPE_BIND,
+    PTYPE_REQUEST,
+    PTYPE_RESPONSE,
+    AUTH_LEVEL_PKT_PRIVACY,
+    Interface,
+    PduReassembler,
+    load_interfaces,
+    looks_like_dcerpc,
+    parse_bind,
+    parse_epm_lookup_response,
+    parse_epm_map_response,
+    parse_header,
+    parse_register_push_notification,
+    parse_request,
+    parse_response,
+)
+from .decode import Packets, Status
+from .flows import FlowKeys
+from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
+from .signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers, identify, port_mismatch
+from .sources.batch import PacketBatch
+
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
+
+#: evidence values a flow can carry, strongest first (classify picks the first that applies)
+DECISIVE = ("bind", "epm", "rpc-http", "http", "signature", "registration")
+EVIDENCE_VALUES = (*DECISIVE, "port", "port-mismatch", "heuristic", "none")
+#: a row that names an interface (unknown UUID, or one shared with non-Exchange software) only
+INTERFACE_ONLY = "interface"
+MISMATCH = "port-mismatch"
+RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY))}
+
+DEFAULT_EPM_EXPIRY = 300.0
+#: TCP/UDP port of Direct Push (exchange-wire-facts.md §6b)
+DIRECT_PUSH_PORT = 2883
+#: endpoint-mapper ports (TCP 135; 593 for ncacn_http)
+EPM_PORTS = (135, 593)
+#: protocols a text signature names whatever the port (others only confirm or contradict one)
+SIGNATURE_SERVICES = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4", "nntp": "nntp"}
+
+#: bytes of each first payload hashed to find identical ones (with the payload length)
+HEAD_BYTES = 192
+#: packets a followed flow is looked at before it is let go
+MAX_TRACKED_PACKETS = 48
+#: followed flows held at most (the least recently seen go first)
+MAX_TRACKED_FLOWS = 50_000
+#: registrations held at most
+MAX_REGISTRATIONS = 100_000
+#: endpoint-mapper entries held at most
+MAX_EPM_ENTRIES = 200_000
+#: size of the bit table that finds packets of followed flows without a Python loop
+_TRACK_BITS = 1 << 20
+
+_NO_PORT = -1
+_U64 = (1 << 64) - 1
+
+
+def _expected_port_table() -> npt.NDArray[np.bool_]:
+    table = np.zeros(65536, dtype=bool)
+    table[:1024] = True
+    table[list(EXPECTED_PROTOCOLS)] = True
+    table[DIRECT_PUSH_PORT] = True
+    return table
+
+
+#: ports that name a service (well-known, or one the port expectations list); others are ephemeral
+_SERVICE_PORT = _expected_port_table()
+_MUST_CLIENT = np.zeros(65536, dtype=bool)
+_MUST_SERVER = np.zeros(65536, dtype=bool)
+for _port, _exp in EXPECTED_PROTOCOLS.items():
+    _MUST_CLIENT[_port] = _exp.client_must_match
+    _MUST_SERVER[_port] = _exp.server_must_match
+_SMB_IDS = np.array([0xFF534D42, 0xFE534D42, 0xFD534D42], dtype=np.uint32)  # "\xffSMB" etc.
+#: a first payload shorter than this is too short for an unknown one to contradict a port
+_MIN_DECISIVE = 8
+
+
+@dataclass
+class Evidence:
+    """What the payload stage learned, ready for ``classify``."""
+
+    #: one row per piece of evidence: hash, check (uint64), ts_ns, from_a (the sender was
+    #: endpoint A), server_is_sender (1 / 0 / -1 either), kind, service ('' = the port's),
+    #: detail, rpc_interface, rpc_interface_name, client_is_sender (registration rows: 1)
+    rows: pd.DataFrame
+    #: server_hi, server_lo, transport ('tcp'/'udp'), port, first_ns, last_ns, service,
+    #: rpc_interface, rpc_interface_name
+    epm: pd.DataFrame
+    #: (hi, lo) of hosts proven Exchange SMTP servers by their EHLO keywords
+    smtp_servers: frozenset[tuple[int, int]]
+    epm_expiry_ns: int
+
+    @staticmethod
+    def empty(epm_expiry: float = DEFAULT_EPM_EXPIRY) -> Evidence:
+        return Evidence(_rows_frame([]), _epm_frame([]), frozenset(), int(epm_expiry * 1e9))
+
+
+ROW_COLUMNS = ("hash", "check", "ts_ns", "from_a", "server_is_sender", "kind", "service", "detail",
+               "rpc_interface", "rpc_interface_name", "client_is_sender")  # fmt: skip
+EPM_COLUMNS = ("server_hi", "server_lo", "transport", "port", "first_ns", "last_ns", "service",
+               "rpc_interface", "rpc_interface_name")  # fmt: skip
+
+
+def _rows_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    if parts:
+        return pd.concat(parts, ignore_index=True)
+    return pd.DataFrame({
+        "hash": np.zeros(0, np.uint64), "check": np.zeros(0, np.uint64), "ts_ns": np.zeros(0, np.int64),
+        "from_a": np.zeros(0, bool), "server_is_sender": np.zeros(0, np.int8),
+        **{c: np.zeros(0, object) for c in ("kind", "service", "detail", "rpc_interface", "rpc_interface_name")},
+        "client_is_sender": np.zeros(0, np.int8),
+    })  # fmt: skip
+
+
+def _epm_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=list(EPM_COLUMNS))
+    for c in ("server_hi", "server_lo"):
+        df[c] = df[c].astype(np.uint64)
+    for c in ("port", "first_ns", "last_ns"):
+        df[c] = df[c].astype(np.int64)
+    return df
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdict:
+    """What one payload says, relative to its sender: a row template."""
+
+    kind: str
+    service: str = ""
+    detail: str = ""
+    rpc_interface: str = ""
+    rpc_interface_name: str = ""
+    #: 1: the sender is the flow's server, 0: its client, -1: either
+    server_is_sender: int = -1
+
+
+class _KeySet:
+    """Flow-direction keys seen with payload, and when last: "is this its first payload?".
+
+    Sorted numpy arrays, updated once per batch; keys idle longer than ``idle_ns`` are
+    forgotten (a reused 5-tuple is a new flow with a new first payload).
+    """
+
+    def __init__(self, idle_ns: int) -> None:
+        self.idle_ns = idle_ns
+        self.keys = np.zeros(0, dtype=np.uint64)
+        self.last = np.zeros(0, dtype=np.int64)
+        self._batches = 0
+
+    def first_seen(self, keys: npt.NDArray[np.uint64], ts: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
+        """Indices (into ``keys``) of the packets that are the first payload of their key."""
+        if not keys.size:
+            return np.zeros(0, dtype=np.intp)
+        order = np.argsort(keys, kind="stable")
+        ks = keys[order]
+        start = np.empty(ks.size, dtype=bool)
+        start[0] = True
+        np.not_equal(ks[1:], ks[:-1], out=start[1:])
+        starts = np.flatnonzero(start)
+        uk = ks[starts]
+        first_ts = ts[order[starts]]
+        last_ts = np.maximum.reduceat(ts[order], starts)
+        pos = np.searchsorted(self.keys, uk)
+        inside = pos < self.keys.size
+        found = np.zeros(uk.size, dtype=bool)
+        found[inside] = self.keys[pos[inside]] == uk[inside]
+        fresh = ~found
+        fresh[found] = self.last[pos[found]] < first_ts[found] - self.idle_ns
+        self.last[pos[found]] = np.maximum(self.last[pos[found]], last_ts[found])
+        new = ~found
+        if new.any():
+            self.keys = np.insert(self.keys, pos[new], uk[new])
+            self.last = np.insert(self.last, pos[new], last_ts[new])
+        self._batches += 1
+        if self._batches % 16 == 0 and self.keys.size:
+            keep = self.last >= int(ts.max()) - self.idle_ns
+            self.keys, self.last = self.keys[keep], self.last[keep]
+        return order[starts[fresh]]
+
+
+@dataclass
+class _Flow:
+    """A followed flow: DCE/RPC streams per direction, bound contexts, calls waiting."""
+
+    check: int
+    last_ns: int
+    server_port: int  # the port that was guessed the server's when following began
+    streams: dict[bool, PduReassembler] = field(default_factory=dict)
+    #: direction -> bytes of HTTP headers to skip before the stream carries PDUs
+    http_body: dict[bool, bool] = field(default_factory=dict)
+    contexts: dict[int, str] = field(default_factory=dict)
+    calls: dict[int, tuple[int, int]] = field(default_factory=dict)
+    packets: int = 0
+
+
+class EvidenceCollector:
+    """Looks at candidate payloads of each batch and keeps what they prove (see module doc).
+
+    >>> col = EvidenceCollector()                       # doctest: +SKIP
+    >>> for batch in CaptureFile(path):                 # doctest: +SKIP
+    ...     pk = decode(batch); col.feed(batch, pk, flow_keys(pk))
+    >>> ev = col.evidence()                             # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        interfaces: dict[str, Interface] | None = None,
+        http_paths: HttpPathTable | None = None,
+        epm_expiry: float = DEFAULT_EPM_EXPIRY,
+        idle_timeout: float = 120.0,
+    ) -> None:
+        self.interfaces = interfaces if interfaces is not None else load_interfaces()
+        self.http_paths = http_paths if http_paths is not None else load_http_paths()
+        self.epm_expiry_ns = int(epm_expiry * 1e9)
+        self.idle_ns = int(idle_timeout * 1e9)
+        self._seen = _KeySet(self.idle_ns)
+        self._flows: OrderedDict[int, _Flow] = OrderedDict()
+        self._track_bits = np.zeros(_TRACK_BITS, dtype=bool)
+        self._bits_stale = False
+        #: rows as (hash, check, ts_ns, from_a, verdict id) arrays, one part per batch
+        self._row_parts: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int32]]] = []
+        self._rows: list[tuple[int, int, int, bool, int]] = []
+        #: distinct verdicts (kind, service, detail, interface, name, server_is_sender, client_is_sender)
+        self._verdicts: list[tuple[str, str, str, str, str, int, int]] = []
+        self._verdict_ids: dict[tuple[str, str, str, str, str, int, int], int] = {}
+        self._bind_cache: dict[bytes, list[tuple[int, str]]] = {}
+        #: followed flows with a stream waiting for the rest of a PDU (or of HTTP headers)
+        self._cont: set[int] = set()
+        #: this batch's newly followed flows: hash -> index of the packet that started it
+        self._started: dict[int, int] = {}
+        self._preset: list[tuple[int, str]] | None = None
+        #: (hi, lo, transport, port, interface) -> [first_ns, last_ns]
+        self._epm: OrderedDict[tuple[int, int, str, int, str], list[int]] = OrderedDict()
+        #: (callback hi, lo, port) -> {blob: ts}
+        self._registrations: OrderedDict[tuple[int, int, int], dict[bytes, int]] = OrderedDict()
+        self._reg_lengths: set[int] = set()
+        self._reg_ports: set[int] = set()
+        self._smtp_servers: set[tuple[int, int]] = set()
+
+    def new_capture(self) -> None:
+        """A new input starts: forget per-flow state (flows never span captures), keep what
+        was learned (endpoint-mapper ports, registrations, Exchange SMTP servers)."""
+        self._seen = _KeySet(self.idle_ns)
+        self._flows.clear()
+        self._cont.clear()
+        self._started.clear()
+        self._track_bits[:] = False
+        self._bits_stale = False
+
+    # -- per batch -------------------------------------------------------------------------
+
+    def feed(self, batch: PacketBatch, pk: Packets, keys: FlowKeys) -> None:
+        """Inspect the candidate payloads of one decoded batch (``keys``: its flow keys)."""
+        plen = pk.payload_len
+        pay = np.flatnonzero((plen > 0) & (pk.status == Status.FLOW) & ((pk.proto == IPPROTO_TCP) | (pk.proto == IPPROTO_UDP)))
+        if not pay.size:
+            return
+        data = batch.data
+        h = keys.hash[pay].view(np.uint64)
+        from_a = keys.from_a[pay]
+        ts = pk.ts_ns[pay]
+        fd_key = (h << np.uint64(1)) | from_a.astype(np.uint64)
+        fresh = self._seen.first_seen(fd_key, ts)
+        first = pay[fresh]
+        if first.size:
+            self._first_payloads(data, pk, keys, first)
+        # an EHLO reply is a server's second payload: "250-" lines are looked at wherever they are
+        later = np.ones(pay.size, dtype=bool)
+        later[fresh] = False
+        rest = pay[later & (pk.proto[pay] == IPPROTO_TCP) & (plen[pay] >= 8)]
+        if rest.size:
+            o = pk.payload_off[rest]
+            ehlo = rest[(data[o] == 0x32) & (data[o + 1] == 0x35) & (data[o + 2] == 0x30) & (data[o + 3] == 0x2D)]
+            if ehlo.size:
+                self._ehlo_replies(data, pk, keys, ehlo)
+        if self._flows:
+            self._followed(data, pk, keys, pay)
+        if self._registrations:
+            self._notifications(data, pk, keys, pay)
+
+    def _first_payloads(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
+        """First payload of a flow in one direction: vectorized shortcuts, then one look per
+        distinct payload."""
+        off, plen = pk.payload_off[idx], pk.payload_len[idx]
+        head = np.take(data, off[:, None] + np.arange(8), mode="clip")
+        head[np.arange(8)[None, :] >= plen[:, None]] = 0
+        b0 = head[:, 0]
+        tcp = pk.proto[idx] == IPPROTO_TCP
+        sport, dport = pk.sport[idx], pk.dport[idx]
+        word1 = head[:, 4:8].copy().view(">u4").ravel()
+        smb0 = (b0 == 0) & np.isin(word1, _SMB_IDS)
+        # identify() has no opinion on these (control bytes that start no signature it knows)
+        silent = (b0 < 0x21) & (b0 != 3) & (b0 != 5) & (b0 != 0x16) & ~smb0
+        # UDP: only Direct Push (NOTIFY on 2883) is looked at here
+        udp_look = ~tcp & ((sport == DIRECT_PUSH_PORT) | (dport == DIRECT_PUSH_PORT)) & (b0 == ord("N"))
+        s_svc, d_svc = _SERVICE_PORT[sport], _SERVICE_PORT[dport]
+        # the server is the side on a service port (the lower one if both): its port, and
+        # whether it sent this payload
+        server_is_src = np.where(s_svc & d_svc, sport < dport, s_svc & ~d_svc)
+        server_port = np.where(s_svc | d_svc, np.where(server_is_src, sport, dport), _NO_PORT)
+
+        # an unrecognizable first payload on a port whose protocol must show: port-mismatch
+        must = np.where(server_is_src, _MUST_SERVER[np.maximum(server_port, 0)], _MUST_CLIENT[np.maximum(server_port, 0)])
+        quiet = np.flatnonzero(tcp & silent & (server_port >= 0) & must & (plen >= _MIN_DECISIVE))
+        if quiet.size:
+            q = idx[quiet]
+            pair = server_port[quiet] * 2 + server_is_src[quiet]
+            uniq, inv = np.unique(pair, return_inverse=True)
+            vids = np.array([self._vid(_Verdict(MISMATCH, "", f"unrecognized payload on tcp/{u >> 1}", server_is_sender=u & 1))
+                             for u in uniq.tolist()], dtype=np.int32)  # fmt: skip
+            self._add_rows(keys, pk, q, vids[inv.reshape(-1)])
+
+        look = np.flatnonzero((tcp & ~silent) | udp_look)
+        if not look.size:
+            return
+        sel = idx[look]
+        self._inspect_distinct(data, pk, keys, sel, tcp[look], server_port[look], server_is_src[look])
+
+    def _inspect_distinct(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
+                          tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
+                          server_is_src: npt.NDArray[np.bool_]) -> None:  # fmt: skip
+        off, plen = pk.payload_off[sel], pk.payload_len[sel]
+        # identical first payloads (same banner, same bind) are looked at once: grouped by a
+        # 64-bit digest of their first HEAD_BYTES, their length, transport and port guess
+        width = (min(HEAD_BYTES, int(plen.max())) + 7) & ~7
+        head = np.take(data, off[:, None] + np.arange(width), mode="clip")
+        words = head.view(np.uint64)
+        valid = np.clip(plen[:, None] - 8 * np.arange(words.shape[1]), 0, 8).astype(np.uint64)
+        words &= np.where(valid >= 8, ~np.uint64(0), (np.uint64(1) << (np.uint64(8) * valid)) - np.uint64(1))
+        mult = (np.arange(1, words.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
+        with np.errstate(over="ignore"):
+            digest = (words * mult).sum(axis=1, dtype=np.uint64)
+            digest ^= digest >> np.uint64(29)
+            group = (digest + plen.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+                     + (server_port + 1).astype(np.uint64) * np.uint64(0x165667B19E3779F9)
+                     + ((tcp.astype(np.uint64) << np.uint64(1)) | server_is_src.astype(np.uint64)) * np.uint64(0x27D4EB2F165667C5))  # fmt: skip
+        _, first_of, codes = np.unique(group, return_index=True, return_inverse=True)
+        codes = codes.reshape(-1)
+        verdicts: list[list[_Verdict]] = []
+        follow = np.zeros(first_of.size, dtype=bool)
+        markers = np.zeros(first_of.size, dtype=bool)
+        presets: list[list[tuple[int, str]] | None] = []
+        for g, i in enumerate(first_of.tolist()):
+            p = sel[i]
+            o = int(pk.payload_off[p])
+            payload = data[o : o + int(pk.payload_len[p])].tobytes()
+            v, fol, mark = self._inspect(payload, bool(tcp[i]), int(server_port[i]), bool(server_is_src[i]))
+            verdicts.append(v)
+            follow[g], markers[g] = fol, mark
+            presets.append(self._preset)
+        # spread each distinct payload's verdicts over its packets
+        n_v = np.array([len(v) for v in verdicts], dtype=np.int64)
+        if n_v.sum():
+            per_pkt = n_v[codes]
+            pkt = np.repeat(np.arange(codes.size), per_pkt)
+            vi = np.arange(pkt.size) - np.repeat(np.cumsum(per_pkt) - per_pkt, per_pkt)
+            flat = np.array([self._vid(v) for vs in verdicts for v in vs], dtype=np.int32)
+            base = np.concatenate(([0], np.cumsum(n_v)[:-1]))
+            self._add_rows(keys, pk, sel[pkt], flat[base[codes[pkt]] + vi])
+        if markers.any():
+            m = sel[markers[codes]]
+            for hi, lo in set(zip(pk.src_hi[m].tolist(), pk.src_lo[m].tolist())):
+                self._smtp_servers.add((hi, lo))
+        if follow.any():
+            for j in np.flatnonzero(follow[codes]).tolist():
+                p = int(sel[j])
+                hsh = int(keys.hash[p]) & _U64
+                if hsh in self._flows:
+                    continue
+                st = self._track(hsh, int(keys.check[p]) & _U64, int(pk.ts_ns[p]), int(server_port[j]))
+                self._started[hsh] = p
+                preset = presets[codes[j]]
+                if preset is not None:  # binds only, already read: start from their contexts
+                    st.contexts.update(preset)
+                    st.packets = 1
+                    continue
+                o = int(pk.payload_off[p])
+                if not self._step(st, hsh, data[o : o + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), int(pk.ts_ns[p]), pk, p):
+                    self._untrack(hsh)
+
+    def _ehlo_replies(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
+        """Multi-line 250 replies: Exchange-only EHLO keywords prove an Exchange SMTP server."""
+        proven = []
+        for p in idx.tolist():
+            o = int(pk.payload_off[p])
+            if exchange_smtp_markers(data[o : o + int(pk.payload_len[p])].tobytes()):
+                proven.append(p)
+                self._smtp_servers.add((int(pk.src_hi[p]), int(pk.src_lo[p])))
+        if proven:
+            vid = self._vid(_Verdict("signature", "smtp", "exchange-smtp", server_is_sender=1))
+            self._add_rows(keys, pk, np.array(proven, dtype=np.intp), np.full(len(proven), vid, dtype=np.int32))
+
+    def _inspect(self, payload: bytes, tcp: bool, server_port: int, server_is_src: bool) -> tuple[list[_Verdict], bool, bool]:
+        """Verdicts of one first payload; whether to follow the flow; whether it proves an
+        Exchange SMTP server (its sender). Sets ``self._preset``: the contexts its binds
+        name when they are all it holds (a followed flow then starts from them unparsed)."""
+        self._preset = None
+        verdicts: list[_Verdict] = []
+        if not tcp:
+            if payload.startswith(b"NOTIFY ") or payload.startswith(b"NOTIFY\t"):
+                verdicts.append(_Verdict("signature", "activesync", "direct-push"))
+            return verdicts, False, False
+        follow = False
+        sender_srv = int(server_is_src) if server_port >= 0 else -1
+        if payload[0] == 5 and looks_like_dcerpc(payload):
+            pdus = PduReassembler(resync_segments=0).feed(payload)
+            whole = sum(map(len, pdus)) == len(payload)
+            follow = not whole or server_port in EPM_PORTS
+            if whole and all(pdu[2] in (PTYPE_BIND, PTYPE_ALTER_CONTEXT) for pdu in pdus):
+                self._preset = [c for pdu in pdus for c in self._bind(pdu)]
+            for pdu in pdus:
+                v, fol = self._pdu_verdict(pdu)
+                verdicts += v
+                follow |= fol
+        elif payload.startswith(NCACN_HTTP_GREETING):
+            # the back-end's first bytes on an RPC over HTTP leg: the service of its port
+            port = server_port if server_is_src and server_port >= 0 else -1
+            service = self.http_paths.rpc_http.ports.get(port, "")
+            verdicts.append(_Verdict("rpc-http", service, f"ncacn_http:{port}" if port > 0 else "ncacn_http", server_is_sender=1))
+            for pdu in PduReassembler(resync_segments=0).feed(payload[len(NCACN_HTTP_GREETING):]):
+                verdicts += self._pdu_verdict(pdu)[0]
+        elif 0x21 <= payload[0] < 0x7F:
+            req = parse_request_line(payload)
+            if req is not None:
+                hv = classify_request(req, table=self.http_paths)
+                if hv is not None:
+                    verdicts.append(_Verdict(hv.evidence, hv.service, hv.detail, server_is_sender=0))
+                    # the IN channel carries RTS then ordinary PDUs (binds) after the headers
+                    follow = hv.evidence == "rpc-http" and req.method.upper() == "RPC_IN_DATA"
+        markers = False
+        if payload.startswith(b"250") and exchange_smtp_markers(payload):
+            markers = True
+            verdicts.append(_Verdict("signature", "smtp", "exchange-smtp", server_is_sender=1))
+        # the protocol the bytes start, and what the port expects
+        as_server, as_client = identify(payload, from_server=True), identify(payload, from_server=False)
+        if as_server != as_client:  # text: the content says who sent it
+            from_server = as_client is None
+            label = as_server if from_server else as_client
+            if sender_srv == -1 or bool(sender_srv) != from_server:
+                # the port guess disagrees, or there was none: the port expectation cannot be used
+                if label in SIGNATURE_SERVICES:
+                    verdicts.append(_Verdict("signature", SIGNATURE_SERVICES[label], label, server_is_sender=int(from_server)))
+                return verdicts, follow, markers
+        else:
+            from_server, label = bool(server_is_src), as_server
+        exp = EXPECTED_PROTOCOLS.get(server_port) if server_port >= 0 else None
+        if exp is not None and port_mismatch(server_port, payload, from_server=from_server):
+            verdicts.append(_Verdict(MISMATCH, "", f"{label or 'unrecognized payload'} on tcp/{server_port}", server_is_sender=int(from_server)))
+        elif label in SIGNATURE_SERVICES:
+            verdicts.append(_Verdict("signature", SIGNATURE_SERVICES[label], label, server_is_sender=int(from_server)))
+        elif label is not None and exp is not None:
+            # confirms the port: the port's service, decided by a signature
+            verdicts.append(_Verdict("signature", "", label, server_is_sender=int(from_server)))
+        return verdicts, follow, markers
+
+    def _pdu_verdict(self, pdu: bytes) -> tuple[list[_Verdict], bool]:
+        """Rows a stand-alone PDU gives (binds), and whether its flow is worth following."""
+        ptype = pdu[2]
+        if ptype in (PTYPE_BIND, PTYPE_ALTER_CONTEXT):
+            out: list[_Verdict] = []
+            follow = False
+            for _, interface in self._bind(pdu):
+                out.append(self._interface_verdict(interface, "bind"))
+                follow |= interface in (EPM_INTERFACE, EMSMDB_INTERFACE)
+            return out, follow
+        return [], False
+
+    def _bind(self, pdu: bytes) -> list[tuple[int, str]]:
+        """(context id, interface) of a bind / alter_context; clients repeat theirs, so cached."""
+        found = self._bind_cache.get(pdu)
+        if found is None:
+            if len(self._bind_cache) > 4096:
+                self._bind_cache.clear()
+            found = self._bind_cache[pdu] = [(c.context_id, c.interface) for c in parse_bind(pdu)]
+        return found
+
+    def _interface_verdict(self, uuid: str, kind: str) -> _Verdict:
+        iface = self.interfaces.get(uuid)
+        if iface is None:
+            return _Verdict(INTERFACE_ONLY, "", "", uuid, "")
+        if not iface.decisive:
+            return _Verdict(INTERFACE_ONLY, "", "", uuid, iface.name)
+        return _Verdict(kind, iface.service, "", uuid, iface.name)
+
+    # -- followed flows ---------------------------------------------------------------------
+
+    def _track(self, hsh: int, check: int, ts: int, server_port: int) -> _Flow:
+        st = self._flows[hsh] = _Flow(check=check, last_ns=ts, server_port=server_port)
+        self._track_bits[hsh & (_TRACK_BITS - 1)] = True
+        while len(self._flows) > MAX_TRACKED_FLOWS:
+            gone, _ = self._flows.popitem(last=False)
+            self._cont.discard(gone)
+            self._bits_stale = True
+        return st
+
+    def _untrack(self, hsh: int) -> None:
+        if self._flows.pop(hsh, None) is not None:
+            self._cont.discard(hsh)
+            self._bits_stale = True
+
+    def _followed(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, pay: npt.NDArray[np.intp]) -> None:
+        """The payload packets of followed flows, in capture order.
+
+        A packet that neither starts a DCE/RPC PDU nor continues one its stream is waiting for
+        ends the following of its flow without a Python look (found with numpy)."""
+        if self._bits_stale:
+            self._track_bits[:] = False
+            self._track_bits[np.fromiter(self._flows, dtype=np.uint64, count=len(self._flows)) & np.uint64(_TRACK_BITS - 1)] = True
+            self._bits_stale = False
+        h = keys.hash[pay].view(np.uint64)
+        hit = pay[self._track_bits[h & np.uint64(_TRACK_BITS - 1)]]
+        started, self._started = self._started, {}
+        if not hit.size:
+            return
+        o = pk.payload_off[hit]
+        b0, b1, b2 = data[o], data[np.minimum(o + 1, data.size - 1)], data[np.minimum(o + 2, data.size - 1)]
+        pdu_like = (b0 == 5) & (b1 <= 1) & (b2 <= 20)
+        hh = keys.hash[hit].view(np.uint64)
+        if self._cont:
+            pdu_like |= np.isin(hh, np.fromiter(self._cont, dtype=np.uint64, count=len(self._cont)))
+        cut: dict[int, int] = {}  # flow -> its first packet that is no PDU: following ends there
+        for hsh, p in zip(hh[~pdu_like].tolist(), hit[~pdu_like].tolist()):
+            if p > started.get(hsh, -1) and hsh not in cut:
+                cut[hsh] = p
+        for hsh, p in zip(hh[pdu_like].tolist(), hit[pdu_like].tolist()):
+            st = self._flows.get(hsh)
+            if st is None or st.check != int(keys.check[p]) & _U64 or started.get(hsh, -1) >= p or p > cut.get(hsh, p):
+                continue
+            ts = int(pk.ts_ns[p])
+            if ts - st.last_ns > self.idle_ns:  # the key was reused after an idle gap
+                self._untrack(hsh)
+                continue
+            st.last_ns = ts
+            self._flows.move_to_end(hsh)
+            off = int(pk.payload_off[p])
+            if not self._step(st, hsh, data[off : off + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), ts, pk, p):
+                self._untrack(hsh)
+        for hsh in cut:
+            self._untrack(hsh)
+        # forget flows gone quiet
+        now = int(pk.ts_ns[pay[-1]])
+        while self._flows:
+            hsh, st = next(iter(self._flows.items()))
+            if now - st.last_ns <= self.idle_ns:
+                break
+            self._untrack(hsh)
+
+    def _step(self, st: _Flow, hsh: int, payload: bytes, from_a: bool, ts: int, pk: Packets, p: int) -> bool:
+        """One payload of a followed flow; False when the flow is not worth following further."""
+        st.packets += 1
+        stream = st.streams.get(from_a)
+        if stream is None:
+            stream = st.streams[from_a] = PduReassembler(resync_segments=1)
+            if payload.startswith(NCACN_HTTP_GREETING):
+                payload = payload[len(NCACN_HTTP_GREETING):]
+            elif payload[:1].isalpha():
+                req = parse_request_line(payload)
+                if req is not None:
+                    st.http_body[from_a] = True
+        if st.http_body.get(from_a):
+            end = payload.find(b"\r\n\r\n")
+            if end < 0:
+                return st.packets < MAX_TRACKED_PACKETS
+            st.http_body[from_a] = False
+            payload = payload[end + 4 :]
+        if payload:
+            for pdu in stream.feed(payload):
+                self._pdu(st, pdu, from_a, ts, pk, p, hsh)
+        if stream.buffered or st.http_body.get(from_a):
+            self._cont.add(hsh)
+        else:
+            self._cont.discard(hsh)
+        return st.packets < MAX_TRACKED_PACKETS and not any(s.broken for s in st.streams.values())
+
+    def _pdu(self, st: _Flow, pdu: bytes, from_a: bool, ts: int, pk: Packets, p: int, hsh: int) -> None:
+        header = parse_header(pdu)
+        if header is None:
+            return
+        ptype = header.ptype
+        if ptype in (PTYPE_BIND, PTYPE_ALTER_CONTEXT):
+            for context_id, interface in self._bind(pdu):
+                st.contexts[context_id] = interface
+                self._add_row(hsh, st.check, ts, from_a, self._interface_verdict(interface, "bind"))
+        elif ptype == PTYPE_REQUEST:
+            req = parse_request(pdu)
+            if req is None:
+                return
+            st.calls[req.call_id] = (req.opnum, req.context_id)
+            iface = st.contexts.get(req.context_id)
+            whole = header.flags & (PFC_FIRST_FRAG | PFC_LAST_FRAG) == (PFC_FIRST_FRAG | PFC_LAST_FRAG)
+            if (iface == EMSMDB_INTERFACE and req.opnum == EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION and whole
+                    and req.auth_level != AUTH_LEVEL_PKT_PRIVACY):  # fmt: skip
+                reg = parse_register_push_notification(req.stub, little_endian=header.little_endian)
+                if reg is not None and reg.context:
+                    self._register(reg.callback, reg.context, ts)
+        elif ptype == PTYPE_RESPONSE:
+            resp = parse_response(pdu)
+            if resp is None:
+                return
+            opnum, ctx = st.calls.pop(resp.call_id, (-1, resp.context_id))
+            iface = st.contexts.get(ctx)
+            if iface != EPM_INTERFACE and not (iface is None and st.server_port in EPM_PORTS):
+                return
+            if not header.flags & PFC_FIRST_FRAG:
+                return
+            towers = []
+            if opnum in (EPM_OPNUM_MAP, -1):
+                towers = parse_epm_map_response(resp.stub, little_endian=header.little_endian)
+            if opnum == EPM_OPNUM_LOOKUP or (opnum == -1 and not towers):
+                towers = [e.tower for e in parse_epm_lookup_response(resp.stub, little_endian=header.little_endian) if e.tower is not None]
+            server = (int(pk.src_hi[p]), int(pk.src_lo[p]))
+            for t in towers:
+                if t.port is None or t.protocol not in ("tcp", "udp", "http"):
+                    continue
+                transport = "udp" if t.protocol == "udp" else "tcp"
+                self._learn(server, transport, t.port, t.interface, ts)
+                if t.address not in (None, "0.0.0.0"):
+                    a = int.from_bytes(bytes(int(x) for x in t.address.split(".")), "big") | 0xFFFF_0000_0000
+                    if (0, a) != server:
+                        self._learn((0, a), transport, t.port, t.interface, ts)
+
+    def _learn(self, server: tuple[int, int], transport: str, port: int, interface: str, ts: int) -> None:
+        key = (server[0], server[1], transport, port, interface)
+        span = self._epm.get(key)
+        if span is None:
+            self._epm[key] = [ts, ts]
+            while len(self._epm) > MAX_EPM_ENTRIES:
+                self._epm.popitem(last=False)
+        else:
+            span[0], span[1] = min(span[0], ts), max(span[1], ts)
+            self._epm.move_to_end(key)
+
+    def _register(self, callback: tuple[str, int], blob: bytes, ts: int) -> None:
+        addr = ipaddress.ip_address(callback[0])
+        value = int(addr) | (0xFFFF_0000_0000 if addr.version == 4 else 0)
+        key = (value >> 64, value & _U64, callback[1])
+        self._registrations.setdefault(key, {})[blob] = ts
+        self._reg_lengths.add(len(blob))
+        self._reg_ports.add(callback[1])
+        self._registrations.move_to_end(key)
+        while len(self._registrations) > MAX_REGISTRATIONS:
+            self._registrations.popitem(last=False)
+
+    # -- UDP notifications ---------------------------------------------------------------------
+
+    def _notifications(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, pay: npt.NDArray[np.intp]) -> None:
+        """UDP datagrams to a registered callback whose payload is the registered blob."""
+        lengths = np.fromiter(self._reg_lengths, dtype=np.int64)
+        ports = np.fromiter(self._reg_ports, dtype=np.int64)
+        cand = pay[(pk.proto[pay] == IPPROTO_UDP) & np.isin(pk.payload_len[pay], lengths) & np.isin(pk.dport[pay], ports)]
+        for p in cand.tolist():
+            blobs = self._registrations.get((int(pk.dst_hi[p]), int(pk.dst_lo[p]), int(pk.dport[p])))
+            if not blobs:
+                continue
+            o = int(pk.payload_off[p])
+            payload = data[o : o + int(pk.payload_len[p])].tobytes()
+            if payload in blobs:
+                self._add_row(int(keys.hash[p]) & _U64, int(keys.check[p]) & _U64, int(pk.ts_ns[p]), bool(keys.from_a[p]),
+                              _Verdict("registration", "information-store", "new-mail-notification"), client_is_sender=1)  # fmt: skip
+
+    # -- rows ----------------------------------------------------------------------------------
+
+    def _vid(self, v: _Verdict, client_is_sender: int = -1) -> int:
+        key = (v.kind, v.service, v.detail, v.rpc_interface, v.rpc_interface_name, v.server_is_sender, client_is_sender)
+        vid = self._verdict_ids.get(key)
+        if vid is None:
+            vid = self._verdict_ids[key] = len(self._verdicts)
+            self._verdicts.append(key)
+        return vid
+
+    def _add_rows(self, keys: FlowKeys, pk: Packets, idx: npt.NDArray[np.intp], vids: npt.NDArray[np.int32]) -> None:
+        if idx.size:
+            self._row_parts.append((keys.hash[idx].view(np.uint64), keys.check[idx].view(np.uint64), pk.ts_ns[idx],
+                                    keys.from_a[idx], vids.astype(np.int32)))  # fmt: skip
+
+    def _add_row(self, hsh: int, check: int, ts: int, from_a: bool, v: _Verdict, client_is_sender: int = -1) -> None:
+        self._rows.append((hsh, check, ts, from_a, self._vid(v, client_is_sender)))
+
+    def evidence(self) -> Evidence:
+        """Everything learned so far, as tables for ``classify``."""
+        cols = list(zip(*self._row_parts)) if self._row_parts else [[] for _ in range(5)]
+        extra = list(zip(*self._rows)) if self._rows else [() for _ in range(5)]
+        dtypes = (np.uint64, np.uint64, np.int64, bool, np.int32)
+        arrays = [np.concatenate([*(np.asarray(c, dtype=t) for c in part), np.array(e, dtype=t)])
+                  for part, e, t in zip(cols, extra, dtypes)]  # fmt: skip
+        table = self._verdicts or [("", "", "", "", "", -1, -1)]
+        vid = arrays[4]
+        parts = []
+        if vid.size:
+            v = np.array(table, dtype=object)
+            parts.append(pd.DataFrame({
+                "hash": arrays[0], "check": arrays[1], "ts_ns": arrays[2], "from_a": arrays[3],
+                "server_is_sender": v[vid, 5].astype(np.int8), "kind": v[vid, 0], "service": v[vid, 1],
+                "detail": v[vid, 2], "rpc_interface": v[vid, 3], "rpc_interface_name": v[vid, 4],
+                "client_is_sender": v[vid, 6].astype(np.int8),
+            }))  # fmt: skip
+        epm_rows = []
+        for (hi, lo, transport, port, uuid), (first, last) in self._epm.items():
+            iface = self.interfaces.get(uuid)
+            service = iface.service if iface is not None and iface.decisive else ""
+            epm_rows.append((hi, lo, transport, port, first, last, service, uuid, iface.name if iface else ""))
+        return Evidence(_rows_frame(parts), _epm_frame(epm_rows), frozenset(self._smtp_servers), self.epm_expiry_ns)
+
+
+__all__ = ["DECISIVE", "EVIDENCE_VALUES", "DEFAULT_EPM_EXPIRY", "Evidence", "EvidenceCollector"]

@@ -1,0 +1,210 @@
+"""Tests for pcapclass.evidence and the evidence order in classify: conversations built with scapy
+from the fact sheet (scripts/make_evidence_fixtures.py), read whole and in tiny chunks, and
+interface UUIDs checked against tshark's own DCE/RPC dissection. Expected services are written
+here by hand from exchange-wire-facts.md, not taken from pcapclass's output."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import pcapclass
+from pcapclass.api import Classifier
+from pcapclass.cli import main
+from pcapclass.sources import CaptureFile
+
+TESTS = Path(__file__).parent
+EVIDENCE = TESTS / "fixtures" / "evidence"
+PAYLOADS = TESTS / "fixtures" / "payloads"
+SERVERS = ("10.0.0.10", "10.0.0.20")
+
+# file -> (client, client port, server port) -> (service, evidence, detail, rpc_interface_name)
+EXPECTED = {
+    "epm_then_connect.pcap": {
+        ("10.0.1.31", 1301, 135): ("rpc-endpoint-mapper", "bind", "", "EPM (endpoint mapper)"),
+        ("10.0.1.31", 1302, 1032): ("information-store", "epm", "", "EMSMDB (MAPI)"),
+        ("10.0.1.32", 1303, 1032): ("information-store", "bind", "", "EMSMDB (MAPI)"),
+        ("10.0.1.33", 1304, 1033): ("system-attendant", "bind", "", "NSPI address book (DSProxy)"),
+    },
+    "connect_then_epm.pcap": {
+        ("10.0.1.34", 1311, 1040): ("information-store", "epm", "", "EMSMDB (MAPI)"),
+        ("10.0.1.34", 1312, 135): ("rpc-endpoint-mapper", "bind", "", "EPM (endpoint mapper)"),
+    },
+    "rpc_over_http.pcap": {
+        ("10.0.1.35", 1321, 80): ("information-store", "bind", "", "EMSMDB (MAPI)"),
+        ("10.0.1.35", 1322, 80): ("system-attendant", "rpc-http", "rpc-http:6004", ""),
+    },
+    "owa_activesync.pcap": {
+        ("10.0.1.36", 1331, 80): ("www", "http", "owa", ""),
+        ("10.0.1.36", 1332, 80): ("activesync", "http", "direct-push", ""),
+        ("10.0.1.36", 1333, 80): ("www", "http", "oma", ""),
+        ("10.0.1.36", 1334, 80): ("www", "signature", "http", ""),
+    },
+    "registration.pcap": {
+        ("10.0.1.31", 1341, 1032): ("information-store", "bind", "", "EMSMDB (MAPI)"),
+        ("10.0.0.10", 3001, 1054): ("information-store", "registration", "new-mail-notification", ""),
+        ("10.0.0.10", 3002, 1055): ("other", "none", "", ""),
+    },
+    "mismatch_and_notify.pcap": {
+        ("10.0.1.37", 1351, 102): ("mta-stacks", "port-mismatch", "http on tcp/102", ""),
+        ("10.0.0.20", 1352, 2883): ("activesync", "signature", "direct-push", ""),
+    },
+}
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("make_evidence_fixtures", TESTS.parent / "scripts" / "make_evidence_fixtures.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_evidence_fixtures"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def decided(flows: pd.DataFrame) -> dict[tuple[str, int, int], tuple[str, str, str, str]]:
+    return {
+        (r.client_addr, int(r.client_port), int(r.server_port)): (r.service, r.evidence, r.detail, r.rpc_interface_name)
+        for r in flows.itertuples(index=False)
+    }
+
+
+def test_fixtures_are_reproducible() -> None:
+    files = load_script().generate()
+    assert sorted(files) == sorted(EXPECTED)
+    stale = [name for name, data in files.items() if (EVIDENCE / name).read_bytes() != data]
+    assert not stale, f"rerun scripts/make_evidence_fixtures.py: {stale}"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_services_and_evidence(name: str) -> None:
+    result = pcapclass.classify_file(EVIDENCE / name, servers=SERVERS)
+    assert decided(result.flows) == EXPECTED[name]
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("chunk_size", [64, 700])
+def test_same_answer_in_small_chunks(name: str, chunk_size: int) -> None:
+    """EPM reply and connection in different read chunks, PDUs split over batches: same verdicts."""
+    clf = Classifier(servers=SERVERS)
+    cap = CaptureFile(EVIDENCE / name, chunk_size=chunk_size)
+    clf.begin(cap.path, cap.format)
+    batches = 0
+    for batch in cap:
+        clf.feed(batch)
+        batches += 1
+    clf.end()
+    assert batches > 1
+    assert decided(clf.result().flows) == EXPECTED[name]
+
+
+def test_epm_expiry() -> None:
+    """The EPM reply vouches for its port only within --epm-expiry of the connection."""
+    far = pcapclass.classify_file(EVIDENCE / "epm_then_connect.pcap", servers=SERVERS, epm_expiry=0.5)
+    flows = decided(far.flows)
+    assert flows[("10.0.1.31", 1302, 1032)][:2] == ("other", "none")
+    assert flows[("10.0.1.32", 1303, 1032)][:2] == ("information-store", "bind")
+
+
+def test_no_payload_is_ports_only() -> None:
+    result = pcapclass.classify_file(EVIDENCE / "epm_then_connect.pcap", servers=SERVERS, payload=False)
+    assert set(result.flows["evidence"]) == {"port", "none"}
+    assert set(result.flows["rpc_interface"]) == {""}
+
+
+def test_heuristic_notification_without_registration() -> None:
+    """Without the registration, UDP from the store's high port to a high port of a host holding
+    an RPC session with it is a notification by heuristic; a host without one stays other."""
+    result = pcapclass.classify_file(EVIDENCE / "registration.pcap", servers=SERVERS)
+    from pcapclass.evidence import Evidence
+
+    clf = Classifier(servers=SERVERS)
+    clf.read(EVIDENCE / "registration.pcap")
+    ev = clf.evidence.evidence()
+    ev.rows = ev.rows[ev.rows["kind"] != "registration"]
+    from pcapclass.classify import classify
+    from pcapclass.flows import Records
+
+    flows, _ = classify(Records.concat(clf._records), clf.lookup, clf.networks, ev)
+    got = decided(flows)
+    assert got[("10.0.0.10", 3001, 1054)] == ("information-store", "heuristic", "new-mail-notification", "")
+    assert got[("10.0.0.10", 3002, 1055)][:2] == ("other", "none")
+    assert isinstance(ev, Evidence) and not result.flows.empty
+
+
+def test_cli_breakdown_by_detail_and_mismatch_count(tmp_path: Path) -> None:
+    rc = main(["classify", str(EVIDENCE / "owa_activesync.pcap"), str(EVIDENCE / "mismatch_and_notify.pcap"), "-o", str(tmp_path),
+               "-q", "--by", "detail", "--server", SERVERS[0], "--server", SERVERS[1]])  # fmt: skip
+    assert rc == 0
+    b = pd.read_csv(tmp_path / "breakdown.csv", keep_default_na=False)
+    rows = {(r.service, r.direction, r.detail): (r.flows, r.port_mismatch_flows) for r in b.itertuples(index=False)}
+    assert rows[("activesync", "inbound", "direct-push")] == (1, 0)
+    assert rows[("www", "inbound", "owa")] == (1, 0)
+    assert rows[("mta-stacks", "inbound", "http on tcp/102")] == (1, 1)
+    flows = pd.read_csv(tmp_path / "flows.csv", keep_default_na=False)
+    assert {"detail", "rpc_interface", "rpc_interface_name"} <= set(flows.columns)
+
+
+def test_exchange_smtp_markers_feed_server_inference() -> None:
+    """The EHLO reply of exchange_services.pcap advertises X-EXPS / X-LINK2STATE / XEXCH50."""
+    result = pcapclass.classify_file(TESTS / "fixtures" / "pcaps" / "exchange_services.pcap")
+    smtp = result.flows[result.flows["server_port"] == 25].iloc[0]
+    assert (smtp.service, smtp.evidence, smtp.detail) == ("smtp", "signature", "exchange-smtp")
+    assert "10.0.0.10" in result.servers.addresses
+
+
+# --- interface UUIDs against tshark's dissection ---------------------------------------------
+
+
+def tshark_bind_uuids(path: Path, *decode_as: str) -> dict[tuple[str, int, int], set[str]]:
+    """(client, client port, server port) -> interface UUIDs tshark binds on direct TCP (not SMB pipes)."""
+    cmd = ["tshark", "-n", "-r", str(path), "-o", "tcp.desegment_tcp_streams:TRUE"]
+    for d in decode_as:
+        cmd += ["-d", d]
+    cmd += ["-Y", "(dcerpc.pkt_type == 11 || dcerpc.pkt_type == 14) && !smb && !smb2", "-T", "fields", "-e", "ip.src", "-e", "tcp.srcport", "-e", "tcp.dstport",
+            "-e", "dcerpc.cn_bind_to_uuid"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    got: dict[tuple[str, int, int], set[str]] = {}
+    for line in out.splitlines():
+        src, sport, dport, uuids = line.split("\t")
+        got.setdefault((src, int(sport), int(dport)), set()).update(u for u in uuids.split(",") if u)
+    return got
+
+
+@pytest.mark.parametrize(
+    ("path", "decode_as"),
+    [
+        (EVIDENCE / "epm_then_connect.pcap", ("tcp.port==1032,dcerpc", "tcp.port==1033,dcerpc")),
+        (EVIDENCE / "registration.pcap", ("tcp.port==1032,dcerpc",)),
+        (PAYLOADS / "mapi.pcap", ()),
+        (PAYLOADS / "cs_window7-join_stream092.pcap", ()),
+    ],
+    ids=lambda v: v.name if isinstance(v, Path) else "",
+)
+def test_rpc_interface_is_one_tshark_binds(tshark: str, path: Path, decode_as: tuple[str, ...]) -> None:
+    """Each flow's rpc_interface is one of the UUIDs tshark sees bound on that connection, and
+    every connection tshark sees a bind on names an interface."""
+    theirs = tshark_bind_uuids(path, *decode_as)
+    assert theirs
+    flows = pcapclass.classify_file(path).flows
+    ours = {(r.client_addr, int(r.client_port), int(r.server_port)): r.rpc_interface for r in flows.itertuples(index=False)}
+    for key, uuids in theirs.items():
+        assert key in ours, key
+        assert ours[key] in uuids, (key, ours[key], uuids)
+
+
+def test_epm_port_is_tsharks_tower_port(tshark: str) -> None:
+    """The port learned from mapi.pcap's ept_map reply is the one tshark reads in the tower,
+    and the flows to it on the EPM's server are EMSMDB by evidence epm or bind."""
+    out = subprocess.run(["tshark", "-n", "-r", str(PAYLOADS / "mapi.pcap"), "-Y", "epm.opnum == 3 && dcerpc.pkt_type == 2",
+                          "-T", "fields", "-e", "ip.src", "-e", "epm.proto.tcp_port", "-e", "epm.uuid"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    towers = {(line.split("\t")[0], int(p)) for line in out.splitlines() for p in line.split("\t")[1].split(",") if p}
+    assert ("192.168.0.2", 1032) in towers
+    flows = pcapclass.classify_file(PAYLOADS / "mapi.pcap").flows
+    to_port = flows[(flows["server_addr"] == "192.168.0.2") & (flows["server_port"] == 1032)]
+    assert len(to_port) and set(to_port["service"]) == {"information-store"}
+    assert set(to_port["evidence"]) <= {"epm", "bind"} and "epm" in set(to_port["evidence"])
