@@ -190,7 +190,7 @@ class Classifier:
         else:
             names = np.array([c.capture for c in self.counts], dtype=object)
             flows.insert(0, "capture", names[index])
-            flows = flows.sort_values(["first_ts", "capture"], kind="stable").reset_index(drop=True)
+            flows = flows.take(np.lexsort((recs["first_ns"], index))).reset_index(drop=True)
         flow_count = np.bincount(index, minlength=len(self.counts))
         captures = pd.DataFrame(
             [_capture_row(c, int(flow_count[i]), servers) for i, c in enumerate(self.counts)],

@@ -24,6 +24,7 @@ from .addresses import Network, parse_networks
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, CaptureCounts, Classifier, _capture_row
 from .classify import Servers, _address_order, classify
 from .errors import LiveCaptureError
+from .evidence import Evidence
 from .flows import KEY_COLUMNS, Records
 from .report import TS_FORMAT, write_csv
 from .rules import RuleSet
@@ -217,11 +218,13 @@ class LiveCapture:
         if not len(recs["hash"]):
             self._write_breakdown()
             return
-        nets = self._learn_servers(recs)
-        flows, _ = classify(recs, self.clf.lookup, nets)
+        # the payload evidence the Classifier gathered while feeding, as offline
+        evidence = self.clf.evidence.evidence() if self.clf.evidence is not None else None
+        nets = self._learn_servers(recs, evidence)
+        flows, _ = classify(recs, self.clf.lookup, nets, evidence)
         delta, new = self._deltas(recs)
         self._prev = self._snapshot(opened)
-        part, _ = classify(delta, self.clf.lookup, nets)
+        part, _ = classify(delta, self.clf.lookup, nets, evidence)
         moved = (part["packets_c2s"] + part["packets_s2c"]).to_numpy() > 0
         self._append(self._interval_rows(part[moved], start, end, new_drops), "timeseries.csv", schema.TIMESERIES)
         if n_done:
@@ -237,11 +240,11 @@ class LiveCapture:
         self._write_breakdown()
         self._write_capture(counts, None)
 
-    def _learn_servers(self, recs: Records) -> list[Network]:
+    def _learn_servers(self, recs: Records, evidence: Evidence | None) -> list[Network]:
         """The --server networks, or every host seen answering on an Exchange port so far."""
         if self._given:
             return self._given
-        _, found = classify(recs, self.clf.lookup, ())
+        _, found = classify(recs, self.clf.lookup, (), evidence)
         self._known.update(found.addresses)
         return parse_networks(sorted(self._known))
 
