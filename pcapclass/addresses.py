@@ -36,6 +36,12 @@ def _bounds(net: Network) -> tuple[int, int]:
     return lo, hi
 
 
+def sort_key(text: str) -> tuple[int, int]:
+    """Order addresses as people read them: IPv4 before IPv6, each numerically."""
+    addr = ipaddress.ip_address(text)
+    return addr.version, int(addr)
+
+
 def in_networks(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], nets: Sequence[Network]) -> npt.NDArray[np.bool_]:
     """Which addresses fall inside any of ``nets`` (a 128-bit range compare per network)."""
     mask = np.zeros(hi.shape, dtype=bool)

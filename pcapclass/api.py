@@ -183,6 +183,9 @@ class Classifier:
         """Classify every finished flow and summarize."""
         recs = Records.concat(self._records)
         index = np.concatenate(self._capture_index) if self._capture_index else np.zeros(0, np.int64)
+        # rows in capture order, then by first packet: sorted here, before any string column exists
+        order = np.lexsort((recs["first_ns"], index))
+        recs, index = Records(recs.cols[:, order]), index[order]
         evidence = self.evidence.evidence() if self.evidence is not None else None
         flows, servers = classify(recs, self.lookup, self.networks, evidence)
         if flows.empty:
@@ -190,7 +193,6 @@ class Classifier:
         else:
             names = np.array([c.capture for c in self.counts], dtype=object)
             flows.insert(0, "capture", names[index])
-            flows = flows.take(np.lexsort((recs["first_ns"], index))).reset_index(drop=True)
         flow_count = np.bincount(index, minlength=len(self.counts))
         captures = pd.DataFrame(
             [_capture_row(c, int(flow_count[i]), servers) for i, c in enumerate(self.counts)],

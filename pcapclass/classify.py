@@ -8,7 +8,6 @@ on packets; every step is a numpy expression over all flows at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-import ipaddress
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +18,7 @@ from . import schema
 from .addresses import Network, format_addresses, in_networks, pair_index
 from .decode import FRAGMENT_PROTO_BASE, Status
 from .flows import NO_SYN, NON_FLOW_BASE, Records
-from .evidence import DECISIVE, RANK, Evidence
+from .evidence import DECISIVE, INTERFACE_ONLY, MISMATCH, RANK, Evidence
 from .rules import OTHER, TRANSPORTS, PortLookup
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
@@ -62,11 +61,12 @@ def classify(
     pa, pb = recs["port_a"], recs["port_b"]
 
     client_is_a = _orient(recs, lookup, t, ported)
+    verdicts = _Verdicts.of(evidence)
     rows = _flow_rows(recs, evidence)
     if rows is not None:
         # a matched new-mail notification: its sender (the store) is the client
-        turn = rows[rows["client_is_sender"].to_numpy() == 1]
-        client_is_a[turn["flow"].to_numpy()] = turn["from_a"].to_numpy()
+        turn = verdicts.client_is_sender[rows.vid] == 1
+        client_is_a[rows.flow[turn]] = rows.from_a[turn]
     pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
     c_hi, c_lo = pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"])
     s_hi, s_lo = pick(recs["b_hi"], recs["a_hi"]), pick(recs["b_lo"], recs["a_lo"])
@@ -92,7 +92,10 @@ def classify(
         client_ex = np.asarray(pair_index(c_hi, c_lo).isin(known))
         server_ex = np.asarray(pair_index(s_hi, s_lo).isin(known))
         uniq = known.to_frame(index=False).to_numpy(dtype=np.uint64)
-        inferred = sorted(set(format_addresses(uniq[:, 0], uniq[:, 1])), key=_address_order)
+        # IPv4 (stored ::ffff:a.b.c.d, high half 0) first, then IPv6, each in numeric order
+        v6 = (uniq[:, 0] != 0) | ((uniq[:, 1] >> np.uint64(32)) != np.uint64(0xFFFF))
+        uniq = uniq[np.lexsort((uniq[:, 1], uniq[:, 0], v6))]
+        inferred = list(dict.fromkeys(format_addresses(uniq[:, 0], uniq[:, 1])))
         chosen = Servers(networks=(), addresses=tuple(inferred), inferred=True)
     is_flow = proto < NON_FLOW_BASE
     client_ex &= is_flow
@@ -103,7 +106,7 @@ def classify(
                     np.where(inbound_code > 0, inbound_code, outbound_code))  # fmt: skip
     ids = np.array(lookup.ids, dtype=object)
     decided = _decide(
-        rows, evidence, ids[code], np.where(code > 0, "port", "none").astype(object), recs, proto,
+        rows, verdicts, evidence, ids[code], code > 0, recs, proto,
         client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c,
     )  # fmt: skip
 
@@ -165,22 +168,90 @@ _HIGH_PORT = 1024
 _NOTIFICATION_SERVICE = "information-store"
 
 
-def _flow_rows(recs: Records, evidence: Evidence | None) -> pd.DataFrame | None:
-    """Evidence rows joined to their flow: same key, timestamp inside the flow's span."""
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """Evidence rows matched to flows: flow index, verdict id, sender was endpoint A."""
+
+    flow: npt.NDArray[np.int64]
+    vid: npt.NDArray[np.int64]
+    from_a: npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True, slots=True)
+class _Verdicts:
+    """The evidence verdict table as arrays indexed by verdict id (decisions stay integer)."""
+
+    kind: npt.NDArray[np.object_]
+    service: npt.NDArray[np.object_]
+    detail: npt.NDArray[np.object_]
+    iface: npt.NDArray[np.object_]
+    name: npt.NDArray[np.object_]
+    server_is_sender: npt.NDArray[np.int8]
+    client_is_sender: npt.NDArray[np.int8]
+
+    @staticmethod
+    def of(evidence: Evidence | None) -> _Verdicts:
+        table = evidence.verdicts if evidence is not None else pd.DataFrame(columns=["kind"])
+        col = lambda c, t=object: table[c].to_numpy(dtype=t) if c in table else np.zeros(0, t)  # noqa: E731
+        return _Verdicts(col("kind"), col("service"), col("detail"), col("rpc_interface"), col("rpc_interface_name"),
+                         col("server_is_sender", np.int8), col("client_is_sender", np.int8))  # fmt: skip
+
+    def extend(self, extra: pd.DataFrame) -> tuple[_Verdicts, npt.NDArray[np.int64]]:
+        """Add the distinct (kind, service, interface, name) of ``extra``: (table, their ids)."""
+        keys = pd.MultiIndex.from_arrays([extra[c].to_numpy(dtype=object) for c in ("kind", "service", "rpc_interface", "rpc_interface_name")])
+        codes, uniq = keys.factorize()
+        u = [np.asarray(uniq.get_level_values(i), dtype=object) for i in range(4)]
+        blank = np.full(len(uniq), "", dtype=object)
+        minus = np.full(len(uniq), -1, dtype=np.int8)
+        table = _Verdicts(np.concatenate([self.kind, u[0]]), np.concatenate([self.service, u[1]]), np.concatenate([self.detail, blank]),
+                          np.concatenate([self.iface, u[2]]), np.concatenate([self.name, u[3]]),
+                          np.concatenate([self.server_is_sender, minus]), np.concatenate([self.client_is_sender, minus]))  # fmt: skip
+        return table, codes.astype(np.int64) + len(self.kind)
+
+
+def _flow_rows(recs: Records, evidence: Evidence | None) -> _Rows | None:
+    """Evidence rows joined to their flow: same key, timestamp inside the flow's span.
+
+    Flows sorted by hash are searched for each row's hash; a key reused after an idle timeout
+    has several flows, tried in time order until one spans the row's timestamp.
+    """
     if evidence is None or evidence.rows.empty or not len(recs):
         return None
-    flows = pd.DataFrame({"hash": recs["hash"], "check": recs["check"], "first_ns": recs["first_ns"],
-                          "last_ns": recs["last_ns"], "flow": np.arange(len(recs))})  # fmt: skip
-    m = evidence.rows.merge(flows, on=["hash", "check"], how="inner")
-    inside = (m["ts_ns"].to_numpy() >= m["first_ns"].to_numpy()) & (m["ts_ns"].to_numpy() <= m["last_ns"].to_numpy())
-    return m[inside].reset_index(drop=True)
+    rows = evidence.rows
+    fh, fc, f0, f1 = recs["hash"], recs["check"], recs["first_ns"], recs["last_ns"]
+    order = np.lexsort((f0, fh))
+    sorted_hash = fh[order]
+    rh, rc = rows["hash"].to_numpy(np.uint64), rows["check"].to_numpy(np.uint64)
+    rts = rows["ts_ns"].to_numpy(np.int64)
+    lo, hi = np.searchsorted(sorted_hash, rh, "left"), np.searchsorted(sorted_hash, rh, "right")
+    flow = np.full(len(rh), -1, dtype=np.int64)
+    pending = np.flatnonzero(hi > lo)
+    step = 0
+    while pending.size:
+        cand = order[lo[pending] + step]
+        ok = (fc[cand] == rc[pending]) & (f0[cand] <= rts[pending]) & (rts[pending] <= f1[cand])
+        flow[pending[ok]] = cand[ok]
+        step += 1
+        pending = pending[~ok & (lo[pending] + step < hi[pending])]
+    hit = flow >= 0
+    return _Rows(flow[hit], rows["vid"].to_numpy(np.int64)[hit], rows["from_a"].to_numpy(bool)[hit])
+
+
+def _first_per_flow(flow: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Among rows sorted by flow then strength, the first ``mask`` row of each flow: (flows, rows)."""
+    rows = np.flatnonzero(mask)
+    f = flow[rows]
+    first = np.ones(f.size, dtype=bool)
+    first[1:] = f[1:] != f[:-1]
+    return f[first], rows[first]
 
 
 def _decide(
-    rows: pd.DataFrame | None,
+    rows: _Rows | None,
+    verdicts: _Verdicts,
     evidence: Evidence | None,
     port_service: npt.NDArray[np.object_],
-    port_evidence: npt.NDArray[np.object_],
+    has_port: npt.NDArray[np.bool_],
     recs: Records,
     proto: npt.NDArray[np.int64],
     client_is_a: npt.NDArray[np.bool_],
@@ -192,45 +263,53 @@ def _decide(
     packets_s2c: npt.NDArray[np.int64],
 ) -> _Decided:
     """The evidence order: bind, epm, rpc-http, http, signature, registration beat the port;
-    the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``."""
+    the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``.
+
+    Decisions run on verdict ids: per flow, candidate rows sorted by (flow, rank, proof) and
+    the first row of each kind of interest taken; strings are looked up only at the end.
+    """
     n = port_service.shape[0]
-    service, ev = port_service.copy(), port_evidence.copy()
+    service = port_service.copy()
+    ev = np.where(has_port, "port", "none").astype(object)
     empty = np.full(n, "", dtype=object)
     detail, iface, name = empty.copy(), empty.copy(), empty.copy()
-    has_port = port_evidence == "port"
-    parts = []
-    if rows is not None and not rows.empty:
-        f = rows["flow"].to_numpy()
-        sis = rows["server_is_sender"].to_numpy()
-        sender_is_server = rows["from_a"].to_numpy() != client_is_a[f]
+    flows, vids = [], []
+    if rows is not None and rows.flow.size:
+        sis = verdicts.server_is_sender[rows.vid]
+        sender_is_server = rows.from_a != client_is_a[rows.flow]
         ok = (sis == -1) | ((sis == 1) & sender_is_server) | ((sis == 0) & ~sender_is_server)
-        parts.append(rows.loc[ok, ["flow", "kind", "service", "detail", "rpc_interface", "rpc_interface_name"]])
+        flows.append(rows.flow[ok])
+        vids.append(rows.vid[ok])
     if evidence is not None and not evidence.epm.empty:
-        parts.append(_epm_rows(evidence, proto, server, recs["first_ns"]))
-    if parts:
-        cand = pd.concat(parts, ignore_index=True)
-        cand["rank"] = cand["kind"].map(RANK).to_numpy()
-        f = cand["flow"].to_numpy()
-        # a signature that only confirms a port gives the port's service (none without one)
-        blank = (cand["service"].to_numpy() == "") & (cand["kind"].to_numpy() != "port-mismatch")
-        cand.loc[blank, "service"] = np.where(has_port[f[blank]], port_service[f[blank]], "")
+        epm = _epm_rows(evidence, proto, server, recs["first_ns"])
+        if len(epm):
+            verdicts, epm_vids = verdicts.extend(epm)
+            flows.append(epm["flow"].to_numpy(np.int64))
+            vids.append(epm_vids)
+    if flows:
+        f, vid = np.concatenate(flows), np.concatenate(vids)
+        kinds = verdicts.kind
+        rank_of = np.array([RANK.get(k, len(RANK)) for k in kinds], dtype=np.int64)
         # among equals, a signature that proves an Exchange server beats one naming the protocol
-        cand["proof"] = (cand["detail"].to_numpy() != "exchange-smtp").astype(np.int8)
-        cand = cand.sort_values(["flow", "rank", "proof"], kind="stable")
+        proof_of = np.array([d != "exchange-smtp" for d in verdicts.detail], dtype=np.int8)
+        mismatch_of = kinds == MISMATCH
+        decisive_of = np.isin(kinds, DECISIVE)
+        # a signature that only confirms a port gives the port's service (none without one)
+        blank_of = verdicts.service == ""
+        order = np.lexsort((proof_of[vid], rank_of[vid], f))
+        f, vid = f[order], vid[order]
         # the interface: the strongest row naming one
-        named = cand[cand["rpc_interface"].to_numpy() != ""].drop_duplicates("flow")
-        iface[named["flow"].to_numpy()] = named["rpc_interface"].to_numpy()
-        name[named["flow"].to_numpy()] = named["rpc_interface_name"].to_numpy()
-        decisive = cand[cand["kind"].isin(DECISIVE).to_numpy() & (cand["service"].to_numpy() != "")].drop_duplicates("flow")
-        w = decisive["flow"].to_numpy()
-        service[w] = decisive["service"].to_numpy()
-        ev[w] = decisive["kind"].to_numpy()
-        detail[w] = decisive["detail"].to_numpy()
-        mism = cand[cand["kind"].to_numpy() == "port-mismatch"].drop_duplicates("flow")
-        mf = mism["flow"].to_numpy()
-        keep = has_port[mf] & (ev[mf] == "port")
-        ev[mf[keep]] = "port-mismatch"
-        detail[mf[keep]] = mism["detail"].to_numpy()[keep]
+        w, r = _first_per_flow(f, verdicts.iface[vid] != "")
+        iface[w], name[w] = verdicts.iface[vid[r]], verdicts.name[vid[r]]
+        blank = blank_of[vid] & ~mismatch_of[vid]
+        w, r = _first_per_flow(f, decisive_of[vid] & (~blank | has_port[f]))
+        service[w] = np.where(blank_of[vid[r]], port_service[w], verdicts.service[vid[r]])
+        ev[w] = kinds[vid[r]]
+        detail[w] = verdicts.detail[vid[r]]
+        w, r = _first_per_flow(f, mismatch_of[vid])
+        keep = has_port[w] & (ev[w] == "port")
+        ev[w[keep]] = MISMATCH
+        detail[w[keep]] = verdicts.detail[vid[r[keep]]]
     if evidence is not None:
         _notification_heuristic(service, ev, detail, proto, client, server, client_ex, server_ex, packets_c2s, packets_s2c)
     return _Decided(service, ev, detail, iface, name)
@@ -247,7 +326,7 @@ def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], server: tuple[np
     })  # fmt: skip
     m = flows.merge(evidence.epm, on=["server_hi", "server_lo", "port", "transport"], how="inner")
     if m.empty:
-        return pd.DataFrame(columns=["flow", "kind", "service", "detail", "rpc_interface", "rpc_interface_name"])
+        return pd.DataFrame(columns=["flow", "kind", "service", "rpc_interface", "rpc_interface_name"])
     return _nearest_epm(m, evidence)
 
 
@@ -257,9 +336,9 @@ def _nearest_epm(m: pd.DataFrame, evidence: Evidence) -> pd.DataFrame:
     gap = np.maximum(first - at, 0) + np.maximum(at - last, 0)
     m = m.assign(gap=gap)[gap <= evidence.epm_expiry_ns].sort_values(["flow", "gap"], kind="stable").drop_duplicates("flow")
     return pd.DataFrame({
-        "flow": m["flow"].to_numpy(), "kind": np.where(m["service"].to_numpy() != "", "epm", "interface"),
-        "service": m["service"].to_numpy(), "detail": np.full(len(m), "", dtype=object),
-        "rpc_interface": m["rpc_interface"].to_numpy(), "rpc_interface_name": m["rpc_interface_name"].to_numpy(),
+        "flow": m["flow"].to_numpy(), "kind": np.where(m["service"].to_numpy() != "", "epm", INTERFACE_ONLY).astype(object),
+        "service": m["service"].to_numpy(dtype=object),
+        "rpc_interface": m["rpc_interface"].to_numpy(dtype=object), "rpc_interface_name": m["rpc_interface_name"].to_numpy(dtype=object),
     })  # fmt: skip
 
 
@@ -307,11 +386,6 @@ def _orient(recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported:
     by_rules = np.where(rule_a != rule_b, rule_b, by_ports)
     has_syn = (syn_a != NO_SYN) | (syn_b != NO_SYN)
     return np.where(has_syn, syn_a <= syn_b, by_rules)
-
-
-def _address_order(text: str) -> tuple[int, int]:
-    addr = ipaddress.ip_address(text)
-    return addr.version, int(addr)
 
 
 def empty_flows() -> pd.DataFrame:

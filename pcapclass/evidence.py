@@ -123,9 +123,12 @@ class Evidence:
     """What the payload stage learned, ready for ``classify``."""
 
     #: one row per piece of evidence: hash, check (uint64), ts_ns, from_a (the sender was
-    #: endpoint A), server_is_sender (1 / 0 / -1 either), kind, service ('' = the port's),
-    #: detail, rpc_interface, rpc_interface_name, client_is_sender (registration rows: 1)
+    #: endpoint A), vid (its verdict: a row of ``verdicts``) and kind (the verdict's kind)
     rows: pd.DataFrame
+    #: the distinct verdicts, indexed by vid: kind, service ('' = the port's), detail,
+    #: rpc_interface, rpc_interface_name, server_is_sender (1 / 0 / -1 either),
+    #: client_is_sender (registration rows: 1)
+    verdicts: pd.DataFrame
     #: server_hi, server_lo, transport ('tcp'/'udp'), port, first_ns, last_ns, service,
     #: rpc_interface, rpc_interface_name
     epm: pd.DataFrame
@@ -135,11 +138,11 @@ class Evidence:
 
     @staticmethod
     def empty(epm_expiry: float = DEFAULT_EPM_EXPIRY) -> Evidence:
-        return Evidence(_rows_frame([]), _epm_frame([]), frozenset(), int(epm_expiry * 1e9))
+        return Evidence(_rows_frame([]), _verdict_frame([]), _epm_frame([]), frozenset(), int(epm_expiry * 1e9))
 
 
-ROW_COLUMNS = ("hash", "check", "ts_ns", "from_a", "server_is_sender", "kind", "service", "detail",
-               "rpc_interface", "rpc_interface_name", "client_is_sender")  # fmt: skip
+VERDICT_COLUMNS = ("kind", "service", "detail", "rpc_interface", "rpc_interface_name", "server_is_sender",
+                   "client_is_sender")  # fmt: skip
 EPM_COLUMNS = ("server_hi", "server_lo", "transport", "port", "first_ns", "last_ns", "service",
                "rpc_interface", "rpc_interface_name")  # fmt: skip
 
@@ -149,10 +152,13 @@ def _rows_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.concat(parts, ignore_index=True)
     return pd.DataFrame({
         "hash": np.zeros(0, np.uint64), "check": np.zeros(0, np.uint64), "ts_ns": np.zeros(0, np.int64),
-        "from_a": np.zeros(0, bool), "server_is_sender": np.zeros(0, np.int8),
-        **{c: np.zeros(0, object) for c in ("kind", "service", "detail", "rpc_interface", "rpc_interface_name")},
-        "client_is_sender": np.zeros(0, np.int8),
+        "from_a": np.zeros(0, bool), "vid": np.zeros(0, np.int32), "kind": np.zeros(0, object),
     })  # fmt: skip
+
+
+def _verdict_frame(table: list[tuple[str, str, str, str, str, int, int]]) -> pd.DataFrame:
+    df = pd.DataFrame(table, columns=list(VERDICT_COLUMNS))
+    return df.astype({"server_is_sender": np.int8, "client_is_sender": np.int8})
 
 
 def _epm_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
@@ -727,23 +733,19 @@ class EvidenceCollector:
         dtypes = (np.uint64, np.uint64, np.int64, bool, np.int32)
         arrays = [np.concatenate([*(np.asarray(c, dtype=t) for c in part), np.array(e, dtype=t)])
                   for part, e, t in zip(cols, extra, dtypes)]  # fmt: skip
-        table = self._verdicts or [("", "", "", "", "", -1, -1)]
         vid = arrays[4]
         parts = []
         if vid.size:
-            v = np.array(table, dtype=object)
-            parts.append(pd.DataFrame({
-                "hash": arrays[0], "check": arrays[1], "ts_ns": arrays[2], "from_a": arrays[3],
-                "server_is_sender": v[vid, 5].astype(np.int8), "kind": v[vid, 0], "service": v[vid, 1],
-                "detail": v[vid, 2], "rpc_interface": v[vid, 3], "rpc_interface_name": v[vid, 4],
-                "client_is_sender": v[vid, 6].astype(np.int8),
-            }))  # fmt: skip
+            kinds = np.array([v[0] for v in self._verdicts], dtype=object)
+            parts.append(pd.DataFrame({"hash": arrays[0], "check": arrays[1], "ts_ns": arrays[2], "from_a": arrays[3],
+                                       "vid": vid, "kind": kinds[vid]}))  # fmt: skip
         epm_rows = []
         for (hi, lo, transport, port, uuid), (first, last) in self._epm.items():
             iface = self.interfaces.get(uuid)
             service = iface.service if iface is not None and iface.decisive else ""
             epm_rows.append((hi, lo, transport, port, first, last, service, uuid, iface.name if iface else ""))
-        return Evidence(_rows_frame(parts), _epm_frame(epm_rows), frozenset(self._smtp_servers), self.epm_expiry_ns)
+        return Evidence(_rows_frame(parts), _verdict_frame(self._verdicts), _epm_frame(epm_rows), frozenset(self._smtp_servers),
+                        self.epm_expiry_ns)  # fmt: skip
 
 
 __all__ = ["DECISIVE", "EVIDENCE_VALUES", "DEFAULT_EPM_EXPIRY", "Evidence", "EvidenceCollector"]

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .addresses import Network, parse_networks
+from .addresses import Network, parse_networks, sort_key as address_sort_key
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, CaptureCounts, Classifier, _capture_row
-from .classify import Servers, _address_order, classify
+from .classify import Servers, classify
 from .errors import LiveCaptureError
 from .evidence import Evidence
 from .flows import KEY_COLUMNS, Records
@@ -251,7 +251,7 @@ class LiveCapture:
     def _servers(self) -> Servers:
         if self._given:
             return Servers(networks=tuple(self._given), addresses=tuple(str(n) for n in self._given), inferred=False)
-        return Servers(networks=(), addresses=tuple(sorted(self._known, key=_address_order)), inferred=True)
+        return Servers(networks=(), addresses=tuple(sorted(self._known, key=address_sort_key)), inferred=True)
 
     def _deltas(self, recs: Records) -> tuple[Records, np.ndarray]:
         """The records with counters reduced to what they gained since the previous tick."""
