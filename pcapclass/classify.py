@@ -223,16 +223,21 @@ def _flow_rows(recs: Records, evidence: Evidence | None) -> _Rows | None:
     sorted_hash = fh[order]
     rh, rc = rows["hash"].to_numpy(np.uint64), rows["check"].to_numpy(np.uint64)
     rts = rows["ts_ns"].to_numpy(np.int64)
-    lo, hi = np.searchsorted(sorted_hash, rh, "left"), np.searchsorted(sorted_hash, rh, "right")
+    lo = np.searchsorted(sorted_hash, rh, "left")
     flow = np.full(len(rh), -1, dtype=np.int64)
-    pending = np.flatnonzero(hi > lo)
+    pending = np.flatnonzero(lo < len(sorted_hash))
     step = 0
     while pending.size:
-        cand = order[lo[pending] + step]
+        at = lo[pending] + step
+        inside = at < len(sorted_hash)
+        pending, at = pending[inside], at[inside]
+        same_key = sorted_hash[at] == rh[pending]
+        pending, at = pending[same_key], at[same_key]
+        cand = order[at]
         ok = (fc[cand] == rc[pending]) & (f0[cand] <= rts[pending]) & (rts[pending] <= f1[cand])
         flow[pending[ok]] = cand[ok]
         step += 1
-        pending = pending[~ok & (lo[pending] + step < hi[pending])]
+        pending = pending[~ok]
     hit = flow >= 0
     return _Rows(flow[hit], rows["vid"].to_numpy(np.int64)[hit], rows["from_a"].to_numpy(bool)[hit])
 

@@ -58,10 +58,10 @@ from .dcerpc import (
     parse_response,
 )
 from .decode import Packets, Status
-from .flows import FlowKeys
+from .flows import FlowKeys, stable_order
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
 from .signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers, identify, port_mismatch
-from .sources.batch import PacketBatch
+from .sources.batch import PacketBatch, rows_at
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 
@@ -186,22 +186,27 @@ class _Verdict:
 class _KeySet:
     """Flow-direction keys seen with payload, and when last: "is this its first payload?".
 
-    Sorted numpy arrays, updated once per batch; keys idle longer than ``idle_ns`` are
+    Two sorted arrays: a large one and a small one that takes the new keys of each batch and
+    is folded into the large one once it grows past an eighth of it, so a batch costs a few
+    binary searches rather than a copy of every key. Keys idle longer than ``idle_ns`` are
     forgotten (a reused 5-tuple is a new flow with a new first payload).
     """
 
     def __init__(self, idle_ns: int) -> None:
         self.idle_ns = idle_ns
-        self.keys = np.zeros(0, dtype=np.uint64)
+        self.keys = np.zeros(0, dtype=np.int64)
         self.last = np.zeros(0, dtype=np.int64)
+        self.new_keys = np.zeros(0, dtype=np.int64)
+        self.new_last = np.zeros(0, dtype=np.int64)
         self._batches = 0
 
     def first_seen(self, keys: npt.NDArray[np.uint64], ts: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
         """Indices (into ``keys``) of the packets that are the first payload of their key."""
         if not keys.size:
             return np.zeros(0, dtype=np.intp)
-        order = np.argsort(keys, kind="stable")
-        ks = keys[order]
+        k = keys.view(np.int64)
+        order = stable_order(k)
+        ks = k[order]
         start = np.empty(ks.size, dtype=bool)
         start[0] = True
         np.not_equal(ks[1:], ks[:-1], out=start[1:])
@@ -209,21 +214,29 @@ class _KeySet:
         uk = ks[starts]
         first_ts = ts[order[starts]]
         last_ts = np.maximum.reduceat(ts[order], starts)
-        pos = np.searchsorted(self.keys, uk)
-        inside = pos < self.keys.size
+        fresh = np.ones(uk.size, dtype=bool)
         found = np.zeros(uk.size, dtype=bool)
-        found[inside] = self.keys[pos[inside]] == uk[inside]
-        fresh = ~found
-        fresh[found] = self.last[pos[found]] < first_ts[found] - self.idle_ns
-        self.last[pos[found]] = np.maximum(self.last[pos[found]], last_ts[found])
-        new = ~found
-        if new.any():
-            self.keys = np.insert(self.keys, pos[new], uk[new])
-            self.last = np.insert(self.last, pos[new], last_ts[new])
+        for table, last in ((self.keys, self.last), (self.new_keys, self.new_last)):
+            if not table.size:
+                continue
+            pos = np.minimum(np.searchsorted(table, uk), table.size - 1)
+            hit = table[pos] == uk
+            p = pos[hit]
+            found |= hit
+            fresh[hit] = last[p] < first_ts[hit] - self.idle_ns
+            last[p] = np.maximum(last[p], last_ts[hit])
+        if not found.all():
+            keys_new = np.concatenate([self.new_keys, uk[~found]])
+            o = np.argsort(keys_new, kind="stable")
+            self.new_keys, self.new_last = keys_new[o], np.concatenate([self.new_last, last_ts[~found]])[o]
         self._batches += 1
-        if self._batches % 16 == 0 and self.keys.size:
-            keep = self.last >= int(ts.max()) - self.idle_ns
-            self.keys, self.last = self.keys[keep], self.last[keep]
+        if self.new_keys.size * 8 > self.keys.size or self._batches % 16 == 0:
+            keys_all = np.concatenate([self.keys, self.new_keys])
+            last_all = np.concatenate([self.last, self.new_last])
+            keep = last_all >= int(ts.max()) - self.idle_ns
+            o = np.argsort(keys_all[keep], kind="stable")
+            self.keys, self.last = keys_all[keep][o], last_all[keep][o]
+            self.new_keys, self.new_last = self.new_keys[:0], self.new_last[:0]
         return order[starts[fresh]]
 
 
@@ -332,7 +345,7 @@ class EvidenceCollector:
         """First payload of a flow in one direction: vectorized shortcuts, then one look per
         distinct payload."""
         off, plen = pk.payload_off[idx], pk.payload_len[idx]
-        head = np.take(data, off[:, None] + np.arange(8), mode="clip")
+        head = rows_at(data, off, 8).copy()
         head[np.arange(8)[None, :] >= plen[:, None]] = 0
         b0 = head[:, 0]
         tcp = pk.proto[idx] == IPPROTO_TCP
@@ -373,8 +386,7 @@ class EvidenceCollector:
         # identical first payloads (same banner, same bind) are looked at once: grouped by a
         # 64-bit digest of their first HEAD_BYTES, their length, transport and port guess
         width = (min(HEAD_BYTES, int(plen.max())) + 7) & ~7
-        head = np.take(data, off[:, None] + np.arange(width), mode="clip")
-        words = head.view(np.uint64)
+        words = rows_at(data, off, width).view(np.uint64)
         valid = np.clip(plen[:, None] - 8 * np.arange(words.shape[1]), 0, 8).astype(np.uint64)
         words &= np.where(valid >= 8, ~np.uint64(0), (np.uint64(1) << (np.uint64(8) * valid)) - np.uint64(1))
         mult = (np.arange(1, words.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)

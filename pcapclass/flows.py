@@ -264,7 +264,7 @@ class FlowTable:
         """Per-key, per-idle-gap aggregates of a packet window, sorted by hash (one row each)."""
         h, h2, proto = keys.hash, keys.check, keys.proto
         a_hi, a_lo, b_hi, b_lo, pa, pb = keys.a_hi, keys.a_lo, keys.b_hi, keys.b_lo, keys.port_a, keys.port_b
-        order = _stable_order(h)
+        order = stable_order(h)
         hs, h2s = h[order], h2[order]
         same = hs[1:] == hs[:-1]
         clash = same & (h2s[1:] != h2s[:-1])
@@ -325,7 +325,7 @@ class FlowTable:
             return
         cols = np.concatenate([self._active, *self._pending], axis=1)
         self._pending, self._pending_rows = [], 0
-        order = _stable_order(cols[_H])
+        order = stable_order(cols[_H])
         cols = np.take(cols, order, axis=1)
         h, check = cols[_H], cols[_CHECK]
         same = h[1:] == h[:-1]
@@ -384,7 +384,7 @@ def _closed(cols: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
 _POS_BITS = 24
 
 
-def _stable_order(h: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def stable_order(h: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """The stable argsort of ``h``, computed with a plain value sort where it can be.
 
     Sorting words made of the hash's top bits and the element's position is several times
