@@ -149,6 +149,8 @@ class Classifier:
         """Close the current input: every open flow becomes a finished record."""
         self.table.flush()
         recs = self.table.drain()
+        # in order of first packet: result() then only stacks the captures
+        recs = Records(recs.cols[:, np.argsort(recs["first_ns"], kind="stable")])
         counts = self.counts[-1]
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
@@ -183,9 +185,6 @@ class Classifier:
         """Classify every finished flow and summarize."""
         recs = Records.concat(self._records)
         index = np.concatenate(self._capture_index) if self._capture_index else np.zeros(0, np.int64)
-        # rows in capture order, then by first packet: sorted here, before any string column exists
-        order = np.lexsort((recs["first_ns"], index))
-        recs, index = Records(recs.cols[:, order]), index[order]
         evidence = self.evidence.evidence() if self.evidence is not None else None
         flows, servers = classify(recs, self.lookup, self.networks, evidence)
         if flows.empty:

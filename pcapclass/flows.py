@@ -250,7 +250,7 @@ class FlowTable:
         self._watermark = max(self._watermark, now_ns)
         act = self._active
         last = act[_LAST]
-        done = (last < self._watermark - self.idle_timeout_ns) | (_closed(act) & (last < now_ns - closed_grace_ns))
+        done = (last < self._watermark - self.idle_timeout_ns) | (_closed(act[COL["flags_a"]], act[COL["flags_b"]], act[COL["proto"]]) & (last < now_ns - closed_grace_ns))
         done |= act[_FIRST] < now_ns - active_timeout_ns
         if done.any():
             self._done.append(act[:, done])
@@ -319,65 +319,85 @@ class FlowTable:
     # -- segments -> active table ----------------------------------------------------------
 
     def _merge(self) -> None:
-        """One round: active flows and waiting segments, sorted by key, reduced per flow."""
+        """One round: active flows and waiting segments, sorted by key, reduced per flow.
+
+        Fields are sorted and reduced one at a time straight into the finished and active
+        tables, so a round holds its input and its output but no full intermediate copy.
+        """
         self._reduce_window()
         if not self._pending:
             return
-        cols = np.concatenate([self._active, *self._pending], axis=1)
+        parts = [self._active, *self._pending]
         self._pending, self._pending_rows = [], 0
-        order = stable_order(cols[_H])
-        cols = np.take(cols, order, axis=1)
-        h, check = cols[_H], cols[_CHECK]
+        self._active = _empty()
+
+        def field(c: int) -> npt.NDArray[np.int64]:
+            return np.concatenate([p[c] for p in parts])
+
+        h = field(_H)
+        order = stable_order(h)
+        h, check = h[order], field(_CHECK)[order]
         same = h[1:] == h[:-1]
         clash = same & (check[1:] != check[:-1])
         if clash.any():
             # a clash of the first hash alone: order by both (stable keeps time order)
             self.stats.hash_collisions += int(np.count_nonzero(clash))
-            cols = np.take(cols, np.lexsort((cols[_CHECK], cols[_H])), axis=1)
-            h, check = cols[_H], cols[_CHECK]
+            again = np.lexsort((check, h))
+            order, h, check = order[again], h[again], check[again]
             same = (h[1:] == h[:-1]) & (check[1:] == check[:-1])
-        new_key = np.empty(len(h), dtype=bool)
+        del h, check
+        new_key = np.empty(len(order), dtype=bool)
         new_key[0] = True
         np.logical_not(same, out=new_key[1:])
-        gap = np.zeros(len(h), dtype=bool)
-        gap[1:] = cols[_FIRST, 1:] - cols[_LAST, :-1] > self.idle_timeout_ns
+        first_ns, last_ns = field(_FIRST)[order], field(_LAST)[order]
+        gap = np.zeros(len(order), dtype=bool)
+        gap[1:] = first_ns[1:] - last_ns[:-1] > self.idle_timeout_ns
         starts = np.flatnonzero(new_key | gap)
-        if len(starts) == len(h):
-            merged = cols
-        else:
-            merged = np.take(cols, starts, axis=1)
-            for c in _SUMS:
-                merged[c] = np.add.reduceat(cols[c], starts)
-            for c in _MINS:
-                merged[c] = np.minimum.reduceat(cols[c], starts)
-            merged[_LAST] = np.maximum.reduceat(cols[_LAST], starts)
-            for c in _ORS:
-                merged[c] = np.bitwise_or.reduceat(cols[c], starts)
+        del first_ns
+
+        def reduced(c: int, v: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.int64]:
+            v = field(c)[order] if v is None else v
+            if c in _SUMS:
+                return np.add.reduceat(v, starts)
+            if c in _MINS:
+                return np.minimum.reduceat(v, starts)
+            if c == _LAST:
+                return np.maximum.reduceat(v, starts)
+            if c in _ORS:
+                return np.bitwise_or.reduceat(v, starts)
+            return v[starts]
+
+        # what decides a flow's end, first; then every field goes straight to its table
+        last = reduced(_LAST, last_ns)
+        del last_ns
+        ends = {c: reduced(c) for c in (COL["proto"], *_ORS)}
         # a part followed by another part of its key ended idle; others may be idle by now
         last_of_key = np.ones(len(starts), dtype=bool)
         last_of_key[:-1] = new_key[starts[1:]]
-        del cols, h, check  # free the sorted copy before the split copies are made
-        last = merged[_LAST]
         finished = ~last_of_key | (last < self._watermark - self.idle_timeout_ns)
         # closed TCP (RST, or FIN both ways) and quiet since: done, as Zeek's tcp_close_delay
-        finished |= _closed(merged) & (last < self._watermark - CLOSED_GRACE_NS)
-        over = merged.shape[1] - int(np.count_nonzero(finished)) - self.max_flows
+        closed = _closed(ends[COL["flags_a"]], ends[COL["flags_b"]], ends[COL["proto"]])
+        finished |= closed & (last < self._watermark - CLOSED_GRACE_NS)
+        over = len(starts) - int(np.count_nonzero(finished)) - self.max_flows
         if over > 0:
             # the cap: push the least recently seen flows out early, and count them
             alive = np.flatnonzero(~finished)
-            finished[alive[np.argpartition(merged[_LAST, alive], over - 1)[:over]]] = True
+            finished[alive[np.argpartition(last[alive], over - 1)[:over]]] = True
             self.stats.flows_exported_early += over
-        if finished.any():
-            self._done.append(np.compress(finished, merged, axis=1))
-            merged = np.compress(~finished, merged, axis=1)
-        self._active = merged
+        done, active = _empty(int(np.count_nonzero(finished))), _empty(int(np.count_nonzero(~finished)))
+        for c in range(len(COLUMNS)):
+            v = last if c == _LAST else ends.pop(c, None)
+            v = reduced(c) if v is None else v
+            done[c], active[c] = v[finished], v[~finished]
+        if done.shape[1]:
+            self._done.append(done)
+        self._active = active
 
 
-def _closed(cols: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+def _closed(flags_a: npt.NDArray[np.int64], flags_b: npt.NDArray[np.int64], proto: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
     """TCP flows that were reset, or closed with a FIN from each side."""
-    flags_a, flags_b = cols[COL["flags_a"]], cols[COL["flags_b"]]
     ended = (((flags_a | flags_b) & TCP_RST) != 0) | ((flags_a & flags_b & TCP_FIN) != 0)
-    return ended & (cols[COL["proto"]] == IPPROTO_TCP)
+    return ended & (proto == IPPROTO_TCP)
 
 
 #: low bits of a sort word that carry the element's position (the rest: the hash's top bits)
