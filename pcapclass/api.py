@@ -191,7 +191,7 @@ class Classifier:
             flows = empty_flows()
         else:
             names = np.array([c.capture for c in self.counts], dtype=object)
-            flows.insert(0, "capture", names[index])
+            flows.insert(0, "capture", pd.Categorical(names[index]))
         flow_count = np.bincount(index, minlength=len(self.counts))
         captures = pd.DataFrame(
             [_capture_row(c, int(flow_count[i]), servers) for i, c in enumerate(self.counts)],

@@ -24,6 +24,9 @@ from .rules import OTHER, TRANSPORTS, PortLookup
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 _TRANSPORT_INDEX = {IPPROTO_TCP: TRANSPORTS.index("tcp"), IPPROTO_UDP: TRANSPORTS.index("udp")}
 _NON_FLOW_NAMES = {Status.NON_IP: "non-ip", Status.TRUNCATED: "truncated", Status.UNDECODED: "undecoded"}
+#: the values of the transport and direction columns, in code order
+TRANSPORT_NAMES = ("tcp", "udp", "other", "non-ip", "truncated", "undecoded")
+DIRECTION_NAMES = ("inbound", "outbound", "other")
 _FLAG_LETTERS = "FSRPAUEC"  # bit 0 (FIN) .. bit 7 (CWR), RFC 9293 / RFC 3168
 FLAG_TEXT = np.array(
     ["".join(ch for bit, ch in enumerate(_FLAG_LETTERS) if v >> bit & 1) for v in range(256)], dtype=object
@@ -100,7 +103,6 @@ def classify(
     is_flow = proto < NON_FLOW_BASE
     client_ex &= is_flow
     server_ex &= is_flow & ~client_ex
-    direction = np.where(client_ex, "outbound", np.where(server_ex, "inbound", "other"))
     # the side that matches the direction first, the other side's table as a fallback
     code = np.where(client_ex, np.where(outbound_code > 0, outbound_code, inbound_code),
                     np.where(inbound_code > 0, inbound_code, outbound_code))  # fmt: skip
@@ -110,11 +112,12 @@ def classify(
         client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c,
     )  # fmt: skip
 
-    transport = np.full(n, "other", dtype=object)
-    transport[proto == IPPROTO_TCP] = "tcp"
-    transport[proto == IPPROTO_UDP] = "udp"
+    transport_code = np.full(n, TRANSPORT_NAMES.index("other"), dtype=np.int8)
+    transport_code[proto == IPPROTO_TCP] = TRANSPORT_NAMES.index("tcp")
+    transport_code[proto == IPPROTO_UDP] = TRANSPORT_NAMES.index("udp")
     for status, name in _NON_FLOW_NAMES.items():
-        transport[proto == NON_FLOW_BASE + status] = name
+        transport_code[proto == NON_FLOW_BASE + status] = TRANSPORT_NAMES.index(name)
+    direction_code = np.where(client_ex, 1, np.where(server_ex, 0, 2)).astype(np.int8)
     fragment = (proto >= FRAGMENT_PROTO_BASE) & is_flow
     ip_proto = pd.array(np.where(fragment, proto - FRAGMENT_PROTO_BASE, proto), dtype="Int64")
     ip_proto[~is_flow] = pd.NA
@@ -122,29 +125,30 @@ def classify(
     c_addr[~is_flow] = ""
     s_addr[~is_flow] = ""
 
+    # labels with few distinct values are categoricals: an int8 code per flow, not a string
     flows = pd.DataFrame(
         {
             "first_ts": recs["first_ns"] / 1e9,
             "last_ts": recs["last_ns"] / 1e9,
-            "transport": transport,
+            "transport": pd.Categorical.from_codes(transport_code, TRANSPORT_NAMES),
             "ip_proto": ip_proto,
             "fragment": fragment,
             "client_addr": c_addr,
             "client_port": c_port,
             "server_addr": s_addr,
             "server_port": s_port,
-            "service": decided.service,
-            "evidence": decided.evidence,
-            "detail": decided.detail,
-            "rpc_interface": decided.rpc_interface,
-            "rpc_interface_name": decided.rpc_interface_name,
-            "direction": direction,
+            "service": pd.Categorical(decided.service),
+            "evidence": pd.Categorical(decided.evidence),
+            "detail": pd.Categorical(decided.detail),
+            "rpc_interface": pd.Categorical(decided.rpc_interface),
+            "rpc_interface_name": pd.Categorical(decided.rpc_interface_name),
+            "direction": pd.Categorical.from_codes(direction_code, DIRECTION_NAMES),
             "packets_c2s": packets_c2s,
             "bytes_c2s": bytes_c2s,
             "packets_s2c": packets_s2c,
             "bytes_s2c": bytes_s2c,
-            "tcp_flags_c2s": FLAG_TEXT[flags_c2s & 0xFF],
-            "tcp_flags_s2c": FLAG_TEXT[flags_s2c & 0xFF],
+            "tcp_flags_c2s": pd.Categorical.from_codes(flags_c2s & 0xFF, FLAG_TEXT),
+            "tcp_flags_s2c": pd.Categorical.from_codes(flags_s2c & 0xFF, FLAG_TEXT),
         }
     )
     return flows, chosen

@@ -232,7 +232,7 @@ class LiveCapture:
             finished.insert(0, "capture", self.interface)
             self._append(finished, "flows.csv", schema.FLOWS)
         totals_part = breakdown(part[moved], self.order)
-        fresh = part[moved & new].groupby(["service", "direction"]).size()
+        fresh = part[moved & new].groupby(["service", "direction"], observed=True).size()
         index = pd.MultiIndex.from_frame(totals_part[["service", "direction"]])
         totals_part["flows"] = fresh.reindex(index, fill_value=0).to_numpy()
         self._flows_total += int(np.count_nonzero(new))

@@ -16,28 +16,28 @@ class Column(NamedTuple):
 
 
 FLOWS: tuple[Column, ...] = (
-    Column("capture", "string", "the input file the flow was read from"),
+    Column("capture", "category", "the input file the flow was read from"),
     Column("first_ts", "float64", "first packet, seconds since the Unix epoch (UTC)"),
     Column("last_ts", "float64", "last packet, seconds since the Unix epoch (UTC)"),
-    Column("transport", "string", "`tcp`, `udp`, `other` (any other IP protocol, and IP fragments after the first), or for frames with no IP flow `non-ip`, `truncated`, `undecoded`"),
+    Column("transport", "category", "`tcp`, `udp`, `other` (any other IP protocol, and IP fragments after the first), or for frames with no IP flow `non-ip`, `truncated`, `undecoded`"),
     Column("ip_proto", "Int64", "IP protocol number (empty for frames with no IP flow)"),
     Column("fragment", "bool", "true for the flow of non-first IP fragments (they carry no ports)"),
     Column("client_addr", "string", "the flow's client: the SYN sender, else the side not on a rule port, else the higher port, else the first sender"),
     Column("client_port", "int64", "client's TCP/UDP port (0 when the transport has none)"),
     Column("server_addr", "string", "the flow's server (the other side)"),
     Column("server_port", "int64", "server's TCP/UDP port (0 when the transport has none)"),
-    Column("service", "string", "Exchange 2003 service id from the rules, or `other`"),
-    Column("evidence", "string", "what decided the service, strongest first: `bind` (a DCE/RPC bind naming the interface), `epm` (an endpoint-mapper reply handed out this port), `rpc-http` (RPC over HTTP), `http` (the request path), `signature` (the protocol's first bytes), `registration` (a new-mail notification matching a registration), `port` (the rules' port table), `port-mismatch` (the port's service, but the payload is another protocol), `heuristic` (UDP new-mail notification guessed from an RPC session), `none`"),
-    Column("detail", "string", "sub-label of the evidence: `owa`, `public-folders`, `admin`, `oma`, `activesync`, `direct-push`, `rpc-http:6001`, `ncacn_http:6004`, `exchange-smtp`, the protocol a signature saw, `new-mail-notification`, ... (empty when none)"),
-    Column("rpc_interface", "string", "DCE/RPC interface UUID bound on the flow or handed out for its port (empty when none); unknown UUIDs too, to extend rules/rpc_interfaces.toml"),
-    Column("rpc_interface_name", "string", "the interface's name from rules/rpc_interfaces.toml (empty when unknown)"),
-    Column("direction", "string", "`inbound` (the server is an Exchange server), `outbound` (the client is one) or `other`"),
+    Column("service", "category", "Exchange 2003 service id from the rules, or `other`"),
+    Column("evidence", "category", "what decided the service, strongest first: `bind` (a DCE/RPC bind naming the interface), `epm` (an endpoint-mapper reply handed out this port), `rpc-http` (RPC over HTTP), `http` (the request path), `signature` (the protocol's first bytes), `registration` (a new-mail notification matching a registration), `port` (the rules' port table), `port-mismatch` (the port's service, but the payload is another protocol), `heuristic` (UDP new-mail notification guessed from an RPC session), `none`"),
+    Column("detail", "category", "sub-label of the evidence: `owa`, `public-folders`, `admin`, `oma`, `activesync`, `direct-push`, `rpc-http:6001`, `ncacn_http:6004`, `exchange-smtp`, the protocol a signature saw, `new-mail-notification`, ... (empty when none)"),
+    Column("rpc_interface", "category", "DCE/RPC interface UUID bound on the flow or handed out for its port (empty when none); unknown UUIDs too, to extend rules/rpc_interfaces.toml"),
+    Column("rpc_interface_name", "category", "the interface's name from rules/rpc_interfaces.toml (empty when unknown)"),
+    Column("direction", "category", "`inbound` (the server is an Exchange server), `outbound` (the client is one) or `other`"),
     Column("packets_c2s", "int64", "packets client → server"),
     Column("bytes_c2s", "int64", "frame bytes (original length on the wire) client → server"),
     Column("packets_s2c", "int64", "packets server → client"),
     Column("bytes_s2c", "int64", "frame bytes server → client"),
-    Column("tcp_flags_c2s", "string", "TCP flags the client sent, as letters (`S` SYN, `A` ACK, `P` PSH, `F` FIN, `R` RST, `U` URG, `E` ECE, `C` CWR)"),
-    Column("tcp_flags_s2c", "string", "TCP flags the server sent"),
+    Column("tcp_flags_c2s", "category", "TCP flags the client sent, as letters (`S` SYN, `A` ACK, `P` PSH, `F` FIN, `R` RST, `U` URG, `E` ECE, `C` CWR)"),
+    Column("tcp_flags_s2c", "category", "TCP flags the server sent"),
 )
 
 BREAKDOWN: tuple[Column, ...] = (

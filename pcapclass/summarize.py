@@ -21,7 +21,7 @@ def breakdown(flows: pd.DataFrame, service_order: Sequence[str] = (), by: Sequen
     if flows.empty:
         return empty_breakdown()
     flows = flows.assign(_mismatch=(flows["evidence"] == "port-mismatch").astype(np.int64))
-    grouped = flows.groupby(keys, sort=False, dropna=False)
+    grouped = flows.groupby(keys, sort=False, dropna=False, observed=True)
     out = grouped.agg(
         flows=("packets_c2s", "size"),
         port_mismatch_flows=("_mismatch", "sum"),
@@ -53,7 +53,7 @@ def merge(parts: Sequence[pd.DataFrame], service_order: Sequence[str] = ()) -> p
         return empty_breakdown()
     keys = ["service", "direction"]
     sums = [c for c in schema.names(schema.BREAKDOWN) if c not in (*keys, "first_ts", "last_ts")]
-    out = pd.concat(parts, ignore_index=True).groupby(keys, sort=False).agg(
+    out = pd.concat(parts, ignore_index=True).groupby(keys, sort=False, observed=True).agg(
         {**{c: "sum" for c in sums}, "first_ts": "min", "last_ts": "max"}
     ).reset_index()
     return _ordered(out, service_order, keys)
