@@ -83,6 +83,8 @@ SIGNATURE_SERVICES = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4", "nntp": "
 
 #: bytes of each first payload hashed to find identical ones (with the payload length)
 HEAD_BYTES = 192
+#: distinct first payloads whose verdicts are remembered across batches
+MAX_CACHED_VERDICTS = 65536
 #: packets a followed flow is looked at before it is let go
 MAX_TRACKED_PACKETS = 48
 #: followed flows held at most (the least recently seen go first)
@@ -272,7 +274,7 @@ class _KeySet:
         return fresh
 
 
-@dataclass
+@dataclass(slots=True)
 class _Flow:
     """A followed flow: DCE/RPC streams per direction, bound contexts, calls waiting."""
 
@@ -319,6 +321,8 @@ class EvidenceCollector:
         self._verdicts: list[tuple[str, str, str, str, str, int, int]] = []
         self._verdict_ids: dict[tuple[str, str, str, str, str, int, int], int] = {}
         self._bind_cache: dict[bytes, list[tuple[int, str]]] = {}
+        #: first-payload digest -> (verdicts, follow, Exchange SMTP marker, bind contexts)
+        self._verdict_cache: dict[int, tuple[list[_Verdict], bool, bool, list[tuple[int, str]] | None]] = {}
         #: followed flows with a stream waiting for the rest of a PDU (or of HTTP headers)
         self._cont: set[int] = set()
         #: this batch's newly followed flows: hash -> index of the packet that started it
@@ -428,20 +432,28 @@ class EvidenceCollector:
             group = (digest + plen.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
                      + (server_port + 1).astype(np.uint64) * np.uint64(0x165667B19E3779F9)
                      + ((tcp.astype(np.uint64) << np.uint64(1)) | server_is_src.astype(np.uint64)) * np.uint64(0x27D4EB2F165667C5))  # fmt: skip
-        _, first_of, codes = np.unique(group, return_index=True, return_inverse=True)
+        groups, first_of, codes = np.unique(group, return_index=True, return_inverse=True)
         codes = codes.reshape(-1)
         verdicts: list[list[_Verdict]] = []
         follow = np.zeros(first_of.size, dtype=bool)
         markers = np.zeros(first_of.size, dtype=bool)
         presets: list[list[tuple[int, str]] | None] = []
-        for g, i in enumerate(first_of.tolist()):
-            p = sel[i]
-            o = int(pk.payload_off[p])
-            payload = data[o : o + int(pk.payload_len[p])].tobytes()
-            v, fol, mark = self._inspect(payload, bool(tcp[i]), int(server_port[i]), bool(server_is_src[i]))
+        cache = self._verdict_cache
+        for g, (digest, i) in enumerate(zip(groups.tolist(), first_of.tolist())):
+            # the same banner or bind recurs batch after batch: its look is remembered
+            seen = cache.get(digest)
+            if seen is None:
+                p = sel[i]
+                o = int(pk.payload_off[p])
+                payload = data[o : o + int(pk.payload_len[p])].tobytes()
+                v, fol, mark = self._inspect(payload, bool(tcp[i]), int(server_port[i]), bool(server_is_src[i]))
+                if len(cache) >= MAX_CACHED_VERDICTS:
+                    cache.clear()
+                seen = cache[digest] = (v, fol, mark, self._preset)
+            v, fol, mark, preset = seen
             verdicts.append(v)
             follow[g], markers[g] = fol, mark
-            presets.append(self._preset)
+            presets.append(preset)
         # spread each distinct payload's verdicts over its packets
         n_v = np.array([len(v) for v in verdicts], dtype=np.int64)
         if n_v.sum():
