@@ -7,23 +7,27 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+import tempfile
+from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from . import schema
 from .addresses import Network, parse_networks
-from .classify import Servers, classify, empty_flows
+from .classify import Servers, Shared, answering_servers, classify, empty_flows
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
 from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector
 from .flows import FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
-from .summarize import breakdown
+from .summarize import breakdown, merge
+from .report import CsvAppender, write_csv, write_outputs
 
 DEFAULT_IDLE_TIMEOUT = 120.0
 DEFAULT_MAX_FLOWS = 2_000_000
@@ -96,6 +100,73 @@ class Result:
         return totals
 
 
+#: finished flows held in memory before they move to a temporary file (about 40 MB of records)
+SPILL_FLOWS = 1 << 18
+
+
+class FlowStore:
+    """The finished flows of a run: in memory up to ``spill_flows``, then in temporary files.
+
+    Memory then follows the open flows, not all the flows a capture ever had; the blocks are
+    read back one at a time (memory-mapped) to be classified and written.
+    """
+
+    def __init__(self, spill_flows: int = SPILL_FLOWS) -> None:
+        self.spill_flows = spill_flows
+        self._mem: list[tuple[Records, npt.NDArray[np.int64]]] = []
+        self._mem_rows = 0
+        self._files: list[tuple[Path, Path]] = []
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+
+    def __len__(self) -> int:
+        return self._mem_rows + sum(int(np.load(i, mmap_mode="r").shape[0]) for _, i in self._files)
+
+    @property
+    def spilled(self) -> bool:
+        """True once some flows live in temporary files."""
+        return bool(self._files)
+
+    def add(self, recs: Records, capture: int) -> None:
+        """Keep ``recs`` (finished flows of capture number ``capture``)."""
+        if not len(recs):
+            return
+        self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64)))
+        self._mem_rows += len(recs)
+        if self._mem_rows >= self.spill_flows:
+            self._spill()
+
+    def _spill(self) -> None:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="pcapclass-flows-")
+        recs, index = self._joined()
+        for start in range(0, len(recs), self.spill_flows):  # blocks of at most spill_flows flows
+            base = Path(self._dir.name) / f"{len(self._files):06d}"
+            cols, idx = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy")
+            np.save(cols, recs.cols[:, start : start + self.spill_flows])
+            np.save(idx, index[start : start + self.spill_flows])
+            self._files.append((cols, idx))
+        self._mem, self._mem_rows = [], 0
+
+    def _joined(self) -> tuple[Records, npt.NDArray[np.int64]]:
+        recs = Records.concat([r for r, _ in self._mem])
+        index = np.concatenate([i for _, i in self._mem]) if self._mem else np.zeros(0, np.int64)
+        return recs, index
+
+    def blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64]]]:
+        """(flows, capture number of each) block by block, in the order they finished."""
+        for cols, idx in self._files:
+            yield Records(np.load(cols, mmap_mode="r")), np.load(idx)
+        if self._mem:
+            yield self._joined()
+
+    def close(self) -> None:
+        """Remove the temporary files."""
+        if self._dir is not None:
+            self._dir.cleanup()
+            self._dir = None
+            self._files = []
+
+
 class Classifier:
     """The pipeline, fed one capture (or one batch) at a time; ``result()`` classifies all.
 
@@ -121,8 +192,7 @@ class Classifier:
         self.idle_timeout_ns = int(idle_timeout * 1e9)
         self.max_flows = max_flows
         self.counts: list[CaptureCounts] = []
-        self._records: list[Records] = []
-        self._capture_index: list[np.ndarray] = []
+        self.store = FlowStore()
         self.table = self._new_table()
 
     def _new_table(self) -> FlowTable:
@@ -148,14 +218,15 @@ class Classifier:
     def end(self) -> None:
         """Close the current input: every open flow becomes a finished record."""
         self.table.flush()
-        recs = self.table.drain()
-        # in order of first packet: result() then only stacks the captures
-        recs = Records(recs.cols[:, np.argsort(recs["first_ns"], kind="stable")])
+        self._keep_finished()
         counts = self.counts[-1]
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
-        self._records.append(recs)
-        self._capture_index.append(np.full(len(recs), len(self.counts) - 1, dtype=np.int64))
+
+    def _keep_finished(self) -> None:
+        """Move the table's finished flows to the store, in order of first packet."""
+        recs = self.table.drain()
+        self.store.add(Records(recs.cols[:, np.argsort(recs["first_ns"], kind="stable")]), len(self.counts) - 1)
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
         """Read one capture to its end or its first fault (recorded, not raised).
@@ -172,6 +243,8 @@ class Classifier:
         try:
             for batch in cap:
                 self.feed(batch)
+                if self.table.finished >= self.store.spill_flows:
+                    self._keep_finished()
                 if progress is not None:
                     progress(cap.consumed, counts.packets)
         except CaptureError as exc:
@@ -182,24 +255,83 @@ class Classifier:
         return counts
 
     def result(self, *, by: Sequence[str] = ("service", "direction")) -> Result:
-        """Classify every finished flow and summarize."""
-        recs = Records.concat(self._records)
-        index = np.concatenate(self._capture_index) if self._capture_index else np.zeros(0, np.int64)
+        """Classify every finished flow and summarize, all in memory (``flows`` has them all)."""
+        blocks = list(self.store.blocks())
+        recs = Records.concat([r for r, _ in blocks])
+        index = np.concatenate([i for _, i in blocks]) if blocks else np.zeros(0, np.int64)
+        if len(blocks) > 1:  # spilled blocks are in finishing order: back to first-packet order
+            order = np.lexsort((recs["first_ns"], index))
+            recs, index = Records(recs.cols[:, order]), index[order]
         evidence = self.evidence.evidence() if self.evidence is not None else None
         flows, servers = classify(recs, self.lookup, self.networks, evidence)
+        flows = self._labelled(flows, index)
+        return self._result(flows, breakdown(flows, self._order, by), np.bincount(index, minlength=len(self.counts)), servers)
+
+    def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = ("service", "direction")) -> Result:
+        """Classify and write flows.csv, breakdown.csv and capture.csv to ``outdir``.
+
+        Flows are classified and written block by block, so memory stays bounded however
+        many flows the captures had; the Exchange servers and the RPC sessions that the
+        new-mail heuristic needs are gathered over all blocks first, so that every block is
+        decided as if all flows were one. The returned Result carries the breakdown and the
+        per-capture rows; its ``flows`` is empty (they are in flows.csv).
+        """
+        out = Path(outdir)
+        if not self.store.spilled:
+            result = self.result(by=by)
+            write_outputs(result, out)
+            return result
+        evidence = self.evidence.evidence() if self.evidence is not None else None
+        shared = Shared()
+        if not self.networks:
+            known = [answering_servers(recs, self.lookup, evidence) for recs, _ in self.store.blocks()]
+            shared.known = known[0].append(known[1:]).unique() if known else None
+        for recs, _ in self.store.blocks():
+            classify(recs, self.lookup, self.networks, evidence, shared)
+        found = [s for s in shared.found_sessions if len(s)]
+        shared.sessions, shared.found_sessions = (found[0].append(found[1:]).unique() if found else None), []
+        writer = CsvAppender(out / "flows.csv")
+        parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
+        servers = Servers(networks=(), addresses=(), inferred=not self.networks)
+        try:
+            for recs, index in self.store.blocks():
+                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared)
+                flows = self._labelled(flows, index)
+                writer.write(flows)
+                parts.append(breakdown(flows, self._order, by))
+                counts += np.bincount(index, minlength=len(self.counts))
+        except BaseException:
+            writer.discard()
+            raise
+        writer.close()
+        result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
+        write_csv(result.breakdown, out / "breakdown.csv")
+        write_csv(result.captures, out / "capture.csv")
+        return result
+
+    def close(self) -> None:
+        """Remove the temporary files of spilled flows."""
+        self.store.close()
+
+    @property
+    def _order(self) -> tuple[str, ...]:
+        return self.lookup.ids[1:] + ("other",)
+
+    def _labelled(self, flows: pd.DataFrame, index: npt.NDArray[np.int64]) -> pd.DataFrame:
         if flows.empty:
-            flows = empty_flows()
-        else:
-            names = np.array([c.capture for c in self.counts], dtype=object)
-            flows.insert(0, "capture", pd.Categorical(names[index]))
-        flow_count = np.bincount(index, minlength=len(self.counts))
+            return empty_flows()
+        names = np.array([c.capture for c in self.counts], dtype=object)
+        flows.insert(0, "capture", pd.Categorical(names[index]))
+        return flows
+
+    def _result(self, flows: pd.DataFrame, summary: pd.DataFrame, flow_count: npt.NDArray[np.int64], servers: Servers) -> Result:
         captures = pd.DataFrame(
             [_capture_row(c, int(flow_count[i]), servers) for i, c in enumerate(self.counts)],
             columns=schema.names(schema.CAPTURE),
         )
         return Result(
             flows=flows,
-            breakdown=breakdown(flows, self.lookup.ids[1:] + ("other",), by),
+            breakdown=summary,
             captures=captures,
             servers=servers,
             errors=[c.error for c in self.counts if c.error is not None],

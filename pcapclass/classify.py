@@ -8,7 +8,7 @@ on packets; every step is a numpy expression over all flows at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -46,21 +46,63 @@ class Servers:
         return " ".join(self.addresses) if self.inferred else " ".join(str(n) for n in self.networks)
 
 
+@dataclass
+class Shared:
+    """What flows classified in separate blocks must share: the inferred Exchange servers and
+    the RPC sessions (client, server) that make a UDP datagram a new-mail notification.
+
+    ``classify`` adds what each block shows to ``found_sessions``; a later pass over the same
+    blocks, given ``known`` and ``sessions``, decides every block as if they were one.
+    """
+
+    known: pd.MultiIndex | None = None
+    sessions: pd.MultiIndex | None = None
+    found_sessions: list[pd.MultiIndex] = field(default_factory=list)
+
+
+def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | None = None) -> pd.MultiIndex:
+    """(hi, lo) of the hosts that answer on an Exchange inbound port in ``recs``, plus hosts
+    whose EHLO proved an Exchange SMTP server: the servers inferred without ``--server``."""
+    proto = recs["proto"]
+    t, ported = _transport_index(proto)
+    client_is_a = _orient(recs, lookup, t, ported)
+    s_hi = np.where(client_is_a, recs["b_hi"], recs["a_hi"])
+    s_lo = np.where(client_is_a, recs["b_lo"], recs["a_lo"])
+    s_port = np.where(client_is_a, recs["port_b"], recs["port_a"])
+    packets_s2c = np.where(client_is_a, recs["packets_ba"], recs["packets_ab"])
+    answers = ported & (np.where(ported, lookup.table[t, 0, s_port], 0) > 0) & (packets_s2c > 0)
+    known = pair_index(s_hi[answers], s_lo[answers]).unique()
+    if evidence is not None and evidence.smtp_servers:
+        proven = sorted(evidence.smtp_servers)
+        known = known.union(pair_index(np.array([p[0] for p in proven], np.uint64), np.array([p[1] for p in proven], np.uint64)))
+    return known
+
+
+def _transport_index(proto: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Per flow, the port table's transport row (0 where none) and whether it has ports."""
+    tidx = np.full(proto.shape[0], -1, dtype=np.int64)
+    for number, index in _TRANSPORT_INDEX.items():
+        tidx[proto == number] = index
+    ported = tidx >= 0
+    return np.where(ported, tidx, 0), ported
+
+
 def classify(
-    recs: Records, lookup: PortLookup, servers: Sequence[Network] = (), evidence: Evidence | None = None
+    recs: Records,
+    lookup: PortLookup,
+    servers: Sequence[Network] = (),
+    evidence: Evidence | None = None,
+    shared: Shared | None = None,
 ) -> tuple[pd.DataFrame, Servers]:
     """Orient, direct and tag every flow; returns the flows DataFrame (schema.FLOWS order).
 
     ``evidence`` (from the payload stage) decides services before the port table does, in
     the order of ``evidence.EVIDENCE_VALUES``; without it every flow is decided by port.
+    ``shared`` carries what separately classified blocks of one run have in common.
     """
     proto = recs["proto"]
     n = proto.shape[0]
-    tidx = np.full(n, -1, dtype=np.int64)
-    for number, index in _TRANSPORT_INDEX.items():
-        tidx[proto == number] = index
-    ported = tidx >= 0
-    t = np.where(ported, tidx, 0)
+    t, ported = _transport_index(proto)
     pa, pb = recs["port_a"], recs["port_b"]
 
     client_is_a = _orient(recs, lookup, t, ported)
@@ -86,12 +128,9 @@ def classify(
         server_ex = in_networks(s_hi, s_lo, servers)
         chosen = Servers(networks=tuple(servers), addresses=tuple(str(n) for n in servers), inferred=False)
     else:
-        # who answers on an Exchange inbound port is taken for an Exchange server
-        known = pair_index(s_hi[answers], s_lo[answers]).unique()
-        if evidence is not None and evidence.smtp_servers:
-            # an EHLO reply with Exchange-only keywords proves an Exchange SMTP server
-            proven = sorted(evidence.smtp_servers)
-            known = known.union(pair_index(np.array([p[0] for p in proven], np.uint64), np.array([p[1] for p in proven], np.uint64)))
+        # who answers on an Exchange inbound port is taken for an Exchange server, and so is a
+        # host whose EHLO reply had Exchange-only keywords
+        known = shared.known if shared is not None and shared.known is not None else answering_servers(recs, lookup, evidence)
         client_ex = np.asarray(pair_index(c_hi, c_lo).isin(known))
         server_ex = np.asarray(pair_index(s_hi, s_lo).isin(known))
         uniq = known.to_frame(index=False).to_numpy(dtype=np.uint64)
@@ -109,7 +148,7 @@ def classify(
     ids = np.array(lookup.ids, dtype=object)
     decided = _decide(
         rows, verdicts, evidence, ids[code], code > 0, recs, proto,
-        client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c,
+        client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c, shared,
     )  # fmt: skip
 
     transport_code = np.full(n, TRANSPORT_NAMES.index("other"), dtype=np.int8)
@@ -270,6 +309,7 @@ def _decide(
     server_ex: npt.NDArray[np.bool_],
     packets_c2s: npt.NDArray[np.int64],
     packets_s2c: npt.NDArray[np.int64],
+    shared: Shared | None = None,
 ) -> _Decided:
     """The evidence order: bind, epm, rpc-http, http, signature, registration beat the port;
     the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``.
@@ -320,7 +360,7 @@ def _decide(
         ev[w[keep]] = MISMATCH
         detail[w[keep]] = verdicts.detail[vid[r[keep]]]
     if evidence is not None:
-        _notification_heuristic(service, ev, detail, proto, client, server, client_ex, server_ex, packets_c2s, packets_s2c)
+        _notification_heuristic(service, ev, detail, proto, client, server, client_ex, server_ex, packets_c2s, packets_s2c, shared)
     return _Decided(service, ev, detail, iface, name)
 
 
@@ -362,6 +402,7 @@ def _notification_heuristic(
     server_ex: npt.NDArray[np.bool_],
     packets_c2s: npt.NDArray[np.int64],
     packets_s2c: npt.NDArray[np.int64],
+    shared: Shared | None = None,
 ) -> None:
     """UDP from an Exchange server's high port to a high port of a host holding an RPC session
     with that server (a TCP flow to it decided by bind or epm, or to TCP 135): a new-mail
@@ -369,11 +410,15 @@ def _notification_heuristic(
     c_hi, c_lo, c_port = client
     s_hi, s_lo, s_port = server
     rpc = (proto == IPPROTO_TCP) & server_ex & (np.isin(ev, ("bind", "epm")) | (s_port == _RPC_SESSION_PORT))
+    sessions = pd.MultiIndex.from_arrays([c_hi[rpc], c_lo[rpc], s_hi[rpc], s_lo[rpc]])
+    if shared is not None:
+        shared.found_sessions.append(sessions.unique())
+        if shared.sessions is not None:
+            sessions = shared.sessions
     cand = np.flatnonzero((proto == IPPROTO_UDP) & (ev == "none") & (c_port > _HIGH_PORT) & (s_port > _HIGH_PORT)
                           & np.where(client_ex, packets_c2s > 0, server_ex & (packets_s2c > 0)))  # fmt: skip
-    if not cand.size or not rpc.any():
+    if not cand.size or not len(sessions):
         return
-    sessions = pd.MultiIndex.from_arrays([c_hi[rpc], c_lo[rpc], s_hi[rpc], s_lo[rpc]])
     ex_c = client_ex[cand]
     pairs = pd.MultiIndex.from_arrays([
         np.where(ex_c, s_hi[cand], c_hi[cand]), np.where(ex_c, s_lo[cand], c_lo[cand]),

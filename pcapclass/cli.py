@@ -26,7 +26,7 @@ from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .live_view import LiveView
 from .progress import Progress
-from .report import print_table, write_outputs
+from .report import print_table
 from .rules import RuleSet, load_rules
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 
@@ -191,8 +191,10 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
             _warn(f"{counts.capture}: {counts.caplen_over_snaplen} records longer than the file's snaplen (read anyway, counted in capture.csv)")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
-    result = clf.result(by=("service", "direction", *dict.fromkeys(args.by)))
-    write_outputs(result, args.outdir)
+    try:
+        result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))
+    finally:
+        clf.close()
     if not args.quiet:
         print_table(result, sys.stdout)
         print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv")

@@ -228,6 +228,11 @@ class FlowTable:
         self._done.append(self._active)
         self._active = _empty()
 
+    @property
+    def finished(self) -> int:
+        """Finished flows waiting to be drained."""
+        return sum(d.shape[1] for d in self._done)
+
     def drain(self) -> Records:
         """Hand out the finished flows collected so far, forgetting them."""
         done = Records.concat([Records(r) for r in self._done])

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
 
-from .api import Result
+if TYPE_CHECKING:
+    from .api import Result
 
 
 #: timestamps in text written by pandas: microseconds (float64 epoch seconds hold no finer digit)
@@ -36,6 +37,34 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+class CsvAppender:
+    """flows.csv written block by block (header once), renamed into place when complete."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        self._fh = os.fdopen(fd, "wb")
+        self._path = path
+        self._header = True
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.csv as pa_csv
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        pa_csv.write_csv(table, self._fh, pa_csv.WriteOptions(include_header=self._header, quoting_style="needed"))
+        self._header = False
+
+    def close(self) -> None:
+        """Finish: the file appears under its name only now."""
+        self._fh.close()
+        os.replace(self._tmp, self._path)
+
+    def discard(self) -> None:
+        self._fh.close()
+        os.unlink(self._tmp)
 
 
 def write_outputs(result: Result, outdir: str | os.PathLike[str]) -> list[Path]:

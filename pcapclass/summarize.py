@@ -42,7 +42,7 @@ def empty_breakdown() -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in schema.BREAKDOWN})
 
 
-def merge(parts: Sequence[pd.DataFrame], service_order: Sequence[str] = ()) -> pd.DataFrame:
+def merge(parts: Sequence[pd.DataFrame], service_order: Sequence[str] = (), by: Sequence[str] = ("service", "direction")) -> pd.DataFrame:
     """Breakdowns of disjoint traffic (intervals, files, workers) combined into one.
 
     The associative merge of the design: counts add up, first seen is the minimum, last
@@ -51,9 +51,9 @@ def merge(parts: Sequence[pd.DataFrame], service_order: Sequence[str] = ()) -> p
     parts = [p for p in parts if not p.empty]
     if not parts:
         return empty_breakdown()
-    keys = ["service", "direction"]
+    keys = list(by)
     sums = [c for c in schema.names(schema.BREAKDOWN) if c not in (*keys, "first_ts", "last_ts")]
-    out = pd.concat(parts, ignore_index=True).groupby(keys, sort=False, observed=True).agg(
+    out = pd.concat(parts, ignore_index=True).groupby(keys, sort=False, dropna=False, observed=True).agg(
         {**{c: "sum" for c in sums}, "first_ts": "min", "last_ts": "max"}
     ).reset_index()
     return _ordered(out, service_order, keys)

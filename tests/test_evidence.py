@@ -128,7 +128,7 @@ def test_heuristic_notification_without_registration() -> None:
     from pcapclass.classify import classify
     from pcapclass.flows import Records
 
-    flows, _ = classify(Records.concat(clf._records), clf.lookup, clf.networks, ev)
+    flows, _ = classify(Records.concat([recs for recs, _ in clf.store.blocks()]), clf.lookup, clf.networks, ev)
     got = decided(flows)
     assert got[("10.0.0.10", 3001, 1054)] == ("information-store", "heuristic", "new-mail-notification", "")
     assert got[("10.0.0.10", 3002, 1055)][:2] == ("other", "none")
