@@ -19,10 +19,10 @@ import pandas as pd
 
 from . import schema
 from .addresses import Network, parse_networks
-from .classify import Servers, Shared, answering_servers, classify, empty_flows
+from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
-from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector
+from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector
 from .flows import FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
@@ -101,7 +101,7 @@ class Result:
 
 
 #: finished flows held in memory before they move to a temporary file (about 40 MB of records)
-SPILL_FLOWS = 1 << 18
+SPILL_FLOWS = 1 << 16
 
 
 class FlowStore:
@@ -286,8 +286,11 @@ class Classifier:
         if not self.networks:
             known = [answering_servers(recs, self.lookup, evidence) for recs, _ in self.store.blocks()]
             shared.known = known[0].append(known[1:]).unique() if known else None
-        for recs, _ in self.store.blocks():
-            classify(recs, self.lookup, self.networks, evidence, shared)
+        if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
+            for recs, _ in self.store.blocks():
+                candidates = _maybe_sessions(recs, evidence)
+                if candidates.any():
+                    classify(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence, shared)
         found = [s for s in shared.found_sessions if len(s)]
         shared.sessions, shared.found_sessions = (found[0].append(found[1:]).unique() if found else None), []
         writer = CsvAppender(out / "flows.csv")
@@ -336,6 +339,18 @@ class Classifier:
             servers=servers,
             errors=[c.error for c in self.counts if c.error is not None],
         )
+
+
+def _maybe_sessions(recs: Records, evidence: Evidence) -> npt.NDArray[np.bool_]:
+    """TCP flows that may be RPC sessions: to TCP 135, with a bind, or on a port
+    an endpoint mapper handed out. Only these need classifying to collect the sessions."""
+    tcp = recs["proto"] == 6
+    ports = [RPC_SESSION_PORT, *evidence.epm["port"].to_numpy(np.int64)] if not evidence.epm.empty else [RPC_SESSION_PORT]
+    mask = np.isin(recs["port_a"], ports) | np.isin(recs["port_b"], ports)
+    binds = evidence.rows[evidence.rows["kind"].to_numpy() == "bind"]
+    if not binds.empty:
+        mask |= np.isin(recs["hash"], binds["hash"].to_numpy(np.uint64))
+    return tcp & mask
 
 
 def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, Any]:

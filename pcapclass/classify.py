@@ -206,7 +206,7 @@ class _Decided:
 
 #: services reached over DCE/RPC: a TCP flow with such a bind or endpoint-mapper evidence (or to
 #: TCP 135) is an "RPC session" for the new-mail notification heuristic
-_RPC_SESSION_PORT = 135
+RPC_SESSION_PORT = 135
 _HIGH_PORT = 1024
 _NOTIFICATION_SERVICE = "information-store"
 
@@ -409,7 +409,7 @@ def _notification_heuristic(
     notification (exchange-wire-facts.md §6a), when nothing better decided the flow."""
     c_hi, c_lo, c_port = client
     s_hi, s_lo, s_port = server
-    rpc = (proto == IPPROTO_TCP) & server_ex & (np.isin(ev, ("bind", "epm")) | (s_port == _RPC_SESSION_PORT))
+    rpc = (proto == IPPROTO_TCP) & server_ex & (np.isin(ev, ("bind", "epm")) | (s_port == RPC_SESSION_PORT))
     sessions = pd.MultiIndex.from_arrays([c_hi[rpc], c_lo[rpc], s_hi[rpc], s_lo[rpc]])
     if shared is not None:
         shared.found_sessions.append(sessions.unique())
