@@ -287,8 +287,9 @@ class Classifier:
             known = [answering_servers(recs, self.lookup, evidence) for recs, _ in self.store.blocks()]
             shared.known = known[0].append(known[1:]).unique() if known else None
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
+            maybe = _SessionFilter(evidence)
             for recs, _ in self.store.blocks():
-                candidates = _maybe_sessions(recs, evidence)
+                candidates = maybe(recs)
                 if candidates.any():
                     classify(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence, shared)
         found = [s for s in shared.found_sessions if len(s)]
@@ -341,16 +342,19 @@ class Classifier:
         )
 
 
-def _maybe_sessions(recs: Records, evidence: Evidence) -> npt.NDArray[np.bool_]:
-    """TCP flows that may be RPC sessions: to TCP 135, with a bind, or on a port
-    an endpoint mapper handed out. Only these need classifying to collect the sessions."""
-    tcp = recs["proto"] == 6
-    ports = [RPC_SESSION_PORT, *evidence.epm["port"].to_numpy(np.int64)] if not evidence.epm.empty else [RPC_SESSION_PORT]
-    mask = np.isin(recs["port_a"], ports) | np.isin(recs["port_b"], ports)
-    binds = evidence.rows[evidence.rows["kind"].to_numpy() == "bind"]
-    if not binds.empty:
-        mask |= np.isin(recs["hash"], binds["hash"].to_numpy(np.uint64))
-    return tcp & mask
+class _SessionFilter:
+    """TCP flows that may be RPC sessions: to TCP 135, with a bind, or on a port an endpoint
+    mapper handed out. Only these need classifying to collect the sessions."""
+
+    def __init__(self, evidence: Evidence) -> None:
+        self.ports = np.array([RPC_SESSION_PORT, *evidence.epm["port"].to_numpy(np.int64)], dtype=np.int64)
+        rows = evidence.rows
+        self.binds = np.unique(rows["hash"].to_numpy(np.uint64)[rows["kind"].to_numpy() == "bind"])
+
+    def __call__(self, recs: Records) -> npt.NDArray[np.bool_]:
+        mask = np.isin(recs["port_a"], self.ports) | np.isin(recs["port_b"], self.ports)
+        mask |= np.isin(recs["hash"], self.binds)
+        return mask & (recs["proto"] == 6)
 
 
 def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class Shared:
     """
 
     known: pd.MultiIndex | None = None
+    #: ``known`` as listed in the outputs (formatted once)
+    servers: Servers | None = None
     sessions: pd.MultiIndex | None = None
     found_sessions: list[pd.MultiIndex] = field(default_factory=list)
 
@@ -133,12 +135,17 @@ def classify(
         known = shared.known if shared is not None and shared.known is not None else answering_servers(recs, lookup, evidence)
         client_ex = np.asarray(pair_index(c_hi, c_lo).isin(known))
         server_ex = np.asarray(pair_index(s_hi, s_lo).isin(known))
-        uniq = known.to_frame(index=False).to_numpy(dtype=np.uint64)
-        # IPv4 (stored ::ffff:a.b.c.d, high half 0) first, then IPv6, each in numeric order
-        v6 = (uniq[:, 0] != 0) | ((uniq[:, 1] >> np.uint64(32)) != np.uint64(0xFFFF))
-        uniq = uniq[np.lexsort((uniq[:, 1], uniq[:, 0], v6))]
-        inferred = list(dict.fromkeys(format_addresses(uniq[:, 0], uniq[:, 1])))
-        chosen = Servers(networks=(), addresses=tuple(inferred), inferred=True)
+        if shared is not None and shared.servers is not None:
+            chosen = shared.servers
+        else:
+            uniq = known.to_frame(index=False).to_numpy(dtype=np.uint64)
+            # IPv4 (stored ::ffff:a.b.c.d, high half 0) first, then IPv6, each in numeric order
+            v6 = (uniq[:, 0] != 0) | ((uniq[:, 1] >> np.uint64(32)) != np.uint64(0xFFFF))
+            uniq = uniq[np.lexsort((uniq[:, 1], uniq[:, 0], v6))]
+            inferred = list(dict.fromkeys(format_addresses(uniq[:, 0], uniq[:, 1])))
+            chosen = Servers(networks=(), addresses=tuple(inferred), inferred=True)
+            if shared is not None and shared.known is not None:
+                shared.servers = chosen
     is_flow = proto < NON_FLOW_BASE
     client_ex &= is_flow
     server_ex &= is_flow & ~client_ex
