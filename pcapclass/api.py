@@ -288,10 +288,12 @@ class Classifier:
             shared.known = known[0].append(known[1:]).unique() if known else None
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
             maybe = _SessionFilter(evidence)
+            shared.sessions_only = True
             for recs, _ in self.store.blocks():
                 candidates = maybe(recs)
                 if candidates.any():
                     classify(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence, shared)
+            shared.sessions_only = False
         found = [s for s in shared.found_sessions if len(s)]
         shared.sessions, shared.found_sessions = (found[0].append(found[1:]).unique() if found else None), []
         writer = CsvAppender(out / "flows.csv")

@@ -60,6 +60,8 @@ class Shared:
     servers: Servers | None = None
     sessions: pd.MultiIndex | None = None
     found_sessions: list[pd.MultiIndex] = field(default_factory=list)
+    #: a pass that only gathers sessions: classify stops before building the DataFrame
+    sessions_only: bool = False
 
 
 def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | None = None) -> pd.MultiIndex:
@@ -157,6 +159,8 @@ def classify(
         rows, verdicts, evidence, ids[code], code > 0, recs, proto,
         client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c, shared,
     )  # fmt: skip
+    if shared is not None and shared.sessions_only:
+        return empty_flows(), chosen
 
     transport_code = np.full(n, TRANSPORT_NAMES.index("other"), dtype=np.int8)
     transport_code[proto == IPPROTO_TCP] = TRANSPORT_NAMES.index("tcp")
@@ -262,34 +266,22 @@ class _Verdicts:
 def _flow_rows(recs: Records, evidence: Evidence | None) -> _Rows | None:
     """Evidence rows joined to their flow: same key, timestamp inside the flow's span.
 
-    Flows sorted by hash are searched for each row's hash; a key reused after an idle timeout
-    has several flows, tried in time order until one spans the row's timestamp.
+    Each flow looks up the run of rows with its hash (rows sorted once per run), so a block
+    of flows costs a search per flow, not per row of the whole run.
     """
     if evidence is None or evidence.rows.empty or not len(recs):
         return None
-    rows = evidence.rows
-    fh, fc, f0, f1 = recs["hash"], recs["check"], recs["first_ns"], recs["last_ns"]
-    order = np.lexsort((f0, fh))
-    sorted_hash = fh[order]
-    rh, rc = rows["hash"].to_numpy(np.uint64), rows["check"].to_numpy(np.uint64)
-    rts = rows["ts_ns"].to_numpy(np.int64)
-    lo = np.searchsorted(sorted_hash, rh, "left")
-    flow = np.full(len(rh), -1, dtype=np.int64)
-    pending = np.flatnonzero(lo < len(sorted_hash))
-    step = 0
-    while pending.size:
-        at = lo[pending] + step
-        inside = at < len(sorted_hash)
-        pending, at = pending[inside], at[inside]
-        same_key = sorted_hash[at] == rh[pending]
-        pending, at = pending[same_key], at[same_key]
-        cand = order[at]
-        ok = (fc[cand] == rc[pending]) & (f0[cand] <= rts[pending]) & (rts[pending] <= f1[cand])
-        flow[pending[ok]] = cand[ok]
-        step += 1
-        pending = pending[~ok]
-    hit = flow >= 0
-    return _Rows(flow[hit], rows["vid"].to_numpy(np.int64)[hit], rows["from_a"].to_numpy(bool)[hit])
+    by_key = evidence.rows_by_key()
+    fc, f0, f1 = recs["check"], recs["first_ns"], recs["last_ns"]
+    lo = np.searchsorted(by_key["hash"], recs["hash"], "left")
+    n = np.searchsorted(by_key["hash"], recs["hash"], "right") - lo
+    has = np.flatnonzero(n)
+    counts = n[has]
+    flow = np.repeat(has, counts)
+    row = np.repeat(lo[has], counts) + np.arange(flow.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    ts = by_key["ts_ns"][row]
+    ok = (by_key["check"][row] == fc[flow]) & (f0[flow] <= ts) & (ts <= f1[flow])
+    return _Rows(flow[ok], by_key["vid"][row[ok]], by_key["from_a"][row[ok]])
 
 
 def _first_per_flow(flow: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

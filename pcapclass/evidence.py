@@ -137,6 +137,20 @@ class Evidence:
     #: (hi, lo) of hosts proven Exchange SMTP servers by their EHLO keywords
     smtp_servers: frozenset[tuple[int, int]]
     epm_expiry_ns: int
+    _by_key: tuple[pd.DataFrame, dict[str, npt.NDArray[np.generic]]] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def rows_by_key(self) -> dict[str, npt.NDArray[np.generic]]:
+        """``rows`` as arrays sorted by hash (stable: a key's rows stay in time order), made
+        once and reused by every block of flows that is joined to them."""
+        if self._by_key is None or self._by_key[0] is not self.rows:
+            rows = self.rows
+            h = rows["hash"].to_numpy(np.uint64)
+            order = np.argsort(h, kind="stable")
+            arrays = {"hash": h[order], "check": rows["check"].to_numpy(np.uint64)[order],
+                      "ts_ns": rows["ts_ns"].to_numpy(np.int64)[order], "vid": rows["vid"].to_numpy(np.int64)[order],
+                      "from_a": rows["from_a"].to_numpy(bool)[order]}  # fmt: skip
+            self._by_key = (rows, arrays)
+        return self._by_key[1]
 
     @staticmethod
     def empty(epm_expiry: float = DEFAULT_EPM_EXPIRY) -> Evidence:
