@@ -100,8 +100,8 @@ class Result:
         return totals
 
 
-#: finished flows held in memory before they move to a temporary file (about 40 MB of records)
-SPILL_FLOWS = 1 << 16
+#: finished flows held in memory before they move to a temporary file (about 20 MB of records)
+SPILL_FLOWS = 1 << 17
 
 
 class FlowStore:
