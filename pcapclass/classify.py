@@ -19,7 +19,7 @@ from .addresses import Network, format_addresses, in_networks, pair_index
 from .decode import FRAGMENT_PROTO_BASE, Status
 from .flows import NO_SYN, NON_FLOW_BASE, Records
 from .evidence import DECISIVE, INTERFACE_ONLY, MISMATCH, RANK, Evidence
-from .rules import OTHER, TRANSPORTS, PortLookup
+from .rules import TRANSPORTS, PortLookup
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 _TRANSPORT_INDEX = {IPPROTO_TCP: TRANSPORTS.index("tcp"), IPPROTO_UDP: TRANSPORTS.index("udp")}
@@ -126,7 +126,6 @@ def classify(
 
     inbound_code = np.where(ported, lookup.table[t, 0, s_port], 0)
     outbound_code = np.where(ported, lookup.table[t, 1, s_port], 0)
-    answers = ported & (inbound_code > 0) & (packets_s2c > 0)
     if servers:
         client_ex = in_networks(c_hi, c_lo, servers)
         server_ex = in_networks(s_hi, s_lo, servers)

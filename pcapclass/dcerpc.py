@@ -23,7 +23,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from pcapclass.errors import RulesError
 from pcapclass.rules import read_toml

@@ -138,7 +138,7 @@ def _parse_file(path: str) -> list[Service]:
     doc = read_toml(path)
     unknown = set(doc) - {"meta", "service"}
     if unknown:
-        raise RulesError(f"unknown table (expected meta, service)", path=path, key=sorted(unknown)[0])
+        raise RulesError("unknown table (expected meta, service)", path=path, key=sorted(unknown)[0])
     rows = doc.get("service", [])
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise RulesError("must be an array of tables ([[service]])", path=path, key="service")

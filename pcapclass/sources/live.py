@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import logging
-import os
 import queue
 import re
 import select
