@@ -62,6 +62,8 @@ def merge(parts: Sequence[pd.DataFrame], service_order: Sequence[str] = (), by: 
 def _ordered(out: pd.DataFrame, service_order: Sequence[str], keys: list[str]) -> pd.DataFrame:
     """Rules' service order, then direction; the schema's column order."""
     rank = {s: i for i, s in enumerate(service_order)}
+    # a small table: plain strings read better than the flows' categoricals, and sort as ranked
+    out = out.astype({k: str for k in keys})
     out = out.assign(
         _s=out["service"].map(lambda s: rank.get(s, len(rank))),
         _d=out["direction"].map(lambda d: DIRECTIONS.index(d) if d in DIRECTIONS else len(DIRECTIONS)),

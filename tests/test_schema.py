@@ -34,3 +34,12 @@ def test_outputs_have_the_schema_columns_and_dtypes() -> None:
             assert pd.api.types.is_string_dtype(dtype), column.name
         else:
             assert dtype == pd.api.types.pandas_dtype(column.dtype), (column.name, dtype)
+
+
+def test_breakdown_rows_follow_the_rules_order() -> None:
+    from pcapclass.rules import load_rules
+
+    result = pcapclass.classify_file(REPO / "tests" / "fixtures" / "pcaps" / "exchange_services.pcap")
+    order = [*load_rules().ids[1:], "other"]
+    services = list(dict.fromkeys(result.breakdown["service"]))
+    assert services == [s for s in order if s in services]
