@@ -200,7 +200,7 @@ class _Verdict:
 
 
 #: slots of the direct-mapped cache in front of the first-payload key set (a power of two)
-_CACHE_SLOTS = 1 << 20
+_CACHE_SLOTS = 1 << 19
 _NEVER = np.iinfo(np.int64).min
 
 
