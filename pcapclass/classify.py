@@ -67,14 +67,36 @@ class Shared:
 def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | None = None) -> pd.MultiIndex:
     """(hi, lo) of the hosts that answer on an Exchange inbound port in ``recs``, plus hosts
     whose EHLO proved an Exchange SMTP server: the servers inferred without ``--server``."""
-    proto = recs["proto"]
-    t, ported = _transport_index(proto)
-    client_is_a = _orient(recs, lookup, t, ported)
+    t, ported = _transport_index(recs["proto"])
+    client_is_a = _client_is_a(recs, lookup, t, ported, _Verdicts.of(evidence), _flow_rows(recs, evidence))
     s_hi = np.where(client_is_a, recs["b_hi"], recs["a_hi"])
     s_lo = np.where(client_is_a, recs["b_lo"], recs["a_lo"])
     s_port = np.where(client_is_a, recs["port_b"], recs["port_a"])
     packets_s2c = np.where(client_is_a, recs["packets_ba"], recs["packets_ab"])
-    answers = ported & (np.where(ported, lookup.table[t, 0, s_port], 0) > 0) & (packets_s2c > 0)
+    return _known_servers(s_hi, s_lo, _answers(lookup, t, ported, s_port, packets_s2c), evidence)
+
+
+def _client_is_a(
+    recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], verdicts: _Verdicts, rows: _Rows | None
+) -> npt.NDArray[np.bool_]:
+    """Orientation by SYN, rule port and port number, then the registrations' say."""
+    client_is_a = _orient(recs, lookup, t, ported)
+    if rows is not None:
+        # a matched new-mail notification: its sender (the store) is the client
+        turn = verdicts.client_is_sender[rows.vid] == 1
+        client_is_a[rows.flow[turn]] = rows.from_a[turn]
+    return client_is_a
+
+
+def _answers(lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], s_port: npt.NDArray[np.int64],
+             packets_s2c: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:  # fmt: skip
+    """Flows whose server answered on an Exchange inbound port."""
+    return ported & (np.where(ported, lookup.table[t, 0, s_port], 0) > 0) & (packets_s2c > 0)
+
+
+def _known_servers(s_hi: npt.NDArray[np.uint64], s_lo: npt.NDArray[np.uint64], answers: npt.NDArray[np.bool_],
+                   evidence: Evidence | None) -> pd.MultiIndex:  # fmt: skip
+    """Who answers on an Exchange inbound port, and hosts whose EHLO had Exchange-only keywords."""
     known = pair_index(s_hi[answers], s_lo[answers]).unique()
     if evidence is not None and evidence.smtp_servers:
         proven = sorted(evidence.smtp_servers)
@@ -109,13 +131,9 @@ def classify(
     t, ported = _transport_index(proto)
     pa, pb = recs["port_a"], recs["port_b"]
 
-    client_is_a = _orient(recs, lookup, t, ported)
     verdicts = _Verdicts.of(evidence)
     rows = _flow_rows(recs, evidence)
-    if rows is not None:
-        # a matched new-mail notification: its sender (the store) is the client
-        turn = verdicts.client_is_sender[rows.vid] == 1
-        client_is_a[rows.flow[turn]] = rows.from_a[turn]
+    client_is_a = _client_is_a(recs, lookup, t, ported, verdicts, rows)
     pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
     c_hi, c_lo = pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"])
     s_hi, s_lo = pick(recs["b_hi"], recs["a_hi"]), pick(recs["b_lo"], recs["a_lo"])
@@ -131,9 +149,10 @@ def classify(
         server_ex = in_networks(s_hi, s_lo, servers)
         chosen = Servers(networks=tuple(servers), addresses=tuple(str(n) for n in servers), inferred=False)
     else:
-        # who answers on an Exchange inbound port is taken for an Exchange server, and so is a
-        # host whose EHLO reply had Exchange-only keywords
-        known = shared.known if shared is not None and shared.known is not None else answering_servers(recs, lookup, evidence)
+        if shared is not None and shared.known is not None:
+            known = shared.known
+        else:
+            known = _known_servers(s_hi, s_lo, _answers(lookup, t, ported, s_port, packets_s2c), evidence)
         client_ex = np.asarray(pair_index(c_hi, c_lo).isin(known))
         server_ex = np.asarray(pair_index(s_hi, s_lo).isin(known))
         if shared is not None and shared.servers is not None:
