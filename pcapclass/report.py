@@ -24,19 +24,13 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     matters for the flows file of a large capture. Floats are written in their shortest
     round-trip form; booleans as ``true``/``false``; missing values as empty fields.
     """
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    writer = CsvAppender(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            table = pa.Table.from_pandas(df, preserve_index=False)
-            pa_csv.write_csv(table, fh, pa_csv.WriteOptions(quoting_style="needed"))
-        os.replace(tmp, path)
+        writer.write(df)
     except BaseException:
-        os.unlink(tmp)
+        writer.discard()
         raise
+    writer.close()
 
 
 class CsvAppender:
