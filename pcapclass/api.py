@@ -23,7 +23,7 @@ from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, clas
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
 from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector
-from .flows import FlowTable, Records, flow_keys
+from .flows import IPPROTO_TCP, FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
 from .summarize import breakdown, merge
@@ -117,9 +117,6 @@ class FlowStore:
         self._mem_rows = 0
         self._files: list[tuple[Path, Path]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
-
-    def __len__(self) -> int:
-        return self._mem_rows + sum(int(np.load(i, mmap_mode="r").shape[0]) for _, i in self._files)
 
     @property
     def spilled(self) -> bool:
@@ -356,7 +353,7 @@ class _SessionFilter:
     def __call__(self, recs: Records) -> npt.NDArray[np.bool_]:
         mask = np.isin(recs["port_a"], self.ports) | np.isin(recs["port_b"], self.ports)
         mask |= np.isin(recs["hash"], self.binds)
-        return mask & (recs["proto"] == 6)
+        return mask & (recs["proto"] == IPPROTO_TCP)
 
 
 def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, Any]:

@@ -57,11 +57,6 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
     linktype = network & 0xFFFF
     if linktype not in linktypes.SUPPORTED:
         raise InvalidCaptureError(f"unsupported link type {linktype}", path=path, offset=20)
-    # A record longer than libpcap's 256 KiB ceiling means the framing is corrupt: trusting it
-    # would misread every record after it. A record merely longer than the header's snaplen is
-    # read, as libpcap and tshark read it (real writers get snaplen wrong), and counted.
-    limit_caplen = MAX_CAPLEN
-
     unpack_caplen = struct.Struct(order + "I").unpack_from
     dtype = np.dtype(order + "u4")
     pos = FILE_HEADER_LEN
@@ -83,10 +78,13 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
             data = np.frombuffer(buf, dtype=np.uint8)
             fields = rows_at(data[: offs[-1] + RECORD_HEADER_LEN], offs, RECORD_HEADER_LEN).view(dtype).astype(np.int64)
             caplen = fields[:, 2]
-            bad = np.flatnonzero(caplen > limit_caplen)
+            # A record longer than libpcap's 256 KiB ceiling means the framing is corrupt: trusting it
+            # would misread every record after it. A record merely longer than the header's snaplen is
+            # read, as libpcap and tshark read it (real writers get snaplen wrong), and counted.
+            bad = np.flatnonzero(caplen > MAX_CAPLEN)
             if bad.size:
                 i = int(bad[0])
-                fault = _bad_caplen(path, window.base + offsets[i], packet_no + i + 1, int(caplen[i]), limit_caplen)
+                fault = _bad_caplen(path, window.base + offsets[i], packet_no + i + 1, int(caplen[i]), MAX_CAPLEN)
                 offs, fields, caplen = offs[:i], fields[:i], caplen[:i]
             if max_packets is not None and packet_no + len(offs) > max_packets:
                 keep = max_packets - packet_no
@@ -112,8 +110,8 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
         need = 0
         if pos <= last:
             caplen_here = unpack_caplen(buf, pos + 8)[0]
-            if caplen_here > limit_caplen:
-                raise _bad_caplen(path, window.base + pos, packet_no + 1, caplen_here, limit_caplen)
+            if caplen_here > MAX_CAPLEN:
+                raise _bad_caplen(path, window.base + pos, packet_no + 1, caplen_here, MAX_CAPLEN)
             need = RECORD_HEADER_LEN + caplen_here
         if not window.refill(pos, need):
             remain = window.end
