@@ -12,7 +12,8 @@ import numpy as np
 
 from .. import linktypes
 from ..errors import InvalidCaptureError
-from .batch import PacketBatch, rows_at
+from ._records import u32, walk_pcap
+from .batch import PacketBatch
 from .stream import ByteWindow
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
@@ -57,73 +58,51 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
     linktype = network & 0xFFFF
     if linktype not in linktypes.SUPPORTED:
         raise InvalidCaptureError(f"unsupported link type {linktype}", path=path, offset=20)
-    unpack_caplen = struct.Struct(order + "I").unpack_from
-    dtype = np.dtype(order + "u4")
+    big_endian = order == ">"
     pos = FILE_HEADER_LEN
     packet_no = 0
     while True:
-        buf = window.buf
-        end = window.end
-        offsets: list[int] = []
-        append = offsets.append
-        last = end - RECORD_HEADER_LEN
-        while pos <= last:
-            append(pos)
-            pos += RECORD_HEADER_LEN + unpack_caplen(buf, pos + 8)[0]
-        if pos > end:  # the last record runs past the window: read it with the next one
-            pos = offsets.pop()
-        fault: InvalidCaptureError | None = None
-        if offsets:
-            offs = np.array(offsets, dtype=np.int64)
-            data = np.frombuffer(buf, dtype=np.uint8)
-            fields = rows_at(data[: offs[-1] + RECORD_HEADER_LEN], offs, RECORD_HEADER_LEN).view(dtype).astype(np.int64)
-            caplen = fields[:, 2]
-            # A record longer than libpcap's 256 KiB ceiling means the framing is corrupt: trusting it
-            # would misread every record after it. A record merely longer than the header's snaplen is
-            # read, as libpcap and tshark read it (real writers get snaplen wrong), and counted.
-            bad = np.flatnonzero(caplen > MAX_CAPLEN)
-            if bad.size:
-                i = int(bad[0])
-                fault = _bad_caplen(path, window.base + offsets[i], packet_no + i + 1, int(caplen[i]), MAX_CAPLEN)
-                offs, fields, caplen = offs[:i], fields[:i], caplen[:i]
-            if max_packets is not None and packet_no + len(offs) > max_packets:
-                keep = max_packets - packet_no
-                offs, fields, caplen = offs[:keep], fields[:keep], caplen[:keep]
+        data = np.frombuffer(window.buf, dtype=np.uint8)
+        offset, caplen, wirelen, ts_ns, pos, bad = walk_pcap(window.buf, pos, window.end, big_endian, ts_scale, MAX_CAPLEN)
+        fault = None
+        if bad:
+            fault = _bad_caplen(path, window.base + pos, packet_no + len(offset) + 1, u32(data, pos + 8, big_endian), MAX_CAPLEN)
+        if max_packets is not None and packet_no + len(offset) > max_packets:
+            keep = max_packets - packet_no
+            offset, caplen, wirelen, ts_ns = offset[:keep], caplen[:keep], wirelen[:keep], ts_ns[:keep]
+        if len(offset):
+            # A record merely longer than the header's snaplen is read, as libpcap and tshark
+            # read it (real writers get snaplen wrong), and counted.
             if snaplen:
                 window.caplen_over_snaplen += int(np.count_nonzero(caplen > snaplen))
-            if len(offs):
-                yield PacketBatch(
-                    data=data,
-                    offset=offs + RECORD_HEADER_LEN,
-                    caplen=caplen,
-                    wirelen=fields[:, 3],
-                    ts_ns=fields[:, 0] * 1_000_000_000 + fields[:, 1] * ts_scale,
-                    linktype=np.full(len(offs), linktype, dtype=np.int64),
-                    first_packet=packet_no,
-                )
-                packet_no += len(offs)
-            if fault is not None:
-                raise fault
-            if max_packets is not None and packet_no >= max_packets:
-                return
-        # the record at ``pos`` did not fit: check its header before asking for more bytes
+            yield PacketBatch(
+                data=data,
+                offset=offset,
+                caplen=caplen,
+                wirelen=wirelen,
+                ts_ns=ts_ns,
+                linktype=np.full(len(offset), linktype, dtype=np.int64),
+                first_packet=packet_no,
+            )
+            packet_no += len(offset)
+        if fault is not None:
+            raise fault
+        if max_packets is not None and packet_no >= max_packets:
+            return
+        # the record at ``pos`` did not fit in the window: ask for the rest of it
         need = 0
-        if pos <= last:
-            caplen_here = unpack_caplen(buf, pos + 8)[0]
-            if caplen_here > MAX_CAPLEN:
-                raise _bad_caplen(path, window.base + pos, packet_no + 1, caplen_here, MAX_CAPLEN)
-            need = RECORD_HEADER_LEN + caplen_here
+        if pos + RECORD_HEADER_LEN <= window.end:
+            need = RECORD_HEADER_LEN + u32(data, pos + 8, big_endian)
         if not window.refill(pos, need):
             remain = window.end
             if remain == 0:
                 return
-            offset = window.base
+            offset_at = window.base
             if remain < RECORD_HEADER_LEN:
                 msg = f"truncated record header: {remain} of {RECORD_HEADER_LEN} bytes"
             else:
-                caplen_here = unpack_caplen(window.buf, 8)[0]
-                msg = f"truncated record: header says {caplen_here} captured bytes, {remain - RECORD_HEADER_LEN} remain"
-            raise InvalidCaptureError(msg, path=path, offset=offset, packet=packet_no + 1)
+                msg = f"truncated record: header says {need - RECORD_HEADER_LEN} captured bytes, {remain - RECORD_HEADER_LEN} remain"
+            raise InvalidCaptureError(msg, path=path, offset=offset_at, packet=packet_no + 1)
         pos = 0
 
 

@@ -1,0 +1,6 @@
+"""Build the compiled kernels; everything else about the package is in pyproject.toml."""
+
+from Cython.Build import cythonize
+from setuptools import setup
+
+setup(ext_modules=cythonize(["pcapclass/sources/_records.pyx"], compiler_directives={"language_level": 3}))
