@@ -58,7 +58,8 @@ from .dcerpc import (
     parse_response,
 )
 from .decode import Packets, Status
-from .flows import FlowKeys, stable_order
+from ._lastseen import LastSeen
+from .flows import FlowKeys
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
 from .signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers, identify, port_mismatch
 from .sources.batch import PacketBatch, rows_at
@@ -199,95 +200,6 @@ class _Verdict:
     server_is_sender: int = -1
 
 
-#: slots of the direct-mapped cache in front of the first-payload key set (a power of two)
-_CACHE_SLOTS = 1 << 19
-_NEVER = np.iinfo(np.int64).min
-
-
-class _KeySet:
-    """Flow-direction keys seen with payload, and when last: "is this its first payload?".
-
-    Most payload packets belong to a key seen moments before: a direct-mapped cache (slot =
-    low bits of the key) answers those with two array reads. The rest go to two sorted arrays,
-    a large one and a small one that takes each batch's new keys and is folded into the large
-    one once it grows past an eighth of it. A key's time is kept in the cache while it is
-    there and written back to the arrays when another key takes its slot. Keys idle longer
-    than ``idle_ns`` are forgotten (a reused 5-tuple is a new flow with a new first payload).
-    """
-
-    def __init__(self, idle_ns: int) -> None:
-        self.idle_ns = idle_ns
-        self.keys = np.zeros(0, dtype=np.int64)
-        self.last = np.zeros(0, dtype=np.int64)
-        self.new_keys = np.zeros(0, dtype=np.int64)
-        self.new_last = np.zeros(0, dtype=np.int64)
-        self.cache_key = np.zeros(_CACHE_SLOTS, dtype=np.int64)
-        self.cache_last = np.full(_CACHE_SLOTS, _NEVER, dtype=np.int64)
-        self._batches = 0
-
-    def first_seen(self, keys: npt.NDArray[np.uint64], ts: npt.NDArray[np.int64]) -> npt.NDArray[np.intp]:
-        """Indices (into ``keys``) of the packets that are the first payload of their key."""
-        if not keys.size:
-            return np.zeros(0, dtype=np.intp)
-        k = keys.view(np.int64)
-        slot = k & (_CACHE_SLOTS - 1)
-        known = (self.cache_key[slot] == k) & (ts - self.cache_last[slot] <= self.idle_ns)
-        if known.any():
-            np.maximum.at(self.cache_last, slot[known], ts[known])
-        rest = np.flatnonzero(~known)
-        if not rest.size:
-            return rest
-        kr = k[rest]
-        order = stable_order(kr)
-        ks = kr[order]
-        start = np.empty(ks.size, dtype=bool)
-        start[0] = True
-        np.not_equal(ks[1:], ks[:-1], out=start[1:])
-        starts = np.flatnonzero(start)
-        uk = ks[starts]
-        first_ts = ts[rest[order[starts]]]
-        last_ts = np.maximum.reduceat(ts[rest[order]], starts)
-        fresh = self._upsert(uk, first_ts, last_ts)
-        # this batch's keys take their cache slots; the keys they push out go back to the arrays
-        s = uk & (_CACHE_SLOTS - 1)
-        old_k, old_t = self.cache_key[s], self.cache_last[s]
-        out = (old_t != _NEVER) & (old_k != uk)
-        if out.any():
-            gone, first = np.unique(old_k[out], return_index=True)
-            self._upsert(gone, old_t[out][first], old_t[out][first])
-        self.cache_key[s] = uk
-        self.cache_last[s] = last_ts
-        self._batches += 1
-        if self.new_keys.size * 8 > self.keys.size or self._batches % 16 == 0:
-            keys_all = np.concatenate([self.keys, self.new_keys])
-            last_all = np.concatenate([self.last, self.new_last])
-            keep = last_all >= int(ts.max()) - self.idle_ns
-            o = np.argsort(keys_all[keep], kind="stable")
-            self.keys, self.last = keys_all[keep][o], last_all[keep][o]
-            self.new_keys, self.new_last = self.new_keys[:0], self.new_last[:0]
-        return rest[order[starts[fresh]]]
-
-    def _upsert(self, uk: npt.NDArray[np.int64], first_ts: npt.NDArray[np.int64], last_ts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-        """Record sorted distinct keys seen from ``first_ts`` to ``last_ts``; True where new
-        (or back after an idle gap)."""
-        fresh = np.ones(uk.size, dtype=bool)
-        found = np.zeros(uk.size, dtype=bool)
-        for table, last in ((self.keys, self.last), (self.new_keys, self.new_last)):
-            if not table.size:
-                continue
-            pos = np.minimum(np.searchsorted(table, uk), table.size - 1)
-            hit = table[pos] == uk
-            p = pos[hit]
-            found |= hit
-            fresh[hit] = last[p] < first_ts[hit] - self.idle_ns
-            last[p] = np.maximum(last[p], last_ts[hit])
-        if not found.all():
-            keys_new = np.concatenate([self.new_keys, uk[~found]])
-            o = np.argsort(keys_new, kind="stable")
-            self.new_keys, self.new_last = keys_new[o], np.concatenate([self.new_last, last_ts[~found]])[o]
-        return fresh
-
-
 @dataclass(slots=True)
 class _Flow:
     """A followed flow: DCE/RPC streams per direction, bound contexts, calls waiting."""
@@ -324,7 +236,7 @@ class EvidenceCollector:
         self.http_paths = http_paths if http_paths is not None else load_http_paths()
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
-        self._seen = _KeySet(self.idle_ns)
+        self._seen = LastSeen(self.idle_ns)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
         self._track_bits = np.zeros(_TRACK_BITS, dtype=bool)
         self._bits_stale = False
@@ -353,7 +265,7 @@ class EvidenceCollector:
     def new_capture(self) -> None:
         """A new input starts: forget per-flow state (flows never span captures), keep what
         was learned (endpoint-mapper ports, registrations, Exchange SMTP servers)."""
-        self._seen = _KeySet(self.idle_ns)
+        self._seen = LastSeen(self.idle_ns)
         self._flows.clear()
         self._cont.clear()
         self._started.clear()
