@@ -1,0 +1,212 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The flow table's core: a hash table of open flows, each packet added to its row.
+
+Why compiled: a flow record is a handful of sums, a min, a max and ORs, and a packet touches
+one record. With numpy, a batch had to be sorted by flow and reduced, then merged into the
+table with another sort: several passes over every packet. A hash table does it in one
+pass, in the order packets arrive, which also makes a flow's end exact: the packet that
+comes after an idle gap, or after a closed TCP flow's grace time, starts the next record.
+
+Rows are flows (one cache line or two each), columns the fields named in COLUMNS.
+"""
+
+import numpy as np
+
+#: a flow record's fields, in the order of a row
+COLUMNS = (
+    "hash", "check", "proto", "a_hi", "a_lo", "b_hi", "b_lo", "port_a", "port_b",
+    "first_ns", "last_ns", "packets_ab", "bytes_ab", "packets_ba", "bytes_ba",
+    "flags_a", "flags_b", "syn_a_ns", "syn_b_ns", "first_from_a",
+)
+
+cdef enum:
+    C_HASH, C_CHECK, C_PROTO, C_A_HI, C_A_LO, C_B_HI, C_B_LO, C_PORT_A, C_PORT_B
+    C_FIRST, C_LAST, C_PACKETS_AB, C_BYTES_AB, C_PACKETS_BA, C_BYTES_BA
+    C_FLAGS_A, C_FLAGS_B, C_SYN_A, C_SYN_B, C_FROM_A, NCOL
+
+cdef enum:
+    FIN = 0x01
+    SYN = 0x02
+    RST = 0x04
+    ACK = 0x10
+    PROTO_TCP = 6
+
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, IPPROTO_TCP = FIN, SYN, RST, ACK, PROTO_TCP
+#: "no SYN seen" in the first-SYN timestamp columns
+NO_SYN = 0x7FFFFFFFFFFFFFFF
+cdef long long C_NO_SYN = 0x7FFFFFFFFFFFFFFF
+cdef unsigned long long GOLDEN = 0x9E3779B97F4A7C15ULL
+
+assert len(COLUMNS) == NCOL
+
+
+cdef class FlowHash:
+    """Open flows keyed by two independent 64-bit hashes of their key.
+
+    ``update`` adds packets; a packet whose flow was quiet longer than ``idle_ns`` (or,
+    for a closed TCP flow, longer than ``grace_ns``) ends that record and starts a new one.
+    Ended records wait in a second table until ``take_done``; ``remove`` ends the rows a
+    caller picks (idle by the clock, over a cap, end of capture).
+    """
+
+    cdef long long[:, ::1] rows
+    cdef Py_ssize_t n
+    cdef long long[::1] index  # slot -> row, -1 empty
+    cdef int shift
+    cdef long long[:, ::1] done
+    cdef Py_ssize_t n_done
+    cdef readonly long long idle_ns, grace_ns, watermark, collisions
+
+    def __init__(self, long long idle_ns, long long grace_ns):
+        self.idle_ns = idle_ns
+        self.grace_ns = grace_ns
+        self.watermark = -0x7FFFFFFFFFFFFFFF - 1
+        self.collisions = 0
+        self.rows = np.zeros((1 << 12, NCOL), np.int64)
+        self.n = 0
+        self.done = np.zeros((1 << 10, NCOL), np.int64)
+        self.n_done = 0
+        self._reindex(1 << 13)
+
+    def __len__(self):
+        return self.n
+
+    @property
+    def finished(self):
+        """Ended records waiting for ``take_done``."""
+        return self.n_done
+
+    @property
+    def table(self):
+        """The open flows' rows (a view: valid until the next call)."""
+        return np.asarray(self.rows)[: self.n]
+
+    cdef void _reindex(self, Py_ssize_t slots):
+        cdef int bits = 0
+        while (1 << bits) < slots:
+            bits += 1
+        self.index = np.full(1 << bits, -1, np.int64)
+        self.shift = 64 - bits
+        cdef Py_ssize_t r
+        for r in range(self.n):
+            self.index[self._find(self.rows[r, C_HASH], self.rows[r, C_CHECK], False)] = r
+
+    cdef inline Py_ssize_t _find(self, long long h, long long check, bint count) noexcept:
+        """The slot holding (h, check), or the empty slot where it would go."""
+        cdef Py_ssize_t mask = self.index.shape[0] - 1
+        cdef Py_ssize_t s = <Py_ssize_t>((<unsigned long long>h * GOLDEN) >> self.shift)
+        cdef long long r
+        while True:
+            r = self.index[s]
+            if r < 0:
+                return s
+            if self.rows[r, C_HASH] == h:
+                if self.rows[r, C_CHECK] == check:
+                    return s
+                if count:
+                    self.collisions += 1
+            s = (s + 1) & mask
+
+    cdef void _end(self, Py_ssize_t r):
+        """Copy row ``r`` to the ended records."""
+        if self.n_done == self.done.shape[0]:
+            grown = np.zeros((2 * self.done.shape[0], NCOL), np.int64)
+            grown[: self.n_done] = np.asarray(self.done)[: self.n_done]
+            self.done = grown
+        self.done[self.n_done, :] = self.rows[r, :]
+        self.n_done += 1
+
+    def update(self, const long long[:] h, const long long[:] check, const long long[:] proto,
+               const unsigned long long[:] a_hi, const unsigned long long[:] a_lo,
+               const unsigned long long[:] b_hi, const unsigned long long[:] b_lo,
+               const long long[:] port_a, const long long[:] port_b, const unsigned char[:] from_a,
+               const long long[:] ts, const long long[:] wirelen, const long long[:] flags):
+        """Add packets (their flow keys, direction, time, length and TCP flags), in order."""
+        cdef Py_ssize_t i, s, r
+        cdef long long t, f, gap, fa, fb
+        cdef bint pure_syn, closed
+        for i in range(h.shape[0]):
+            t = ts[i]
+            if t > self.watermark:
+                self.watermark = t
+            s = self._find(h[i], check[i], True)
+            r = self.index[s]
+            if r >= 0:
+                gap = t - self.rows[r, C_LAST]
+                fa, fb = self.rows[r, C_FLAGS_A], self.rows[r, C_FLAGS_B]
+                closed = proto[i] == PROTO_TCP and (((fa | fb) & RST) != 0 or (fa & fb & FIN) != 0)
+                if gap > self.idle_ns or (closed and gap > self.grace_ns):
+                    self._end(r)
+                    self._start(r, i, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts)
+            else:
+                if self.n == self.rows.shape[0]:
+                    grown = np.zeros((2 * self.rows.shape[0], NCOL), np.int64)
+                    grown[: self.n] = np.asarray(self.rows)[: self.n]
+                    self.rows = grown
+                r = self.n
+                self.n += 1
+                self.index[s] = r
+                self._start(r, i, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts)
+                if self.n * 2 > self.index.shape[0]:
+                    self._reindex(self.index.shape[0] * 2)
+            f = flags[i]
+            pure_syn = (f & (SYN | ACK)) == SYN and proto[i] == PROTO_TCP
+            if t < self.rows[r, C_FIRST]:
+                self.rows[r, C_FIRST] = t
+            if t > self.rows[r, C_LAST]:
+                self.rows[r, C_LAST] = t
+            if from_a[i]:
+                self.rows[r, C_PACKETS_AB] += 1
+                self.rows[r, C_BYTES_AB] += wirelen[i]
+                self.rows[r, C_FLAGS_A] |= f
+                if pure_syn and t < self.rows[r, C_SYN_A]:
+                    self.rows[r, C_SYN_A] = t
+            else:
+                self.rows[r, C_PACKETS_BA] += 1
+                self.rows[r, C_BYTES_BA] += wirelen[i]
+                self.rows[r, C_FLAGS_B] |= f
+                if pure_syn and t < self.rows[r, C_SYN_B]:
+                    self.rows[r, C_SYN_B] = t
+
+    cdef inline void _start(self, Py_ssize_t r, Py_ssize_t i, const long long[:] h, const long long[:] check,
+                            const long long[:] proto, const unsigned long long[:] a_hi,
+                            const unsigned long long[:] a_lo, const unsigned long long[:] b_hi,
+                            const unsigned long long[:] b_lo, const long long[:] port_a,
+                            const long long[:] port_b, const unsigned char[:] from_a, const long long[:] ts):
+        cdef long long[:] row = self.rows[r, :]
+        row[:] = 0
+        row[C_HASH] = h[i]
+        row[C_CHECK] = check[i]
+        row[C_PROTO] = proto[i]
+        row[C_A_HI] = <long long>a_hi[i]
+        row[C_A_LO] = <long long>a_lo[i]
+        row[C_B_HI] = <long long>b_hi[i]
+        row[C_B_LO] = <long long>b_lo[i]
+        row[C_PORT_A] = port_a[i]
+        row[C_PORT_B] = port_b[i]
+        row[C_FIRST] = ts[i]
+        row[C_LAST] = ts[i]
+        row[C_SYN_A] = C_NO_SYN
+        row[C_SYN_B] = C_NO_SYN
+        row[C_FROM_A] = from_a[i]
+
+    def remove(self, const unsigned char[:] ended):
+        """End the open flows where ``ended`` (aligned with ``table``) is set."""
+        cdef Py_ssize_t r, keep = 0
+        for r in range(self.n):
+            if ended[r]:
+                self._end(r)
+            else:
+                if keep != r:
+                    self.rows[keep, :] = self.rows[r, :]
+                keep += 1
+        self.n = keep
+        self._reindex(max(1 << 13, 4 * keep))
+
+    def take_done(self):
+        """The ended records (a row each, in the order they ended), forgetting them."""
+        out = np.asarray(self.done)[: self.n_done].copy()
+        self.n_done = 0
+        if self.done.shape[0] > 1 << 16:
+            self.done = np.zeros((1 << 10, NCOL), np.int64)
+        return out
