@@ -24,7 +24,6 @@ from .classify import empty_flows
 from .errors import CaptureError, PcapclassError, RulesError
 from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
-from .live_view import LiveView
 from .progress import Progress
 from .report import print_table
 from .rules import RuleSet, load_rules
@@ -206,6 +205,8 @@ def _live(args: argparse.Namespace, rules: RuleSet) -> int:
     servers = _parse_servers(args.server)
     if servers is None:
         return EXIT_USAGE
+    from .live_view import LiveView  # rich's screen code: loaded only for the live view
+
     view = LiveView(enabled=False if args.quiet else None)
     cap = LiveCapture(
         args.interface, outdir=args.outdir, backend=args.backend, bpf=args.filter, interval=args.interval,
