@@ -6,12 +6,15 @@ capture), and each answer depends on the ones before it in the same batch. Sorti
 keys and merging them into sorted arrays, the numpy way, cost more than decoding the packets.
 """
 
+cimport cython
+
 import numpy as np
 
 cdef long long NEVER = -0x7FFFFFFFFFFFFFFF - 1
 cdef unsigned long long GOLDEN = 0x9E3779B97F4A7C15ULL
 
 
+@cython.final
 cdef class LastSeen:
     """Keys (say, a flow and direction) and the time each was last seen.
 

@@ -21,13 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ._flowhash import COLUMNS, IPPROTO_TCP, NO_SYN, TCP_FIN, TCP_RST, FlowHash
+from ._flowhash import COLUMNS, KEY_COLUMNS, IPPROTO_TCP, NO_SYN, TCP_FIN, TCP_RST, FlowHash
 from .decode import Packets, Status
 
 #: protocol value of a pseudo-flow: NON_FLOW_BASE + decode Status
 NON_FLOW_BASE = 1000
 
-KEY_COLUMNS = COLUMNS[: COLUMNS.index("first_ns")]
 COL = {name: i for i, name in enumerate(COLUMNS)}
 _UNSIGNED = {"hash", "check", "a_hi", "a_lo", "b_hi", "b_lo"}
 _FIRST, _LAST = COL["first_ns"], COL["last_ns"]
