@@ -128,12 +128,20 @@ cdef class FlowHash:
                     self.collisions += 1
             s = (s + 1) & mask
 
+    cdef void _reserve(self, Py_ssize_t more):
+        """Room for ``more`` ended records."""
+        cdef Py_ssize_t size = self.done.shape[0]
+        if self.n_done + more <= size:
+            return
+        while size < self.n_done + more:
+            size *= 2
+        grown = np.empty((size, NCOL), np.int64)
+        grown[: self.n_done] = np.asarray(self.done)[: self.n_done]
+        self.done = grown
+
     cdef void _end(self, Py_ssize_t r):
         """Copy row ``r`` to the ended records."""
-        if self.n_done == self.done.shape[0]:
-            grown = np.zeros((2 * self.done.shape[0], NCOL), np.int64)
-            grown[: self.n_done] = np.asarray(self.done)[: self.n_done]
-            self.done = grown
+        self._reserve(1)
         cdef long long *src = &self.rows[r, 0]
         cdef long long *dst = &self.done[self.n_done, 0]
         cdef int c
@@ -232,6 +240,7 @@ cdef class FlowHash:
         """End the open flows where ``ended`` (aligned with ``table``) is set."""
         cdef Py_ssize_t r, keep = 0
         cdef int c
+        self._reserve(np.count_nonzero(ended))
         for r in range(self.n):
             if ended[r]:
                 self._end(r)

@@ -291,8 +291,11 @@ def _flow_rows(recs: Records, evidence: Evidence | None) -> _Rows | None:
         return None
     by_key = evidence.rows_by_key()
     fc, f0, f1 = recs["check"], recs["first_ns"], recs["last_ns"]
-    lo = np.searchsorted(by_key["hash"], recs["hash"], "left")
-    n = np.searchsorted(by_key["hash"], recs["hash"], "right") - lo
+    keys, h = by_key["keys"], recs["hash"]
+    at = np.minimum(np.searchsorted(keys, h), keys.size - 1)
+    found = keys[at] == h
+    lo = by_key["start"][at]
+    n = np.where(found, by_key["count"][at], 0)
     has = np.flatnonzero(n)
     counts = n[has]
     flow = np.repeat(has, counts)

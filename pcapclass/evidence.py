@@ -147,9 +147,13 @@ class Evidence:
             rows = self.rows
             h = rows["hash"].to_numpy(np.uint64)
             order = np.argsort(h, kind="stable")
-            arrays = {"hash": h[order], "check": rows["check"].to_numpy(np.uint64)[order],
+            hs = h[order]
+            start = np.flatnonzero(np.concatenate(([True], hs[1:] != hs[:-1]))) if hs.size else np.zeros(0, np.int64)
+            # each distinct hash once, where its run of rows starts and how long it is
+            arrays = {"hash": hs, "check": rows["check"].to_numpy(np.uint64)[order],
                       "ts_ns": rows["ts_ns"].to_numpy(np.int64)[order], "vid": rows["vid"].to_numpy(np.int64)[order],
-                      "from_a": rows["from_a"].to_numpy(bool)[order]}  # fmt: skip
+                      "from_a": rows["from_a"].to_numpy(bool)[order], "keys": hs[start], "start": start,
+                      "count": np.diff(np.append(start, hs.size))}  # fmt: skip
             self._by_key = (rows, arrays)
         return self._by_key[1]
 
