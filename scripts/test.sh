@@ -11,6 +11,10 @@ command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v dumpcap >/dev/null 2>&1 || need+=(wireshark-common)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)
+# the compiled kernels (Cython, built by pip) need a C compiler and Python's headers
+command -v cc >/dev/null 2>&1 || need+=(gcc)
+python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+    || need+=(python3-dev)
 if ((${#need[@]})); then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     echo "installing ${need[*]} (Debian packages)" >&2
