@@ -20,7 +20,7 @@ import numpy as np
 #: a flow record's fields, in the order of a row
 COLUMNS = (
     "hash", "check", "first_ns", "last_ns", "packets_ab", "bytes_ab", "packets_ba", "bytes_ba",
-    "flags_a", "flags_b", "syn_a_ns", "syn_b_ns", "proto", "first_from_a",
+    "flags_a", "flags_b", "syn_a_ns", "syn_b_ns", "proto", "first_from_a", "payload_seen",
     "a_hi", "a_lo", "b_hi", "b_lo", "port_a", "port_b",
 )
 #: the fields that name a flow
@@ -28,7 +28,7 @@ KEY_COLUMNS = ("hash", "check", "proto", "a_hi", "a_lo", "b_hi", "b_lo", "port_a
 
 cdef enum:
     C_HASH, C_CHECK, C_FIRST, C_LAST, C_PACKETS_AB, C_BYTES_AB, C_PACKETS_BA, C_BYTES_BA
-    C_FLAGS_A, C_FLAGS_B, C_SYN_A, C_SYN_B, C_PROTO, C_FROM_A
+    C_FLAGS_A, C_FLAGS_B, C_SYN_A, C_SYN_B, C_PROTO, C_FROM_A, C_PAYLOAD_SEEN
     C_A_HI, C_A_LO, C_B_HI, C_B_LO, C_PORT_A, C_PORT_B, NCOL
     #: packets ahead whose index slot, then row, is prefetched
     AHEAD_SLOT = 16
@@ -47,7 +47,7 @@ cdef enum:
     ACK = 0x10
     PROTO_TCP = 6
 
-TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, IPPROTO_TCP = FIN, SYN, RST, ACK, PROTO_TCP
+TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, IPPROTO_TCP, IPPROTO_UDP = FIN, SYN, RST, ACK, PROTO_TCP, 17
 #: "no SYN seen" in the first-SYN timestamp columns
 NO_SYN = 0x7FFFFFFFFFFFFFFF
 cdef long long C_NO_SYN = 0x7FFFFFFFFFFFFFFF
@@ -153,12 +153,20 @@ cdef class FlowHash:
                const unsigned long long[:] a_hi, const unsigned long long[:] a_lo,
                const unsigned long long[:] b_hi, const unsigned long long[:] b_lo,
                const long long[:] port_a, const long long[:] port_b, const unsigned char[:] from_a,
-               const long long[:] ts, const long long[:] wirelen, const long long[:] flags):
-        """Add packets (their flow keys, direction, time, length and TCP flags), in order."""
+               const long long[:] ts, const long long[:] wirelen, const long long[:] flags,
+               const long long[:] payload, unsigned char[:] first_payload):
+        """Add packets (their flow keys, direction, time, length and TCP flags), in order.
+
+        ``first_payload[i]`` is set where packet ``i`` has ``payload`` bytes and is the first
+        of its record's direction that has: what payload evidence looks at. The row is being
+        updated anyway, so the question costs two bits of it (``payload_seen``: 1 A to B,
+        2 B to A) instead of a table of its own.
+        """
         cdef Py_ssize_t n = h.shape[0], i, s, r, ahead
         cdef long long t, f, gap, fa, fb
         cdef long long *row
         cdef bint pure_syn, closed
+        cdef long long side
         for i in range(n):
             ahead = i + AHEAD_SLOT
             if ahead < n:
@@ -194,6 +202,11 @@ cdef class FlowHash:
                 self._start(row, i, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts)
                 if self.n * 2 > self.index.shape[0]:
                     self._reindex(self.index.shape[0] * 2)
+            if payload[i] > 0:
+                side = 1 if from_a[i] else 2
+                if not row[C_PAYLOAD_SEEN] & side:
+                    row[C_PAYLOAD_SEEN] |= side
+                    first_payload[i] = 1
             f = flags[i]
             pure_syn = (f & (SYN | ACK)) == SYN and proto[i] == PROTO_TCP
             if t < row[C_FIRST]:

@@ -208,9 +208,9 @@ class Classifier:
         pk = decode(batch)
         keys = flow_keys(pk)
         self.counts[-1].add(pk)
+        first = self.table.update(pk, keys)
         if self.evidence is not None:
-            self.evidence.feed(batch, pk, keys)
-        self.table.update(pk, keys)
+            self.evidence.feed(batch, pk, keys, first)
 
     def end(self) -> None:
         """Close the current input: every open flow becomes a finished record."""

@@ -58,7 +58,6 @@ from .dcerpc import (
     parse_response,
 )
 from .decode import Packets, Status
-from ._lastseen import LastSeen
 from .flows import FlowKeys
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
 from .signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers, identify, port_mismatch
@@ -224,7 +223,7 @@ class EvidenceCollector:
 
     >>> col = EvidenceCollector()                       # doctest: +SKIP
     >>> for batch in CaptureFile(path):                 # doctest: +SKIP
-    ...     pk = decode(batch); col.feed(batch, pk, flow_keys(pk))
+    ...     pk = decode(batch); keys = flow_keys(pk); col.feed(batch, pk, keys, table.update(pk, keys))
     >>> ev = col.evidence()                             # doctest: +SKIP
     """
 
@@ -240,7 +239,6 @@ class EvidenceCollector:
         self.http_paths = http_paths if http_paths is not None else load_http_paths()
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
-        self._seen = LastSeen(self.idle_ns)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
         self._track_bits = np.zeros(_TRACK_BITS, dtype=bool)
         self._bits_stale = False
@@ -269,7 +267,6 @@ class EvidenceCollector:
     def new_capture(self) -> None:
         """A new input starts: forget per-flow state (flows never span captures), keep what
         was learned (endpoint-mapper ports, registrations, Exchange SMTP servers)."""
-        self._seen = LastSeen(self.idle_ns)
         self._flows.clear()
         self._cont.clear()
         self._started.clear()
@@ -278,25 +275,21 @@ class EvidenceCollector:
 
     # -- per batch -------------------------------------------------------------------------
 
-    def feed(self, batch: PacketBatch, pk: Packets, keys: FlowKeys) -> None:
-        """Inspect the candidate payloads of one decoded batch (``keys``: its flow keys)."""
+    def feed(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
+        """Inspect the candidate payloads of one decoded batch (``keys``: its flow keys;
+        ``first``: its packets that carry their flow's first payload in their direction, as
+        ``FlowTable.update`` returns them)."""
         plen = pk.payload_len
         pay = np.flatnonzero((plen > 0) & (pk.status == Status.FLOW) & ((pk.proto == IPPROTO_TCP) | (pk.proto == IPPROTO_UDP)))
         if not pay.size:
             return
         data = batch.data
-        h = keys.hash[pay].view(np.uint64)
-        from_a = keys.from_a[pay]
-        ts = pk.ts_ns[pay]
-        fd_key = (h << np.uint64(1)) | from_a.astype(np.uint64)
-        fresh = self._seen.first_seen(fd_key, ts)
-        first = pay[fresh]
         if first.size:
             self._first_payloads(data, pk, keys, first)
         # an EHLO reply is a server's second payload: "250-" lines are looked at wherever they are
-        later = np.ones(pay.size, dtype=bool)
-        later[fresh] = False
-        rest = pay[later & (pk.proto[pay] == IPPROTO_TCP) & (plen[pay] >= 8)]
+        later = np.ones(plen.size, dtype=bool)
+        later[first] = False
+        rest = pay[later[pay] & (pk.proto[pay] == IPPROTO_TCP) & (plen[pay] >= 8)]
         if rest.size:
             o = pk.payload_off[rest]
             ehlo = rest[(data[o] == 0x32) & (data[o + 1] == 0x35) & (data[o + 2] == 0x30) & (data[o + 3] == 0x2D)]

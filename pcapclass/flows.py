@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ._flowhash import COLUMNS, KEY_COLUMNS, IPPROTO_TCP, NO_SYN, TCP_FIN, TCP_RST, FlowHash
+from ._flowhash import COLUMNS, IPPROTO_TCP, IPPROTO_UDP, KEY_COLUMNS, NO_SYN, TCP_FIN, TCP_RST, FlowHash
 from .decode import Packets, Status
 
 #: protocol value of a pseudo-flow: NON_FLOW_BASE + decode Status
@@ -172,16 +172,24 @@ class FlowTable:
         """Open flows."""
         return len(self._hash)
 
-    def update(self, pk: Packets, keys: FlowKeys | None = None) -> None:
-        """Add one decoded batch (``keys``: its ``flow_keys``, if already computed)."""
+    def update(self, pk: Packets, keys: FlowKeys | None = None) -> npt.NDArray[np.intp]:
+        """Add one decoded batch (``keys``: its ``flow_keys``, if already computed).
+
+        Returns the packets that carry the first TCP/UDP payload of their flow in their
+        direction (a reused 5-tuple after the idle timeout is a new flow): the ones payload
+        evidence looks at.
+        """
         if not len(pk):
-            return
+            return np.zeros(0, dtype=np.intp)
         k = keys if keys is not None else flow_keys(pk)
+        payload = np.where((pk.status == Status.FLOW) & ((pk.proto == IPPROTO_TCP) | (pk.proto == IPPROTO_UDP)), pk.payload_len, 0)
+        first = np.zeros(len(pk), dtype=np.uint8)
         self._hash.update(k.hash, k.check, k.proto, k.a_hi, k.a_lo, k.b_hi, k.b_lo, k.port_a, k.port_b,
-                          k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags)  # fmt: skip
+                          k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, payload, first)  # fmt: skip
         self.stats.hash_collisions = self._hash.collisions
         if len(self._hash) >= self._sweep_at:
             self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
+        return np.flatnonzero(first)
 
     def flush(self) -> None:
         """End every open flow (end of capture, or a live stop)."""
