@@ -22,11 +22,10 @@ import re
 import struct
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import NamedTuple
 
 from pcapclass.errors import RulesError
-from pcapclass.rules import read_toml
+from pcapclass.rules import RULES_DIR, read_toml
 
 __all__ = [
     "SERVICE_IDS",
@@ -221,7 +220,7 @@ SERVICE_IDS: frozenset[str] = frozenset(
 )
 
 #: rules/rpc_interfaces.toml of a source checkout
-DEFAULT_INTERFACES_PATH = Path(__file__).resolve().parent.parent / "rules" / "rpc_interfaces.toml"
+DEFAULT_INTERFACES_PATH = RULES_DIR / "rpc_interfaces.toml"
 
 
 # --- Records ----------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ._flowhash import COLUMNS, IPPROTO_TCP, IPPROTO_UDP, KEY_COLUMNS, NO_SYN, TCP_FIN, TCP_RST, FlowHash
+from ._flowhash import COLUMNS, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, FlowHash
+from ._flowhash import KEY_COLUMNS as KEY_COLUMNS, NO_SYN as NO_SYN  # re-exported: the record layout is named here
 from .decode import Packets, Status
 
 #: protocol value of a pseudo-flow: NON_FLOW_BASE + decode Status

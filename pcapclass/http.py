@@ -17,13 +17,12 @@ import functools
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from pcapclass.dcerpc import SERVICE_IDS
 from pcapclass.errors import RulesError
-from pcapclass.rules import read_toml
+from pcapclass.rules import RULES_DIR, read_toml
 
 __all__ = [
     "DEFAULT_HTTP_PATHS_PATH",
@@ -40,7 +39,7 @@ __all__ = [
 ]
 
 #: rules/http_paths.toml of a source checkout
-DEFAULT_HTTP_PATHS_PATH = Path(__file__).resolve().parent.parent / "rules" / "http_paths.toml"
+DEFAULT_HTTP_PATHS_PATH = RULES_DIR / "http_paths.toml"
 
 # RFC 9112 3 (request-line = method SP request-target SP HTTP-version) and RFC 9110 5.6.2
 # (method = token; tchar). Lines longer than this are not looked at.

@@ -22,7 +22,15 @@ import numpy.typing as npt
 from .errors import RulesError
 
 #: the rules shipped with pcapclass (the repository's rules/ folder)
-RULES_DIR = Path(__file__).resolve().parent.parent / "rules"
+def _rules_dir() -> Path:
+    """The shipped rules: ``rules/`` beside the package in a checkout (and an editable
+    install), or the copy a wheel installs inside the package (``pcapclass/rules``)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "rules"
+    return installed if installed.is_dir() else here.parent / "rules"
+
+
+RULES_DIR = _rules_dir()
 DEFAULT_RULES = RULES_DIR / "exchange2003.toml"
 
 OTHER = "other"
