@@ -23,6 +23,8 @@ are capped.
 
 from __future__ import annotations
 
+import array
+
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -93,8 +95,9 @@ MAX_TRACKED_FLOWS = 50_000
 MAX_REGISTRATIONS = 100_000
 #: endpoint-mapper entries held at most
 MAX_EPM_ENTRIES = 200_000
-#: size of the bit table that finds packets of followed flows without a Python loop
-_TRACK_BITS = 1 << 20
+#: slots of the table that finds packets of followed flows without a Python loop (a count of
+#: followed flows per slot of their hash's low bits, so a flow no longer followed leaves at once)
+_TRACK_SLOTS = 1 << 20
 
 _NO_PORT = -1
 _U64 = (1 << 64) - 1
@@ -240,8 +243,10 @@ class EvidenceCollector:
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
-        self._track_bits = np.zeros(_TRACK_BITS, dtype=bool)
-        self._bits_stale = False
+        # counted from Python one flow at a time (array.array: no numpy scalar cost), read by
+        # numpy a batch at a time through a view of the same memory
+        self._track_count = array.array("H", bytes(2 * _TRACK_SLOTS))
+        self._track_view = np.frombuffer(self._track_count, dtype=np.uint16)
         #: rows as (hash, check, ts_ns, from_a, verdict id) arrays, one part per batch
         self._row_parts: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int32]]] = []
         self._rows: list[tuple[int, int, int, bool, int]] = []
@@ -270,8 +275,7 @@ class EvidenceCollector:
         self._flows.clear()
         self._cont.clear()
         self._started.clear()
-        self._track_bits[:] = False
-        self._bits_stale = False
+        self._track_view[:] = 0
 
     # -- per batch -------------------------------------------------------------------------
 
@@ -515,29 +519,25 @@ class EvidenceCollector:
 
     def _track(self, hsh: int, check: int, ts: int, server_port: int) -> _Flow:
         st = self._flows[hsh] = _Flow(check=check, last_ns=ts, server_port=server_port)
-        self._track_bits[hsh & (_TRACK_BITS - 1)] = True
+        self._track_count[hsh & (_TRACK_SLOTS - 1)] += 1
         while len(self._flows) > MAX_TRACKED_FLOWS:
             gone, _ = self._flows.popitem(last=False)
             self._cont.discard(gone)
-            self._bits_stale = True
+            self._track_count[gone & (_TRACK_SLOTS - 1)] -= 1
         return st
 
     def _untrack(self, hsh: int) -> None:
         if self._flows.pop(hsh, None) is not None:
             self._cont.discard(hsh)
-            self._bits_stale = True
+            self._track_count[hsh & (_TRACK_SLOTS - 1)] -= 1
 
     def _followed(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, pay: npt.NDArray[np.intp]) -> None:
         """The payload packets of followed flows, in capture order.
 
         A packet that neither starts a DCE/RPC PDU nor continues one its stream is waiting for
         ends the following of its flow without a Python look (found with numpy)."""
-        if self._bits_stale:
-            self._track_bits[:] = False
-            self._track_bits[np.fromiter(self._flows, dtype=np.uint64, count=len(self._flows)) & np.uint64(_TRACK_BITS - 1)] = True
-            self._bits_stale = False
         h = keys.hash[pay].view(np.uint64)
-        hit = pay[self._track_bits[h & np.uint64(_TRACK_BITS - 1)]]
+        hit = pay[self._track_view[h & np.uint64(_TRACK_SLOTS - 1)] > 0]
         started, self._started = self._started, {}
         if not hit.size:
             return
