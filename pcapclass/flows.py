@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from . import _flowhash
 from ._flowhash import COLUMNS, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, FlowHash
 from ._flowhash import KEY_COLUMNS as KEY_COLUMNS, NO_SYN as NO_SYN  # re-exported: the record layout is named here
 from .decode import Packets, Status
@@ -76,19 +77,6 @@ def _empty(n: int = 0) -> npt.NDArray[np.int64]:
     return np.zeros((len(COLUMNS), n), dtype=np.int64)
 
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_SEED2 = np.uint64(0xD6E8FEB86659FD93)
-
-
-def _mix(x: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """splitmix64's finalizer: a cheap, well-distributed 64-bit mix."""
-    x = (x ^ (x >> np.uint64(30))) * _M1
-    x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
-
-
 @dataclass(frozen=True, slots=True)
 class FlowKeys:
     """Each packet's flow key: endpoint A is the lower (address, port), so both directions
@@ -112,30 +100,8 @@ class FlowKeys:
 
 def flow_keys(pk: Packets) -> FlowKeys:
     """The flow key of every packet of a decoded batch (pseudo-keys for non-IP frames)."""
-    proto = pk.proto
-    src_hi, src_lo, dst_hi, dst_lo = pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo
-    sport, dport = pk.sport, pk.dport
-    nonflow = pk.status != Status.FLOW
-    if nonflow.any():
-        proto = np.where(nonflow, NON_FLOW_BASE + pk.status.astype(np.int64), proto)
-        zero64 = np.uint64(0)
-        src_hi, src_lo = np.where(nonflow, zero64, src_hi), np.where(nonflow, zero64, src_lo)
-        dst_hi, dst_lo = np.where(nonflow, zero64, dst_hi), np.where(nonflow, zero64, dst_lo)
-        sport, dport = np.where(nonflow, 0, sport), np.where(nonflow, 0, dport)
-    swap = (src_hi > dst_hi) | ((src_hi == dst_hi) & ((src_lo > dst_lo) | ((src_lo == dst_lo) & (sport > dport))))
-    a_hi, b_hi = np.where(swap, dst_hi, src_hi), np.where(swap, src_hi, dst_hi)
-    a_lo, b_lo = np.where(swap, dst_lo, src_lo), np.where(swap, src_lo, dst_lo)
-    pa, pb = np.where(swap, dport, sport), np.where(swap, sport, dport)
-    word = ((proto << 32) | (pa << 16) | pb).view(np.uint64)
-    # merging two keys would need both hashes to collide (about 2**-128 per pair); a clash
-    # of the first alone is resolved by the table and counted
-    h = _mix(_mix(_mix(word ^ _GOLDEN) ^ a_lo) ^ b_lo)
-    h2 = _mix(_mix(_mix(b_lo ^ _SEED2) ^ word) ^ a_lo)
-    v6 = np.flatnonzero(a_hi | b_hi)
-    if v6.size:  # IPv6: the high halves join the key (IPv4 keys never see them)
-        h[v6] = _mix(_mix(h[v6] ^ a_hi[v6]) ^ b_hi[v6])
-        h2[v6] = _mix(_mix(h2[v6] ^ b_hi[v6]) ^ a_hi[v6])
-    return FlowKeys(h.view(np.int64), h2.view(np.int64), proto, a_hi, a_lo, b_hi, b_lo, pa, pb, ~swap)
+    return FlowKeys(*_flowhash.flow_keys(pk.status, pk.proto, pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo,
+                                         pk.sport, pk.dport, Status.FLOW, NON_FLOW_BASE))  # fmt: skip
 
 
 @dataclass
