@@ -63,7 +63,8 @@ from .decode import Packets, Status
 from .flows import FlowKeys
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
 from .signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers, identify, port_mismatch
-from .sources.batch import PacketBatch, rows_at
+from ._firstlook import LOOK, QUIET, first_looks
+from .sources.batch import PacketBatch
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 
@@ -112,13 +113,12 @@ def _expected_port_table() -> npt.NDArray[np.bool_]:
 
 
 #: ports that name a service (well-known, or one the port expectations list); others are ephemeral
-_SERVICE_PORT = _expected_port_table()
-_MUST_CLIENT = np.zeros(65536, dtype=bool)
-_MUST_SERVER = np.zeros(65536, dtype=bool)
+_SERVICE_PORT = _expected_port_table().view(np.uint8)
+_MUST_CLIENT = np.zeros(65536, dtype=np.uint8)
+_MUST_SERVER = np.zeros(65536, dtype=np.uint8)
 for _port, _exp in EXPECTED_PROTOCOLS.items():
     _MUST_CLIENT[_port] = _exp.client_must_match
     _MUST_SERVER[_port] = _exp.server_must_match
-_SMB_IDS = np.array([0xFF534D42, 0xFE534D42, 0xFD534D42], dtype=np.uint32)  # "\xffSMB" etc.
 #: a first payload shorter than this is too short for an unknown one to contradict a port
 _MIN_DECISIVE = 8
 
@@ -307,27 +307,12 @@ class EvidenceCollector:
     def _first_payloads(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
         """First payload of a flow in one direction: vectorized shortcuts, then one look per
         distinct payload."""
-        off, plen = pk.payload_off[idx], pk.payload_len[idx]
-        head = rows_at(data, off, 8).copy()
-        head[np.arange(8)[None, :] >= plen[:, None]] = 0
-        b0 = head[:, 0]
-        tcp = pk.proto[idx] == IPPROTO_TCP
-        sport, dport = pk.sport[idx], pk.dport[idx]
-        word1 = head[:, 4:8].copy().view(">u4").ravel()
-        smb0 = (b0 == 0) & np.isin(word1, _SMB_IDS)
-        # identify() has no opinion on these (control bytes that start no signature it knows)
-        silent = (b0 < 0x21) & (b0 != 3) & (b0 != 5) & (b0 != 0x16) & ~smb0
-        # UDP: only Direct Push (NOTIFY on 2883) is looked at here
-        udp_look = ~tcp & ((sport == DIRECT_PUSH_PORT) | (dport == DIRECT_PUSH_PORT)) & (b0 == ord("N"))
-        s_svc, d_svc = _SERVICE_PORT[sport], _SERVICE_PORT[dport]
-        # the server is the side on a service port (the lower one if both): its port, and
-        # whether it sent this payload
-        server_is_src = np.where(s_svc & d_svc, sport < dport, s_svc & ~d_svc)
-        server_port = np.where(s_svc | d_svc, np.where(server_is_src, sport, dport), _NO_PORT)
-
+        kind, server_port, server_is_src, group = first_looks(
+            data, pk.payload_off[idx], pk.payload_len[idx], pk.proto[idx], pk.sport[idx], pk.dport[idx],
+            _SERVICE_PORT, _MUST_SERVER, _MUST_CLIENT, HEAD_BYTES, DIRECT_PUSH_PORT, _MIN_DECISIVE,
+        )  # fmt: skip
         # an unrecognizable first payload on a port whose protocol must show: port-mismatch
-        must = np.where(server_is_src, _MUST_SERVER[np.maximum(server_port, 0)], _MUST_CLIENT[np.maximum(server_port, 0)])
-        quiet = np.flatnonzero(tcp & silent & (server_port >= 0) & must & (plen >= _MIN_DECISIVE))
+        quiet = np.flatnonzero(kind == QUIET)
         if quiet.size:
             q = idx[quiet]
             pair = server_port[quiet] * 2 + server_is_src[quiet]
@@ -336,29 +321,17 @@ class EvidenceCollector:
                              for u in uniq.tolist()], dtype=np.int32)  # fmt: skip
             self._add_rows(keys, pk, q, vids[inv.reshape(-1)])
 
-        look = np.flatnonzero((tcp & ~silent) | udp_look)
+        look = np.flatnonzero(kind == LOOK)
         if not look.size:
             return
         sel = idx[look]
-        self._inspect_distinct(data, pk, keys, sel, tcp[look], server_port[look], server_is_src[look])
+        self._inspect_distinct(data, pk, keys, sel, pk.proto[sel] == IPPROTO_TCP, server_port[look], server_is_src[look], group[look])
 
     def _inspect_distinct(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                           tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
-                          server_is_src: npt.NDArray[np.bool_]) -> None:  # fmt: skip
-        off, plen = pk.payload_off[sel], pk.payload_len[sel]
-        # identical first payloads (same banner, same bind) are looked at once: grouped by a
-        # 64-bit digest of their first HEAD_BYTES, their length, transport and port guess
-        width = (min(HEAD_BYTES, int(plen.max())) + 7) & ~7
-        words = rows_at(data, off, width).view(np.uint64)
-        valid = np.clip(plen[:, None] - 8 * np.arange(words.shape[1]), 0, 8).astype(np.uint64)
-        words &= np.where(valid >= 8, ~np.uint64(0), (np.uint64(1) << (np.uint64(8) * valid)) - np.uint64(1))
-        mult = (np.arange(1, words.shape[1] + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) | np.uint64(1)
-        with np.errstate(over="ignore"):
-            digest = (words * mult).sum(axis=1, dtype=np.uint64)
-            digest ^= digest >> np.uint64(29)
-            group = (digest + plen.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
-                     + (server_port + 1).astype(np.uint64) * np.uint64(0x165667B19E3779F9)
-                     + ((tcp.astype(np.uint64) << np.uint64(1)) | server_is_src.astype(np.uint64)) * np.uint64(0x27D4EB2F165667C5))  # fmt: skip
+                          server_is_src: npt.NDArray[np.bool_], group: npt.NDArray[np.uint64]) -> None:  # fmt: skip
+        # identical first payloads (same banner, same bind) are looked at once: grouped by
+        # first_looks' digest of their first HEAD_BYTES, their length, transport and port guess
         groups, first_of, codes = np.unique(group, return_index=True, return_inverse=True)
         codes = codes.reshape(-1)
         verdicts: list[list[_Verdict]] = []
