@@ -8,6 +8,8 @@ With numpy that was some thirty passes over the batch and a gather of HEAD_BYTES
 here it is one pass that reads each byte once.
 """
 
+from libc.string cimport memcpy
+
 import numpy as np
 
 cdef unsigned long long GOLDEN = 0x9E3779B97F4A7C15ULL
@@ -33,7 +35,7 @@ def first_looks(const unsigned char[::1] data, const long long[:] off, const lon
       by sender): an unrecognizable payload that contradicts its port; SKIP otherwise.
     * ``server_port``: the side on a service port (the lower one if both), -1 if neither;
       ``server_is_src``: that side sent the payload.
-    * ``group``: a digest of the first ``head_bytes`` bytes, the length, the transport and the
+    * ``group``: a digest of the first ``head_bytes`` bytes (8-byte words in native order), the length, the transport and the
       port guess: payloads with the same group get the same verdict.
     """
     cdef Py_ssize_t n = off.shape[0], size = data.shape[0], i, k, j, avail, o
@@ -79,9 +81,12 @@ def first_looks(const unsigned char[::1] data, const long long[:] off, const lon
             avail = min(avail, head_bytes)
             k = 0
             while k < avail:
-                w = 0
-                for j in range(min(8, avail - k)):
-                    w |= <unsigned long long>data[o + k + j] << (8 * j)
+                if avail - k >= 8:
+                    memcpy(&w, &data[o + k], 8)  # native order, as numpy's uint64 view was
+                else:
+                    w = 0
+                    for j in range(avail - k):
+                        w |= <unsigned long long>data[o + k + j] << (8 * j)
                 digest += w * ((<unsigned long long>(k // 8 + 1) * GOLDEN) | 1)
                 k += 8
             digest ^= digest >> 29
