@@ -157,6 +157,9 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
                     break
                 etype = _be16(data, last, l3 + 2)
                 l3 += 4
+            if l3 > e or s >= e:  # a runt: nothing captured, or the link-layer header cut short
+                status[i] = S_TRUNCATED
+                continue
             status[i] = S_NON_IP
             first_frag = True
             a = l3
