@@ -127,8 +127,9 @@ _MIN_DECISIVE = 8
 class Evidence:
     """What the payload stage learned, ready for ``classify``."""
 
-    #: one row per piece of evidence: hash, check (uint64), ts_ns, from_a (the sender was
-    #: endpoint A), vid (its verdict: a row of ``verdicts``) and kind (the verdict's kind)
+    #: one row per piece of evidence, sorted by hash (stable: a key's rows in time order):
+    #: hash, check (uint64), ts_ns, from_a (the sender was endpoint A), vid (its verdict: a
+    #: row of ``verdicts``) and kind (the verdict's kind, categorical)
     rows: pd.DataFrame
     #: the distinct verdicts, indexed by vid: kind, service ('' = the port's), detail,
     #: rpc_interface, rpc_interface_name, server_is_sender (1 / 0 / -1 either),
@@ -143,19 +144,16 @@ class Evidence:
     _by_key: tuple[pd.DataFrame, dict[str, npt.NDArray[np.generic]]] | None = field(default=None, init=False, repr=False, compare=False)
 
     def rows_by_key(self) -> dict[str, npt.NDArray[np.generic]]:
-        """``rows`` as arrays sorted by hash (stable: a key's rows stay in time order), made
-        once and reused by every block of flows that is joined to them."""
+        """``rows``' columns as arrays (views where the dtypes allow), with each distinct hash
+        once, where its run of rows starts and how long it is; made once and reused by every
+        block of flows that is joined to them."""
         if self._by_key is None or self._by_key[0] is not self.rows:
             rows = self.rows
-            h = rows["hash"].to_numpy(np.uint64)
-            order = np.argsort(h, kind="stable")
-            hs = h[order]
+            hs = rows["hash"].to_numpy(np.uint64)
             start = np.flatnonzero(np.concatenate(([True], hs[1:] != hs[:-1]))) if hs.size else np.zeros(0, np.int64)
-            # each distinct hash once, where its run of rows starts and how long it is
-            arrays = {"hash": hs, "check": rows["check"].to_numpy(np.uint64)[order],
-                      "ts_ns": rows["ts_ns"].to_numpy(np.int64)[order], "vid": rows["vid"].to_numpy(np.int64)[order],
-                      "from_a": rows["from_a"].to_numpy(bool)[order], "keys": hs[start], "start": start,
-                      "count": np.diff(np.append(start, hs.size))}  # fmt: skip
+            arrays = {"hash": hs, "check": rows["check"].to_numpy(np.uint64), "ts_ns": rows["ts_ns"].to_numpy(np.int64),
+                      "vid": rows["vid"].to_numpy(), "from_a": rows["from_a"].to_numpy(bool), "keys": hs[start],
+                      "start": start, "count": np.diff(np.append(start, hs.size))}  # fmt: skip
             self._by_key = (rows, arrays)
         return self._by_key[1]
 
@@ -175,7 +173,7 @@ def _rows_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
         return pd.concat(parts, ignore_index=True)
     return pd.DataFrame({
         "hash": np.zeros(0, np.uint64), "check": np.zeros(0, np.uint64), "ts_ns": np.zeros(0, np.int64),
-        "from_a": np.zeros(0, bool), "vid": np.zeros(0, np.int32), "kind": np.zeros(0, object),
+        "from_a": np.zeros(0, bool), "vid": np.zeros(0, np.int32), "kind": pd.Categorical([]),
     })  # fmt: skip
 
 
@@ -685,12 +683,18 @@ class EvidenceCollector:
         dtypes = (np.uint64, np.uint64, np.int64, bool, np.int32)
         arrays = [np.concatenate([*(np.asarray(c, dtype=t) for c in part), np.array(e, dtype=t)])
                   for part, e, t in zip(cols, extra, dtypes)]  # fmt: skip
-        vid = arrays[4]
+        # the joined arrays replace the parts they were made of: one copy of the rows, not two
+        self._row_parts, self._rows = ([tuple(arrays)] if arrays[0].size else []), []  # type: ignore[list-item]
         parts = []
-        if vid.size:
-            kinds = np.array([v[0] for v in self._verdicts], dtype=object)
-            parts.append(pd.DataFrame({"hash": arrays[0], "check": arrays[1], "ts_ns": arrays[2], "from_a": arrays[3],
-                                       "vid": vid, "kind": kinds[vid]}))  # fmt: skip
+        if arrays[0].size:
+            # sorted by key once here, so that rows_by_key can use the columns as they are
+            order = np.argsort(arrays[0], kind="stable")
+            vid = arrays[4][order]
+            kinds = pd.Categorical([v[0] for v in self._verdicts])
+            parts.append(pd.DataFrame({"hash": arrays[0][order], "check": arrays[1][order], "ts_ns": arrays[2][order],
+                                       "from_a": arrays[3][order], "vid": vid,
+                                       "kind": pd.Categorical.from_codes(kinds.codes[vid], kinds.categories)},
+                                      copy=False))  # fmt: skip
         epm_rows = []
         for (hi, lo, transport, port, uuid), (first, last) in self._epm.items():
             iface = self.interfaces.get(uuid)
