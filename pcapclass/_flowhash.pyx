@@ -89,6 +89,21 @@ cdef class FlowHash:
         return self.n
 
     @property
+    def capacity(self):
+        """Rows the table holds before it must grow."""
+        return self.rows.shape[0]
+
+    def reserve(self, Py_ssize_t size):
+        """Make room for ``size`` open flows (the table never holds fewer rows than it has)."""
+        if size > self.rows.shape[0]:
+            self._resize(size)
+
+    cdef void _resize(self, Py_ssize_t size):
+        resized = np.zeros((max(size, self.n), NCOL), np.int64)
+        resized[: self.n] = np.asarray(self.rows)[: self.n]
+        self.rows = resized
+
+    @property
     def finished(self):
         """Ended records waiting for ``take_done``."""
         return self.n_done
@@ -192,9 +207,7 @@ cdef class FlowHash:
                     self._start(row, i, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts)
             else:
                 if self.n == self.rows.shape[0]:
-                    grown = np.zeros((2 * self.rows.shape[0], NCOL), np.int64)
-                    grown[: self.n] = np.asarray(self.rows)[: self.n]
-                    self.rows = grown
+                    self._resize(2 * self.rows.shape[0])
                 r = self.n
                 self.n += 1
                 self.index[s] = r
@@ -263,16 +276,24 @@ cdef class FlowHash:
                         self.rows[keep, c] = self.rows[r, c]
                 keep += 1
         self.n = keep
+        if keep * 4 < self.rows.shape[0] and self.rows.shape[0] > 1 << 12:
+            self._resize(max(1 << 12, 2 * keep))  # give back what a burst of flows took
         self._reindex(max(1 << 13, 4 * keep))
 
     def take_done(self):
-        """The ended records (a row each, in the order they ended), forgetting them."""
-        out = np.asarray(self.done)[: self.n_done].copy()
+        """The ended records, column-major (a row per field, a column per flow, in the order
+        they ended), forgetting them: one array, with no row-major copy left behind."""
+        out_a = np.empty((NCOL, self.n_done), np.int64)
+        cdef long long[:, ::1] out = out_a
+        cdef Py_ssize_t r
+        cdef int c
+        for r in range(self.n_done):
+            for c in range(NCOL):
+                out[c, r] = self.done[r, c]
         self.n_done = 0
-        if self.done.shape[0] > 1 << 16:
+        if self.done.shape[0] > 1 << 12:
             self.done = np.zeros((1 << 10, NCOL), np.int64)
-        return out
-
+        return out_a
 
 cdef unsigned long long SEED2 = 0xD6E8FEB86659FD93ULL
 

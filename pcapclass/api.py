@@ -100,8 +100,8 @@ class Result:
         return totals
 
 
-#: finished flows held in memory before they move to a temporary file (about 20 MB of records)
-SPILL_FLOWS = 1 << 17
+#: finished flows held in memory before they move to a temporary file (about 10 MB of records)
+SPILL_FLOWS = 1 << 16
 
 
 class FlowStore:
@@ -223,7 +223,10 @@ class Classifier:
     def _keep_finished(self) -> None:
         """Move the table's finished flows to the store, in order of first packet."""
         recs = self.table.drain()
-        self.store.add(Records(recs.cols[:, np.argsort(recs["first_ns"], kind="stable")]), len(self.counts) - 1)
+        order = np.argsort(recs["first_ns"], kind="stable")
+        for field in recs.cols:  # in place, a field at a time: no second copy of the table
+            field[:] = field[order]
+        self.store.add(recs, len(self.counts) - 1)
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
         """Read one capture to its end or its first fault (recorded, not raised).

@@ -115,9 +115,6 @@ class FlowStats:
 #: a closed TCP flow quiet this long (capture time) is finished; later stragglers (a last
 #: ACK, a retransmitted FIN) start a new record. Zeek's tcp_close_delay is the same 5 s.
 CLOSED_GRACE_NS = 5 * 1_000_000_000
-#: open rows before the first sweep for flows that ended by the clock; later sweeps come
-#: when the open rows double, so sweeping costs O(1) per flow
-SWEEP_MIN_ROWS = 1 << 16
 
 
 class FlowTable:
@@ -133,7 +130,6 @@ class FlowTable:
         self.max_flows = max_flows
         self.stats = FlowStats()
         self._hash = FlowHash(idle_timeout_ns, CLOSED_GRACE_NS)
-        self._sweep_at = self._next_sweep()
 
     def __len__(self) -> int:
         """Open flows."""
@@ -149,12 +145,18 @@ class FlowTable:
         if not len(pk):
             return np.zeros(0, dtype=np.intp)
         k = keys if keys is not None else flow_keys(pk)
+        if len(self._hash) + len(pk) > self._hash.capacity:
+            # before the table grows, the flows the clock has ended make room; when that is not
+            # enough, it grows to twice what it must hold, so sweeps stay rare (O(1) per flow)
+            self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
+            if 2 * (len(self._hash) + len(pk)) > self._hash.capacity:
+                self._hash.reserve(2 * (len(self._hash) + len(pk)))
         payload = np.where((pk.status == Status.FLOW) & ((pk.proto == IPPROTO_TCP) | (pk.proto == IPPROTO_UDP)), pk.payload_len, 0)
         first = np.zeros(len(pk), dtype=np.uint8)
         self._hash.update(k.hash, k.check, k.proto, k.a_hi, k.a_lo, k.b_hi, k.b_lo, k.port_a, k.port_b,
                           k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, payload, first)  # fmt: skip
         self.stats.hash_collisions = self._hash.collisions
-        if len(self._hash) >= self._sweep_at:
+        if len(self._hash) > self.max_flows:
             self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
         return np.flatnonzero(first)
 
@@ -169,7 +171,7 @@ class FlowTable:
 
     def drain(self) -> Records:
         """Hand out the finished flows collected so far, forgetting them."""
-        return Records(np.ascontiguousarray(self._hash.take_done().T))
+        return Records(self._hash.take_done())
 
     def active(self) -> Records:
         """The flows still open (a copy)."""
@@ -200,10 +202,6 @@ class FlowTable:
             self.stats.flows_exported_early += over
         if done.any():
             self._hash.remove(done.view(np.uint8))
-        self._sweep_at = self._next_sweep()
-
-    def _next_sweep(self) -> int:
-        return min(max(SWEEP_MIN_ROWS, 2 * len(self._hash)), self.max_flows + 1)
 
 
 def _closed(flags_a: npt.NDArray[np.int64], flags_b: npt.NDArray[np.int64], proto: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
