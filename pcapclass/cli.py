@@ -17,6 +17,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import pyarrow as pa
+
 from . import __version__
 from .addresses import Network, parse_networks
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier, Result
@@ -121,6 +123,10 @@ def _positive_int(text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (never raises for expected failures)."""
+    # The command classifies and writes flows block by block; Arrow's default allocator
+    # (mimalloc) keeps what each block freed, the system one gives it back, which keeps the
+    # process's peak memory flat however many blocks a capture has.
+    pa.set_memory_pool(pa.system_memory_pool())
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
