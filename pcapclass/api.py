@@ -26,7 +26,7 @@ from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector
 from .flows import IPPROTO_TCP, FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
-from .summarize import breakdown, merge
+from .summarize import breakdown, merge, partial_breakdown
 from .report import CsvAppender, write_csv, write_outputs
 
 DEFAULT_IDLE_TIMEOUT = 120.0
@@ -304,7 +304,7 @@ class Classifier:
                 flows, servers = classify(recs, self.lookup, self.networks, evidence, shared)
                 flows = self._labelled(flows, index)
                 writer.write(flows)
-                parts.append(breakdown(flows, self._order, by))
+                parts.append(partial_breakdown(flows, by))
                 counts += np.bincount(index, minlength=len(self.counts))
         except BaseException:
             writer.discard()

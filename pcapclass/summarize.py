@@ -17,6 +17,14 @@ def breakdown(flows: pd.DataFrame, service_order: Sequence[str] = (), by: Sequen
 
     Rows follow the rules' service order, then direction; ``by`` may add grouping columns.
     """
+    if flows.empty:
+        return empty_breakdown()
+    return _ordered(partial_breakdown(flows, by), service_order, list(by))
+
+
+def partial_breakdown(flows: pd.DataFrame, by: Sequence[str] = ("service", "direction")) -> pd.DataFrame:
+    """``breakdown`` of one part of the flows (a block, an interval), in no particular row
+    order: what ``merge`` combines, without ordering each part it will order again."""
     keys = list(by)
     if flows.empty:
         return empty_breakdown()
@@ -34,7 +42,7 @@ def breakdown(flows: pd.DataFrame, service_order: Sequence[str] = (), by: Sequen
     ).reset_index()
     out["packets"] = out["packets_c2s"] + out["packets_s2c"]
     out["bytes"] = out["bytes_c2s"] + out["bytes_s2c"]
-    return _ordered(out, service_order, keys)
+    return out
 
 
 def empty_breakdown() -> pd.DataFrame:
