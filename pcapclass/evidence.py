@@ -366,12 +366,15 @@ class EvidenceCollector:
             for hi, lo in set(zip(pk.src_hi[m].tolist(), pk.src_lo[m].tolist())):
                 self._smtp_servers.add((hi, lo))
         if follow.any():
-            for j in np.flatnonzero(follow[codes]).tolist():
-                p = int(sel[j])
-                hsh = int(keys.hash[p]) & _U64
+            js = np.flatnonzero(follow[codes])
+            ps = sel[js]
+            # the per-flow loop takes Python ints made in one go, not one numpy scalar at a time
+            for j, p, hsh, check, ts, port in zip(js.tolist(), ps.tolist(), keys.hash[ps].view(np.uint64).tolist(),
+                                                  keys.check[ps].view(np.uint64).tolist(), pk.ts_ns[ps].tolist(),
+                                                  server_port[js].tolist()):  # fmt: skip
                 if hsh in self._flows:
                     continue
-                st = self._track(hsh, int(keys.check[p]) & _U64, int(pk.ts_ns[p]), int(server_port[j]))
+                st = self._track(hsh, check, ts, port)
                 self._started[hsh] = p
                 preset = presets[codes[j]]
                 if preset is not None:  # binds only, already read: start from their contexts
@@ -379,7 +382,7 @@ class EvidenceCollector:
                     st.packets = 1
                     continue
                 o = int(pk.payload_off[p])
-                if not self._step(st, hsh, data[o : o + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), int(pk.ts_ns[p]), pk, p):
+                if not self._step(st, hsh, data[o : o + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), ts, pk, p):
                     self._untrack(hsh)
 
     def _ehlo_replies(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
@@ -522,11 +525,12 @@ class EvidenceCollector:
         for hsh, p in zip(hh[~pdu_like].tolist(), hit[~pdu_like].tolist()):
             if p > started.get(hsh, -1) and hsh not in cut:
                 cut[hsh] = p
-        for hsh, p in zip(hh[pdu_like].tolist(), hit[pdu_like].tolist()):
+        pdu = hit[pdu_like]
+        for hsh, p, check, ts in zip(hh[pdu_like].tolist(), pdu.tolist(), keys.check[pdu].view(np.uint64).tolist(),
+                                     pk.ts_ns[pdu].tolist()):  # fmt: skip
             st = self._flows.get(hsh)
-            if st is None or st.check != int(keys.check[p]) & _U64 or started.get(hsh, -1) >= p or p > cut.get(hsh, p):
+            if st is None or st.check != check or started.get(hsh, -1) >= p or p > cut.get(hsh, p):
                 continue
-            ts = int(pk.ts_ns[p])
             if ts - st.last_ns > self.idle_ns:  # the key was reused after an idle gap
                 self._untrack(hsh)
                 continue
