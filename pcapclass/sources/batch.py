@@ -30,24 +30,3 @@ class PacketBatch:
     def __len__(self) -> int:
         return int(self.offset.shape[0])
 
-
-def rows_at(data: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], width: int) -> npt.NDArray[np.uint8]:
-    """``width`` bytes from each offset of ``data``, one row each (zeros past its end).
-
-    One row gather through a sliding-window view: several times faster than gathering
-    ``width`` single bytes per offset, which is what makes header and payload prefixes cheap.
-    Offsets in the last ``width`` bytes are served from a small zero-padded copy of the tail.
-    """
-    size = data.shape[0]
-    limit = size - width
-    if limit >= 0 and (not offsets.size or int(offsets.max()) <= limit):
-        return np.lib.stride_tricks.sliding_window_view(data, width)[offsets]
-    start = max(limit, 0)
-    tail = np.zeros(size - start + width, dtype=np.uint8)
-    tail[: size - start] = data[start:]
-    near = offsets > limit
-    out = np.empty((offsets.shape[0], width), dtype=np.uint8)
-    if limit >= 0:
-        out[~near] = np.lib.stride_tricks.sliding_window_view(data, width)[offsets[~near]]
-    out[near] = np.lib.stride_tricks.sliding_window_view(tail, width)[offsets[near] - start]
-    return out
