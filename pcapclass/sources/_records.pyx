@@ -58,3 +58,47 @@ def walk_pcap(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, bin
             n += 1
             pos = nxt
     return offset_a[:n].copy(), caplen_a[:n].copy(), wirelen_a[:n].copy(), ts_a[:n].copy(), pos, bad
+
+
+cdef enum:
+    BT_SHB = 0x0A0D0D0A
+    BT_IDB = 1
+    BT_PB = 2
+    BT_SPB = 3
+    BT_EPB = 6
+
+
+def walk_pcapng(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, bint big_endian,
+                long long max_block_len, Py_ssize_t room):
+    """Walk a run of pcapng blocks in ``data[pos:end]`` (draft-ietf-opsawg-pcapng §3.1, §4).
+
+    Returns ``(epb, spb, stop)``: where each Enhanced (or obsolete) Packet Block and each
+    Simple Packet Block of the run starts, and where the walk stopped. Blocks of other types
+    are skipped. The walk stops at a section header or interface description (the reader
+    parses those), at a block whose length is invalid or above ``max_block_len`` (the
+    reader reports it), at a block that does not fit before ``end``, or after ``room``
+    packet blocks.
+    """
+    cdef Py_ssize_t cap = (end - pos) // 16 + 1 if end > pos else 1
+    epb_a = np.empty(cap, np.int64)
+    spb_a = np.empty(cap, np.int64)
+    cdef long long[::1] epb = epb_a
+    cdef long long[::1] spb = spb_a
+    cdef Py_ssize_t ne = 0, ns = 0
+    cdef long long btype, blen
+    with nogil:
+        while pos + 12 <= end and ne + ns < room:
+            btype = _u32(data, pos, big_endian)
+            if btype == BT_SHB or btype == BT_IDB:
+                break
+            blen = _u32(data, pos + 4, big_endian)
+            if blen < 12 or blen % 4 or blen > max_block_len or pos + blen > end:
+                break
+            if btype == BT_EPB or btype == BT_PB:
+                epb[ne] = pos
+                ne += 1
+            elif btype == BT_SPB:
+                spb[ns] = pos
+                ns += 1
+            pos += blen
+    return epb_a[:ne].copy(), spb_a[:ns].copy(), pos

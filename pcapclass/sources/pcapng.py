@@ -1,7 +1,9 @@
 """pcapng files: sections, interfaces and packet blocks walked in bounded chunks.
 
 Layout per draft-ietf-opsawg-pcapng (SHB §4.1, IDB §4.2, EPB §4.3, SPB §4.4, obsolete PB
-Appendix A). Blocks of any other type are skipped by their total length.
+Appendix A). Blocks of any other type are skipped by their total length. Runs of packet blocks
+are walked by the compiled ``walk_pcapng``; section and interface headers, and every fault,
+are handled here.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from ..errors import InvalidCaptureError
+from ._records import walk_pcapng
 from .batch import PacketBatch
 from .stream import ByteWindow
 
@@ -61,17 +65,28 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
         buf = window.buf
         end = window.end
         u32 = struct.Struct(order + "I").unpack_from
-        epbs: list[int] = []
-        spbs: list[int] = []
+        epbs: list[npt.NDArray[np.int64]] = []
+        spbs: list[npt.NDArray[np.int64]] = []
+        pending = 0
         fault: InvalidCaptureError | None = None
         flush = False
         while pos + 12 <= end:
+            if seen_shb:
+                # runs of packet blocks (and blocks to skip) are walked compiled; the blocks it
+                # stops at (section and interface headers, bad lengths) are handled below
+                room = max_packets - packet_no - pending if max_packets is not None else end
+                e, sp, pos = walk_pcapng(buf, pos, end, order == ">", MAX_BLOCK_LEN, room)
+                if e.size:
+                    epbs.append(e)
+                if sp.size:
+                    spbs.append(sp)
+                pending += e.size + sp.size
+                if pos + 12 > end or (max_packets is not None and packet_no + pending >= max_packets):
+                    break
             btype = u32(buf, pos)[0]
             if btype == BT_SHB:
-                if epbs or spbs:
+                if pending:
                     flush = True  # the interfaces below belong to the old section
-                    break
-                if pos + 12 > end:
                     break
                 bom = struct.unpack_from("<I", buf, pos + 8)[0]
                 if bom == BYTE_ORDER_MAGIC:
@@ -89,24 +104,18 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
                 break
             blen = u32(buf, pos + 4)[0]
             if blen < 12 or blen % 4:
-                fault = InvalidCaptureError(f"block total length {blen} is invalid (must be >= 12 and a multiple of 4)", path=path, offset=window.base + pos, packet=packet_no + len(epbs) + len(spbs) + 1)
+                fault = InvalidCaptureError(f"block total length {blen} is invalid (must be >= 12 and a multiple of 4)", path=path, offset=window.base + pos, packet=packet_no + pending + 1)
                 break
             if blen > MAX_BLOCK_LEN:
-                fault = InvalidCaptureError(f"block total length {blen} exceeds {MAX_BLOCK_LEN}: corrupt framing", path=path, offset=window.base + pos + 4, packet=packet_no + len(epbs) + len(spbs) + 1)
+                fault = InvalidCaptureError(f"block total length {blen} exceeds {MAX_BLOCK_LEN}: corrupt framing", path=path, offset=window.base + pos + 4, packet=packet_no + pending + 1)
                 break
             if pos + blen > end:
                 break
-            if btype == BT_EPB or btype == BT_PB:
-                epbs.append(pos)
-            elif btype == BT_SPB:
-                spbs.append(pos)
-            elif btype == BT_IDB:
+            if btype == BT_IDB:
                 interfaces.append(_parse_idb(buf, pos, blen, order))
             pos += blen
-            if max_packets is not None and packet_no + len(epbs) + len(spbs) >= max_packets:
-                break
-        if epbs or spbs:
-            batch, fault2 = _make_batch(window, epbs, spbs, interfaces, order, packet_no)
+        if pending:
+            batch, fault2 = _make_batch(window, _joined(epbs), _joined(spbs), interfaces, order, packet_no)
             if batch is not None and len(batch):
                 yield batch
                 packet_no += len(batch)
@@ -134,6 +143,10 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
                 packet=packet_no + 1,
             )
         pos = 0
+
+
+def _joined(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
+    return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
 def _parse_idb(buf: bytearray, pos: int, blen: int, order: str) -> _Interface:
@@ -175,8 +188,8 @@ def _ticks_to_ns(ticks: np.ndarray, iface: _Interface) -> np.ndarray:
 
 def _make_batch(
     window: ByteWindow,
-    epbs: list[int],
-    spbs: list[int],
+    epbs: npt.NDArray[np.int64],
+    spbs: npt.NDArray[np.int64],
     interfaces: list[_Interface],
     order: str,
     first_packet: int,
@@ -185,14 +198,14 @@ def _make_batch(
     data = np.frombuffer(window.buf, dtype=np.uint8)
     n_if = len(interfaces)
     if n_if == 0:
-        first = min(epbs + spbs)
+        first = int(np.concatenate([epbs, spbs]).min())
         return None, InvalidCaptureError("packet block before any interface description block", path=window.path, offset=window.base + first, packet=first_packet + 1)
     u4 = np.dtype(order + "u4")
     u2 = np.dtype(order + "u2")
     if_link = np.array([i.linktype for i in interfaces], dtype=np.int64)
     if_snap = np.array([i.snaplen for i in interfaces], dtype=np.int64)
 
-    pos_e = np.array(epbs, dtype=np.int64)
+    pos_e = epbs
     head = data[pos_e[:, None] + _EPB_COLUMNS]
     words = head.view(u4).astype(np.int64)  # (n, 7): type, len, iface, ts_hi, ts_lo, caplen, origlen
     btype = words[:, 0]
@@ -204,7 +217,7 @@ def _make_batch(
     wire_e = words[:, 6]
     off_e = pos_e + 28
 
-    pos_s = np.array(spbs, dtype=np.int64)
+    pos_s = spbs
     if len(pos_s):
         sw = data[pos_s[:, None] + np.arange(12)].view(u4).astype(np.int64)
         snap0 = if_snap[0] if if_snap[0] else MAX_CAPLEN
