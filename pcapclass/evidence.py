@@ -44,6 +44,7 @@ from .dcerpc import (
     PFC_LAST_FRAG,
     PTYPE_ALTER_CONTEXT,
     PTYPE_BIND,
+    PTYPE_MAX,
     PTYPE_REQUEST,
     PTYPE_RESPONSE,
     AUTH_LEVEL_PKT_PRIVACY,
@@ -101,6 +102,9 @@ MAX_EPM_ENTRIES = 200_000
 _TRACK_SLOTS = 1 << 20
 
 _NO_PORT = -1
+#: PDU types whose content following uses (bind, alter_context, request, response), by ptype
+_PTYPE_USED = np.zeros(PTYPE_MAX + 1, dtype=bool)
+_PTYPE_USED[[PTYPE_BIND, PTYPE_ALTER_CONTEXT, PTYPE_REQUEST, PTYPE_RESPONSE]] = True
 _U64 = (1 << 64) - 1
 
 
@@ -516,13 +520,21 @@ class EvidenceCollector:
         if not hit.size:
             return
         o = pk.payload_off[hit]
-        b0, b1, b2 = data[o], data[np.minimum(o + 1, data.size - 1)], data[np.minimum(o + 2, data.size - 1)]
+        b0, b1, b2, drep, f8, f9 = (data[np.minimum(o + k, data.size - 1)] for k in (0, 1, 2, 4, 8, 9))
         pdu_like = (b0 == 5) & (b1 <= 1) & (b2 <= 20)
+        # a whole PDU of a type following learns nothing from (bind_ack, alter_context_resp,
+        # auth3, RTS...) needs no Python look: skipping it keeps its stream aligned
+        frag_length = np.where(drep & 0x10, f8.astype(np.int64) | (f9.astype(np.int64) << 8), (f8.astype(np.int64) << 8) | f9)
+        skip = pdu_like & ~_PTYPE_USED[np.minimum(b2, PTYPE_MAX)] & (frag_length == pk.payload_len[hit])
         hh = keys.hash[hit].view(np.uint64)
         if self._cont:
-            pdu_like |= np.isin(hh, np.fromiter(self._cont, dtype=np.uint64, count=len(self._cont)))
+            waiting = np.isin(hh, np.fromiter(self._cont, dtype=np.uint64, count=len(self._cont)))
+            pdu_like |= waiting
+            skip &= ~waiting
+        pdu_like &= ~skip
         cut: dict[int, int] = {}  # flow -> its first packet that is no PDU: following ends there
-        for hsh, p in zip(hh[~pdu_like].tolist(), hit[~pdu_like].tolist()):
+        no_pdu = ~pdu_like & ~skip
+        for hsh, p in zip(hh[no_pdu].tolist(), hit[no_pdu].tolist()):
             if p > started.get(hsh, -1) and hsh not in cut:
                 cut[hsh] = p
         pdu = hit[pdu_like]
