@@ -388,7 +388,10 @@ def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], server: tuple[np
               first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:  # fmt: skip
     """Flows to a port an endpoint-mapper reply handed out, within the expiry of that reply."""
     s_hi, s_lo, s_port = server
-    ported = np.flatnonzero((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP))
+    # only flows to a port some reply handed out can match: the join runs on those alone
+    ported = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & np.isin(s_port, evidence.epm["port"].to_numpy(np.int64)))
+    if not ported.size:
+        return pd.DataFrame(columns=["flow", "kind", "service", "rpc_interface", "rpc_interface_name"])
     flows = pd.DataFrame({
         "flow": ported, "server_hi": s_hi[ported], "server_lo": s_lo[ported], "port": s_port[ported].astype(np.int64),
         "transport": np.where(proto[ported] == IPPROTO_TCP, "tcp", "udp"), "flow_ns": first_ns[ported],
