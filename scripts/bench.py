@@ -400,7 +400,12 @@ def live_trial_pcapclass(pc: list[str], env: dict, backend: str | None, slice_pa
 def _live_pcapclass_run(cmd: list[str], env: dict, errf, slice_path: Path, rate: int,
                         outdir: Path) -> tuple[int, int, float, str]:
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errf, env=env)
-    time.sleep(3.0)  # interpreter start, imports, capture process up
+    # pcapclass writes the headers of its rolling CSVs once its capture process is up: replay
+    # only then (a fixed wait lost the first packets whenever start-up was slow), plus a margin
+    ready_by = time.monotonic() + 30.0
+    while not (outdir / "timeseries.csv").exists() and p.poll() is None and time.monotonic() < ready_by:
+        time.sleep(0.05)
+    time.sleep(1.0)
     if p.poll() is not None:
         errf.seek(0)
         return 0, -1, 0.0, f"exited early ({p.returncode}): {errf.read().decode(errors='replace')[-200:]}"
