@@ -224,8 +224,8 @@ class Classifier:
         """Move the table's finished flows to the store, in order of first packet."""
         recs = self.table.drain()
         order = np.argsort(recs["first_ns"], kind="stable")
-        for field in recs.cols:  # in place, a field at a time: no second copy of the table
-            field[:] = field[order]
+        for column in recs.cols:  # in place, a field at a time: no second copy of the table
+            column[:] = column[order]
         self.store.add(recs, len(self.counts) - 1)
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:

@@ -24,7 +24,6 @@ are capped.
 from __future__ import annotations
 
 import array
-
 import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -33,7 +32,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from ._firstlook import LOOK, QUIET, first_looks
 from .dcerpc import (
+    AUTH_LEVEL_PKT_PRIVACY,
     EMSMDB_INTERFACE,
     EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION,
     EPM_INTERFACE,
@@ -47,7 +48,6 @@ from .dcerpc import (
     PTYPE_MAX,
     PTYPE_REQUEST,
     PTYPE_RESPONSE,
-    AUTH_LEVEL_PKT_PRIVACY,
     Interface,
     PduReassembler,
     load_interfaces,
@@ -63,8 +63,12 @@ from .dcerpc import (
 from .decode import Packets, Status
 from .flows import FlowKeys
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
-from .signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers, identify, port_mismatch
-from ._firstlook import LOOK, QUIET, first_looks
+from .signatures import (
+    EXPECTED_PROTOCOLS,
+    exchange_smtp_markers,
+    identify,
+    port_mismatch,
+)
 from .sources.batch import PacketBatch
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17

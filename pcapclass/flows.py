@@ -22,9 +22,19 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _flowhash
-from ._flowhash import COLUMNS, IPPROTO_TCP, IPPROTO_UDP, TCP_FIN, TCP_RST, FlowHash
-from ._flowhash import KEY_COLUMNS as KEY_COLUMNS, NO_SYN as NO_SYN  # re-exported: the record layout is named here
+from ._flowhash import (
+    COLUMNS,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    KEY_COLUMNS,
+    NO_SYN,
+    TCP_FIN,
+    TCP_RST,
+    FlowHash,
+)
 from .decode import Packets, Status
+
+__all__ = ["COLUMNS", "KEY_COLUMNS", "NO_SYN", "NON_FLOW_BASE", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
 
 #: protocol value of a pseudo-flow: NON_FLOW_BASE + decode Status
 NON_FLOW_BASE = 1000
