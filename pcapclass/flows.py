@@ -34,7 +34,7 @@ from ._flowhash import (
 )
 from .decode import Packets, Status
 
-__all__ = ["COLUMNS", "KEY_COLUMNS", "NO_SYN", "NON_FLOW_BASE", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
+__all__ = ["COLUMNS", "KEY_COLUMNS", "NON_FLOW_BASE", "NO_SYN", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
 
 #: protocol value of a pseudo-flow: NON_FLOW_BASE + decode Status
 NON_FLOW_BASE = 1000

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from .errors import RulesError
 
+
 #: the rules shipped with pcapclass (the repository's rules/ folder)
 def _rules_dir() -> Path:
     """The shipped rules: ``rules/`` beside the package in a checkout (and an editable
