@@ -207,10 +207,11 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
             if nh != IPPROTO_TCP and nh != IPPROTO_UDP:
                 continue
             tcp = nh == IPPROTO_TCP
-            if p + (14 if tcp else 4) > e:
-                status[i] = S_TRUNCATED
             sport[i] = _be16(data, last, p)
             dport[i] = _be16(data, last, p + 2)
+            if p + (14 if tcp else 4) > e:
+                status[i] = S_TRUNCATED
+                continue  # no payload: what follows a cut transport header is not one
             if tcp:
                 tcp_flags[i] = _u8(data, last, p + 13)
                 hlen = (_u8(data, last, p + 12) >> 4) * 4

@@ -50,6 +50,7 @@ class Packets:
     dport: npt.NDArray[np.int64]
     tcp_flags: npt.NDArray[np.int64]
     #: where each packet's transport payload starts in the batch's ``data``, and its length
+    #: (0 for all but TCP/UDP packets of a flow whose transport header is whole)
     payload_off: npt.NDArray[np.int64]
     payload_len: npt.NDArray[np.int64]
 

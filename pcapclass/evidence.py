@@ -60,7 +60,7 @@ from .dcerpc import (
     parse_request,
     parse_response,
 )
-from .decode import Packets, Status
+from .decode import Packets
 from .flows import FlowKeys
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
 from .signatures import (
@@ -290,7 +290,7 @@ class EvidenceCollector:
         ``first``: its packets that carry their flow's first payload in their direction, as
         ``FlowTable.update`` returns them)."""
         plen = pk.payload_len
-        pay = np.flatnonzero((plen > 0) & (pk.status == Status.FLOW) & ((pk.proto == IPPROTO_TCP) | (pk.proto == IPPROTO_UDP)))
+        pay = np.flatnonzero(plen > 0)
         if not pay.size:
             return
         data = batch.data

@@ -75,6 +75,8 @@ def test_random_bytes_never_put_a_payload_outside_its_packet(data, cuts, link):
                     np.full(len(cuts), link, np.int64), 0)  # fmt: skip
     pk = decode(b)
     has = pk.payload_len > 0
+    assert (pk.status[has] == Status.FLOW).all()
+    assert np.isin(pk.proto[has], (6, 17)).all()
     assert (pk.payload_off[has] >= offset[has]).all()
     assert (pk.payload_off[has] + pk.payload_len[has] <= offset[has] + caplen[has]).all()
     if link not in lt.SUPPORTED:
