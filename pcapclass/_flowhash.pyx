@@ -47,13 +47,18 @@ cdef enum:
     ACK = 0x10
     PROTO_TCP = 6
 
-TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK, IPPROTO_TCP, IPPROTO_UDP = FIN, SYN, RST, ACK, PROTO_TCP, 17
+IPPROTO_TCP = PROTO_TCP
 #: "no SYN seen" in the first-SYN timestamp columns
 NO_SYN = 0x7FFFFFFFFFFFFFFF
 cdef long long C_NO_SYN = 0x7FFFFFFFFFFFFFFF
 cdef unsigned long long GOLDEN = 0x9E3779B97F4A7C15ULL
 
 assert len(COLUMNS) == NCOL
+
+
+cdef inline bint _closed(long long proto, long long flags_a, long long flags_b) noexcept nogil:
+    """A TCP flow that was reset, or closed with a FIN from each side."""
+    return proto == PROTO_TCP and (((flags_a | flags_b) & RST) != 0 or (flags_a & flags_b & FIN) != 0)
 
 
 @cython.final
@@ -178,9 +183,9 @@ cdef class FlowHash:
         2 B to A) instead of a table of its own.
         """
         cdef Py_ssize_t n = h.shape[0], i, s, r, ahead
-        cdef long long t, f, gap, fa, fb
+        cdef long long t, f, gap
         cdef long long *row
-        cdef bint pure_syn, closed
+        cdef bint pure_syn
         cdef long long side
         for i in range(n):
             ahead = i + AHEAD_SLOT
@@ -199,9 +204,7 @@ cdef class FlowHash:
             if r >= 0:
                 row = &self.rows[r, 0]
                 gap = t - row[C_LAST]
-                fa, fb = row[C_FLAGS_A], row[C_FLAGS_B]
-                closed = proto[i] == PROTO_TCP and (((fa | fb) & RST) != 0 or (fa & fb & FIN) != 0)
-                if gap > self.idle_ns or (closed and gap > self.grace_ns):
+                if gap > self.idle_ns or (_closed(proto[i], row[C_FLAGS_A], row[C_FLAGS_B]) and gap > self.grace_ns):
                     self._end(r)
                     row = &self.rows[r, 0]
                     self._start(row, i, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts)
@@ -261,6 +264,21 @@ cdef class FlowHash:
         row[C_SYN_A] = C_NO_SYN
         row[C_SYN_B] = C_NO_SYN
         row[C_FROM_A] = from_a[i]
+
+    def ended_by_clock(self, long long now_ns, long long grace_ns, long long started_before_ns):
+        """The open flows (aligned with ``table``) that the clock ``now_ns`` has ended: quiet
+        longer than ``idle_ns``, closed TCP quiet longer than ``grace_ns``, or started before
+        ``started_before_ns`` (an active timeout; the int64 minimum for none)."""
+        ended_a = np.zeros(self.n, np.bool_)
+        cdef unsigned char[::1] ended = ended_a.view(np.uint8)
+        cdef Py_ssize_t r
+        cdef long long *row
+        for r in range(self.n):
+            row = &self.rows[r, 0]
+            ended[r] = (row[C_LAST] < now_ns - self.idle_ns
+                        or (_closed(row[C_PROTO], row[C_FLAGS_A], row[C_FLAGS_B]) and row[C_LAST] < now_ns - grace_ns)
+                        or row[C_FIRST] < started_before_ns)
+        return ended_a
 
     def remove(self, const unsigned char[:] ended):
         """End the open flows where ``ended`` (aligned with ``table``) is set."""

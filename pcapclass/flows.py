@@ -1,9 +1,8 @@
 """The bidirectional flow table: decoded batches in, flow records out.
 
 A flow is keyed by (protocol, endpoint A, endpoint B) with A the lower (address, port), so both
-directions of a conversation meet in one record; keys are hashed with numpy over a whole
-batch, then each packet is added to its flow's row in the compiled hash table of
-``_flowhash.pyx``. Records are associative partials: sums, min first-seen, max last-seen,
+directions of a conversation meet in one record; keys, their hashes and each packet's place
+in its flow's row are all computed in ``_flowhash.pyx``, one compiled pass per batch. Records are associative partials: sums, min first-seen, max last-seen,
 OR of flags, which is what lets files, batches and live intervals combine with one merge.
 
 Finished records leave the table column-major (a row per field, a column per flow): that
@@ -22,26 +21,17 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _flowhash
-from ._flowhash import (
-    COLUMNS,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
-    KEY_COLUMNS,
-    NO_SYN,
-    TCP_FIN,
-    TCP_RST,
-    FlowHash,
-)
+from ._flowhash import COLUMNS, IPPROTO_TCP, KEY_COLUMNS, NO_SYN, FlowHash
 from .decode import Packets, Status
 
-__all__ = ["COLUMNS", "KEY_COLUMNS", "NON_FLOW_BASE", "NO_SYN", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
+__all__ = ["COLUMNS", "IPPROTO_TCP", "KEY_COLUMNS", "NON_FLOW_BASE", "NO_SYN", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
 
 #: protocol value of a pseudo-flow: NON_FLOW_BASE + decode Status
 NON_FLOW_BASE = 1000
 
 COL = {name: i for i, name in enumerate(COLUMNS)}
 _UNSIGNED = {"hash", "check", "a_hi", "a_lo", "b_hi", "b_lo"}
-_FIRST, _LAST = COL["first_ns"], COL["last_ns"]
+_LAST = COL["last_ns"]
 
 
 class Records:
@@ -161,10 +151,9 @@ class FlowTable:
             self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
             if 2 * (len(self._hash) + len(pk)) > self._hash.capacity:
                 self._hash.reserve(2 * (len(self._hash) + len(pk)))
-        payload = np.where((pk.status == Status.FLOW) & ((pk.proto == IPPROTO_TCP) | (pk.proto == IPPROTO_UDP)), pk.payload_len, 0)
         first = np.zeros(len(pk), dtype=np.uint8)
         self._hash.update(k.hash, k.check, k.proto, k.a_hi, k.a_lo, k.b_hi, k.b_lo, k.port_a, k.port_b,
-                          k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, payload, first)  # fmt: skip
+                          k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, pk.payload_len, first)  # fmt: skip
         self.stats.hash_collisions = self._hash.collisions
         if len(self._hash) > self.max_flows:
             self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
@@ -198,23 +187,14 @@ class FlowTable:
 
     def _sweep(self, now_ns: int, grace_ns: int, active_now_ns: int | None = None, active_timeout_ns: int = 0) -> None:
         """End the open flows that the clock ``now_ns`` says are over, and those over the cap."""
-        rows = self._hash.table
-        last = rows[:, _LAST]
-        done = last < now_ns - self.idle_timeout_ns
-        done |= _closed(rows[:, COL["flags_a"]], rows[:, COL["flags_b"]], rows[:, COL["proto"]]) & (last < now_ns - grace_ns)
-        if active_now_ns is not None:
-            done |= rows[:, _FIRST] < active_now_ns - active_timeout_ns
-        over = len(rows) - int(np.count_nonzero(done)) - self.max_flows
+        started_before = active_now_ns - active_timeout_ns if active_now_ns is not None else np.iinfo(np.int64).min
+        done = self._hash.ended_by_clock(now_ns, grace_ns, started_before)
+        over = len(done) - int(np.count_nonzero(done)) - self.max_flows
         if over > 0:
             # the cap: push the least recently seen flows out early, and count them
             alive = np.flatnonzero(~done)
+            last = self._hash.table[:, _LAST]
             done[alive[np.argpartition(last[alive], over - 1)[:over]]] = True
             self.stats.flows_exported_early += over
         if done.any():
             self._hash.remove(done.view(np.uint8))
-
-
-def _closed(flags_a: npt.NDArray[np.int64], flags_b: npt.NDArray[np.int64], proto: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
-    """TCP flows that were reset, or closed with a FIN from each side."""
-    ended = (((flags_a | flags_b) & TCP_RST) != 0) | ((flags_a & flags_b & TCP_FIN) != 0)
-    return ended & (proto == IPPROTO_TCP)
