@@ -18,7 +18,7 @@ from . import schema
 from .addresses import Network, format_addresses, in_networks, pair_index
 from .decode import FRAGMENT_PROTO_BASE, Status
 from .flows import NO_SYN, NON_FLOW_BASE, Records
-from .evidence import DECISIVE, INTERFACE_ONLY, MISMATCH, RANK, Evidence
+from .evidence import DECISIVE, EVIDENCE_VALUES, INTERFACE_ONLY, MISMATCH, RANK, Evidence
 from .rules import TRANSPORTS, PortLookup
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
@@ -172,9 +172,8 @@ def classify(
     # the side that matches the direction first, the other side's table as a fallback
     code = np.where(client_ex, np.where(outbound_code > 0, outbound_code, inbound_code),
                     np.where(inbound_code > 0, inbound_code, outbound_code))  # fmt: skip
-    ids = np.array(lookup.ids, dtype=object)
     decided = _decide(
-        rows, verdicts, evidence, ids[code], code > 0, recs, proto,
+        rows, verdicts, evidence, code, lookup.ids, recs, proto,
         client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c, shared,
     )  # fmt: skip
     if shared is not None and shared.sessions_only:
@@ -189,9 +188,7 @@ def classify(
     fragment = (proto >= FRAGMENT_PROTO_BASE) & is_flow
     ip_proto = pd.array(np.where(fragment, proto - FRAGMENT_PROTO_BASE, proto), dtype="Int64")
     ip_proto[~is_flow] = pd.NA
-    c_addr, s_addr = format_addresses(c_hi, c_lo), format_addresses(s_hi, s_lo)
-    c_addr[~is_flow] = ""
-    s_addr[~is_flow] = ""
+    c_addr, s_addr = format_addresses(c_hi, c_lo, ~is_flow), format_addresses(s_hi, s_lo, ~is_flow)
 
     # labels with few distinct values are categoricals: an int8 code per flow, not a string
     flows = pd.DataFrame(
@@ -205,11 +202,7 @@ def classify(
             "client_port": c_port,
             "server_addr": s_addr,
             "server_port": s_port,
-            "service": pd.Categorical(decided.service),
-            "evidence": pd.Categorical(decided.evidence),
-            "detail": pd.Categorical(decided.detail),
-            "rpc_interface": pd.Categorical(decided.rpc_interface),
-            "rpc_interface_name": pd.Categorical(decided.rpc_interface_name),
+            **decided.columns(),
             "direction": pd.Categorical.from_codes(direction_code, DIRECTION_NAMES),
             "packets_c2s": packets_c2s,
             "bytes_c2s": bytes_c2s,
@@ -224,13 +217,45 @@ def classify(
 
 @dataclass(frozen=True, slots=True)
 class _Decided:
-    """Per flow: service, the evidence that decided it, its detail and RPC interface."""
+    """Per flow: service, the evidence that decided it, its detail and RPC interface.
 
-    service: npt.NDArray[np.object_]
-    evidence: npt.NDArray[np.object_]
-    detail: npt.NDArray[np.object_]
-    rpc_interface: npt.NDArray[np.object_]
-    rpc_interface_name: npt.NDArray[np.object_]
+    Each column is integer codes into its own table of names: decisions move codes, and the
+    names become categoricals once, at the end.
+    """
+
+    service: npt.NDArray[np.int64]
+    service_names: npt.NDArray[np.object_]
+    evidence: npt.NDArray[np.int64]
+    detail: npt.NDArray[np.int64]
+    detail_names: npt.NDArray[np.object_]
+    rpc_interface: npt.NDArray[np.int64]
+    rpc_interface_names: npt.NDArray[np.object_]
+    rpc_interface_name_names: npt.NDArray[np.object_]
+
+    def columns(self) -> dict[str, pd.Categorical]:
+        """The flows' service, evidence, detail and interface columns."""
+        return {
+            "service": _categorical(self.service, self.service_names),
+            "evidence": _categorical(self.evidence, _EVIDENCE_NAMES),
+            "detail": _categorical(self.detail, self.detail_names),
+            "rpc_interface": _categorical(self.rpc_interface, self.rpc_interface_names),
+            "rpc_interface_name": _categorical(self.rpc_interface, self.rpc_interface_name_names),
+        }
+
+
+def _categorical(codes: npt.NDArray[np.int64], names: npt.NDArray[np.object_]) -> pd.Categorical:
+    """``names[codes]`` as a categorical whose categories are the names used, sorted (as
+    ``pd.Categorical(values)`` would make them), without a string per flow on the way."""
+    used = np.flatnonzero(np.bincount(codes, minlength=names.size))
+    categories, inverse = np.unique(names[used].astype(str), return_inverse=True)
+    remap = np.zeros(names.size, dtype=np.int64)
+    remap[used] = inverse.reshape(-1)
+    return pd.Categorical.from_codes(remap[codes], categories=categories)
+
+
+#: the evidence column's names, in code order
+_EVIDENCE_NAMES = np.array(EVIDENCE_VALUES, dtype=object)
+_EV = {name: code for code, name in enumerate(EVIDENCE_VALUES)}
 
 
 #: services reached over DCE/RPC: a TCP flow with such a bind or endpoint-mapper evidence (or to
@@ -238,6 +263,7 @@ class _Decided:
 RPC_SESSION_PORT = 135
 _HIGH_PORT = 1024
 _NOTIFICATION_SERVICE = "information-store"
+_NOTIFICATION_DETAIL = "new-mail-notification"
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,8 +344,8 @@ def _decide(
     rows: _Rows | None,
     verdicts: _Verdicts,
     evidence: Evidence | None,
-    port_service: npt.NDArray[np.object_],
-    has_port: npt.NDArray[np.bool_],
+    port_code: npt.NDArray[np.int64],
+    service_ids: Sequence[str],
     recs: Records,
     proto: npt.NDArray[np.int64],
     client_is_a: npt.NDArray[np.bool_],
@@ -335,13 +361,10 @@ def _decide(
     the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``.
 
     Decisions run on verdict ids: per flow, candidate rows sorted by (flow, rank, proof) and
-    the first row of each kind of interest taken; strings are looked up only at the end.
+    the first row of each kind of interest taken; names are attached only at the end.
     """
-    n = port_service.shape[0]
-    service = port_service.copy()
-    ev = np.where(has_port, "port", "none").astype(object)
-    empty = np.full(n, "", dtype=object)
-    detail, iface, name = empty.copy(), empty.copy(), empty.copy()
+    n = port_code.shape[0]
+    has_port = port_code > 0
     flows, vids = [], []
     if rows is not None and rows.flow.size:
         sis = verdicts.server_is_sender[rows.vid]
@@ -355,9 +378,18 @@ def _decide(
             verdicts, epm_vids = verdicts.extend(epm)
             flows.append(epm["flow"].to_numpy(np.int64))
             vids.append(epm_vids)
+    # code tables: rule ids then one service per verdict; "" then one detail / interface per verdict
+    ids, v = len(service_ids), verdicts.kind.size
+    blank = np.array([""], dtype=object)
+    service_names = np.concatenate([np.array(service_ids, dtype=object), verdicts.service, [_NOTIFICATION_SERVICE]])
+    detail_names = np.concatenate([blank, verdicts.detail, [_NOTIFICATION_DETAIL]])
+    service = port_code.astype(np.int64)
+    ev = np.where(has_port, _EV["port"], _EV["none"])
+    detail, iface = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     if flows:
         f, vid = np.concatenate(flows), np.concatenate(vids)
         kinds = verdicts.kind
+        kind_code = np.array([_EV.get(k, -1) for k in kinds], dtype=np.int64)
         rank_of = np.array([RANK.get(k, len(RANK)) for k in kinds], dtype=np.int64)
         # among equals, a signature that proves an Exchange server beats one naming the protocol
         proof_of = np.array([d != "exchange-smtp" for d in verdicts.detail], dtype=np.int8)
@@ -369,19 +401,21 @@ def _decide(
         f, vid = f[order], vid[order]
         # the interface: the strongest row naming one
         w, r = _first_per_flow(f, verdicts.iface[vid] != "")
-        iface[w], name[w] = verdicts.iface[vid[r]], verdicts.name[vid[r]]
-        blank = blank_of[vid] & ~mismatch_of[vid]
-        w, r = _first_per_flow(f, decisive_of[vid] & (~blank | has_port[f]))
-        service[w] = np.where(blank_of[vid[r]], port_service[w], verdicts.service[vid[r]])
-        ev[w] = kinds[vid[r]]
-        detail[w] = verdicts.detail[vid[r]]
+        iface[w] = vid[r] + 1
+        no_service = blank_of[vid] & ~mismatch_of[vid]
+        w, r = _first_per_flow(f, decisive_of[vid] & (~no_service | has_port[f]))
+        service[w] = np.where(blank_of[vid[r]], port_code[w], ids + vid[r])
+        ev[w] = kind_code[vid[r]]
+        detail[w] = vid[r] + 1
         w, r = _first_per_flow(f, mismatch_of[vid])
-        keep = has_port[w] & (ev[w] == "port")
-        ev[w[keep]] = MISMATCH
-        detail[w[keep]] = verdicts.detail[vid[r[keep]]]
+        keep = has_port[w] & (ev[w] == _EV["port"])
+        ev[w[keep]] = _EV[MISMATCH]
+        detail[w[keep]] = vid[r[keep]] + 1
     if evidence is not None:
-        _notification_heuristic(service, ev, detail, proto, client, server, client_ex, server_ex, packets_c2s, packets_s2c, shared)
-    return _Decided(service, ev, detail, iface, name)
+        hit = _notification_heuristic(ev, proto, client, server, client_ex, server_ex, packets_c2s, packets_s2c, shared)
+        service[hit], ev[hit], detail[hit] = ids + v, _EV["heuristic"], v + 1
+    return _Decided(service, service_names, ev, detail, detail_names, iface,
+                    np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]))  # fmt: skip
 
 
 def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], server: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
@@ -415,9 +449,7 @@ def _nearest_epm(m: pd.DataFrame, evidence: Evidence) -> pd.DataFrame:
 
 
 def _notification_heuristic(
-    service: npt.NDArray[np.object_],
-    ev: npt.NDArray[np.object_],
-    detail: npt.NDArray[np.object_],
+    ev: npt.NDArray[np.int64],
     proto: npt.NDArray[np.int64],
     client: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
     server: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
@@ -426,31 +458,28 @@ def _notification_heuristic(
     packets_c2s: npt.NDArray[np.int64],
     packets_s2c: npt.NDArray[np.int64],
     shared: Shared | None = None,
-) -> None:
+) -> npt.NDArray[np.int64]:
     """UDP from an Exchange server's high port to a high port of a host holding an RPC session
     with that server (a TCP flow to it decided by bind or epm, or to TCP 135): a new-mail
-    notification (exchange-wire-facts.md §6a), when nothing better decided the flow."""
+    notification (exchange-wire-facts.md §6a), when nothing better decided the flow: those flows."""
     c_hi, c_lo, c_port = client
     s_hi, s_lo, s_port = server
-    rpc = (proto == IPPROTO_TCP) & server_ex & (np.isin(ev, ("bind", "epm")) | (s_port == RPC_SESSION_PORT))
+    rpc = (proto == IPPROTO_TCP) & server_ex & (((ev == _EV["bind"]) | (ev == _EV["epm"])) | (s_port == RPC_SESSION_PORT))
     sessions = pd.MultiIndex.from_arrays([c_hi[rpc], c_lo[rpc], s_hi[rpc], s_lo[rpc]])
     if shared is not None:
         shared.found_sessions.append(sessions.unique())
         if shared.sessions is not None:
             sessions = shared.sessions
-    cand = np.flatnonzero((proto == IPPROTO_UDP) & (ev == "none") & (c_port > _HIGH_PORT) & (s_port > _HIGH_PORT)
+    cand = np.flatnonzero((proto == IPPROTO_UDP) & (ev == _EV["none"]) & (c_port > _HIGH_PORT) & (s_port > _HIGH_PORT)
                           & np.where(client_ex, packets_c2s > 0, server_ex & (packets_s2c > 0)))  # fmt: skip
     if not cand.size or not len(sessions):
-        return
+        return cand[:0]
     ex_c = client_ex[cand]
     pairs = pd.MultiIndex.from_arrays([
         np.where(ex_c, s_hi[cand], c_hi[cand]), np.where(ex_c, s_lo[cand], c_lo[cand]),
         np.where(ex_c, c_hi[cand], s_hi[cand]), np.where(ex_c, c_lo[cand], s_lo[cand]),
     ])  # fmt: skip
-    hit = cand[np.asarray(pairs.isin(sessions))]
-    service[hit] = _NOTIFICATION_SERVICE
-    ev[hit] = "heuristic"
-    detail[hit] = "new-mail-notification"
+    return cand[np.asarray(pairs.isin(sessions))]
 
 
 def _orient(recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
