@@ -37,6 +37,7 @@ EXIT_UNREADABLE = 3
 EXIT_PARTIAL = 4
 EXIT_RULES = 5
 EXIT_LIVE = 6
+EXIT_OUTPUT = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -198,6 +199,9 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
         return EXIT_UNREADABLE
     try:
         result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))
+    except OSError as exc:  # the output side: the directory cannot be made, a disk fills up
+        _fail(f"{exc.filename or args.outdir}: cannot write the outputs: {exc.strerror or exc}")
+        return EXIT_OUTPUT
     finally:
         clf.close()
     if not args.quiet:

@@ -23,6 +23,7 @@ from conftest import BAD, FIXTURES, REPO, bad_cases
 EXIT_UNREADABLE = 3
 EXIT_PARTIAL = 4
 EXIT_BAD_RULES = 5
+EXIT_OUTPUT = 7
 
 CASES = bad_cases()
 
@@ -195,3 +196,13 @@ def test_bad_rules_file(tmp_path, capsys):
                              "--rules", str(rules)], capsys)
     assert rc == EXIT_BAD_RULES, f"exit code {rc}; stderr: {err}"
     assert_one_line_error(err, str(rules))
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    """An output directory that cannot be made (a file is in the way): one line, exit 7, no file left."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory\n")
+    rc, _out, err = run_cli(["classify", str(FIXTURES / "exchange_services.pcap"), "-o", str(blocker / "out"), "--quiet"], capsys)
+    assert rc == EXIT_OUTPUT, f"exit code {rc}; stderr: {err}"
+    assert_one_line_error(err, str(blocker))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
