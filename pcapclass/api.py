@@ -306,10 +306,10 @@ class Classifier:
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
                 counts += np.bincount(index, minlength=len(self.counts))
+            writer.close()
         except BaseException:
             writer.discard()
             raise
-        writer.close()
         result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
         write_csv(result.breakdown, out / "breakdown.csv")
         write_csv(result.captures, out / "capture.csv")

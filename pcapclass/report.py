@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 
 if TYPE_CHECKING:
     from .api import Result
@@ -27,38 +30,58 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
     writer = CsvAppender(path)
     try:
         writer.write(df)
+        writer.close()
     except BaseException:
         writer.discard()
         raise
-    writer.close()
 
 
 class CsvAppender:
-    """flows.csv written block by block (header once), renamed into place when complete."""
+    """flows.csv written block by block (header once), renamed into place when complete.
+
+    A block is formatted and written by a worker thread while the caller classifies the next
+    one: pyarrow writes CSV to a native file without holding the GIL, so on two cores the
+    two overlap. One worker keeps the blocks in order; at most one block waits in memory.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        self._fh = os.fdopen(fd, "wb")
+        os.close(fd)
+        self._fh = pa.OSFile(self._tmp, "wb")
         self._path = path
         self._header = True
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapclass-csv")
+        self._pending: Future[None] | None = None
 
     def write(self, df: pd.DataFrame) -> None:
-        import pyarrow as pa
-        import pyarrow.csv as pa_csv
-
         table = pa.Table.from_pandas(df, preserve_index=False)
-        pa_csv.write_csv(table, self._fh, pa_csv.WriteOptions(include_header=self._header, quoting_style="needed"))
+        options = pa_csv.WriteOptions(include_header=self._header, quoting_style="needed")
+        self._wait()
+        self._pending = self._worker.submit(pa_csv.write_csv, table, self._fh, options)
         self._header = False
+
+    def _wait(self) -> None:
+        """Let the block being written finish; its error, if any, is raised here."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def close(self) -> None:
         """Finish: the file appears under its name only now."""
-        self._fh.close()
+        try:
+            self._wait()
+        finally:
+            self._worker.shutdown()
+            self._fh.close()
         os.replace(self._tmp, self._path)
 
     def discard(self) -> None:
+        """Give up (an error on the way): no block is left pending, no temporary file behind."""
+        self._worker.shutdown(cancel_futures=True)
         self._fh.close()
-        os.unlink(self._tmp)
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
 
 
 def write_outputs(result: Result, outdir: str | os.PathLike[str]) -> list[Path]:
