@@ -21,6 +21,10 @@ DEFAULT_CHUNK_SIZE = 8 << 20
 class CaptureFile:
     """An opened capture: iterate it for PacketBatch; ``consumed``/``total`` drive progress.
 
+    A batch's bytes are valid until the next batch is asked for, unless ``stable``: then
+    each chunk gets a buffer of its own and batches stay valid as long as they are held
+    (what decoding ahead in a second thread needs).
+
     Example::
 
         with open_capture("trace.pcap") as cap:
@@ -36,13 +40,15 @@ class CaptureFile:
         low_latency: bool = False,
         stream: BinaryIO | None = None,
         name: str | None = None,
+        stable: bool = False,
     ) -> None:
         if stream is None:
             stream, self.path, self.total, position = open_stream(path)
         else:
             self.path, self.total, position = name or os.fspath(path), None, None
         self._stream = stream
-        self._window = ByteWindow(stream, path=self.path, chunk_size=chunk_size, low_latency=low_latency, position=position)
+        self._window = ByteWindow(stream, path=self.path, chunk_size=chunk_size, low_latency=low_latency, position=position,
+                                  stable=stable)  # fmt: skip
         self._window.refill(0, 24)
         head = bytes(self._window.buf[: min(4, self._window.end)])
         if self._window.end == 0:

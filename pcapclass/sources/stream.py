@@ -9,6 +9,9 @@ import sys
 import zlib
 from typing import BinaryIO, Callable
 
+import numpy as np
+import numpy.typing as npt
+
 from ..errors import CaptureOpenError, InvalidCaptureError
 
 #: RFC 1952 §2.3.1: ID1 ID2
@@ -23,6 +26,10 @@ class ByteWindow:
     kept whole for the next walk. The window grows only when one record is larger than
     it, up to ``max_record``; memory therefore stays at about ``chunk_size`` whatever
     the stream's length.
+
+    With ``stable``, a refill moves the kept bytes to a new buffer instead of to the front
+    of this one: a batch handed out earlier keeps viewing intact bytes, so a pipeline can
+    decode the next batch while an earlier one is still being used.
     """
 
     def __init__(
@@ -33,16 +40,18 @@ class ByteWindow:
         chunk_size: int,
         low_latency: bool = False,
         position: Callable[[], int] | None = None,
+        stable: bool = False,
     ) -> None:
         self.path = path
         self._stream = stream
         self._chunk = chunk_size
-        self.buf = bytearray(chunk_size)
+        self.buf: bytearray | npt.NDArray[np.uint8] = bytearray(chunk_size)
         self.base = 0
         self.end = 0
         self.eof = False
         self._low_latency = low_latency
         self._position = position
+        self._stable = stable
         #: records longer than their snaplen: read anyway (as libpcap does), counted here
         self.caplen_over_snaplen = 0
 
@@ -60,10 +69,11 @@ class ByteWindow:
         """
         tail = self.end - keep
         size = max(self._chunk, need + 64)
-        if size > len(self.buf):
-            grown = bytearray(size)
-            grown[:tail] = self.buf[keep : self.end]
-            self.buf = grown
+        if size > len(self.buf) or (self._stable and keep):
+            # not zeroed: the read fills it (and numpy's allocation does not hold the GIL for a memset)
+            moved = np.empty(max(size, len(self.buf)), dtype=np.uint8)
+            moved[:tail] = self.buf[keep : self.end]
+            self.buf = moved
         elif keep:
             self.buf[:tail] = self.buf[keep : self.end]
         self.base += keep

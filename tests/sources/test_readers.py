@@ -262,3 +262,18 @@ def test_caplen_over_snaplen_is_read_and_counted():
     caplens = [int(c) for b in cap for c in b.caplen]
     assert caplens.count(1500) == 1 and len(caplens) == 5
     assert cap.caplen_over_snaplen == 1
+
+
+@pytest.mark.parametrize("chunk_size", [64, 1000])
+@pytest.mark.parametrize("name", ["exchange_services.pcap", "exchange_services.pcap.gz", "pcapng_multi_if.pcapng"])
+def test_stable_batches_stay_valid(name, chunk_size):
+    """With ``stable``, batches held past later reads still view their own packets' bytes
+    (what decoding ahead in a thread relies on): every batch is kept, then read, and the
+    bytes are scapy's."""
+    from pcapclass.sources import CaptureFile
+
+    path = FIXTURES / name
+    batches = list(CaptureFile(path, chunk_size=chunk_size, stable=True))
+    assert len(batches) > 3, "the chunk size must split the capture into several batches"
+    got = [bytes(b.data[int(o) : int(o) + int(c)]) for b in batches for o, c in zip(b.offset, b.caplen)]
+    assert got == scapy_bytes(path)
