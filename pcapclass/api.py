@@ -18,12 +18,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from . import schema
+from .ahead import ahead
 from .addresses import Network, parse_networks
 from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
 from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector
-from .flows import IPPROTO_TCP, FlowTable, Records, flow_keys
+from .flows import IPPROTO_TCP, FlowKeys, FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
 from .summarize import breakdown, merge, partial_breakdown
@@ -164,6 +165,12 @@ class FlowStore:
             self._files = []
 
 
+def _decoded(batch: PacketBatch) -> tuple[Packets, FlowKeys]:
+    """A batch's headers and flow keys: the compiled half of the per-batch work."""
+    pk = decode(batch)
+    return pk, flow_keys(pk)
+
+
 class Classifier:
     """The pipeline, fed one capture (or one batch) at a time; ``result()`` classifies all.
 
@@ -205,8 +212,11 @@ class Classifier:
 
     def feed(self, batch: PacketBatch) -> None:
         """Decode a batch and fold it into the current input's flow table."""
-        pk = decode(batch)
-        keys = flow_keys(pk)
+        self._fold(batch, _decoded(batch))
+
+    def _fold(self, batch: PacketBatch, decoded: tuple[Packets, FlowKeys]) -> None:
+        """Count a decoded batch, add it to the flow table, look at its payloads."""
+        pk, keys = decoded
         self.counts[-1].add(pk)
         first = self.table.update(pk, keys)
         if self.evidence is not None:
@@ -234,15 +244,16 @@ class Classifier:
         Raises CaptureError only when the file cannot be opened or is not a capture at all.
         """
         try:
-            cap = CaptureFile(path)
+            cap = CaptureFile(path, stable=True)
         except CaptureError as exc:
             self.begin(os.fspath(path)).error = exc
             self.end()
             raise
         counts = self.begin(cap.path, cap.format)
         try:
-            for batch in cap:
-                self.feed(batch)
+            # the next batches are read and decoded in a second thread while this one is folded
+            for batch, decoded in ahead(cap, _decoded):
+                self._fold(batch, decoded)
                 if self.table.finished >= self.store.spill_flows:
                     self._keep_finished()
                 if progress is not None:
