@@ -60,7 +60,8 @@ class Shared:
     servers: Servers | None = None
     sessions: pd.MultiIndex | None = None
     found_sessions: list[pd.MultiIndex] = field(default_factory=list)
-    #: a pass that only gathers sessions: classify stops before building the DataFrame
+    #: a pass that only gathers sessions: classify stops before building the DataFrame (and
+    #: returns one with no columns)
     sessions_only: bool = False
 
 
@@ -177,7 +178,7 @@ def classify(
         client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c, shared,
     )  # fmt: skip
     if shared is not None and shared.sessions_only:
-        return empty_flows(), chosen
+        return pd.DataFrame(), chosen
 
     transport_code = np.full(n, TRANSPORT_NAMES.index("other"), dtype=np.int8)
     transport_code[proto == IPPROTO_TCP] = TRANSPORT_NAMES.index("tcp")
