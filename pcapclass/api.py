@@ -20,7 +20,7 @@ import pandas as pd
 from . import schema
 from .ahead import ahead
 from .addresses import Network, parse_networks
-from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows
+from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, flow_rows
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
 from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector
@@ -294,16 +294,21 @@ class Classifier:
             return result
         evidence = self.evidence.evidence() if self.evidence is not None else None
         shared = Shared()
+        # each block's evidence rows, joined once for the passes below
+        rows = [flow_rows(recs, evidence) for recs, _ in self.store.blocks()] if evidence is not None else None
+        block_rows = lambda i: rows[i] if rows is not None else None  # noqa: E731
         if not self.networks:
-            known = [answering_servers(recs, self.lookup, evidence) for recs, _ in self.store.blocks()]
+            known = [answering_servers(recs, self.lookup, evidence, block_rows(i)) for i, (recs, _) in enumerate(self.store.blocks())]
             shared.known = known[0].append(known[1:]).unique() if known else None
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
             maybe = _SessionFilter(evidence)
             shared.sessions_only = True
-            for recs, _ in self.store.blocks():
+            for i, (recs, _) in enumerate(self.store.blocks()):
                 candidates = maybe(recs)
                 if candidates.any():
-                    classify(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence, shared)
+                    r = block_rows(i)
+                    classify(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence, shared,
+                             r.subset(candidates) if r is not None else None)  # fmt: skip
             shared.sessions_only = False
         found = [s for s in shared.found_sessions if len(s)]
         shared.sessions, shared.found_sessions = (found[0].append(found[1:]).unique() if found else None), []
@@ -311,8 +316,8 @@ class Classifier:
         parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
         servers = Servers(networks=(), addresses=(), inferred=not self.networks)
         try:
-            for recs, index in self.store.blocks():
-                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared)
+            for i, (recs, index) in enumerate(self.store.blocks()):
+                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, block_rows(i))
                 flows = self._labelled(flows, index)
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))

@@ -65,11 +65,13 @@ class Shared:
     sessions_only: bool = False
 
 
-def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | None = None) -> pd.MultiIndex:
+def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | None = None, rows: FlowRows | None = None) -> pd.MultiIndex:
     """(hi, lo) of the hosts that answer on an Exchange inbound port in ``recs``, plus hosts
-    whose EHLO proved an Exchange SMTP server: the servers inferred without ``--server``."""
+    whose EHLO proved an Exchange SMTP server: the servers inferred without ``--server``.
+    ``rows``: ``flow_rows(recs, evidence)`` when already joined."""
     t, ported = _transport_index(recs["proto"])
-    client_is_a = _client_is_a(recs, lookup, t, ported, _Verdicts.of(evidence), _flow_rows(recs, evidence))
+    rows = rows if rows is not None else flow_rows(recs, evidence)
+    client_is_a = _client_is_a(recs, lookup, t, ported, _Verdicts.of(evidence), rows)
     s_hi = np.where(client_is_a, recs["b_hi"], recs["a_hi"])
     s_lo = np.where(client_is_a, recs["b_lo"], recs["a_lo"])
     s_port = np.where(client_is_a, recs["port_b"], recs["port_a"])
@@ -78,7 +80,7 @@ def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | No
 
 
 def _client_is_a(
-    recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], verdicts: _Verdicts, rows: _Rows | None
+    recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], verdicts: _Verdicts, rows: FlowRows | None
 ) -> npt.NDArray[np.bool_]:
     """Orientation by SYN, rule port and port number, then the registrations' say."""
     client_is_a = _orient(recs, lookup, t, ported)
@@ -120,12 +122,14 @@ def classify(
     servers: Sequence[Network] = (),
     evidence: Evidence | None = None,
     shared: Shared | None = None,
+    rows: FlowRows | None = None,
 ) -> tuple[pd.DataFrame, Servers]:
     """Orient, direct and tag every flow; returns the flows DataFrame (schema.FLOWS order).
 
     ``evidence`` (from the payload stage) decides services before the port table does, in
     the order of ``evidence.EVIDENCE_VALUES``; without it every flow is decided by port.
-    ``shared`` carries what separately classified blocks of one run have in common.
+    ``shared`` carries what separately classified blocks of one run have in common;
+    ``rows`` is ``flow_rows(recs, evidence)`` when already joined.
     """
     proto = recs["proto"]
     n = proto.shape[0]
@@ -133,7 +137,7 @@ def classify(
     pa, pb = recs["port_a"], recs["port_b"]
 
     verdicts = _Verdicts.of(evidence)
-    rows = _flow_rows(recs, evidence)
+    rows = rows if rows is not None else flow_rows(recs, evidence)
     client_is_a = _client_is_a(recs, lookup, t, ported, verdicts, rows)
     pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
     c_hi, c_lo = pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"])
@@ -268,12 +272,22 @@ _NOTIFICATION_DETAIL = "new-mail-notification"
 
 
 @dataclass(frozen=True, slots=True)
-class _Rows:
-    """Evidence rows matched to flows: flow index, verdict id, sender was endpoint A."""
+class FlowRows:
+    """Evidence rows matched to flows: flow index, verdict id, sender was endpoint A.
+
+    A block of flows is classified in up to three passes (servers, sessions, then for real);
+    its rows are joined once and handed to each.
+    """
 
     flow: npt.NDArray[np.int64]
     vid: npt.NDArray[np.int64]
     from_a: npt.NDArray[np.bool_]
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> FlowRows:
+        """The rows of the flows ``mask`` keeps, numbered as ``Records(recs.cols[:, mask])`` numbers them."""
+        keep = mask[self.flow]
+        number = np.cumsum(mask) - 1
+        return FlowRows(number[self.flow[keep]], self.vid[keep], self.from_a[keep])
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,7 +322,7 @@ class _Verdicts:
         return table, codes.astype(np.int64) + len(self.kind)
 
 
-def _flow_rows(recs: Records, evidence: Evidence | None) -> _Rows | None:
+def flow_rows(recs: Records, evidence: Evidence | None) -> FlowRows | None:
     """Evidence rows joined to their flow: same key, timestamp inside the flow's span.
 
     Each flow looks up the run of rows with its hash (rows sorted once per run), so a block
@@ -329,7 +343,7 @@ def _flow_rows(recs: Records, evidence: Evidence | None) -> _Rows | None:
     row = np.repeat(lo[has], counts) + np.arange(flow.size) - np.repeat(np.cumsum(counts) - counts, counts)
     ts = by_key["ts_ns"][row]
     ok = (by_key["check"][row] == fc[flow]) & (f0[flow] <= ts) & (ts <= f1[flow])
-    return _Rows(flow[ok], by_key["vid"][row[ok]], by_key["from_a"][row[ok]])
+    return FlowRows(flow[ok], by_key["vid"][row[ok]], by_key["from_a"][row[ok]])
 
 
 def _first_per_flow(flow: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -342,7 +356,7 @@ def _first_per_flow(flow: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]) ->
 
 
 def _decide(
-    rows: _Rows | None,
+    rows: FlowRows | None,
     verdicts: _Verdicts,
     evidence: Evidence | None,
     port_code: npt.NDArray[np.int64],
