@@ -18,7 +18,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from . import schema
-from .ahead import ahead
+from .ahead import DEPTH, ahead
 from .addresses import Network, parse_networks
 from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, flow_rows
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
@@ -165,6 +165,11 @@ class FlowStore:
             self._files = []
 
 
+#: a batch's bytes must outlive the batches decoded ahead of it: those in the queue, the one
+#: being decoded, and the one being folded, plus one spare
+AHEAD_CHUNKS = DEPTH + 3
+
+
 def _decoded(batch: PacketBatch) -> tuple[Packets, FlowKeys]:
     """A batch's headers and flow keys: the compiled half of the per-batch work."""
     pk = decode(batch)
@@ -244,7 +249,7 @@ class Classifier:
         Raises CaptureError only when the file cannot be opened or is not a capture at all.
         """
         try:
-            cap = CaptureFile(path, stable=True)
+            cap = CaptureFile(path, keep_chunks=AHEAD_CHUNKS)
         except CaptureError as exc:
             self.begin(os.fspath(path)).error = exc
             self.end()

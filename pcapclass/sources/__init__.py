@@ -21,9 +21,8 @@ DEFAULT_CHUNK_SIZE = 8 << 20
 class CaptureFile:
     """An opened capture: iterate it for PacketBatch; ``consumed``/``total`` drive progress.
 
-    A batch's bytes are valid until the next batch is asked for, unless ``stable``: then
-    each chunk gets a buffer of its own and batches stay valid as long as they are held
-    (what decoding ahead in a second thread needs).
+    A batch's bytes are valid until the next chunk is read; with ``keep_chunks``, until that
+    many more are (what decoding ahead in a second thread needs).
 
     Example::
 
@@ -40,7 +39,7 @@ class CaptureFile:
         low_latency: bool = False,
         stream: BinaryIO | None = None,
         name: str | None = None,
-        stable: bool = False,
+        keep_chunks: int = 1,
     ) -> None:
         if stream is None:
             stream, self.path, self.total, position = open_stream(path)
@@ -48,7 +47,7 @@ class CaptureFile:
             self.path, self.total, position = name or os.fspath(path), None, None
         self._stream = stream
         self._window = ByteWindow(stream, path=self.path, chunk_size=chunk_size, low_latency=low_latency, position=position,
-                                  stable=stable)  # fmt: skip
+                                  keep_chunks=keep_chunks)  # fmt: skip
         self._window.refill(0, 24)
         head = bytes(self._window.buf[: min(4, self._window.end)])
         if self._window.end == 0:

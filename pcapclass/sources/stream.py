@@ -27,9 +27,11 @@ class ByteWindow:
     it, up to ``max_record``; memory therefore stays at about ``chunk_size`` whatever
     the stream's length.
 
-    With ``stable``, a refill moves the kept bytes to a new buffer instead of to the front
-    of this one: a batch handed out earlier keeps viewing intact bytes, so a pipeline can
-    decode the next batch while an earlier one is still being used.
+    With ``keep_chunks`` above 1, refills go round a ring of that many buffers, moving the
+    kept bytes to the next one instead of to the front of this one: a batch stays intact
+    while the next ``keep_chunks - 1`` chunks are read, so a pipeline can decode ahead while
+    an earlier batch is still being used. The ring's buffers are made once and reused (no
+    allocation per chunk, so nothing for the allocator to fragment).
     """
 
     def __init__(
@@ -40,18 +42,20 @@ class ByteWindow:
         chunk_size: int,
         low_latency: bool = False,
         position: Callable[[], int] | None = None,
-        stable: bool = False,
+        keep_chunks: int = 1,
     ) -> None:
         self.path = path
         self._stream = stream
         self._chunk = chunk_size
-        self.buf: bytearray | npt.NDArray[np.uint8] = bytearray(chunk_size)
+        # numpy memory is not zeroed: the reads fill it
+        self._ring: list[npt.NDArray[np.uint8] | None] = [np.empty(chunk_size, dtype=np.uint8)] + [None] * (keep_chunks - 1)
+        self._at = 0
+        self.buf: npt.NDArray[np.uint8] = self._ring[0]  # type: ignore[assignment]
         self.base = 0
         self.end = 0
         self.eof = False
         self._low_latency = low_latency
         self._position = position
-        self._stable = stable
         #: records longer than their snaplen: read anyway (as libpcap does), counted here
         self.caplen_over_snaplen = 0
 
@@ -69,13 +73,13 @@ class ByteWindow:
         """
         tail = self.end - keep
         size = max(self._chunk, need + 64)
-        if size > len(self.buf) or (self._stable and keep):
-            # not zeroed: the read fills it (and numpy's allocation does not hold the GIL for a memset)
-            moved = np.empty(max(size, len(self.buf)), dtype=np.uint8)
-            moved[:tail] = self.buf[keep : self.end]
-            self.buf = moved
-        elif keep:
-            self.buf[:tail] = self.buf[keep : self.end]
+        if keep or size > len(self.buf):
+            self._at = (self._at + 1) % len(self._ring) if keep else self._at
+            target = self._ring[self._at]
+            if target is None or size > len(target):
+                target = self._ring[self._at] = np.empty(max(size, len(self.buf)), dtype=np.uint8)
+            target[:tail] = self.buf[keep : self.end]  # numpy copes with the overlap of a ring of one
+            self.buf = target
         self.base += keep
         self.end = tail
         if self.eof:

@@ -266,14 +266,24 @@ def test_caplen_over_snaplen_is_read_and_counted():
 
 @pytest.mark.parametrize("chunk_size", [64, 1000])
 @pytest.mark.parametrize("name", ["exchange_services.pcap", "exchange_services.pcap.gz", "pcapng_multi_if.pcapng"])
-def test_stable_batches_stay_valid(name, chunk_size):
-    """With ``stable``, batches held past later reads still view their own packets' bytes
-    (what decoding ahead in a thread relies on): every batch is kept, then read, and the
-    bytes are scapy's."""
+def test_batches_stay_valid_for_keep_chunks(name, chunk_size):
+    """With ``keep_chunks=k``, a batch still views its own packets' bytes while the next k-1
+    chunks are read (what decoding ahead in a thread relies on): batches are read k-1 behind
+    the reader, and the bytes are scapy's."""
     from pcapclass.sources import CaptureFile
 
     path = FIXTURES / name
-    batches = list(CaptureFile(path, chunk_size=chunk_size, stable=True))
-    assert len(batches) > 3, "the chunk size must split the capture into several batches"
-    got = [bytes(b.data[int(o) : int(o) + int(c)]) for b in batches for o, c in zip(b.offset, b.caplen)]
+    keep = 4
+    held: list = []
+    got: list[bytes] = []
+
+    def take(b):
+        got.extend(bytes(b.data[int(o) : int(o) + int(c)]) for o, c in zip(b.offset, b.caplen))
+
+    for batch in CaptureFile(path, chunk_size=chunk_size, keep_chunks=keep):
+        held.append(batch)
+        if len(held) == keep - 1:  # the oldest held batch has lived through keep-2 more reads
+            take(held.pop(0))
+    for b in held:
+        take(b)
     assert got == scapy_bytes(path)
