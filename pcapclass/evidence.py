@@ -249,6 +249,10 @@ class EvidenceCollector:
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
+        #: flows whose first payload was binds only, not yet looked at again: (check, time,
+        #: server port, bound contexts). Most end with their next packet (no more PDUs, or
+        #: PDUs of no interest), so they become a _Flow only when a packet needs a Python look
+        self._pending: dict[int, tuple[int, int, int, list[tuple[int, str]]]] = {}
         # counted from Python one flow at a time (array.array: no numpy scalar cost), read by
         # numpy a batch at a time through a view of the same memory
         self._track_count = array.array("H", bytes(2 * _TRACK_SLOTS))
@@ -279,6 +283,7 @@ class EvidenceCollector:
         """A new input starts: forget per-flow state (flows never span captures), keep what
         was learned (endpoint-mapper ports, registrations, Exchange SMTP servers)."""
         self._flows.clear()
+        self._pending.clear()
         self._cont.clear()
         self._started.clear()
         self._track_view[:] = 0
@@ -305,7 +310,7 @@ class EvidenceCollector:
             ehlo = rest[(data[o] == 0x32) & (data[o + 1] == 0x35) & (data[o + 2] == 0x30) & (data[o + 3] == 0x2D)]
             if ehlo.size:
                 self._ehlo_replies(data, pk, keys, ehlo)
-        if self._flows:
+        if self._flows or self._pending:
             self._followed(data, pk, keys, pay)
         if self._registrations:
             self._notifications(data, pk, keys, pay)
@@ -376,22 +381,24 @@ class EvidenceCollector:
         if follow.any():
             js = np.flatnonzero(follow[codes])
             ps = sel[js]
+            pending, flows, started, slots = self._pending, self._flows, self._started, self._track_count
             # the per-flow loop takes Python ints made in one go, not one numpy scalar at a time
-            for j, p, hsh, check, ts, port in zip(js.tolist(), ps.tolist(), keys.hash[ps].view(np.uint64).tolist(),
-                                                  keys.check[ps].view(np.uint64).tolist(), pk.ts_ns[ps].tolist(),
-                                                  server_port[js].tolist()):  # fmt: skip
-                if hsh in self._flows:
+            for p, hsh, check, ts, port, code in zip(ps.tolist(), keys.hash[ps].view(np.uint64).tolist(),
+                                                     keys.check[ps].view(np.uint64).tolist(), pk.ts_ns[ps].tolist(),
+                                                     server_port[js].tolist(), codes[js].tolist()):  # fmt: skip
+                if hsh in flows or hsh in pending:
+                    continue
+                started[hsh] = p
+                preset = presets[code]
+                if preset is not None:  # binds only, already read: waits as pending, unparsed
+                    pending[hsh] = (check, ts, port, preset)
+                    slots[hsh & (_TRACK_SLOTS - 1)] += 1
                     continue
                 st = self._track(hsh, check, ts, port)
-                self._started[hsh] = p
-                preset = presets[codes[j]]
-                if preset is not None:  # binds only, already read: start from their contexts
-                    st.contexts.update(preset)
-                    st.packets = 1
-                    continue
                 o = int(pk.payload_off[p])
                 if not self._step(st, hsh, data[o : o + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), ts, pk, p):
                     self._untrack(hsh)
+            self._limit()
 
     def _ehlo_replies(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
         """Multi-line 250 replies: Exchange-only EHLO keywords prove an Exchange SMTP server."""
@@ -502,16 +509,34 @@ class EvidenceCollector:
     def _track(self, hsh: int, check: int, ts: int, server_port: int) -> _Flow:
         st = self._flows[hsh] = _Flow(check=check, last_ns=ts, server_port=server_port)
         self._track_count[hsh & (_TRACK_SLOTS - 1)] += 1
-        while len(self._flows) > MAX_TRACKED_FLOWS:
-            gone, _ = self._flows.popitem(last=False)
-            self._cont.discard(gone)
-            self._track_count[gone & (_TRACK_SLOTS - 1)] -= 1
+        self._limit()
         return st
 
+    def _limit(self) -> None:
+        """At most MAX_TRACKED_FLOWS followed: pending ones go first, then the least recent."""
+        while len(self._flows) + len(self._pending) > MAX_TRACKED_FLOWS:
+            if self._pending:
+                gone = next(iter(self._pending))
+                del self._pending[gone]
+            else:
+                gone, _ = self._flows.popitem(last=False)
+                self._cont.discard(gone)
+            self._track_count[gone & (_TRACK_SLOTS - 1)] -= 1
+
     def _untrack(self, hsh: int) -> None:
-        if self._flows.pop(hsh, None) is not None:
+        if self._flows.pop(hsh, None) is not None or self._pending.pop(hsh, None) is not None:
             self._cont.discard(hsh)
             self._track_count[hsh & (_TRACK_SLOTS - 1)] -= 1
+
+    def _flow(self, hsh: int) -> _Flow | None:
+        """The followed flow of ``hsh``; a pending one becomes a _Flow, its binds' contexts bound."""
+        st = self._flows.get(hsh)
+        if st is None:
+            waiting = self._pending.pop(hsh, None)
+            if waiting is not None:
+                check, ts, port, preset = waiting
+                st = self._flows[hsh] = _Flow(check=check, last_ns=ts, server_port=port, contexts=dict(preset), packets=1)
+        return st
 
     def _followed(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, pay: npt.NDArray[np.intp]) -> None:
         """The payload packets of followed flows, in capture order.
@@ -544,8 +569,10 @@ class EvidenceCollector:
         pdu = hit[pdu_like]
         for hsh, p, check, ts in zip(hh[pdu_like].tolist(), pdu.tolist(), keys.check[pdu].view(np.uint64).tolist(),
                                      pk.ts_ns[pdu].tolist()):  # fmt: skip
-            st = self._flows.get(hsh)
-            if st is None or st.check != check or started.get(hsh, -1) >= p or p > cut.get(hsh, p):
+            if started.get(hsh, -1) >= p or p > cut.get(hsh, p):
+                continue
+            st = self._flow(hsh)
+            if st is None or st.check != check:
                 continue
             if ts - st.last_ns > self.idle_ns:  # the key was reused after an idle gap
                 self._untrack(hsh)
@@ -557,11 +584,16 @@ class EvidenceCollector:
                 self._untrack(hsh)
         for hsh in cut:
             self._untrack(hsh)
-        # forget flows gone quiet
+        # forget flows gone quiet (pending ones are in the order they began)
         now = int(pk.ts_ns[pay[-1]])
         while self._flows:
             hsh, st = next(iter(self._flows.items()))
             if now - st.last_ns <= self.idle_ns:
+                break
+            self._untrack(hsh)
+        while self._pending:
+            hsh, waiting = next(iter(self._pending.items()))
+            if now - waiting[1] <= self.idle_ns:
                 break
             self._untrack(hsh)
 
