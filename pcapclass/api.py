@@ -20,7 +20,7 @@ import pandas as pd
 from . import schema
 from .ahead import DEPTH, ahead
 from .addresses import Network, parse_networks
-from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, flow_rows
+from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, flow_rows, rpc_sessions
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
 from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector
@@ -307,16 +307,15 @@ class Classifier:
             shared.known = known[0].append(known[1:]).unique() if known else None
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
             maybe = _SessionFilter(evidence)
-            shared.sessions_only = True
+            found = []
             for i, (recs, _) in enumerate(self.store.blocks()):
                 candidates = maybe(recs)
                 if candidates.any():
                     r = block_rows(i)
-                    classify(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence, shared,
-                             r.subset(candidates) if r is not None else None)  # fmt: skip
-            shared.sessions_only = False
-        found = [s for s in shared.found_sessions if len(s)]
-        shared.sessions, shared.found_sessions = (found[0].append(found[1:]).unique() if found else None), []
+                    found.append(rpc_sessions(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence,
+                                              shared.known, r.subset(candidates) if r is not None else None))  # fmt: skip
+            found = [s for s in found if len(s)]
+            shared.sessions = found[0].append(found[1:]).unique() if found else pd.MultiIndex.from_arrays([[]] * 4)
         writer = CsvAppender(out / "flows.csv")
         parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
         servers = Servers(networks=(), addresses=(), inferred=not self.networks)
@@ -371,8 +370,10 @@ class _SessionFilter:
 
     def __init__(self, evidence: Evidence) -> None:
         self.ports = np.array([RPC_SESSION_PORT, *evidence.epm["port"].to_numpy(np.int64)], dtype=np.int64)
-        rows = evidence.rows
-        self.binds = np.unique(rows["hash"].to_numpy(np.uint64)[rows["kind"].to_numpy() == "bind"])
+        by_key = evidence.rows_by_key()  # sorted by hash: the bind rows' hashes come out sorted
+        bind_vids = np.flatnonzero(evidence.verdicts["kind"].to_numpy() == "bind")
+        hashes = by_key["hash"][np.isin(by_key["vid"], bind_vids)]
+        self.binds = hashes[np.concatenate(([True], hashes[1:] != hashes[:-1]))] if hashes.size else hashes
 
     def __call__(self, recs: Records) -> npt.NDArray[np.bool_]:
         mask = np.isin(recs["port_a"], self.ports) | np.isin(recs["port_b"], self.ports)

@@ -51,18 +51,14 @@ class Shared:
     """What flows classified in separate blocks must share: the inferred Exchange servers and
     the RPC sessions (client, server) that make a UDP datagram a new-mail notification.
 
-    ``classify`` adds what each block shows to ``found_sessions``; a later pass over the same
-    blocks, given ``known`` and ``sessions``, decides every block as if they were one.
+    Gathered over every block first (``answering_servers``, ``rpc_sessions``), they let
+    ``classify`` decide each block as if all were one.
     """
 
     known: pd.MultiIndex | None = None
     #: ``known`` as listed in the outputs (formatted once)
     servers: Servers | None = None
     sessions: pd.MultiIndex | None = None
-    found_sessions: list[pd.MultiIndex] = field(default_factory=list)
-    #: a pass that only gathers sessions: classify stops before building the DataFrame (and
-    #: returns one with no columns)
-    sessions_only: bool = False
 
 
 def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | None = None, rows: FlowRows | None = None) -> pd.MultiIndex:
@@ -89,6 +85,51 @@ def _client_is_a(
         turn = verdicts.client_is_sender[rows.vid] == 1
         client_is_a[rows.flow[turn]] = rows.from_a[turn]
     return client_is_a
+
+
+@dataclass(frozen=True, slots=True)
+class _Oriented:
+    """Flows seen from client and server: which endpoint is which, and which is an Exchange server."""
+
+    client_is_a: npt.NDArray[np.bool_]
+    c_hi: npt.NDArray[np.uint64]
+    c_lo: npt.NDArray[np.uint64]
+    c_port: npt.NDArray[np.int64]
+    s_hi: npt.NDArray[np.uint64]
+    s_lo: npt.NDArray[np.uint64]
+    s_port: npt.NDArray[np.int64]
+    packets_c2s: npt.NDArray[np.int64]
+    packets_s2c: npt.NDArray[np.int64]
+    client_ex: npt.NDArray[np.bool_]
+    server_ex: npt.NDArray[np.bool_]
+    #: the inferred servers (None when given with --server)
+    known: pd.MultiIndex | None
+
+
+def _oriented(
+    recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], verdicts: _Verdicts,
+    rows: FlowRows | None, servers: Sequence[Network], known: pd.MultiIndex | None, evidence: Evidence | None,
+) -> _Oriented:  # fmt: skip
+    """Orient every flow and mark its Exchange side: the given ``servers``, else ``known``
+    (inferred over a whole run), else the servers these flows show."""
+    client_is_a = _client_is_a(recs, lookup, t, ported, verdicts, rows)
+    pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
+    c_hi, c_lo = pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"])
+    s_hi, s_lo = pick(recs["b_hi"], recs["a_hi"]), pick(recs["b_lo"], recs["a_lo"])
+    c_port, s_port = pick(recs["port_a"], recs["port_b"]), pick(recs["port_b"], recs["port_a"])
+    packets_c2s, packets_s2c = pick(recs["packets_ab"], recs["packets_ba"]), pick(recs["packets_ba"], recs["packets_ab"])
+    if servers:
+        client_ex, server_ex = in_networks(c_hi, c_lo, servers), in_networks(s_hi, s_lo, servers)
+        known = None
+    else:
+        if known is None:
+            known = _known_servers(s_hi, s_lo, _answers(lookup, t, ported, s_port, packets_s2c), evidence)
+        client_ex = np.asarray(pair_index(c_hi, c_lo).isin(known))
+        server_ex = np.asarray(pair_index(s_hi, s_lo).isin(known))
+    is_flow = recs["proto"] < NON_FLOW_BASE
+    client_ex &= is_flow
+    server_ex &= is_flow & ~client_ex
+    return _Oriented(client_is_a, c_hi, c_lo, c_port, s_hi, s_lo, s_port, packets_c2s, packets_s2c, client_ex, server_ex, known)
 
 
 def _answers(lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], s_port: npt.NDArray[np.int64],
@@ -138,51 +179,33 @@ def classify(
 
     verdicts = _Verdicts.of(evidence)
     rows = rows if rows is not None else flow_rows(recs, evidence)
-    client_is_a = _client_is_a(recs, lookup, t, ported, verdicts, rows)
-    pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
-    c_hi, c_lo = pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"])
-    s_hi, s_lo = pick(recs["b_hi"], recs["a_hi"]), pick(recs["b_lo"], recs["a_lo"])
-    c_port, s_port = pick(pa, pb), pick(pb, pa)
-    packets_c2s, packets_s2c = pick(recs["packets_ab"], recs["packets_ba"]), pick(recs["packets_ba"], recs["packets_ab"])
+    o = _oriented(recs, lookup, t, ported, verdicts, rows, servers, shared.known if shared is not None else None, evidence)
+    pick = lambda a, b: np.where(o.client_is_a, a, b)  # noqa: E731
     bytes_c2s, bytes_s2c = pick(recs["bytes_ab"], recs["bytes_ba"]), pick(recs["bytes_ba"], recs["bytes_ab"])
     flags_c2s, flags_s2c = pick(recs["flags_a"], recs["flags_b"]), pick(recs["flags_b"], recs["flags_a"])
+    c_hi, c_lo, c_port, s_hi, s_lo, s_port = o.c_hi, o.c_lo, o.c_port, o.s_hi, o.s_lo, o.s_port
+    client_ex, server_ex = o.client_ex, o.server_ex
 
     inbound_code = np.where(ported, lookup.table[t, 0, s_port], 0)
     outbound_code = np.where(ported, lookup.table[t, 1, s_port], 0)
     if servers:
-        client_ex = in_networks(c_hi, c_lo, servers)
-        server_ex = in_networks(s_hi, s_lo, servers)
         chosen = Servers(networks=tuple(servers), addresses=tuple(str(n) for n in servers), inferred=False)
+    elif shared is not None and shared.servers is not None:
+        chosen = shared.servers
     else:
+        assert o.known is not None
+        uniq = o.known.to_frame(index=False).to_numpy(dtype=np.uint64)
+        # IPv4 (stored ::ffff:a.b.c.d, high half 0) first, then IPv6, each in numeric order
+        v6 = (uniq[:, 0] != 0) | ((uniq[:, 1] >> np.uint64(32)) != np.uint64(0xFFFF))
+        uniq = uniq[np.lexsort((uniq[:, 1], uniq[:, 0], v6))]
+        chosen = Servers(networks=(), addresses=tuple(dict.fromkeys(format_addresses(uniq[:, 0], uniq[:, 1]))), inferred=True)
         if shared is not None and shared.known is not None:
-            known = shared.known
-        else:
-            known = _known_servers(s_hi, s_lo, _answers(lookup, t, ported, s_port, packets_s2c), evidence)
-        client_ex = np.asarray(pair_index(c_hi, c_lo).isin(known))
-        server_ex = np.asarray(pair_index(s_hi, s_lo).isin(known))
-        if shared is not None and shared.servers is not None:
-            chosen = shared.servers
-        else:
-            uniq = known.to_frame(index=False).to_numpy(dtype=np.uint64)
-            # IPv4 (stored ::ffff:a.b.c.d, high half 0) first, then IPv6, each in numeric order
-            v6 = (uniq[:, 0] != 0) | ((uniq[:, 1] >> np.uint64(32)) != np.uint64(0xFFFF))
-            uniq = uniq[np.lexsort((uniq[:, 1], uniq[:, 0], v6))]
-            inferred = list(dict.fromkeys(format_addresses(uniq[:, 0], uniq[:, 1])))
-            chosen = Servers(networks=(), addresses=tuple(inferred), inferred=True)
-            if shared is not None and shared.known is not None:
-                shared.servers = chosen
+            shared.servers = chosen
     is_flow = proto < NON_FLOW_BASE
-    client_ex &= is_flow
-    server_ex &= is_flow & ~client_ex
     # the side that matches the direction first, the other side's table as a fallback
     code = np.where(client_ex, np.where(outbound_code > 0, outbound_code, inbound_code),
                     np.where(inbound_code > 0, inbound_code, outbound_code))  # fmt: skip
-    decided = _decide(
-        rows, verdicts, evidence, code, lookup.ids, recs, proto,
-        client_is_a, (c_hi, c_lo, c_port), (s_hi, s_lo, s_port), client_ex, server_ex, packets_c2s, packets_s2c, shared,
-    )  # fmt: skip
-    if shared is not None and shared.sessions_only:
-        return pd.DataFrame(), chosen
+    decided = _decide(rows, verdicts, evidence, code, lookup.ids, recs, proto, o, shared)
 
     transport_code = np.full(n, TRANSPORT_NAMES.index("other"), dtype=np.int8)
     transport_code[proto == IPPROTO_TCP] = TRANSPORT_NAMES.index("tcp")
@@ -209,9 +232,9 @@ def classify(
             "server_port": s_port,
             **decided.columns(),
             "direction": pd.Categorical.from_codes(direction_code, DIRECTION_NAMES),
-            "packets_c2s": packets_c2s,
+            "packets_c2s": o.packets_c2s,
             "bytes_c2s": bytes_c2s,
-            "packets_s2c": packets_s2c,
+            "packets_s2c": o.packets_s2c,
             "bytes_s2c": bytes_s2c,
             "tcp_flags_c2s": pd.Categorical.from_codes(flags_c2s & 0xFF, FLAG_TEXT),
             "tcp_flags_s2c": pd.Categorical.from_codes(flags_s2c & 0xFF, FLAG_TEXT),
@@ -363,13 +386,7 @@ def _decide(
     service_ids: Sequence[str],
     recs: Records,
     proto: npt.NDArray[np.int64],
-    client_is_a: npt.NDArray[np.bool_],
-    client: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
-    server: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
-    client_ex: npt.NDArray[np.bool_],
-    server_ex: npt.NDArray[np.bool_],
-    packets_c2s: npt.NDArray[np.int64],
-    packets_s2c: npt.NDArray[np.int64],
+    o: _Oriented,
     shared: Shared | None = None,
 ) -> _Decided:
     """The evidence order: bind, epm, rpc-http, http, signature, registration beat the port;
@@ -383,12 +400,12 @@ def _decide(
     flows, vids = [], []
     if rows is not None and rows.flow.size:
         sis = verdicts.server_is_sender[rows.vid]
-        sender_is_server = rows.from_a != client_is_a[rows.flow]
+        sender_is_server = rows.from_a != o.client_is_a[rows.flow]
         ok = (sis == -1) | ((sis == 1) & sender_is_server) | ((sis == 0) & ~sender_is_server)
         flows.append(rows.flow[ok])
         vids.append(rows.vid[ok])
     if evidence is not None and not evidence.epm.empty:
-        epm = _epm_rows(evidence, proto, server, recs["first_ns"])
+        epm = _epm_rows(evidence, proto, o, recs["first_ns"])
         if len(epm):
             verdicts, epm_vids = verdicts.extend(epm)
             flows.append(epm["flow"].to_numpy(np.int64))
@@ -427,16 +444,16 @@ def _decide(
         ev[w[keep]] = _EV[MISMATCH]
         detail[w[keep]] = vid[r[keep]] + 1
     if evidence is not None:
-        hit = _notification_heuristic(ev, proto, client, server, client_ex, server_ex, packets_c2s, packets_s2c, shared)
+        sessions = shared.sessions if shared is not None and shared.sessions is not None else None
+        hit = _notification_heuristic(ev, proto, o, sessions)
         service[hit], ev[hit], detail[hit] = ids + v, _EV["heuristic"], v + 1
     return _Decided(service, service_names, ev, detail, detail_names, iface,
                     np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]))  # fmt: skip
 
 
-def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], server: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
-              first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:  # fmt: skip
+def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], o: _Oriented, first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:
     """Flows to a port an endpoint-mapper reply handed out, within the expiry of that reply."""
-    s_hi, s_lo, s_port = server
+    s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
     # only flows to a port some reply handed out can match: the join runs on those alone
     ported = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & np.isin(s_port, evidence.epm["port"].to_numpy(np.int64)))
     if not ported.size:
@@ -464,29 +481,19 @@ def _nearest_epm(m: pd.DataFrame, evidence: Evidence) -> pd.DataFrame:
 
 
 def _notification_heuristic(
-    ev: npt.NDArray[np.int64],
-    proto: npt.NDArray[np.int64],
-    client: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
-    server: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64]],
-    client_ex: npt.NDArray[np.bool_],
-    server_ex: npt.NDArray[np.bool_],
-    packets_c2s: npt.NDArray[np.int64],
-    packets_s2c: npt.NDArray[np.int64],
-    shared: Shared | None = None,
+    ev: npt.NDArray[np.int64], proto: npt.NDArray[np.int64], o: _Oriented, sessions: pd.MultiIndex | None = None
 ) -> npt.NDArray[np.int64]:
     """UDP from an Exchange server's high port to a high port of a host holding an RPC session
-    with that server (a TCP flow to it decided by bind or epm, or to TCP 135): a new-mail
-    notification (exchange-wire-facts.md §6a), when nothing better decided the flow: those flows."""
-    c_hi, c_lo, c_port = client
-    s_hi, s_lo, s_port = server
-    rpc = (proto == IPPROTO_TCP) & server_ex & (((ev == _EV["bind"]) | (ev == _EV["epm"])) | (s_port == RPC_SESSION_PORT))
-    sessions = pd.MultiIndex.from_arrays([c_hi[rpc], c_lo[rpc], s_hi[rpc], s_lo[rpc]])
-    if shared is not None:
-        shared.found_sessions.append(sessions.unique())
-        if shared.sessions is not None:
-            sessions = shared.sessions
+    with that server (see ``_sessions``; ``sessions``: those of every block, else this one's):
+    a new-mail notification (exchange-wire-facts.md §6a), when nothing better decided the
+    flow. Returns those flows."""
+    if sessions is None:
+        sessions = _sessions(proto, o, (ev == _EV["bind"]) | (ev == _EV["epm"]))
+    c_hi, c_lo, c_port = o.c_hi, o.c_lo, o.c_port
+    s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
+    client_ex, server_ex = o.client_ex, o.server_ex
     cand = np.flatnonzero((proto == IPPROTO_UDP) & (ev == _EV["none"]) & (c_port > _HIGH_PORT) & (s_port > _HIGH_PORT)
-                          & np.where(client_ex, packets_c2s > 0, server_ex & (packets_s2c > 0)))  # fmt: skip
+                          & np.where(client_ex, o.packets_c2s > 0, server_ex & (o.packets_s2c > 0)))  # fmt: skip
     if not cand.size or not len(sessions):
         return cand[:0]
     ex_c = client_ex[cand]
@@ -495,6 +502,42 @@ def _notification_heuristic(
         np.where(ex_c, c_hi[cand], s_hi[cand]), np.where(ex_c, c_lo[cand], s_lo[cand]),
     ])  # fmt: skip
     return cand[np.asarray(pairs.isin(sessions))]
+
+
+def _sessions(proto: npt.NDArray[np.int64], o: _Oriented, bound_or_mapped: npt.NDArray[np.bool_]) -> pd.MultiIndex:
+    """(client, server) of the RPC sessions: TCP flows to an Exchange server that a bind or an
+    endpoint-mapper reply decided (``bound_or_mapped``), or to TCP 135."""
+    rpc = (proto == IPPROTO_TCP) & o.server_ex & (bound_or_mapped | (o.s_port == RPC_SESSION_PORT))
+    return pd.MultiIndex.from_arrays([o.c_hi[rpc], o.c_lo[rpc], o.s_hi[rpc], o.s_lo[rpc]]).unique()
+
+
+def rpc_sessions(
+    recs: Records,
+    lookup: PortLookup,
+    servers: Sequence[Network],
+    evidence: Evidence,
+    known: pd.MultiIndex | None = None,
+    rows: FlowRows | None = None,
+) -> pd.MultiIndex:
+    """The RPC sessions of ``recs``, as ``classify`` finds them, without deciding the rest.
+
+    A flow's evidence is ``bind`` or ``epm`` exactly when it has a bind row or an
+    endpoint-mapper match (the two strongest kinds: nothing outranks them), so the sessions
+    need the join, not the decision. ``known``: the inferred servers of the whole run.
+    """
+    proto = recs["proto"]
+    t, ported = _transport_index(proto)
+    verdicts = _Verdicts.of(evidence)
+    rows = rows if rows is not None else flow_rows(recs, evidence)
+    o = _oriented(recs, lookup, t, ported, verdicts, rows, servers, known, evidence)
+    bound = np.zeros(proto.shape[0], dtype=bool)
+    if rows is not None:
+        bound[rows.flow[verdicts.kind[rows.vid] == "bind"]] = True
+    if not evidence.epm.empty:
+        epm = _epm_rows(evidence, proto, o, recs["first_ns"])
+        if len(epm):
+            bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
+    return _sessions(proto, o, bound)
 
 
 def _orient(recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
