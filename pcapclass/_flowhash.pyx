@@ -128,11 +128,11 @@ cdef class FlowHash:
         for r in range(self.n):
             self.index[self._find(self.rows[r, C_HASH], self.rows[r, C_CHECK], False)] = r
 
-    cdef inline Py_ssize_t _home(self, long long h) noexcept:
+    cdef inline Py_ssize_t _home(self, long long h) noexcept nogil:
         """Where probing for ``h`` starts (Fibonacci hashing: the product's top bits)."""
         return <Py_ssize_t>((<unsigned long long>h * GOLDEN) >> self.shift)
 
-    cdef inline Py_ssize_t _find(self, long long h, long long check, bint count) noexcept:
+    cdef inline Py_ssize_t _find(self, long long h, long long check, bint count) noexcept nogil:
         """The slot holding (h, check), or the empty slot where it would go."""
         cdef Py_ssize_t mask = self.index.shape[0] - 1
         cdef Py_ssize_t s = self._home(h)
@@ -159,9 +159,8 @@ cdef class FlowHash:
         grown[: self.n_done] = np.asarray(self.done)[: self.n_done]
         self.done = grown
 
-    cdef void _end(self, Py_ssize_t r):
-        """Copy row ``r`` to the ended records."""
-        self._reserve(1)
+    cdef void _end(self, Py_ssize_t r) noexcept nogil:
+        """Copy row ``r`` to the ended records (the caller has reserved room)."""
         cdef long long *src = &self.rows[r, 0]
         cdef long long *dst = &self.done[self.n_done, 0]
         cdef int c
@@ -183,6 +182,28 @@ cdef class FlowHash:
         2 B to A) instead of a table of its own.
         """
         cdef Py_ssize_t n = h.shape[0], i, s, r, ahead
+        cdef long long t, f, gap
+        cdef long long *row
+        cdef bint pure_syn
+        cdef long long side
+        # room for every packet to start or end a flow, made first, so that the loop allocates
+        # nothing and runs without the GIL (the decoding thread goes on meanwhile)
+        if self.n + n > self.rows.shape[0]:
+            self._resize(2 * (self.n + n))
+        if 2 * (self.n + n) > self.index.shape[0]:
+            self._reindex(2 * (self.n + n))
+        self._reserve(n)
+        with nogil:
+            self._update(n, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts, wirelen, flags,
+                         payload, first_payload)
+
+    cdef void _update(self, Py_ssize_t n, const long long[:] h, const long long[:] check, const long long[:] proto,
+                      const unsigned long long[:] a_hi, const unsigned long long[:] a_lo,
+                      const unsigned long long[:] b_hi, const unsigned long long[:] b_lo,
+                      const long long[:] port_a, const long long[:] port_b, const unsigned char[:] from_a,
+                      const long long[:] ts, const long long[:] wirelen, const long long[:] flags,
+                      const long long[:] payload, unsigned char[:] first_payload) noexcept nogil:
+        cdef Py_ssize_t i, s, r, ahead
         cdef long long t, f, gap
         cdef long long *row
         cdef bint pure_syn
@@ -209,15 +230,11 @@ cdef class FlowHash:
                     row = &self.rows[r, 0]
                     self._start(row, i, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts)
             else:
-                if self.n == self.rows.shape[0]:
-                    self._resize(2 * self.rows.shape[0])
                 r = self.n
                 self.n += 1
                 self.index[s] = r
                 row = &self.rows[r, 0]
                 self._start(row, i, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts)
-                if self.n * 2 > self.index.shape[0]:
-                    self._reindex(self.index.shape[0] * 2)
             if payload[i] > 0:
                 side = 1 if from_a[i] else 2
                 if not row[C_PAYLOAD_SEEN] & side:
@@ -246,7 +263,7 @@ cdef class FlowHash:
                             const long long[:] proto, const unsigned long long[:] a_hi,
                             const unsigned long long[:] a_lo, const unsigned long long[:] b_hi,
                             const unsigned long long[:] b_lo, const long long[:] port_a,
-                            const long long[:] port_b, const unsigned char[:] from_a, const long long[:] ts) noexcept:
+                            const long long[:] port_b, const unsigned char[:] from_a, const long long[:] ts) noexcept nogil:
         cdef int c
         for c in range(NCOL):
             row[c] = 0
