@@ -130,6 +130,7 @@ class FlowTable:
         self.max_flows = max_flows
         self.stats = FlowStats()
         self._hash = FlowHash(idle_timeout_ns, CLOSED_GRACE_NS)
+        self._swept_at = np.iinfo(np.int64).min
 
     def __len__(self) -> int:
         """Open flows."""
@@ -145,12 +146,17 @@ class FlowTable:
         if not len(pk):
             return np.zeros(0, dtype=np.intp)
         k = keys if keys is not None else flow_keys(pk)
+        if self._hash.watermark - self._swept_at > CLOSED_GRACE_NS:
+            # every few seconds of capture time the flows the clock has ended (closed ones
+            # above all) leave the table, so that it holds about the flows still active
+            self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
         if len(self._hash) + len(pk) > self._hash.capacity:
             # before the table grows, the flows the clock has ended make room; when that is not
-            # enough, it grows to twice what it must hold, so sweeps stay rare (O(1) per flow)
+            # enough, it grows to half as much again as it must hold, so sweeps stay rare
+            # (O(1) per flow) and the slack moderate
             self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
-            if 2 * (len(self._hash) + len(pk)) > self._hash.capacity:
-                self._hash.reserve(2 * (len(self._hash) + len(pk)))
+            if 3 * (len(self._hash) + len(pk)) > 2 * self._hash.capacity:
+                self._hash.reserve(3 * (len(self._hash) + len(pk)) // 2)
         first = np.zeros(len(pk), dtype=np.uint8)
         self._hash.update(k.hash, k.check, k.proto, k.a_hi, k.a_lo, k.b_hi, k.b_lo, k.port_a, k.port_b,
                           k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, pk.payload_len, first)  # fmt: skip
@@ -188,6 +194,7 @@ class FlowTable:
     def _sweep(self, now_ns: int, grace_ns: int, active_now_ns: int | None = None, active_timeout_ns: int = 0) -> None:
         """End the open flows that the clock ``now_ns`` says are over, and those over the cap."""
         started_before = active_now_ns - active_timeout_ns if active_now_ns is not None else np.iinfo(np.int64).min
+        self._swept_at = now_ns
         done = self._hash.ended_by_clock(now_ns, grace_ns, started_before)
         over = len(done) - int(np.count_nonzero(done)) - self.max_flows
         if over > 0:
