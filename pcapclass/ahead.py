@@ -16,9 +16,9 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-#: items worked on ahead of the caller: enough to even out uneven batches, few enough
-#: that the buffers in flight stay a few chunks
-DEPTH = 2
+#: finished items waiting for the caller: one evens out uneven batches; more only keeps
+#: more chunks in memory
+DEPTH = 1
 
 
 class _Failed:

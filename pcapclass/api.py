@@ -103,6 +103,8 @@ class Result:
 
 #: finished flows held in memory before they move to a temporary file (about 10 MB of records)
 SPILL_FLOWS = 1 << 16
+#: finished flows the flow table hands over at a time (its buffer of them stays small)
+DRAIN_FLOWS = 1 << 14
 
 
 class FlowStore:
@@ -116,6 +118,7 @@ class FlowStore:
         self.spill_flows = spill_flows
         self._mem: list[tuple[Records, npt.NDArray[np.int64]]] = []
         self._mem_rows = 0
+        self._mem_sorted = False
         self._files: list[tuple[Path, Path]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -129,6 +132,7 @@ class FlowStore:
         if not len(recs):
             return
         self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64)))
+        self._mem_sorted = False
         self._mem_rows += len(recs)
         if self._mem_rows >= self.spill_flows:
             self._spill()
@@ -136,7 +140,7 @@ class FlowStore:
     def _spill(self) -> None:
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="pcapclass-flows-")
-        recs, index = self._joined()
+        recs, index = self._sorted()
         for start in range(0, len(recs), self.spill_flows):  # blocks of at most spill_flows flows
             base = Path(self._dir.name) / f"{len(self._files):06d}"
             cols, idx = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy")
@@ -145,17 +149,24 @@ class FlowStore:
             self._files.append((cols, idx))
         self._mem, self._mem_rows = [], 0
 
-    def _joined(self) -> tuple[Records, npt.NDArray[np.int64]]:
+    def _sorted(self) -> tuple[Records, npt.NDArray[np.int64]]:
+        """The flows in memory, joined, by capture then first packet (kept so: sorted once)."""
+        if len(self._mem) == 1 and self._mem_sorted:
+            return self._mem[0]
         recs = Records.concat([r for r, _ in self._mem])
         index = np.concatenate([i for _, i in self._mem]) if self._mem else np.zeros(0, np.int64)
-        return recs, index
+        order = np.lexsort((recs["first_ns"], index))
+        for column in recs.cols:  # in place, a field at a time: no second copy of the flows
+            column[:] = column[order]
+        self._mem, self._mem_sorted = [(recs, index[order])], True
+        return self._mem[0]
 
     def blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64]]]:
         """(flows, capture number of each) block by block, in the order they finished."""
         for cols, idx in self._files:
             yield Records(np.load(cols, mmap_mode="r")), np.load(idx)
         if self._mem:
-            yield self._joined()
+            yield self._sorted()
 
     def close(self) -> None:
         """Remove the temporary files."""
@@ -165,9 +176,9 @@ class FlowStore:
             self._files = []
 
 
-#: a batch's bytes must outlive the batches decoded ahead of it: those in the queue, the one
-#: being decoded, and the one being folded, plus one spare
-AHEAD_CHUNKS = DEPTH + 3
+#: a batch's bytes must outlive the batches decoded ahead of it: each of the two stages ahead
+#: holds its queue and the batch it works on, the evidence stage one more, plus a spare
+AHEAD_CHUNKS = 2 * (DEPTH + 1) + 2
 
 
 def _decoded(batch: PacketBatch) -> tuple[Packets, FlowKeys]:
@@ -217,13 +228,16 @@ class Classifier:
 
     def feed(self, batch: PacketBatch) -> None:
         """Decode a batch and fold it into the current input's flow table."""
-        self._fold(batch, _decoded(batch))
+        pk, keys = _decoded(batch)
+        self._look(batch, pk, keys, self._add(pk, keys))
 
-    def _fold(self, batch: PacketBatch, decoded: tuple[Packets, FlowKeys]) -> None:
-        """Count a decoded batch, add it to the flow table, look at its payloads."""
-        pk, keys = decoded
+    def _add(self, pk: Packets, keys: FlowKeys) -> npt.NDArray[np.intp]:
+        """Count a decoded batch and add it to the flow table; its first payloads per flow."""
         self.counts[-1].add(pk)
-        first = self.table.update(pk, keys)
+        return self.table.update(pk, keys)
+
+    def _look(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
+        """The payload evidence of a batch the flow table has taken."""
         if self.evidence is not None:
             self.evidence.feed(batch, pk, keys, first)
 
@@ -236,12 +250,8 @@ class Classifier:
         counts.flows_exported_early = self.table.stats.flows_exported_early
 
     def _keep_finished(self) -> None:
-        """Move the table's finished flows to the store, in order of first packet."""
-        recs = self.table.drain()
-        order = np.argsort(recs["first_ns"], kind="stable")
-        for column in recs.cols:  # in place, a field at a time: no second copy of the table
-            column[:] = column[order]
-        self.store.add(recs, len(self.counts) - 1)
+        """Move the table's finished flows to the store."""
+        self.store.add(self.table.drain(), len(self.counts) - 1)
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
         """Read one capture to its end or its first fault (recorded, not raised).
@@ -255,12 +265,18 @@ class Classifier:
             self.end()
             raise
         counts = self.begin(cap.path, cap.format)
+
+        def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> npt.NDArray[np.intp]:
+            first = self._add(*item[1])
+            if self.table.finished >= DRAIN_FLOWS:
+                self._keep_finished()
+            return first
+
         try:
-            # the next batches are read and decoded in a second thread while this one is folded
-            for batch, decoded in ahead(cap, _decoded):
-                self._fold(batch, decoded)
-                if self.table.finished >= self.store.spill_flows:
-                    self._keep_finished()
+            # three stages, each a batch ahead of the next: reading and decoding, the flow
+            # table, the payload evidence (compiled stages let go of the GIL, so they overlap)
+            for (batch, (pk, keys)), first in ahead(ahead(cap, _decoded), add):
+                self._look(batch, pk, keys, first)
                 if progress is not None:
                     progress(cap.consumed, counts.packets)
         except CaptureError as exc:
@@ -275,7 +291,7 @@ class Classifier:
         blocks = list(self.store.blocks())
         recs = Records.concat([r for r, _ in blocks])
         index = np.concatenate([i for _, i in blocks]) if blocks else np.zeros(0, np.int64)
-        if len(blocks) > 1:  # spilled blocks are in finishing order: back to first-packet order
+        if len(blocks) > 1:  # each block is in order, not the blocks together
             order = np.lexsort((recs["first_ns"], index))
             recs, index = Records(recs.cols[:, order]), index[order]
         evidence = self.evidence.evidence() if self.evidence is not None else None
