@@ -15,7 +15,7 @@ from .stream import ByteWindow, open_stream
 __all__ = ["CaptureFile", "PacketBatch", "open_capture", "DEFAULT_CHUNK_SIZE"]
 
 #: bytes read per chunk: large enough that per-batch overhead vanishes, small enough for cache
-DEFAULT_CHUNK_SIZE = 8 << 20
+DEFAULT_CHUNK_SIZE = 4 << 20
 
 
 class CaptureFile:
