@@ -177,8 +177,8 @@ def _one_malloc_arena() -> None:
 
     Batches are decoded in one thread, added to the flow table in another and looked at in a
     third; with an arena per thread, what one frees scatters over three heaps and the peak
-    memory grew with the length of the capture (305 MB for the doubled benchmark file, 263 MB
-    with one arena, no slower: the threads allocate a few times per batch, not per packet).
+    memory grew with the length of the capture (the doubled benchmark file: 310-314 MB, with
+    one arena 255-269 MB, no slower: the threads allocate a few times per batch, not per packet).
     Elsewhere than glibc this does nothing.
     """
     try:
