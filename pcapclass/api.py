@@ -20,10 +20,10 @@ import pandas as pd
 from . import schema
 from .ahead import DEPTH, ahead
 from .addresses import Network, parse_networks
-from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, flow_rows, rpc_sessions
+from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, rpc_sessions
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
-from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector
+from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector, FlowRows
 from .flows import IPPROTO_TCP, FlowKeys, FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
@@ -108,18 +108,20 @@ DRAIN_FLOWS = 1 << 14
 
 
 class FlowStore:
-    """The finished flows of a run: in memory up to ``spill_flows``, then in temporary files.
+    """The finished flows of a run, with their evidence rows: in memory up to ``spill_flows``,
+    then in temporary files.
 
     Memory then follows the open flows, not all the flows a capture ever had; the blocks are
-    read back one at a time (memory-mapped) to be classified and written.
+    read back one at a time (memory-mapped) to be classified and written. A block is in order
+    of capture, then first packet.
     """
 
     def __init__(self, spill_flows: int = SPILL_FLOWS) -> None:
         self.spill_flows = spill_flows
-        self._mem: list[tuple[Records, npt.NDArray[np.int64]]] = []
+        self._mem: list[tuple[Records, npt.NDArray[np.int64], FlowRows]] = []
         self._mem_rows = 0
         self._mem_sorted = False
-        self._files: list[tuple[Path, Path]] = []
+        self._files: list[tuple[Path, Path, Path]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -127,11 +129,11 @@ class FlowStore:
         """True once some flows live in temporary files."""
         return bool(self._files)
 
-    def add(self, recs: Records, capture: int) -> None:
-        """Keep ``recs`` (finished flows of capture number ``capture``)."""
+    def add(self, recs: Records, capture: int, rows: FlowRows | None = None) -> None:
+        """Keep ``recs`` (finished flows of capture number ``capture``) and their evidence rows."""
         if not len(recs):
             return
-        self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64)))
+        self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64), rows if rows is not None else FlowRows.empty()))
         self._mem_sorted = False
         self._mem_rows += len(recs)
         if self._mem_rows >= self.spill_flows:
@@ -140,31 +142,39 @@ class FlowStore:
     def _spill(self) -> None:
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="pcapclass-flows-")
-        recs, index = self._sorted()
+        recs, index, rows = self._sorted()
         for start in range(0, len(recs), self.spill_flows):  # blocks of at most spill_flows flows
+            stop = start + self.spill_flows
             base = Path(self._dir.name) / f"{len(self._files):06d}"
-            cols, idx = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy")
-            np.save(cols, recs.cols[:, start : start + self.spill_flows])
-            np.save(idx, index[start : start + self.spill_flows])
-            self._files.append((cols, idx))
+            paths = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy"), base.with_suffix(".rows.npy")
+            np.save(paths[0], recs.cols[:, start:stop])
+            np.save(paths[1], index[start:stop])
+            mine = (rows.flow >= start) & (rows.flow < stop)
+            np.save(paths[2], np.stack([rows.flow[mine] - start, rows.vid[mine], rows.from_a[mine].astype(np.int64)]))
+            self._files.append(paths)
         self._mem, self._mem_rows = [], 0
 
-    def _sorted(self) -> tuple[Records, npt.NDArray[np.int64]]:
+    def _sorted(self) -> tuple[Records, npt.NDArray[np.int64], FlowRows]:
         """The flows in memory, joined, by capture then first packet (kept so: sorted once)."""
         if len(self._mem) == 1 and self._mem_sorted:
             return self._mem[0]
-        recs = Records.concat([r for r, _ in self._mem])
-        index = np.concatenate([i for _, i in self._mem]) if self._mem else np.zeros(0, np.int64)
+        recs = Records.concat([r for r, _, _ in self._mem])
+        index = np.concatenate([i for _, i, _ in self._mem]) if self._mem else np.zeros(0, np.int64)
+        starts = np.cumsum([0] + [len(r) for r, _, _ in self._mem[:-1]]).tolist()
+        rows = FlowRows.concat([w for _, _, w in self._mem], starts)
         order = np.lexsort((recs["first_ns"], index))
         for column in recs.cols:  # in place, a field at a time: no second copy of the flows
             column[:] = column[order]
-        self._mem, self._mem_sorted = [(recs, index[order])], True
+        moved = np.empty_like(order)
+        moved[order] = np.arange(order.size)
+        self._mem, self._mem_sorted = [(recs, index[order], rows.renumbered(moved))], True
         return self._mem[0]
 
-    def blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64]]]:
-        """(flows, capture number of each) block by block, in the order they finished."""
-        for cols, idx in self._files:
-            yield Records(np.load(cols, mmap_mode="r")), np.load(idx)
+    def blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
+        """(flows, capture number of each, their evidence rows) block by block."""
+        for cols, idx, rows in self._files:
+            flow, vid, from_a = np.load(rows)
+            yield Records(np.load(cols, mmap_mode="r")), np.load(idx), FlowRows(flow, vid, from_a.astype(bool))
         if self._mem:
             yield self._sorted()
 
@@ -249,9 +259,12 @@ class Classifier:
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
 
-    def _keep_finished(self) -> None:
-        """Move the table's finished flows to the store."""
-        self.store.add(self.table.drain(), len(self.counts) - 1)
+    def _keep_finished(self, recs: Records | None = None) -> None:
+        """Move finished flows (``recs``, else the table's) to the store, with the evidence
+        rows that are theirs (taken from the collector, which so keeps only open flows')."""
+        recs = recs if recs is not None else self.table.drain()
+        rows = self.evidence.take(recs) if self.evidence is not None else None
+        self.store.add(recs, len(self.counts) - 1, rows)
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
         """Read one capture to its end or its first fault (recorded, not raised).
@@ -266,17 +279,18 @@ class Classifier:
             raise
         counts = self.begin(cap.path, cap.format)
 
-        def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> npt.NDArray[np.intp]:
+        def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> tuple[npt.NDArray[np.intp], Records | None]:
             first = self._add(*item[1])
-            if self.table.finished >= DRAIN_FLOWS:
-                self._keep_finished()
-            return first
+            return first, (self.table.drain() if self.table.finished >= DRAIN_FLOWS else None)
 
         try:
             # three stages, each a batch ahead of the next: reading and decoding, the flow
-            # table, the payload evidence (compiled stages let go of the GIL, so they overlap)
-            for (batch, (pk, keys)), first in ahead(ahead(cap, _decoded), add):
+            # table, the payload evidence (compiled stages let go of the GIL, so they overlap);
+            # flows the table finished are kept after the evidence of their last batch
+            for (batch, (pk, keys)), (first, finished) in ahead(ahead(cap, _decoded), add):
                 self._look(batch, pk, keys, first)
+                if finished is not None:
+                    self._keep_finished(finished)
                 if progress is not None:
                     progress(cap.consumed, counts.packets)
         except CaptureError as exc:
@@ -289,13 +303,17 @@ class Classifier:
     def result(self, *, by: Sequence[str] = ("service", "direction")) -> Result:
         """Classify every finished flow and summarize, all in memory (``flows`` has them all)."""
         blocks = list(self.store.blocks())
-        recs = Records.concat([r for r, _ in blocks])
-        index = np.concatenate([i for _, i in blocks]) if blocks else np.zeros(0, np.int64)
+        recs = Records.concat([r for r, _, _ in blocks])
+        index = np.concatenate([i for _, i, _ in blocks]) if blocks else np.zeros(0, np.int64)
+        rows = FlowRows.concat([w for _, _, w in blocks], np.cumsum([0] + [len(r) for r, _, _ in blocks[:-1]]).tolist())
         if len(blocks) > 1:  # each block is in order, not the blocks together
             order = np.lexsort((recs["first_ns"], index))
             recs, index = Records(recs.cols[:, order]), index[order]
+            moved = np.empty_like(order)
+            moved[order] = np.arange(order.size)
+            rows = rows.renumbered(moved)
         evidence = self.evidence.evidence() if self.evidence is not None else None
-        flows, servers = classify(recs, self.lookup, self.networks, evidence)
+        flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows if evidence is not None else None)
         flows = self._labelled(flows, index)
         return self._result(flows, breakdown(flows, self._order, by), np.bincount(index, minlength=len(self.counts)), servers)
 
@@ -315,29 +333,26 @@ class Classifier:
             return result
         evidence = self.evidence.evidence() if self.evidence is not None else None
         shared = Shared()
-        # each block's evidence rows, joined once for the passes below
-        rows = [flow_rows(recs, evidence) for recs, _ in self.store.blocks()] if evidence is not None else None
-        block_rows = lambda i: rows[i] if rows is not None else None  # noqa: E731
         if not self.networks:
-            known = [answering_servers(recs, self.lookup, evidence, block_rows(i)) for i, (recs, _) in enumerate(self.store.blocks())]
+            known = [answering_servers(recs, self.lookup, evidence, rows if evidence is not None else None)
+                     for recs, _, rows in self.store.blocks()]  # fmt: skip
             shared.known = known[0].append(known[1:]).unique() if known else None
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
             maybe = _SessionFilter(evidence)
             found = []
-            for i, (recs, _) in enumerate(self.store.blocks()):
-                candidates = maybe(recs)
+            for recs, _, rows in self.store.blocks():
+                candidates = maybe(recs, rows)
                 if candidates.any():
-                    r = block_rows(i)
                     found.append(rpc_sessions(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence,
-                                              shared.known, r.subset(candidates) if r is not None else None))  # fmt: skip
+                                              shared.known, rows.subset(candidates)))  # fmt: skip
             found = [s for s in found if len(s)]
             shared.sessions = found[0].append(found[1:]).unique() if found else pd.MultiIndex.from_arrays([[]] * 4)
         writer = CsvAppender(out / "flows.csv")
         parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
         servers = Servers(networks=(), addresses=(), inferred=not self.networks)
         try:
-            for i, (recs, index) in enumerate(self.store.blocks()):
-                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, block_rows(i))
+            for recs, index, rows in self.store.blocks():
+                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows if evidence is not None else None)
                 flows = self._labelled(flows, index)
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
@@ -382,18 +397,15 @@ class Classifier:
 
 class _SessionFilter:
     """TCP flows that may be RPC sessions: to TCP 135, with a bind, or on a port an endpoint
-    mapper handed out. Only these need classifying to collect the sessions."""
+    mapper handed out. Only these need looking at to collect the sessions."""
 
     def __init__(self, evidence: Evidence) -> None:
         self.ports = np.array([RPC_SESSION_PORT, *evidence.epm["port"].to_numpy(np.int64)], dtype=np.int64)
-        by_key = evidence.rows_by_key()  # sorted by hash: the bind rows' hashes come out sorted
-        bind_vids = np.flatnonzero(evidence.verdicts["kind"].to_numpy() == "bind")
-        hashes = by_key["hash"][np.isin(by_key["vid"], bind_vids)]
-        self.binds = hashes[np.concatenate(([True], hashes[1:] != hashes[:-1]))] if hashes.size else hashes
+        self.bind = (evidence.verdicts["kind"].to_numpy() == "bind") if len(evidence.verdicts) else np.zeros(0, bool)
 
-    def __call__(self, recs: Records) -> npt.NDArray[np.bool_]:
+    def __call__(self, recs: Records, rows: FlowRows) -> npt.NDArray[np.bool_]:
         mask = np.isin(recs["port_a"], self.ports) | np.isin(recs["port_b"], self.ports)
-        mask |= np.isin(recs["hash"], self.binds)
+        mask[rows.flow[self.bind[rows.vid]]] = True
         return mask & (recs["proto"] == IPPROTO_TCP)
 
 

@@ -18,7 +18,7 @@ from . import schema
 from .addresses import Network, format_addresses, in_networks, pair_index
 from .decode import FRAGMENT_PROTO_BASE, Status
 from .flows import NO_SYN, NON_FLOW_BASE, Records
-from .evidence import DECISIVE, EVIDENCE_VALUES, INTERFACE_ONLY, MISMATCH, RANK, Evidence
+from .evidence import DECISIVE, EVIDENCE_VALUES, INTERFACE_ONLY, MISMATCH, RANK, Evidence, FlowRows
 from .rules import TRANSPORTS, PortLookup
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
@@ -292,25 +292,6 @@ RPC_SESSION_PORT = 135
 _HIGH_PORT = 1024
 _NOTIFICATION_SERVICE = "information-store"
 _NOTIFICATION_DETAIL = "new-mail-notification"
-
-
-@dataclass(frozen=True, slots=True)
-class FlowRows:
-    """Evidence rows matched to flows: flow index, verdict id, sender was endpoint A.
-
-    A block of flows is classified in up to three passes (servers, sessions, then for real);
-    its rows are joined once and handed to each.
-    """
-
-    flow: npt.NDArray[np.int64]
-    vid: npt.NDArray[np.int64]
-    from_a: npt.NDArray[np.bool_]
-
-    def subset(self, mask: npt.NDArray[np.bool_]) -> FlowRows:
-        """The rows of the flows ``mask`` keeps, numbered as ``Records(recs.cols[:, mask])`` numbers them."""
-        keep = mask[self.flow]
-        number = np.cumsum(mask) - 1
-        return FlowRows(number[self.flow[keep]], self.vid[keep], self.from_a[keep])
 
 
 @dataclass(frozen=True, slots=True)

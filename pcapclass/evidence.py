@@ -61,7 +61,7 @@ from .dcerpc import (
     parse_response,
 )
 from .decode import Packets
-from .flows import FlowKeys
+from .flows import FlowKeys, Records
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
 from .signatures import (
     EXPECTED_PROTOCOLS,
@@ -197,6 +197,41 @@ def _epm_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
     for c in ("port", "first_ns", "last_ns"):
         df[c] = df[c].astype(np.int64)
     return df
+
+
+@dataclass(frozen=True, slots=True)
+class FlowRows:
+    """Evidence rows matched to flows: flow index, verdict id, sender was endpoint A.
+
+    Joined once per flow (``EvidenceCollector.take`` as flows finish, or ``classify.flow_rows``)
+    and handed to each pass that classifies those flows.
+    """
+
+    flow: npt.NDArray[np.int64]
+    vid: npt.NDArray[np.int64]
+    from_a: npt.NDArray[np.bool_]
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> FlowRows:
+        """The rows of the flows ``mask`` keeps, numbered as ``Records(recs.cols[:, mask])`` numbers them."""
+        keep = mask[self.flow]
+        number = np.cumsum(mask) - 1
+        return FlowRows(number[self.flow[keep]], self.vid[keep], self.from_a[keep])
+
+    def renumbered(self, new_index: npt.NDArray[np.int64]) -> FlowRows:
+        """The rows after the flows moved: flow ``i`` is now flow ``new_index[i]``."""
+        return FlowRows(new_index[self.flow], self.vid, self.from_a)
+
+    @staticmethod
+    def concat(parts: list[FlowRows], offsets: list[int]) -> FlowRows:
+        """Rows of consecutive record tables, flow numbers shifted by where each table starts."""
+        if not parts:
+            return FlowRows.empty()
+        return FlowRows(np.concatenate([p.flow + o for p, o in zip(parts, offsets)]), np.concatenate([p.vid for p in parts]),
+                        np.concatenate([p.from_a for p in parts]))  # fmt: skip
+
+    @staticmethod
+    def empty() -> FlowRows:
+        return FlowRows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,15 +763,51 @@ class EvidenceCollector:
     def _add_row(self, hsh: int, check: int, ts: int, from_a: bool, v: _Verdict, client_is_sender: int = -1) -> None:
         self._rows.append((hsh, check, ts, from_a, self._vid(v, client_is_sender)))
 
-    def evidence(self) -> Evidence:
-        """Everything learned so far, as tables for ``classify``."""
+    def _joined_rows(self) -> list[npt.NDArray[np.generic]]:
+        """The rows not yet taken, as (hash, check, ts_ns, from_a, vid) arrays in the order
+        they were found; they replace the parts they were made of (one copy, not two)."""
         cols = list(zip(*self._row_parts)) if self._row_parts else [[] for _ in range(5)]
         extra = list(zip(*self._rows)) if self._rows else [() for _ in range(5)]
         dtypes = (np.uint64, np.uint64, np.int64, bool, np.int32)
         arrays = [np.concatenate([*(np.asarray(c, dtype=t) for c in part), np.array(e, dtype=t)])
                   for part, e, t in zip(cols, extra, dtypes)]  # fmt: skip
-        # the joined arrays replace the parts they were made of: one copy of the rows, not two
         self._row_parts, self._rows = ([tuple(arrays)] if arrays[0].size else []), []  # type: ignore[list-item]
+        return arrays
+
+    def take(self, recs: Records) -> FlowRows:
+        """The rows of these finished flows (joined as ``classify`` joins them: same key, found
+        within the flow's span), handed over and forgotten here.
+
+        A finished flow gets no more rows, so the rows held stay those of open flows, and
+        memory does not grow with the capture. Each row looks up the flows with its hash
+        (the flows sorted, not the rows: there are fewer)."""
+        arrays = self._joined_rows()
+        h = arrays[0]
+        if not h.size or not len(recs):
+            return FlowRows.empty()
+        f_hash, f_check, f_first, f_last = recs["hash"], recs["check"], recs["first_ns"], recs["last_ns"]
+        order = np.argsort(f_hash, kind="stable")
+        sorted_hash = f_hash[order]
+        lo, hi = np.searchsorted(sorted_hash, h, "left"), np.searchsorted(sorted_hash, h, "right")
+        flow = np.full(h.size, -1, dtype=np.int64)
+        k = 0
+        while True:  # rows whose hash several flows share (a reused 5-tuple) try each in turn
+            idx = np.flatnonzero((lo + k < hi) & (flow < 0))
+            if not idx.size:
+                break
+            f = order[lo[idx] + k]
+            ts = arrays[2][idx]
+            ok = (f_check[f] == arrays[1][idx]) & (f_first[f] <= ts) & (ts <= f_last[f])
+            flow[idx[ok]] = f[ok]
+            k += 1
+        taken = flow >= 0
+        left = ~taken
+        self._row_parts = [tuple(a[left] for a in arrays)] if left.any() else []  # type: ignore[list-item]
+        return FlowRows(flow[taken], arrays[4][taken].astype(np.int64), arrays[3][taken])
+
+    def evidence(self) -> Evidence:
+        """Everything learned so far, as tables for ``classify``."""
+        arrays = self._joined_rows()
         parts = []
         if arrays[0].size:
             # sorted by key once here, so that rows_by_key can use the columns as they are
@@ -756,4 +827,4 @@ class EvidenceCollector:
                         self.epm_expiry_ns)  # fmt: skip
 
 
-__all__ = ["DECISIVE", "EVIDENCE_VALUES", "DEFAULT_EPM_EXPIRY", "Evidence", "EvidenceCollector"]
+__all__ = ["DECISIVE", "EVIDENCE_VALUES", "DEFAULT_EPM_EXPIRY", "Evidence", "EvidenceCollector", "FlowRows"]

@@ -124,11 +124,13 @@ def test_heuristic_notification_without_registration() -> None:
     clf = Classifier(servers=SERVERS)
     clf.read(EVIDENCE / "registration.pcap")
     ev = clf.evidence.evidence()
-    ev.rows = ev.rows[ev.rows["kind"] != "registration"]
     from pcapclass.classify import classify
+    from pcapclass.evidence import FlowRows
     from pcapclass.flows import Records
 
-    flows, _ = classify(Records.concat([recs for recs, _ in clf.store.blocks()]), clf.lookup, clf.networks, ev)
+    (recs, _, rows), = clf.store.blocks()  # the flows, and the evidence rows taken with them
+    drop = ev.verdicts["kind"].to_numpy()[rows.vid] == "registration"
+    flows, _ = classify(recs, clf.lookup, clf.networks, ev, rows=FlowRows(rows.flow[~drop], rows.vid[~drop], rows.from_a[~drop]))
     got = decided(flows)
     assert got[("10.0.0.10", 3001, 1054)] == ("information-store", "heuristic", "new-mail-notification", "")
     assert got[("10.0.0.10", 3002, 1055)][:2] == ("other", "none")
