@@ -113,12 +113,14 @@ class FlowStore:
 
     Memory then follows the open flows, not all the flows a capture ever had; the blocks are
     read back one at a time (memory-mapped) to be classified and written. A block is in order
-    of capture, then first packet.
+    of capture, then first packet. ``rows_of`` hands over the evidence rows of finished flows
+    (``EvidenceCollector.take``): asked once per block, when it is spilled or read.
     """
 
-    def __init__(self, spill_flows: int = SPILL_FLOWS) -> None:
+    def __init__(self, spill_flows: int = SPILL_FLOWS, rows_of: Callable[[Records], FlowRows] | None = None) -> None:
         self.spill_flows = spill_flows
-        self._mem: list[tuple[Records, npt.NDArray[np.int64], FlowRows]] = []
+        self._rows_of = rows_of
+        self._mem: list[tuple[Records, npt.NDArray[np.int64], FlowRows | None]] = []
         self._mem_rows = 0
         self._mem_sorted = False
         self._files: list[tuple[Path, Path, Path]] = []
@@ -129,11 +131,11 @@ class FlowStore:
         """True once some flows live in temporary files."""
         return bool(self._files)
 
-    def add(self, recs: Records, capture: int, rows: FlowRows | None = None) -> None:
-        """Keep ``recs`` (finished flows of capture number ``capture``) and their evidence rows."""
+    def add(self, recs: Records, capture: int) -> None:
+        """Keep ``recs`` (finished flows of capture number ``capture``)."""
         if not len(recs):
             return
-        self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64), rows if rows is not None else FlowRows.empty()))
+        self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64), None))
         self._mem_sorted = False
         self._mem_rows += len(recs)
         if self._mem_rows >= self.spill_flows:
@@ -155,20 +157,18 @@ class FlowStore:
         self._mem, self._mem_rows = [], 0
 
     def _sorted(self) -> tuple[Records, npt.NDArray[np.int64], FlowRows]:
-        """The flows in memory, joined, by capture then first packet (kept so: sorted once)."""
+        """The flows in memory, joined, by capture then first packet, with their evidence rows
+        (kept so: sorted and joined once)."""
         if len(self._mem) == 1 and self._mem_sorted:
-            return self._mem[0]
+            return self._mem[0]  # type: ignore[return-value]
         recs = Records.concat([r for r, _, _ in self._mem])
         index = np.concatenate([i for _, i, _ in self._mem]) if self._mem else np.zeros(0, np.int64)
-        starts = np.cumsum([0] + [len(r) for r, _, _ in self._mem[:-1]]).tolist()
-        rows = FlowRows.concat([w for _, _, w in self._mem], starts)
         order = np.lexsort((recs["first_ns"], index))
         for column in recs.cols:  # in place, a field at a time: no second copy of the flows
             column[:] = column[order]
-        moved = np.empty_like(order)
-        moved[order] = np.arange(order.size)
-        self._mem, self._mem_sorted = [(recs, index[order], rows.renumbered(moved))], True
-        return self._mem[0]
+        rows = self._rows_of(recs) if self._rows_of is not None else FlowRows.empty()
+        self._mem, self._mem_sorted = [(recs, index[order], rows)], True
+        return self._mem[0]  # type: ignore[return-value]
 
     def blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
         """(flows, capture number of each, their evidence rows) block by block."""
@@ -222,7 +222,7 @@ class Classifier:
         self.idle_timeout_ns = int(idle_timeout * 1e9)
         self.max_flows = max_flows
         self.counts: list[CaptureCounts] = []
-        self.store = FlowStore()
+        self.store = FlowStore(rows_of=self.evidence.take if self.evidence is not None else None)
         self.table = self._new_table()
 
     def _new_table(self) -> FlowTable:
@@ -260,11 +260,9 @@ class Classifier:
         counts.flows_exported_early = self.table.stats.flows_exported_early
 
     def _keep_finished(self, recs: Records | None = None) -> None:
-        """Move finished flows (``recs``, else the table's) to the store, with the evidence
-        rows that are theirs (taken from the collector, which so keeps only open flows')."""
-        recs = recs if recs is not None else self.table.drain()
-        rows = self.evidence.take(recs) if self.evidence is not None else None
-        self.store.add(recs, len(self.counts) - 1, rows)
+        """Move finished flows (``recs``, else the table's) to the store (which takes their
+        evidence rows from the collector, so that it keeps only open flows' rows)."""
+        self.store.add(recs if recs is not None else self.table.drain(), len(self.counts) - 1)
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
         """Read one capture to its end or its first fault (recorded, not raised).
