@@ -779,31 +779,44 @@ class EvidenceCollector:
         within the flow's span), handed over and forgotten here.
 
         A finished flow gets no more rows, so the rows held stay those of open flows, and
-        memory does not grow with the capture. Each row looks up the flows with its hash
-        (the flows sorted, not the rows: there are fewer)."""
-        arrays = self._joined_rows()
-        h = arrays[0]
-        if not h.size or not len(recs):
+        memory does not grow with the capture. Each row looks up the flows with its hash (the
+        flows sorted, not the rows: there are fewer), a batch's part of the rows at a time.
+        """
+        if self._rows:
+            self._joined_rows()
+        if not self._row_parts or not len(recs):
             return FlowRows.empty()
         f_hash, f_check, f_first, f_last = recs["hash"], recs["check"], recs["first_ns"], recs["last_ns"]
         order = np.argsort(f_hash, kind="stable")
         sorted_hash = f_hash[order]
-        lo, hi = np.searchsorted(sorted_hash, h, "left"), np.searchsorted(sorted_hash, h, "right")
-        flow = np.full(h.size, -1, dtype=np.int64)
-        k = 0
-        while True:  # rows whose hash several flows share (a reused 5-tuple) try each in turn
-            idx = np.flatnonzero((lo + k < hi) & (flow < 0))
-            if not idx.size:
-                break
-            f = order[lo[idx] + k]
-            ts = arrays[2][idx]
-            ok = (f_check[f] == arrays[1][idx]) & (f_first[f] <= ts) & (ts <= f_last[f])
-            flow[idx[ok]] = f[ok]
-            k += 1
-        taken = flow >= 0
-        left = ~taken
-        self._row_parts = [tuple(a[left] for a in arrays)] if left.any() else []  # type: ignore[list-item]
-        return FlowRows(flow[taken], arrays[4][taken].astype(np.int64), arrays[3][taken])
+        taken: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.bool_]]] = []
+        kept = []
+        for part in self._row_parts:
+            h, check, ts_ns, from_a, vid = part
+            lo, hi = np.searchsorted(sorted_hash, h, "left"), np.searchsorted(sorted_hash, h, "right")
+            flow = np.full(h.size, -1, dtype=np.int64)
+            k = 0
+            while True:  # rows whose hash several flows share (a reused 5-tuple) try each in turn
+                idx = np.flatnonzero((lo + k < hi) & (flow < 0))
+                if not idx.size:
+                    break
+                f = order[lo[idx] + k]
+                ts = ts_ns[idx]
+                ok = (f_check[f] == check[idx]) & (f_first[f] <= ts) & (ts <= f_last[f])
+                flow[idx[ok]] = f[ok]
+                k += 1
+            mine = flow >= 0
+            if mine.any():
+                taken.append((flow[mine], vid[mine], from_a[mine]))
+                if not mine.all():
+                    kept.append(tuple(a[~mine] for a in part))
+            else:
+                kept.append(part)
+        self._row_parts = kept  # type: ignore[assignment]
+        if not taken:
+            return FlowRows.empty()
+        return FlowRows(np.concatenate([t[0] for t in taken]), np.concatenate([t[1] for t in taken]).astype(np.int64),
+                        np.concatenate([t[2] for t in taken]))  # fmt: skip
 
     def evidence(self) -> Evidence:
         """Everything learned so far, as tables for ``classify``."""
