@@ -23,7 +23,7 @@ from .addresses import Network, parse_networks
 from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, rpc_sessions
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
-from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector, FlowRows
+from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector, FlowRows, Prepared
 from .flows import IPPROTO_TCP, FlowKeys, FlowTable, Records, flow_keys
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
@@ -246,10 +246,10 @@ class Classifier:
         self.counts[-1].add(pk)
         return self.table.update(pk, keys)
 
-    def _look(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
+    def _look(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp], prepared: Prepared | None = None) -> None:
         """The payload evidence of a batch the flow table has taken."""
         if self.evidence is not None:
-            self.evidence.feed(batch, pk, keys, first)
+            self.evidence.feed(batch, pk, keys, first, prepared)
 
     def end(self) -> None:
         """Close the current input: every open flow becomes a finished record."""
@@ -277,16 +277,19 @@ class Classifier:
             raise
         counts = self.begin(cap.path, cap.format)
 
-        def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> tuple[npt.NDArray[np.intp], Records | None]:
-            first = self._add(*item[1])
-            return first, (self.table.drain() if self.table.finished >= DRAIN_FLOWS else None)
+        def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> tuple[npt.NDArray[np.intp], Prepared | None, Records | None]:
+            batch, (pk, keys) = item
+            first = self._add(pk, keys)
+            prepared = EvidenceCollector.prepare(batch, pk, first) if self.evidence is not None else None
+            return first, prepared, (self.table.drain() if self.table.finished >= DRAIN_FLOWS else None)
 
         try:
             # three stages, each a batch ahead of the next: reading and decoding, the flow
-            # table, the payload evidence (compiled stages let go of the GIL, so they overlap);
-            # flows the table finished are kept after the evidence of their last batch
-            for (batch, (pk, keys)), (first, finished) in ahead(ahead(cap, _decoded), add):
-                self._look(batch, pk, keys, first)
+            # table with the stateless part of the evidence, the rest of the evidence (compiled
+            # stages let go of the GIL, so they overlap); flows the table finished are kept
+            # after the evidence of their last batch
+            for (batch, (pk, keys)), (first, prepared, finished) in ahead(ahead(cap, _decoded), add):
+                self._look(batch, pk, keys, first, prepared)
                 if finished is not None:
                     self._keep_finished(finished)
                 if progress is not None:

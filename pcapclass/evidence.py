@@ -200,6 +200,17 @@ def _epm_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
 
 
 @dataclass(frozen=True, slots=True)
+class Prepared:
+    """``EvidenceCollector.prepare`` of a batch: packets with payload, the first payloads and
+    what ``first_looks`` said of them (None when there are none), the EHLO replies."""
+
+    pay: npt.NDArray[np.intp]
+    first: npt.NDArray[np.intp]
+    looks: tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.uint64]] | None
+    ehlo: npt.NDArray[np.intp]
+
+
+@dataclass(frozen=True, slots=True)
 class FlowRows:
     """Evidence rows matched to flows: flow index, verdict id, sender was endpoint A.
 
@@ -325,38 +336,53 @@ class EvidenceCollector:
 
     # -- per batch -------------------------------------------------------------------------
 
-    def feed(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
-        """Inspect the candidate payloads of one decoded batch (``keys``: its flow keys;
-        ``first``: its packets that carry their flow's first payload in their direction, as
-        ``FlowTable.update`` returns them)."""
+    @staticmethod
+    def prepare(batch: PacketBatch, pk: Packets, first: npt.NDArray[np.intp]) -> Prepared:
+        """The part of ``feed`` that needs no state: which packets carry payload, the first
+        look at the first payloads, the EHLO replies. Safe in another thread, so a pipeline
+        can do it beside the stateful part of the batch before."""
         plen = pk.payload_len
         pay = np.flatnonzero(plen > 0)
-        if not pay.size:
-            return
         data = batch.data
+        looks = None
         if first.size:
-            self._first_payloads(data, pk, keys, first)
+            looks = first_looks(
+                data, pk.payload_off[first], pk.payload_len[first], pk.proto[first], pk.sport[first], pk.dport[first],
+                _SERVICE_PORT, _MUST_SERVER, _MUST_CLIENT, HEAD_BYTES, DIRECT_PUSH_PORT, _MIN_DECISIVE,
+            )  # fmt: skip
         # an EHLO reply is a server's second payload: "250-" lines are looked at wherever they are
         later = np.ones(plen.size, dtype=bool)
         later[first] = False
         rest = pay[later[pay] & (pk.proto[pay] == IPPROTO_TCP) & (plen[pay] >= 8)]
+        ehlo = rest[:0]
         if rest.size:
             o = pk.payload_off[rest]
             ehlo = rest[(data[o] == 0x32) & (data[o + 1] == 0x35) & (data[o + 2] == 0x30) & (data[o + 3] == 0x2D)]
-            if ehlo.size:
-                self._ehlo_replies(data, pk, keys, ehlo)
+        return Prepared(pay, first, looks, ehlo)
+
+    def feed(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp], prepared: Prepared | None = None) -> None:
+        """Inspect the candidate payloads of one decoded batch (``keys``: its flow keys;
+        ``first``: its packets that carry their flow's first payload in their direction, as
+        ``FlowTable.update`` returns them; ``prepared``: ``prepare`` of the same, if done)."""
+        prep = prepared if prepared is not None else self.prepare(batch, pk, first)
+        pay = prep.pay
+        if not pay.size:
+            return
+        data = batch.data
+        if prep.looks is not None:
+            self._first_payloads(data, pk, keys, prep.first, prep.looks)
+        if prep.ehlo.size:
+            self._ehlo_replies(data, pk, keys, prep.ehlo)
         if self._flows or self._pending:
             self._followed(data, pk, keys, pay)
         if self._registrations:
             self._notifications(data, pk, keys, pay)
 
-    def _first_payloads(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
-        """First payload of a flow in one direction: vectorized shortcuts, then one look per
-        distinct payload."""
-        kind, server_port, server_is_src, group = first_looks(
-            data, pk.payload_off[idx], pk.payload_len[idx], pk.proto[idx], pk.sport[idx], pk.dport[idx],
-            _SERVICE_PORT, _MUST_SERVER, _MUST_CLIENT, HEAD_BYTES, DIRECT_PUSH_PORT, _MIN_DECISIVE,
-        )  # fmt: skip
+    def _first_payloads(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp],
+                        looks: tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.uint64]]) -> None:  # fmt: skip
+        """First payload of a flow in one direction (``looks``: what ``first_looks`` said of
+        them): vectorized shortcuts, then one look per distinct payload."""
+        kind, server_port, server_is_src, group = looks
         # an unrecognizable first payload on a port whose protocol must show: port-mismatch
         quiet = np.flatnonzero(kind == QUIET)
         if quiet.size:
