@@ -316,14 +316,19 @@ cdef class FlowHash:
         self._reindex(max(1 << 13, 4 * keep))
 
     def take_done(self):
-        """The ended records as (field, flow), flows in the order they ended, forgetting them. A
-        transposed view of the buffer they were written to, which is
-        handed over (a fresh one of the same size takes its place; its pages cost memory only
-        once written): no copy, however many flows ended at once."""
-        out = np.asarray(self.done)[: self.n_done].T
-        self.done = np.empty((self.done.shape[0], NCOL), np.int64)
+        """The ended records, column-major (a row per field, a column per flow, in the order
+        they ended), forgetting them: one array, with no row-major copy left behind."""
+        out_a = np.empty((NCOL, self.n_done), np.int64)
+        cdef long long[:, ::1] out = out_a
+        cdef Py_ssize_t r
+        cdef int c
+        for r in range(self.n_done):
+            for c in range(NCOL):
+                out[c, r] = self.done[r, c]
         self.n_done = 0
-        return out
+        if self.done.shape[0] > 1 << 12:
+            self.done = np.zeros((1 << 10, NCOL), np.int64)
+        return out_a
 
 cdef unsigned long long SEED2 = 0xD6E8FEB86659FD93ULL
 
