@@ -101,6 +101,9 @@ MAX_TRACKED_FLOWS = 50_000
 MAX_REGISTRATIONS = 100_000
 #: endpoint-mapper entries held at most
 MAX_EPM_ENTRIES = 200_000
+#: parts of held rows ``take`` goes through one by one before it joins them into one (many
+#: small parts cost a numpy call each; one large one costs a copy of the rows held)
+_TAKE_PARTS = 16
 #: slots of the table that finds packets of followed flows without a Python loop (a count of
 #: followed flows per slot of their hash's low bits, so a flow no longer followed leaves at once)
 _TRACK_SLOTS = 1 << 20
@@ -808,8 +811,8 @@ class EvidenceCollector:
         memory does not grow with the capture. Each row looks up the flows with its hash (the
         flows sorted, not the rows: there are fewer), a batch's part of the rows at a time.
         """
-        if self._rows:
-            self._joined_rows()
+        if self._rows or len(self._row_parts) > _TAKE_PARTS:
+            self._joined_rows()  # a few large parts, not thousands of small ones
         if not self._row_parts or not len(recs):
             return FlowRows.empty()
         f_hash, f_check, f_first, f_last = recs["hash"], recs["check"], recs["first_ns"], recs["last_ns"]
