@@ -8,7 +8,7 @@ on packets; every step is a numpy expression over all flows at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,7 @@ from . import schema
 from .addresses import Network, format_addresses, in_networks, pair_index
 from .decode import FRAGMENT_PROTO_BASE, Status
 from .flows import NO_SYN, NON_FLOW_BASE, Records
-from .evidence import DECISIVE, EVIDENCE_VALUES, INTERFACE_ONLY, MISMATCH, RANK, Evidence, FlowRows
+from .evidence import DECISIVE, EVIDENCE_VALUES, INTERFACE_ONLY, MISMATCH, RANK, Evidence, FlowIndex, FlowRows
 from .rules import TRANSPORTS, PortLookup
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
@@ -67,12 +67,8 @@ def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | No
     ``rows``: ``flow_rows(recs, evidence)`` when already joined."""
     t, ported = _transport_index(recs["proto"])
     rows = rows if rows is not None else flow_rows(recs, evidence)
-    client_is_a = _client_is_a(recs, lookup, t, ported, _Verdicts.of(evidence), rows)
-    s_hi = np.where(client_is_a, recs["b_hi"], recs["a_hi"])
-    s_lo = np.where(client_is_a, recs["b_lo"], recs["a_lo"])
-    s_port = np.where(client_is_a, recs["port_b"], recs["port_a"])
-    packets_s2c = np.where(client_is_a, recs["packets_ba"], recs["packets_ab"])
-    return _known_servers(s_hi, s_lo, _answers(lookup, t, ported, s_port, packets_s2c), evidence)
+    o = _sides(recs, lookup, t, ported, _Verdicts.of(evidence), rows)
+    return _known_servers(o.s_hi, o.s_lo, _answers(lookup, t, ported, o.s_port, o.packets_s2c), evidence)
 
 
 def _client_is_a(
@@ -88,8 +84,8 @@ def _client_is_a(
 
 
 @dataclass(frozen=True, slots=True)
-class _Oriented:
-    """Flows seen from client and server: which endpoint is which, and which is an Exchange server."""
+class _Sides:
+    """Flows seen from client and server: which endpoint is which."""
 
     client_is_a: npt.NDArray[np.bool_]
     c_hi: npt.NDArray[np.uint64]
@@ -100,36 +96,51 @@ class _Oriented:
     s_port: npt.NDArray[np.int64]
     packets_c2s: npt.NDArray[np.int64]
     packets_s2c: npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class _Oriented(_Sides):
+    """The sides, and which of them is an Exchange server."""
+
     client_ex: npt.NDArray[np.bool_]
     server_ex: npt.NDArray[np.bool_]
     #: the inferred servers (None when given with --server)
     known: pd.MultiIndex | None
 
 
+def _sides(
+    recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], verdicts: _Verdicts, rows: FlowRows | None
+) -> _Sides:
+    """Orient every flow (see ``_client_is_a``) and name its endpoints client and server."""
+    client_is_a = _client_is_a(recs, lookup, t, ported, verdicts, rows)
+    pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
+    return _Sides(
+        client_is_a,
+        pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"]), pick(recs["port_a"], recs["port_b"]),
+        pick(recs["b_hi"], recs["a_hi"]), pick(recs["b_lo"], recs["a_lo"]), pick(recs["port_b"], recs["port_a"]),
+        pick(recs["packets_ab"], recs["packets_ba"]), pick(recs["packets_ba"], recs["packets_ab"]),
+    )  # fmt: skip
+
+
 def _oriented(
     recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], verdicts: _Verdicts,
     rows: FlowRows | None, servers: Sequence[Network], known: pd.MultiIndex | None, evidence: Evidence | None,
 ) -> _Oriented:  # fmt: skip
-    """Orient every flow and mark its Exchange side: the given ``servers``, else ``known``
+    """The sides of every flow and its Exchange side: the given ``servers``, else ``known``
     (inferred over a whole run), else the servers these flows show."""
-    client_is_a = _client_is_a(recs, lookup, t, ported, verdicts, rows)
-    pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
-    c_hi, c_lo = pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"])
-    s_hi, s_lo = pick(recs["b_hi"], recs["a_hi"]), pick(recs["b_lo"], recs["a_lo"])
-    c_port, s_port = pick(recs["port_a"], recs["port_b"]), pick(recs["port_b"], recs["port_a"])
-    packets_c2s, packets_s2c = pick(recs["packets_ab"], recs["packets_ba"]), pick(recs["packets_ba"], recs["packets_ab"])
+    s = _sides(recs, lookup, t, ported, verdicts, rows)
     if servers:
-        client_ex, server_ex = in_networks(c_hi, c_lo, servers), in_networks(s_hi, s_lo, servers)
+        client_ex, server_ex = in_networks(s.c_hi, s.c_lo, servers), in_networks(s.s_hi, s.s_lo, servers)
         known = None
     else:
         if known is None:
-            known = _known_servers(s_hi, s_lo, _answers(lookup, t, ported, s_port, packets_s2c), evidence)
-        client_ex = np.asarray(pair_index(c_hi, c_lo).isin(known))
-        server_ex = np.asarray(pair_index(s_hi, s_lo).isin(known))
+            known = _known_servers(s.s_hi, s.s_lo, _answers(lookup, t, ported, s.s_port, s.packets_s2c), evidence)
+        client_ex = np.asarray(pair_index(s.c_hi, s.c_lo).isin(known))
+        server_ex = np.asarray(pair_index(s.s_hi, s.s_lo).isin(known))
     is_flow = recs["proto"] < NON_FLOW_BASE
     client_ex &= is_flow
     server_ex &= is_flow & ~client_ex
-    return _Oriented(client_is_a, c_hi, c_lo, c_port, s_hi, s_lo, s_port, packets_c2s, packets_s2c, client_ex, server_ex, known)
+    return _Oriented(*(getattr(s, f.name) for f in fields(_Sides)), client_ex, server_ex, known)
 
 
 def _answers(lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], s_port: npt.NDArray[np.int64],
@@ -175,7 +186,6 @@ def classify(
     proto = recs["proto"]
     n = proto.shape[0]
     t, ported = _transport_index(proto)
-    pa, pb = recs["port_a"], recs["port_b"]
 
     verdicts = _Verdicts.of(evidence)
     rows = rows if rows is not None else flow_rows(recs, evidence)
@@ -327,27 +337,14 @@ class _Verdicts:
 
 
 def flow_rows(recs: Records, evidence: Evidence | None) -> FlowRows | None:
-    """Evidence rows joined to their flow: same key, timestamp inside the flow's span.
-
-    Each flow looks up the run of rows with its hash (rows sorted once per run), so a block
-    of flows costs a search per flow, not per row of the whole run.
-    """
+    """Evidence rows joined to their flow (``FlowIndex``: same key, time inside the flow's
+    span), for flows whose rows were not taken with them (live capture, callers of classify)."""
     if evidence is None or evidence.rows.empty or not len(recs):
         return None
-    by_key = evidence.rows_by_key()
-    fc, f0, f1 = recs["check"], recs["first_ns"], recs["last_ns"]
-    keys, h = by_key["keys"], recs["hash"]
-    at = np.minimum(np.searchsorted(keys, h), keys.size - 1)
-    found = keys[at] == h
-    lo = by_key["start"][at]
-    n = np.where(found, by_key["count"][at], 0)
-    has = np.flatnonzero(n)
-    counts = n[has]
-    flow = np.repeat(has, counts)
-    row = np.repeat(lo[has], counts) + np.arange(flow.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    ts = by_key["ts_ns"][row]
-    ok = (by_key["check"][row] == fc[flow]) & (f0[flow] <= ts) & (ts <= f1[flow])
-    return FlowRows(flow[ok], by_key["vid"][row[ok]], by_key["from_a"][row[ok]])
+    rows = evidence.rows
+    flow = FlowIndex(recs).flows(rows["hash"].to_numpy(np.uint64), rows["check"].to_numpy(np.uint64), rows["ts_ns"].to_numpy(np.int64))
+    ok = flow >= 0
+    return FlowRows(flow[ok], rows["vid"].to_numpy(np.int64)[ok], rows["from_a"].to_numpy(bool)[ok])
 
 
 def _first_per_flow(flow: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:

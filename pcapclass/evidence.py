@@ -138,9 +138,9 @@ _MIN_DECISIVE = 8
 class Evidence:
     """What the payload stage learned, ready for ``classify``."""
 
-    #: one row per piece of evidence, sorted by hash (stable: a key's rows in time order):
-    #: hash, check (uint64), ts_ns, from_a (the sender was endpoint A), vid (its verdict: a
-    #: row of ``verdicts``) and kind (the verdict's kind, categorical)
+    #: one row per piece of evidence, in the order found: hash, check (uint64), ts_ns, from_a
+    #: (the sender was endpoint A), vid (its verdict: a row of ``verdicts``) and kind (the
+    #: verdict's kind, categorical)
     rows: pd.DataFrame
     #: the distinct verdicts, indexed by vid: kind, service ('' = the port's), detail,
     #: rpc_interface, rpc_interface_name, server_is_sender (1 / 0 / -1 either),
@@ -152,21 +152,6 @@ class Evidence:
     #: (hi, lo) of hosts proven Exchange SMTP servers by their EHLO keywords
     smtp_servers: frozenset[tuple[int, int]]
     epm_expiry_ns: int
-    _by_key: tuple[pd.DataFrame, dict[str, npt.NDArray[np.generic]]] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def rows_by_key(self) -> dict[str, npt.NDArray[np.generic]]:
-        """``rows``' columns as arrays (views where the dtypes allow), with each distinct hash
-        once, where its run of rows starts and how long it is; made once and reused by every
-        block of flows that is joined to them."""
-        if self._by_key is None or self._by_key[0] is not self.rows:
-            rows = self.rows
-            hs = rows["hash"].to_numpy(np.uint64)
-            start = np.flatnonzero(np.concatenate(([True], hs[1:] != hs[:-1]))) if hs.size else np.zeros(0, np.int64)
-            arrays = {"hash": hs, "check": rows["check"].to_numpy(np.uint64), "ts_ns": rows["ts_ns"].to_numpy(np.int64),
-                      "vid": rows["vid"].to_numpy(), "from_a": rows["from_a"].to_numpy(bool), "keys": hs[start],
-                      "start": start, "count": np.diff(np.append(start, hs.size))}  # fmt: skip
-            self._by_key = (rows, arrays)
-        return self._by_key[1]
 
     @staticmethod
     def empty(epm_expiry: float = DEFAULT_EPM_EXPIRY) -> Evidence:
@@ -246,6 +231,36 @@ class FlowRows:
     @staticmethod
     def empty() -> FlowRows:
         return FlowRows(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+
+
+class FlowIndex:
+    """Finds the flow of ``recs`` each evidence row belongs to: the same key (hash and check),
+    the row's time inside the flow's span. The one join of rows to flows.
+
+    The flows are sorted by hash once; each row searches them, and rows whose hash several
+    flows share (a 5-tuple reused after an idle gap) try each in turn.
+    """
+
+    def __init__(self, recs: Records) -> None:
+        f_hash = recs["hash"]
+        self._order = np.argsort(f_hash, kind="stable")
+        self._hash = f_hash[self._order]
+        self._check, self._first, self._last = recs["check"], recs["first_ns"], recs["last_ns"]
+
+    def flows(self, h: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64], ts_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Per row, the index of its flow in ``recs``, -1 where none."""
+        lo, hi = np.searchsorted(self._hash, h, "left"), np.searchsorted(self._hash, h, "right")
+        flow = np.full(h.size, -1, dtype=np.int64)
+        k = 0
+        while True:
+            idx = np.flatnonzero((lo + k < hi) & (flow < 0))
+            if not idx.size:
+                return flow
+            f = self._order[lo[idx] + k]
+            ts = ts_ns[idx]
+            ok = (self._check[f] == check[idx]) & (self._first[f] <= ts) & (ts <= self._last[f])
+            flow[idx[ok]] = f[ok]
+            k += 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -808,32 +823,18 @@ class EvidenceCollector:
         within the flow's span), handed over and forgotten here.
 
         A finished flow gets no more rows, so the rows held stay those of open flows, and
-        memory does not grow with the capture. Each row looks up the flows with its hash (the
-        flows sorted, not the rows: there are fewer), a batch's part of the rows at a time.
+        memory does not grow with the capture. The rows are joined a batch's part at a time.
         """
         if self._rows or len(self._row_parts) > _TAKE_PARTS:
             self._joined_rows()  # a few large parts, not thousands of small ones
         if not self._row_parts or not len(recs):
             return FlowRows.empty()
-        f_hash, f_check, f_first, f_last = recs["hash"], recs["check"], recs["first_ns"], recs["last_ns"]
-        order = np.argsort(f_hash, kind="stable")
-        sorted_hash = f_hash[order]
+        index = FlowIndex(recs)
         taken: list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int32], npt.NDArray[np.bool_]]] = []
         kept = []
         for part in self._row_parts:
             h, check, ts_ns, from_a, vid = part
-            lo, hi = np.searchsorted(sorted_hash, h, "left"), np.searchsorted(sorted_hash, h, "right")
-            flow = np.full(h.size, -1, dtype=np.int64)
-            k = 0
-            while True:  # rows whose hash several flows share (a reused 5-tuple) try each in turn
-                idx = np.flatnonzero((lo + k < hi) & (flow < 0))
-                if not idx.size:
-                    break
-                f = order[lo[idx] + k]
-                ts = ts_ns[idx]
-                ok = (f_check[f] == check[idx]) & (f_first[f] <= ts) & (ts <= f_last[f])
-                flow[idx[ok]] = f[ok]
-                k += 1
+            flow = index.flows(h, check, ts_ns)
             mine = flow >= 0
             if mine.any():
                 taken.append((flow[mine], vid[mine], from_a[mine]))
@@ -852,12 +853,9 @@ class EvidenceCollector:
         arrays = self._joined_rows()
         parts = []
         if arrays[0].size:
-            # sorted by key once here, so that rows_by_key can use the columns as they are
-            order = np.argsort(arrays[0], kind="stable")
-            vid = arrays[4][order]
+            vid = arrays[4]
             kinds = pd.Categorical([v[0] for v in self._verdicts])
-            parts.append(pd.DataFrame({"hash": arrays[0][order], "check": arrays[1][order], "ts_ns": arrays[2][order],
-                                       "from_a": arrays[3][order], "vid": vid,
+            parts.append(pd.DataFrame({"hash": arrays[0], "check": arrays[1], "ts_ns": arrays[2], "from_a": arrays[3], "vid": vid,
                                        "kind": pd.Categorical.from_codes(kinds.codes[vid], kinds.categories)},
                                       copy=False))  # fmt: skip
         epm_rows = []
@@ -869,4 +867,4 @@ class EvidenceCollector:
                         self.epm_expiry_ns)  # fmt: skip
 
 
-__all__ = ["DECISIVE", "EVIDENCE_VALUES", "DEFAULT_EPM_EXPIRY", "Evidence", "EvidenceCollector", "FlowRows"]
+__all__ = ["DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "Evidence", "EvidenceCollector", "FlowIndex", "FlowRows", "Prepared"]
