@@ -18,8 +18,8 @@ import numpy.typing as npt
 import pandas as pd
 
 from . import schema
-from .ahead import DEPTH, ahead
 from .addresses import Network, parse_networks
+from .ahead import DEPTH, ahead
 from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, rpc_sessions
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
@@ -314,7 +314,7 @@ class Classifier:
             moved[order] = np.arange(order.size)
             rows = rows.renumbered(moved)
         evidence = self.evidence.evidence() if self.evidence is not None else None
-        flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows if evidence is not None else None)
+        flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows)
         flows = self._labelled(flows, index)
         return self._result(flows, breakdown(flows, self._order, by), np.bincount(index, minlength=len(self.counts)), servers)
 
@@ -335,8 +335,7 @@ class Classifier:
         evidence = self.evidence.evidence() if self.evidence is not None else None
         shared = Shared()
         if not self.networks:
-            known = [answering_servers(recs, self.lookup, evidence, rows if evidence is not None else None)
-                     for recs, _, rows in self.store.blocks()]  # fmt: skip
+            known = [answering_servers(recs, self.lookup, evidence, rows) for recs, _, rows in self.store.blocks()]
             shared.known = known[0].append(known[1:]).unique() if known else None
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
             maybe = _SessionFilter(evidence)
@@ -353,7 +352,7 @@ class Classifier:
         servers = Servers(networks=(), addresses=(), inferred=not self.networks)
         try:
             for recs, index, rows in self.store.blocks():
-                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows if evidence is not None else None)
+                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows)
                 flows = self._labelled(flows, index)
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
