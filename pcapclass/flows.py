@@ -154,7 +154,8 @@ class FlowTable:
             # before the table grows, the flows the clock has ended make room; when that is not
             # enough, it grows to half as much again as it must hold, so sweeps stay rare
             # (O(1) per flow) and the slack moderate
-            self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
+            if self._swept_at != self._hash.watermark:  # not swept at this clock already
+                self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
             if 3 * (len(self._hash) + len(pk)) > 2 * self._hash.capacity:
                 self._hash.reserve(3 * (len(self._hash) + len(pk)) // 2)
         first = np.zeros(len(pk), dtype=np.uint8)
