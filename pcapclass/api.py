@@ -112,9 +112,11 @@ class FlowStore:
     then in temporary files.
 
     Memory then follows the open flows, not all the flows a capture ever had; the blocks are
-    read back one at a time (memory-mapped) to be classified and written. A block is in order
-    of capture, then first packet. ``rows_of`` hands over the evidence rows of finished flows
-    (``EvidenceCollector.take``): asked once per block, when it is spilled or read.
+    read back one at a time (memory-mapped) to be classified and written. Flows are spilled
+    when more arrive, so the last ones (a capture's end: every flow still open) never make a
+    round trip through the disk. A block is in order of capture, then first packet.
+    ``rows_of`` hands over the evidence rows of finished flows (``EvidenceCollector.take``):
+    asked once per block, when it is spilled or read.
     """
 
     def __init__(self, spill_flows: int = SPILL_FLOWS, rows_of: Callable[[Records], FlowRows] | None = None) -> None:
@@ -127,34 +129,41 @@ class FlowStore:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
-    def spilled(self) -> bool:
-        """True once some flows live in temporary files."""
-        return bool(self._files)
+    def one_block(self) -> bool:
+        """True while all the flows fit one block (they can be classified in one go)."""
+        return not self._files and self._mem_rows <= self.spill_flows
 
     def add(self, recs: Records, capture: int) -> None:
         """Keep ``recs`` (finished flows of capture number ``capture``)."""
         if not len(recs):
             return
+        if self._mem_rows >= self.spill_flows:  # a block's worth waits: it goes to disk first
+            self._spill()
         self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64), None))
         self._mem_sorted = False
         self._mem_rows += len(recs)
-        if self._mem_rows >= self.spill_flows:
-            self._spill()
 
     def _spill(self) -> None:
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="pcapclass-flows-")
-        recs, index, rows = self._sorted()
-        for start in range(0, len(recs), self.spill_flows):  # blocks of at most spill_flows flows
-            stop = start + self.spill_flows
+        for recs, index, rows in self._mem_blocks():
             base = Path(self._dir.name) / f"{len(self._files):06d}"
             paths = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy"), base.with_suffix(".rows.npy")
-            np.save(paths[0], recs.cols[:, start:stop])
-            np.save(paths[1], index[start:stop])
-            mine = (rows.flow >= start) & (rows.flow < stop)
-            np.save(paths[2], np.stack([rows.flow[mine] - start, rows.vid[mine], rows.from_a[mine].astype(np.int64)]))
+            np.save(paths[0], recs.cols)
+            np.save(paths[1], index)
+            np.save(paths[2], np.stack([rows.flow, rows.vid, rows.from_a.astype(np.int64)]))
             self._files.append(paths)
         self._mem, self._mem_rows = [], 0
+
+    def _mem_blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
+        """The flows in memory in blocks of at most ``spill_flows``, each with its rows."""
+        recs, index, rows = self._sorted()
+        if len(recs) <= self.spill_flows:
+            yield recs, index, rows
+            return
+        for start in range(0, len(recs), self.spill_flows):
+            stop = start + self.spill_flows
+            yield Records(recs.cols[:, start:stop]), index[start:stop], rows.block(start, stop)
 
     def _sorted(self) -> tuple[Records, npt.NDArray[np.int64], FlowRows]:
         """The flows in memory, joined, by capture then first packet, with their evidence rows
@@ -176,7 +185,7 @@ class FlowStore:
             flow, vid, from_a = np.load(rows)
             yield Records(np.load(cols, mmap_mode="r")), np.load(idx), FlowRows(flow, vid, from_a.astype(bool))
         if self._mem:
-            yield self._sorted()
+            yield from self._mem_blocks()
 
     def close(self) -> None:
         """Remove the temporary files."""
@@ -258,6 +267,7 @@ class Classifier:
         counts = self.counts[-1]
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
+        self.table = self._new_table()  # the emptied table's memory is not held while the flows are written
 
     def _keep_finished(self, recs: Records | None = None) -> None:
         """Move finished flows (``recs``, else the table's) to the store (which takes their
@@ -328,7 +338,7 @@ class Classifier:
         per-capture rows; its ``flows`` is empty (they are in flows.csv).
         """
         out = Path(outdir)
-        if not self.store.spilled:
+        if self.store.one_block:
             result = self.result(by=by)
             write_outputs(result, out)
             return result

@@ -216,6 +216,11 @@ class FlowRows:
         number = np.cumsum(mask) - 1
         return FlowRows(number[self.flow[keep]], self.vid[keep], self.from_a[keep])
 
+    def block(self, start: int, stop: int) -> FlowRows:
+        """The rows of flows ``start`` to ``stop - 1``, numbered as ``recs.cols[:, start:stop]`` numbers them."""
+        mine = (self.flow >= start) & (self.flow < stop)
+        return FlowRows(self.flow[mine] - start, self.vid[mine], self.from_a[mine])
+
     def renumbered(self, new_index: npt.NDArray[np.int64]) -> FlowRows:
         """The rows after the flows moved: flow ``i`` is now flow ``new_index[i]``."""
         return FlowRows(new_index[self.flow], self.vid, self.from_a)
