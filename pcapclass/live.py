@@ -22,9 +22,9 @@ import pandas as pd
 from . import schema
 from .addresses import Network, parse_networks, sort_key as address_sort_key
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, CaptureCounts, Classifier, _capture_row
-from .classify import Servers, classify
+from .classify import Servers, classify, flow_rows
 from .errors import LiveCaptureError
-from .evidence import Evidence
+from .evidence import Evidence, FlowRows
 from .flows import KEY_COLUMNS, Records
 from .report import TS_FORMAT, write_csv
 from .rules import RuleSet
@@ -218,13 +218,12 @@ class LiveCapture:
         if not len(recs["hash"]):
             self._write_breakdown()
             return
-        # the payload evidence the Classifier gathered while feeding, as offline
-        evidence = self.clf.evidence.evidence() if self.clf.evidence is not None else None
-        nets = self._learn_servers(recs, evidence)
-        flows, _ = classify(recs, self.clf.lookup, nets, evidence)
+        evidence, rows = self._evidence(done, opened)
+        nets = self._learn_servers(recs, evidence, rows)
+        flows, _ = classify(recs, self.clf.lookup, nets, evidence, rows=rows)
         delta, new = self._deltas(recs)
         self._prev = self._snapshot(opened)
-        part, _ = classify(delta, self.clf.lookup, nets, evidence)
+        part, _ = classify(delta, self.clf.lookup, nets, evidence, rows=rows)
         moved = (part["packets_c2s"] + part["packets_s2c"]).to_numpy() > 0
         self._append(self._interval_rows(part[moved], start, end, new_drops), "timeseries.csv", schema.TIMESERIES)
         if n_done:
@@ -240,11 +239,23 @@ class LiveCapture:
         self._write_breakdown()
         self._write_capture(counts, None)
 
-    def _learn_servers(self, recs: Records, evidence: Evidence | None) -> list[Network]:
+    def _evidence(self, done: Records, opened: Records) -> tuple[Evidence | None, FlowRows | None]:
+        """The payload evidence the Classifier gathered while feeding, as offline, and its rows
+        joined to ``done`` then ``opened`` flows. The finished flows' rows leave the collector
+        with them (as offline), so a long capture keeps only the open flows' rows."""
+        collector = self.clf.evidence
+        if collector is None:
+            return None, None
+        taken = collector.take(done)
+        evidence = collector.evidence()
+        still = flow_rows(opened, evidence) or FlowRows.empty()
+        return evidence, FlowRows.concat([taken, still], [0, len(done)])
+
+    def _learn_servers(self, recs: Records, evidence: Evidence | None, rows: FlowRows | None) -> list[Network]:
         """The --server networks, or every host seen answering on an Exchange port so far."""
         if self._given:
             return self._given
-        _, found = classify(recs, self.clf.lookup, (), evidence)
+        _, found = classify(recs, self.clf.lookup, (), evidence, rows=rows)
         self._known.update(found.addresses)
         return parse_networks(sorted(self._known))
 

@@ -19,6 +19,10 @@ import pytest
 
 from pcapclass import schema
 from pcapclass.cli import main
+from pcapclass.live import LiveCapture
+from pcapclass.sources import CaptureFile
+
+from test_evidence import EVIDENCE, EXPECTED, SERVERS, decided
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -35,7 +39,7 @@ def _why_not() -> str | None:
     return None
 
 
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
+needs_netns = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 
 def _run(*cmd: str) -> None:
@@ -149,6 +153,7 @@ def _tshark_per_port(pcap: Path) -> dict[int, tuple[int, int]]:
     return {p: (v[0], v[1]) for p, v in per.items()}
 
 
+@needs_netns
 @pytest.mark.parametrize("backend", ["dumpcap", "tcpdump", "scapy"])
 def test_live_counts_equal_tcpdump(pair: Pair, servers: subprocess.Popen[str], tmp_path: Path, backend: str) -> None:
     """Every service's packets and bytes equal tcpdump's capture of the same interface."""
@@ -188,6 +193,7 @@ def test_live_counts_equal_tcpdump(pair: Pair, servers: subprocess.Popen[str], t
     assert _per_service(pd.read_csv(tmp_path / "saved" / "breakdown.csv", keep_default_na=False)) == _per_service(got)
 
 
+@needs_netns
 def test_sigint_mid_capture_leaves_complete_csvs(pair: Pair, servers: subprocess.Popen[str], tmp_path: Path) -> None:
     """Ctrl-C while datagrams still flow: exit 0 and four whole, consistent CSV files."""
     out = tmp_path / "live"
@@ -213,6 +219,7 @@ def test_sigint_mid_capture_leaves_complete_csvs(pair: Pair, servers: subprocess
     assert len(series["interval_start"].unique()) >= 2
 
 
+@needs_netns
 def test_count_and_flow_cap(pair: Pair, servers: subprocess.Popen[str], tmp_path: Path) -> None:
     """--count stops by itself at exactly N packets; a flow flood past --max-flows is exported early and counted."""
     out = tmp_path / "live"
@@ -240,6 +247,7 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+@needs_netns
 def test_capture_process_dying_is_reported(pair: Pair, servers: subprocess.Popen[str], tmp_path: Path) -> None:
     """dumpcap killed midway: one line on stderr, exit 6, what was counted is written."""
     out = tmp_path / "live"
@@ -256,3 +264,18 @@ def test_capture_process_dying_is_reported(pair: Pair, servers: subprocess.Popen
     capture = _read(out, "capture.csv", schema.CAPTURE)
     assert bool(capture["partial"].iloc[0]) and capture["error"].iloc[0]
     assert int(_read(out, "breakdown.csv", schema.BREAKDOWN)["packets"].sum()) == int(capture["packets"].iloc[0]) > 0
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_ticks_decide_as_offline_and_hand_evidence_rows_over(tmp_path: Path, name: str) -> None:
+    """A capture fed as if live: the ticks give each flow the service and evidence the fact
+    sheet says (test_evidence's hand-written table), and once its flows have ended the
+    collector keeps none of their evidence rows (memory follows the open flows)."""
+    live = LiveCapture("fixture", outdir=tmp_path, servers=SERVERS)
+    counts = live.clf.begin("fixture", "pcap")
+    for batch in CaptureFile(EVIDENCE / name):
+        live.clf.feed(batch)
+    live._tick(counts, 0.0, 1.0, final=False)  # the wall clock is years past the packets: every flow has ended
+    assert live.clf.evidence is not None and live.clf.evidence.evidence().rows.empty
+    live._tick(counts, 1.0, 2.0, final=True)
+    assert decided(_read(tmp_path, "flows.csv", schema.FLOWS)) == EXPECTED[name]
