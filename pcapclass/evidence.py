@@ -254,18 +254,20 @@ class FlowIndex:
 
     def flows(self, h: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64], ts_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Per row, the index of its flow in ``recs``, -1 where none."""
-        lo, hi = np.searchsorted(self._hash, h, "left"), np.searchsorted(self._hash, h, "right")
+        at = np.searchsorted(self._hash, h)  # the first flow of the row's hash, if any
         flow = np.full(h.size, -1, dtype=np.int64)
-        k = 0
+        idx = np.flatnonzero(at < self._hash.size)
         while True:
-            idx = np.flatnonzero((lo + k < hi) & (flow < 0))
+            idx = idx[self._hash[at[idx]] == h[idx]]  # rows whose hash has one more flow to try
             if not idx.size:
                 return flow
-            f = self._order[lo[idx] + k]
+            f = self._order[at[idx]]
             ts = ts_ns[idx]
             ok = (self._check[f] == check[idx]) & (self._first[f] <= ts) & (ts <= self._last[f])
             flow[idx[ok]] = f[ok]
-            k += 1
+            idx = idx[~ok]
+            at[idx] += 1
+            idx = idx[at[idx] < self._hash.size]
 
 
 @dataclass(frozen=True, slots=True)
