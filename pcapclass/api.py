@@ -387,8 +387,9 @@ class Classifier:
     def _labelled(self, flows: pd.DataFrame, index: npt.NDArray[np.int64]) -> pd.DataFrame:
         if flows.empty:
             return empty_flows()
-        names = np.array([c.capture for c in self.counts], dtype=object)
-        flows.insert(0, "capture", pd.Categorical(names[index]))
+        # codes into the distinct names: no per-flow strings to factorize
+        names, code = np.unique(np.array([c.capture for c in self.counts], dtype=object), return_inverse=True)
+        flows.insert(0, "capture", pd.Categorical.from_codes(code.reshape(-1)[index], categories=pd.Index(names, dtype="str")))
         return flows
 
     def _result(self, flows: pd.DataFrame, summary: pd.DataFrame, flow_count: npt.NDArray[np.int64], servers: Servers) -> Result:
