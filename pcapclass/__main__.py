@@ -1,7 +1,5 @@
 """``python -m pcapclass``: the same program as the ``pcapclass`` command."""
 
-import sys
+from .cli import run
 
-from .cli import main
-
-sys.exit(main())
+run()
