@@ -9,8 +9,10 @@ payloads are the caller's. Run in two threads, the halves overlap on two cores (
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,6 +21,10 @@ R = TypeVar("R")
 #: finished items waiting for the caller: one evens out uneven batches; more only keeps
 #: more chunks in memory
 DEPTH = 1
+#: seconds a thread keeps the GIL while another waits for it, as the stages run (Python's
+#: default is 5 ms: the compiled stages, which take the GIL back after each compiled loop,
+#: would wait that long behind the caller's Python)
+HANDOVER_INTERVAL = 0.0002
 
 
 class _Failed:
@@ -77,3 +83,19 @@ def ahead(items: Iterable[T], work: Callable[[T], R], depth: int = DEPTH) -> Ite
             except queue.Empty:
                 pass
         thread.join()
+
+
+@contextmanager
+def quick_handover(seconds: float = HANDOVER_INTERVAL) -> Iterator[None]:
+    """Within the block, threads hand the GIL over at most ``seconds`` after another asks.
+
+    Measured on the 2M-packet bench (15 alternating runs of the whole command): 2.12 s -> 2.00 s
+    median wall, 2.88 s -> 2.72 s CPU with the payload stage (whose Python holds the GIL
+    most); no change without it.
+    """
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, seconds))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import schema
 from .addresses import Network, parse_networks
-from .ahead import DEPTH, ahead
+from .ahead import DEPTH, ahead, quick_handover
 from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, rpc_sessions
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
@@ -298,12 +298,13 @@ class Classifier:
             # table with the stateless part of the evidence, the rest of the evidence (compiled
             # stages let go of the GIL, so they overlap); flows the table finished are kept
             # after the evidence of their last batch
-            for (batch, (pk, keys)), (first, prepared, finished) in ahead(ahead(cap, _decoded), add):
-                self._look(batch, pk, keys, first, prepared)
-                if finished is not None:
-                    self._keep_finished(finished)
-                if progress is not None:
-                    progress(cap.consumed, counts.packets)
+            with quick_handover():
+                for (batch, (pk, keys)), (first, prepared, finished) in ahead(ahead(cap, _decoded), add):
+                    self._look(batch, pk, keys, first, prepared)
+                    if finished is not None:
+                        self._keep_finished(finished)
+                    if progress is not None:
+                        progress(cap.consumed, counts.packets)
         except CaptureError as exc:
             counts.error = exc
         finally:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
 
-from pcapclass.ahead import ahead
+from pcapclass.ahead import ahead, quick_handover
 
 
 def test_results_in_order() -> None:
@@ -57,3 +58,12 @@ def test_stopping_early_ends_the_thread_and_closes_the_items() -> None:
             break
     assert closed.wait(5), "the item generator was not closed"
     assert threading.active_count() == before
+
+
+def test_quick_handover_sets_and_restores_the_switch_interval() -> None:
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError):
+        with quick_handover(0.0001):
+            assert sys.getswitchinterval() == pytest.approx(0.0001)
+            raise RuntimeError("stage failed")
+    assert sys.getswitchinterval() == before
