@@ -324,7 +324,7 @@ class Classifier:
             moved = np.empty_like(order)
             moved[order] = np.arange(order.size)
             rows = rows.renumbered(moved)
-        evidence = self.evidence.evidence() if self.evidence is not None else None
+        evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows)
         flows = self._labelled(flows, index)
         return self._result(flows, breakdown(flows, self._order, by), np.bincount(index, minlength=len(self.counts)), servers)
@@ -343,7 +343,7 @@ class Classifier:
             result = self.result(by=by)
             write_outputs(result, out)
             return result
-        evidence = self.evidence.evidence() if self.evidence is not None else None
+        evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
         if not self.networks:
             known = [answering_servers(recs, self.lookup, evidence, rows) for recs, _, rows in self.store.blocks()]

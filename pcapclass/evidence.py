@@ -855,10 +855,11 @@ class EvidenceCollector:
         return FlowRows(np.concatenate([t[0] for t in taken]), np.concatenate([t[1] for t in taken]).astype(np.int64),
                         np.concatenate([t[2] for t in taken]))  # fmt: skip
 
-    def evidence(self) -> Evidence:
-        """Everything learned so far, as tables for ``classify``."""
-        arrays = self._joined_rows()
+    def evidence(self, *, rows: bool = True) -> Evidence:
+        """Everything learned so far, as tables for ``classify``; ``rows=False`` leaves the
+        rows table empty, for callers that hand classify rows taken with their flows."""
         parts = []
+        arrays = self._joined_rows() if rows else [np.zeros(0)]
         if arrays[0].size:
             vid = arrays[4]
             kinds = pd.Categorical([v[0] for v in self._verdicts])
