@@ -112,8 +112,8 @@ class FlowStore:
     then in temporary files.
 
     Memory then follows the open flows, not all the flows a capture ever had; the blocks are
-    read back one at a time (memory-mapped) to be classified and written. Flows are spilled
-    when more arrive, so the last ones (a capture's end: every flow still open) never make a
+    read back one at a time (memory-mapped) to be classified and written. The flows still open
+    at a capture's end stay in memory until more come, so that the last ones never make a
     round trip through the disk. A block is in order of capture, then first packet.
     ``rows_of`` hands over the evidence rows of finished flows (``EvidenceCollector.take``):
     asked once per block, when it is spilled or read.
@@ -133,15 +133,20 @@ class FlowStore:
         """True while all the flows fit one block (they can be classified in one go)."""
         return not self._files and self._mem_rows <= self.spill_flows
 
-    def add(self, recs: Records, capture: int) -> None:
-        """Keep ``recs`` (finished flows of capture number ``capture``)."""
+    def add(self, recs: Records, capture: int, *, last: bool = False) -> None:
+        """Keep ``recs`` (finished flows of capture number ``capture``); ``last``: the flows
+        still open at the capture's end, held in memory (whatever their number) until more come."""
         if not len(recs):
             return
-        if self._mem_rows >= self.spill_flows:  # a block's worth waits: it goes to disk first
+        if self._mem and self._mem_rows + len(recs) > self.spill_flows:
+            # what is held goes first: flows are joined for a spill only up to a block's
+            # worth, and a larger part (a burst of ended flows) is sorted where it lies
             self._spill()
         self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64), None))
         self._mem_sorted = False
         self._mem_rows += len(recs)
+        if self._mem_rows >= self.spill_flows and not last:
+            self._spill()
 
     def _spill(self) -> None:
         if self._dir is None:
@@ -263,16 +268,16 @@ class Classifier:
     def end(self) -> None:
         """Close the current input: every open flow becomes a finished record."""
         self.table.flush()
-        self._keep_finished()
+        self._keep_finished(last=True)
         counts = self.counts[-1]
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
         self.table = self._new_table()  # the emptied table's memory is not held while the flows are written
 
-    def _keep_finished(self, recs: Records | None = None) -> None:
+    def _keep_finished(self, recs: Records | None = None, *, last: bool = False) -> None:
         """Move finished flows (``recs``, else the table's) to the store (which takes their
         evidence rows from the collector, so that it keeps only open flows' rows)."""
-        self.store.add(recs if recs is not None else self.table.drain(), len(self.counts) - 1)
+        self.store.add(recs if recs is not None else self.table.drain(), len(self.counts) - 1, last=last)
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
         """Read one capture to its end or its first fault (recorded, not raised).
