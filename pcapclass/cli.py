@@ -187,16 +187,18 @@ def _parse_servers(specs: list[str]) -> list[Network] | None:
 
 
 def _tune_malloc() -> None:
-    """Ask glibc's allocator for one heap ("arena") for all threads, and to give large blocks
-    their own mappings always.
+    """Ask glibc's allocator for one heap ("arena") for all threads, and to give blocks of 16 MiB
+    and more their own mappings always.
 
     Batches are decoded in one thread, added to the flow table in another and looked at in a
     third; with an arena per thread, what one frees scatters over three heaps. And glibc, once
     a large mapped block is freed, serves later blocks up to that size from the heap, which
     keeps them: after a burst of ended flows (26 MB at once at the doubled benchmark file's
-    jump of the clock) the peak stayed. Measured on that file: 296-314 MB as glibc has it, 254-260
-    MB with both settings, no slower (a few allocations per batch are that large). Elsewhere
-    than glibc this does nothing.
+    jump of the clock) the peak stayed (294-296 MB as glibc has it, 237-239 MB with 16 MiB).
+    The threshold is no lower because every block above it is mapped afresh and faulted in
+    page by page: at 1 MiB the single bench file took 82k page faults instead of 42k and
+    1.68 s instead of 1.53 s (medians of ten), for 230 MB instead of 237 MB on the doubled
+    file. Elsewhere than glibc this does nothing.
     """
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
@@ -204,7 +206,7 @@ def _tune_malloc() -> None:
         return
     m_arena_max, m_mmap_threshold = -8, -3  # glibc malloc.h
     mallopt(m_arena_max, 1)
-    mallopt(m_mmap_threshold, 1 << 20)
+    mallopt(m_mmap_threshold, 16 << 20)
 
 
 def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
