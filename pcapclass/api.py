@@ -267,17 +267,16 @@ class Classifier:
 
     def end(self) -> None:
         """Close the current input: every open flow becomes a finished record."""
-        self.table.flush()
-        self._keep_finished(last=True)
+        self._keep_finished(self.table.drain_all(), last=True)
         counts = self.counts[-1]
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
         self.table = self._new_table()  # the emptied table's memory is not held while the flows are written
 
-    def _keep_finished(self, recs: Records | None = None, *, last: bool = False) -> None:
-        """Move finished flows (``recs``, else the table's) to the store (which takes their
-        evidence rows from the collector, so that it keeps only open flows' rows)."""
-        self.store.add(recs if recs is not None else self.table.drain(), len(self.counts) - 1, last=last)
+    def _keep_finished(self, recs: Records, *, last: bool = False) -> None:
+        """Move finished flows to the store (which takes their evidence rows from the
+        collector, so that it keeps only open flows' rows)."""
+        self.store.add(recs, len(self.counts) - 1, last=last)
 
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
         """Read one capture to its end or its first fault (recorded, not raised).

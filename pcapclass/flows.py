@@ -166,9 +166,10 @@ class FlowTable:
             self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
         return np.flatnonzero(first)
 
-    def flush(self) -> None:
-        """End every open flow (end of capture, or a live stop)."""
-        self._hash.remove(np.ones(len(self._hash), dtype=np.uint8))
+    def drain_all(self) -> Records:
+        """End every open flow (end of capture, or a live stop) and hand out every finished
+        flow, forgetting them: the ones ended before, then the ones still open."""
+        return Records(self._hash.take_all())
 
     @property
     def finished(self) -> int:

@@ -203,10 +203,10 @@ class LiveCapture:
     def _tick(self, counts: CaptureCounts, start: float, end: float, *, final: bool) -> None:
         table = self.clf.table
         if final:
-            table.flush()
+            done = table.drain_all()
         else:
             table.expire(time.time_ns(), active_timeout_ns=self.active_timeout_ns, closed_grace_ns=int(CLOSED_GRACE_S * 1e9))
-        done = table.drain()
+            done = table.drain()
         opened = Records() if final else table.active()
         recs = Records.concat([done, opened])
         n_done = len(recs["hash"]) - len(opened["hash"])

@@ -36,8 +36,7 @@ def packets(rows: list[tuple[int, bool, int, int]], sport: int = 40000, dport: i
 
 
 def finished(table: FlowTable) -> list[dict[str, int]]:
-    table.flush()
-    recs = table.drain()
+    recs = table.drain_all()
     order = np.argsort(recs["first_ns"], kind="stable")
     names = ("first_ns", "last_ns", "packets_ab", "bytes_ab", "packets_ba", "bytes_ba", "syn_a_ns", "syn_b_ns")
     return [{k: int(recs[k][i]) for k in names} for i in order]
