@@ -62,8 +62,7 @@ def test_stopping_early_ends_the_thread_and_closes_the_items() -> None:
 
 def test_quick_handover_sets_and_restores_the_switch_interval() -> None:
     before = sys.getswitchinterval()
-    with pytest.raises(RuntimeError):
-        with quick_handover(0.0001):
-            assert sys.getswitchinterval() == pytest.approx(0.0001)
-            raise RuntimeError("stage failed")
+    with pytest.raises(RuntimeError), quick_handover(0.0001):
+        assert sys.getswitchinterval() == pytest.approx(0.0001)
+        raise RuntimeError("stage failed")
     assert sys.getswitchinterval() == before

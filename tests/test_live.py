@@ -16,13 +16,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_evidence import EVIDENCE, EXPECTED, SERVERS, decided
 
 from pcapclass import schema
 from pcapclass.cli import main
 from pcapclass.live import LiveCapture
 from pcapclass.sources import CaptureFile
-
-from test_evidence import EVIDENCE, EXPECTED, SERVERS, decided
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
