@@ -76,6 +76,17 @@ def test_reset_flow_ends_too_and_udp_never_closes():
     assert len(finished(table)) == 1
 
 
+def test_drain_all_hands_over_the_ended_flows_then_the_open_ones_once():
+    table = FlowTable()
+    # the reset flow ends when its key comes back after the grace time; the new one stays open
+    table.update(packets([(0, True, 60, RST), (CLOSED_GRACE_NS + 1, True, 70, ACK)]))
+    assert (table.finished, len(table)) == (1, 1)
+    recs = table.drain_all()
+    assert recs["first_ns"].tolist() == [0, CLOSED_GRACE_NS + 1]
+    assert recs["bytes_ab"].tolist() == [60, 70]
+    assert (table.finished, len(table), len(table.drain_all())) == (0, 0, 0)
+
+
 def test_cap_pushes_out_the_least_recently_seen_and_counts_them():
     table = FlowTable(max_flows=3)
     for port in range(40000, 40010):  # ten flows, one packet each, later ports later
