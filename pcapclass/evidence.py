@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._firstlook import LOOK, QUIET, first_looks
+from ._firstlook import LOOK, QUIET, first_looks, follow_scan
 from .dcerpc import (
     AUTH_LEVEL_PKT_PRIVACY,
     EMSMDB_INTERFACE,
@@ -627,36 +627,18 @@ class EvidenceCollector:
     def _followed(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, pay: npt.NDArray[np.intp]) -> None:
         """The payload packets of followed flows, in capture order.
 
-        A packet that neither starts a DCE/RPC PDU nor continues one its stream is waiting for
-        ends the following of its flow without a Python look (found with numpy)."""
-        h = keys.hash[pay].view(np.uint64)
-        hit = pay[self._track_view[h & np.uint64(_TRACK_SLOTS - 1)] > 0]
+        ``follow_scan`` finds them and passes over what needs no Python look: a whole PDU of
+        no interest, or the first packet that neither starts a DCE/RPC PDU nor continues one
+        its stream is waiting for (which ends the following of its flow)."""
         started, self._started = self._started, {}
-        if not hit.size:
-            return
-        o = pk.payload_off[hit]
-        b0, b1, b2, drep, f8, f9 = (data[np.minimum(o + k, data.size - 1)] for k in (0, 1, 2, 4, 8, 9))
-        pdu_like = (b0 == 5) & (b1 <= 1) & (b2 <= 20)
-        # a whole PDU of a type following learns nothing from (bind_ack, alter_context_resp,
-        # auth3, RTS...) needs no Python look: skipping it keeps its stream aligned
-        frag_length = np.where(drep & 0x10, f8.astype(np.int64) | (f9.astype(np.int64) << 8), (f8.astype(np.int64) << 8) | f9)
-        skip = pdu_like & ~_PTYPE_USED[np.minimum(b2, PTYPE_MAX)] & (frag_length == pk.payload_len[hit])
-        hh = keys.hash[hit].view(np.uint64)
-        if self._cont:
-            waiting = np.isin(hh, np.fromiter(self._cont, dtype=np.uint64, count=len(self._cont)))
-            pdu_like |= waiting
-            skip &= ~waiting
-        pdu_like &= ~skip
-        cut: dict[int, int] = {}  # flow -> its first packet that is no PDU: following ends there
-        no_pdu = ~pdu_like & ~skip
-        for hsh, p in zip(hh[no_pdu].tolist(), hit[no_pdu].tolist()):
-            if p > started.get(hsh, -1) and hsh not in cut:
-                cut[hsh] = p
-        pdu = hit[pdu_like]
-        for hsh, p, check, ts in zip(hh[pdu_like].tolist(), pdu.tolist(), keys.check[pdu].view(np.uint64).tolist(),
-                                     pk.ts_ns[pdu].tolist()):  # fmt: skip
-            if started.get(hsh, -1) >= p or p > cut.get(hsh, p):
-                continue
+        started_h = np.fromiter(started, dtype=np.uint64, count=len(started))
+        started_p = np.fromiter(started.values(), dtype=np.int64, count=len(started))
+        by_hash = np.argsort(started_h)
+        look, ended = follow_scan(data, pay, keys.hash.view(np.uint64), pk.payload_off, pk.payload_len, self._track_view,
+                                  started_h[by_hash], started_p[by_hash],
+                                  np.sort(np.fromiter(self._cont, dtype=np.uint64, count=len(self._cont))), _PTYPE_USED.view(np.uint8))  # fmt: skip
+        for hsh, p, check, ts in zip(keys.hash[look].view(np.uint64).tolist(), look.tolist(),
+                                     keys.check[look].view(np.uint64).tolist(), pk.ts_ns[look].tolist()):  # fmt: skip
             st = self._flow(hsh)
             if st is None or st.check != check:
                 continue
@@ -668,7 +650,7 @@ class EvidenceCollector:
             off = int(pk.payload_off[p])
             if not self._step(st, hsh, data[off : off + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), ts, pk, p):
                 self._untrack(hsh)
-        for hsh in cut:
+        for hsh in ended.tolist():
             self._untrack(hsh)
         # forget flows gone quiet (pending ones are in the order they began)
         now = int(pk.ts_ns[pay[-1]])

@@ -10,12 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 import pcapclass
 from pcapclass.api import Classifier
 from pcapclass.cli import main
+from pcapclass.evidence import _PTYPE_USED, follow_scan
 from pcapclass.sources import CaptureFile
 
 TESTS = Path(__file__).parent
@@ -210,3 +212,25 @@ def test_epm_port_is_tsharks_tower_port(tshark: str) -> None:
     to_port = flows[(flows["server_addr"] == "192.168.0.2") & (flows["server_port"] == 1032)]
     assert len(to_port) and set(to_port["service"]) == {"information-store"}
     assert set(to_port["evidence"]) <= {"epm", "bind"} and "epm" in set(to_port["evidence"])
+
+
+def test_follow_scan_passes_over_what_needs_no_python_look() -> None:
+    """Hand-built payloads of one followed flow (hash 7) and one other (hash 9): the packet that
+    started following is passed over, a whole bind_ack is skipped, a request is looked at, the
+    first payload that is no PDU ends the flow, and a request after that is not looked at."""
+
+    def pdu(ptype: int, length: int) -> bytes:  # DCE/RPC header, little-endian frag_length
+        return bytes([5, 0, ptype, 3, 0x10, 0, 0, 0]) + length.to_bytes(2, "little") + bytes(length - 10)
+
+    payloads = [pdu(11, 72), pdu(12, 60), pdu(0, 40), b"GET / HTTP/1.1\r\n", pdu(0, 40), pdu(0, 40)]
+    hashes = np.array([7, 7, 7, 7, 7, 9], dtype=np.uint64)
+    data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+    off = np.cumsum([0] + [len(p) for p in payloads[:-1]]).astype(np.int64)
+    plen = np.array([len(p) for p in payloads], dtype=np.int64)
+    followed = np.zeros(1 << 4, dtype=np.uint16)
+    followed[7] = 1
+    look, ended = follow_scan(data, np.arange(6, dtype=np.int64), hashes, off, plen, followed,
+                              np.array([7], dtype=np.uint64), np.array([0], dtype=np.int64),
+                              np.zeros(0, dtype=np.uint64), _PTYPE_USED.view(np.uint8))  # fmt: skip
+    assert look.tolist() == [2]
+    assert ended.tolist() == [7]
