@@ -17,7 +17,9 @@ import pytest
 import pcapclass
 from pcapclass.api import Classifier
 from pcapclass.cli import main
-from pcapclass.evidence import _PTYPE_USED, follow_scan
+from pcapclass.classify import classify
+from pcapclass.evidence import _PTYPE_USED, FlowIndex, FlowRows, follow_scan
+from pcapclass.flows import COLUMNS, Records
 from pcapclass.sources import CaptureFile
 
 TESTS = Path(__file__).parent
@@ -126,9 +128,6 @@ def test_heuristic_notification_without_registration() -> None:
     clf = Classifier(servers=SERVERS)
     clf.read(EVIDENCE / "registration.pcap")
     ev = clf.evidence.evidence()
-    from pcapclass.classify import classify
-    from pcapclass.evidence import FlowRows
-    from pcapclass.flows import Records
 
     (recs, _, rows), = clf.store.blocks()  # the flows, and the evidence rows taken with them
     drop = ev.verdicts["kind"].to_numpy()[rows.vid] == "registration"
@@ -234,3 +233,17 @@ def test_follow_scan_passes_over_what_needs_no_python_look() -> None:
                               np.zeros(0, dtype=np.uint64), _PTYPE_USED.view(np.uint8))  # fmt: skip
     assert look.tolist() == [2]
     assert ended.tolist() == [7]
+
+
+def test_flow_index_joins_rows_to_the_flow_whose_key_and_span_fit() -> None:
+    """Two flows share a key (reused after an idle gap), one has its own: each row goes to the
+    flow of its key whose span holds it; rows between spans, of another check or of an unknown
+    key go nowhere (worked out by hand)."""
+    cols = np.zeros((len(COLUMNS), 3), dtype=np.int64)
+    for name, values in (("hash", [1, 2, 1]), ("check", [10, 20, 10]), ("first_ns", [0, 0, 20]), ("last_ns", [10, 5, 30])):
+        cols[COLUMNS.index(name)] = values
+    index = FlowIndex(Records(cols))
+    h = np.array([1, 1, 1, 2, 2, 3, 2], dtype=np.uint64)
+    check = np.array([10, 10, 10, 20, 20, 30, 21], dtype=np.uint64)
+    ts = np.array([5, 25, 15, 3, 9, 1, 3], dtype=np.int64)
+    assert index.flows(h, check, ts).tolist() == [0, 2, -1, 1, -1, -1, -1]
