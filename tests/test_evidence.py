@@ -16,8 +16,8 @@ import pytest
 
 import pcapclass
 from pcapclass.api import Classifier
-from pcapclass.cli import main
 from pcapclass.classify import classify
+from pcapclass.cli import main
 from pcapclass.evidence import _PTYPE_USED, FlowIndex, FlowRows, follow_scan
 from pcapclass.flows import COLUMNS, Records
 from pcapclass.sources import CaptureFile
