@@ -154,6 +154,8 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
     cdef unsigned long long h
     cdef unsigned char b0, b1, b2, drep, f8, f9
     cdef bint pdu_like, skip, cut
+    if size == 0:  # no payload bytes at all: nothing to look at
+        return look_a[:0], ended_a[:0]
     with nogil:
         for i in range(n):
             p = pay[i]

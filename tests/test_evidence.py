@@ -233,6 +233,10 @@ def test_follow_scan_passes_over_what_needs_no_python_look() -> None:
                               np.zeros(0, dtype=np.uint64), _PTYPE_USED.view(np.uint8))  # fmt: skip
     assert look.tolist() == [2]
     assert ended.tolist() == [7]
+    none = np.zeros(0, dtype=np.int64)
+    look, ended = follow_scan(np.zeros(0, dtype=np.uint8), none, hashes, none, none, followed, hashes[:0], none,
+                              hashes[:0], _PTYPE_USED.view(np.uint8))  # fmt: skip
+    assert look.size == ended.size == 0
 
 
 def test_flow_index_joins_rows_to_the_flow_whose_key_and_span_fit() -> None:
