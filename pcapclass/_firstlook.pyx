@@ -98,7 +98,8 @@ def first_looks(const unsigned char[::1] data, const long long[:] off, const lon
     return kind_a, port_a, src_a, group_a
 
 
-cdef inline bint _in_sorted(const unsigned long long[::1] keys, unsigned long long h) noexcept nogil:
+cdef inline Py_ssize_t _lower_bound(const unsigned long long[::1] keys, unsigned long long h) noexcept nogil:
+    """Where ``h`` is, or would go, in the sorted ``keys``."""
     cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
     while lo < hi:
         mid = (lo + hi) >> 1
@@ -106,20 +107,19 @@ cdef inline bint _in_sorted(const unsigned long long[::1] keys, unsigned long lo
             lo = mid + 1
         else:
             hi = mid
-    return lo < keys.shape[0] and keys[lo] == h
+    return lo
+
+
+cdef inline bint _in_sorted(const unsigned long long[::1] keys, unsigned long long h) noexcept nogil:
+    cdef Py_ssize_t at = _lower_bound(keys, h)
+    return at < keys.shape[0] and keys[at] == h
 
 
 cdef inline long long _start_of(const unsigned long long[::1] keys, const long long[::1] values,
                                 unsigned long long h) noexcept nogil:
-    cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < h:
-            lo = mid + 1
-        else:
-            hi = mid
-    if lo < keys.shape[0] and keys[lo] == h:
-        return values[lo]
+    cdef Py_ssize_t at = _lower_bound(keys, h)
+    if at < keys.shape[0] and keys[at] == h:
+        return values[at]
     return -1
 
 

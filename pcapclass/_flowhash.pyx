@@ -183,11 +183,7 @@ cdef class FlowHash:
         updated anyway, so the question costs two bits of it (``payload_seen``: 1 A to B,
         2 B to A) instead of a table of its own.
         """
-        cdef Py_ssize_t n = h.shape[0], i, s, r, ahead
-        cdef long long t, f, gap
-        cdef long long *row
-        cdef bint pure_syn
-        cdef long long side
+        cdef Py_ssize_t n = h.shape[0]
         # room for every packet to start or end a flow, made first, so that the loop allocates
         # nothing and runs without the GIL (the decoding thread goes on meanwhile)
         if self.n + n > self.rows.shape[0]:
@@ -320,26 +316,18 @@ cdef class FlowHash:
     def take_done(self):
         """The ended records, column-major (a row per field, a column per flow, in the order
         they ended), forgetting them: one array, with no row-major copy left behind."""
-        out_a = np.empty((NCOL, self.n_done), np.int64)
-        cdef long long[:, ::1] out = out_a
-        cdef Py_ssize_t r
-        cdef int c
-        for r in range(self.n_done):
-            for c in range(NCOL):
-                out[c, r] = self.done[r, c]
-        self.n_done = 0
-        # the buffer is kept for the next flows to end (fresh pages would be faulted in again,
-        # row by row), unless a burst made it large
-        if self.done.shape[0] > KEPT_DONE_ROWS:
-            self.done = np.zeros((1 << 10, NCOL), np.int64)
-        return out_a
+        return self._take(False)
 
     def take_all(self):
         """Every record, column-major: the ended ones (in the order they ended), then the open
         ones (in table order), as ``remove`` of all then ``take_done`` would give them; the
         table is left empty. One copy of each open flow, where ending it first copies it twice
         (and faults in a buffer as large as the table for the first copy)."""
-        cdef Py_ssize_t n_done = self.n_done, n = self.n, r
+        return self._take(True)
+
+    cdef object _take(self, bint open_too):
+        """The ended records, then with ``open_too`` the open ones, column-major, forgotten."""
+        cdef Py_ssize_t n_done = self.n_done, n = self.n if open_too else 0, r
         cdef int c
         out_a = np.empty((NCOL, n_done + n), np.int64)
         cdef long long[:, ::1] out = out_a
@@ -350,12 +338,15 @@ cdef class FlowHash:
             for c in range(NCOL):
                 out[c, n_done + r] = self.rows[r, c]
         self.n_done = 0
-        self.n = 0
+        # the buffer is kept for the next flows to end (fresh pages would be faulted in again,
+        # row by row), unless a burst made it large
         if self.done.shape[0] > KEPT_DONE_ROWS:
             self.done = np.zeros((1 << 10, NCOL), np.int64)
-        if self.rows.shape[0] > 1 << 12:
-            self._resize(1 << 12)
-        self._reindex(1 << 13)
+        if open_too:
+            self.n = 0
+            if self.rows.shape[0] > 1 << 12:
+                self._resize(1 << 12)
+            self._reindex(1 << 13)
         return out_a
 
 
