@@ -122,9 +122,9 @@ class FlowStore:
     def __init__(self, spill_flows: int = SPILL_FLOWS, rows_of: Callable[[Records], FlowRows] | None = None) -> None:
         self.spill_flows = spill_flows
         self._rows_of = rows_of
+        #: parts as added (rows None), or once sorted the one joined part with its rows
         self._mem: list[tuple[Records, npt.NDArray[np.int64], FlowRows | None]] = []
         self._mem_rows = 0
-        self._mem_sorted = False
         self._files: list[tuple[Path, Path, Path]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -143,7 +143,6 @@ class FlowStore:
             # worth, and a larger part (a burst of ended flows) is sorted where it lies
             self._spill()
         self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64), None))
-        self._mem_sorted = False
         self._mem_rows += len(recs)
         if self._mem_rows >= self.spill_flows and not last:
             self._spill()
@@ -173,7 +172,7 @@ class FlowStore:
     def _sorted(self) -> tuple[Records, npt.NDArray[np.int64], FlowRows]:
         """The flows in memory, joined, by capture then first packet, with their evidence rows
         (kept so: sorted and joined once)."""
-        if len(self._mem) == 1 and self._mem_sorted:
+        if len(self._mem) == 1 and self._mem[0][2] is not None:  # sorted already
             return self._mem[0]  # type: ignore[return-value]
         recs = Records.concat([r for r, _, _ in self._mem])
         index = np.concatenate([i for _, i, _ in self._mem]) if self._mem else np.zeros(0, np.int64)
@@ -181,7 +180,7 @@ class FlowStore:
         for column in recs.cols:  # in place, a field at a time: no second copy of the flows
             column[:] = column[order]
         rows = self._rows_of(recs) if self._rows_of is not None else FlowRows.empty()
-        self._mem, self._mem_sorted = [(recs, index[order], rows)], True
+        self._mem = [(recs, index[order], rows)]
         return self._mem[0]  # type: ignore[return-value]
 
     def blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:

@@ -422,8 +422,7 @@ def _decide(
         ev[w[keep]] = _EV[MISMATCH]
         detail[w[keep]] = vid[r[keep]] + 1
     if evidence is not None:
-        sessions = shared.sessions if shared is not None and shared.sessions is not None else None
-        hit = _notification_heuristic(ev, proto, o, sessions)
+        hit = _notification_heuristic(ev, proto, o, shared.sessions if shared is not None else None)
         service[hit], ev[hit], detail[hit] = ids + v, _EV["heuristic"], v + 1
     return _Decided(service, service_names, ev, detail, detail_names, iface,
                     np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]))  # fmt: skip

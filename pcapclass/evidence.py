@@ -858,8 +858,8 @@ class EvidenceCollector:
         """Everything learned so far, as tables for ``classify``; ``rows=False`` leaves the
         rows table empty, for callers that hand classify rows taken with their flows."""
         parts = []
-        arrays = self._joined_rows() if rows else [np.zeros(0)]
-        if arrays[0].size:
+        arrays = self._joined_rows() if rows else None
+        if arrays is not None and arrays[0].size:
             vid = arrays[4]
             kinds = pd.Categorical([v[0] for v in self._verdicts])
             parts.append(pd.DataFrame({"hash": arrays[0], "check": arrays[1], "ts_ns": arrays[2], "from_a": arrays[3], "vid": vid,
