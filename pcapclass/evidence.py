@@ -315,6 +315,62 @@ class _Flow:
     packets: int = 0
 
 
+class _VerdictSets:
+    """What distinct first payloads said, found for a whole batch with one binary search.
+
+    A first payload is known by ``first_looks``' digest; payloads that say the same (the same
+    rows, follow or not, marker, preset binds) share a set. Every set is stored flat (its verdict
+    ids one after the other), so that spreading a batch's verdicts over its packets is a few
+    numpy calls whatever the mix, with no Python per payload or per verdict.
+    """
+
+    def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
+        self.presets: list[list[tuple[int, str]] | None] = []
+        self._ids: dict[tuple[tuple[int, ...], bool, bool, tuple[tuple[int, str], ...] | None], int] = {}
+        self._by_digest: dict[int, int] = {}
+        self._vids: list[tuple[int, ...]] = []
+        self._follow: list[bool] = []
+        self._marker: list[bool] = []
+        self._stale = True
+        self._digests = np.zeros(0, np.uint64)
+        self._digest_set = np.zeros(0, np.int64)
+
+    def add(self, digest: int, vids: list[int], follow: bool, marker: bool, preset: list[tuple[int, str]] | None) -> None:
+        """Remember what the payloads of ``digest`` say."""
+        if len(self._by_digest) >= MAX_CACHED_VERDICTS:
+            self._clear()
+        key = (tuple(vids), follow, marker, tuple(preset) if preset is not None else None)
+        sid = self._ids.get(key)
+        if sid is None:
+            sid = self._ids[key] = len(self._vids)
+            self._vids.append(key[0])
+            self._follow.append(follow)
+            self._marker.append(marker)
+            self.presets.append(preset)
+        self._by_digest[digest] = sid
+        self._stale = True
+
+    def find(self, digests: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        """The set of each digest, -1 for those not seen yet."""
+        if self._stale:
+            self._digests = np.fromiter(self._by_digest, dtype=np.uint64, count=len(self._by_digest))
+            order = np.argsort(self._digests)
+            self._digests = self._digests[order]
+            self._digest_set = np.fromiter(self._by_digest.values(), dtype=np.int64, count=len(self._by_digest))[order]
+            n = np.array([len(v) for v in self._vids], dtype=np.int64)
+            self.n, self.start = n, np.cumsum(n) - n
+            self.flat = np.fromiter((v for vs in self._vids for v in vs), dtype=np.int32, count=int(n.sum()))
+            self.follow, self.marker = np.array(self._follow, dtype=bool), np.array(self._marker, dtype=bool)
+            self._stale = False
+        if not self._digests.size:
+            return np.full(digests.size, -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(self._digests, digests), self._digests.size - 1)
+        return np.where(self._digests[at] == digests, self._digest_set[at], -1)
+
+
 class EvidenceCollector:
     """Looks at candidate payloads of each batch and keeps what they prove (see module doc).
 
@@ -337,8 +393,8 @@ class EvidenceCollector:
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
-        #: flows whose first payload was binds only, not yet looked at again: (check, time,
-        #: server port, bound contexts). Most end with their next packet (no more PDUs, or
+        #: flows whose first payload was binds only (or an IN channel's headers), not yet looked
+        #: at again: (check, time, server port, bound contexts). Most end with their next packet (no more PDUs, or
         #: PDUs of no interest), so they become a _Flow only when a packet needs a Python look
         self._pending: dict[int, tuple[int, int, int, list[tuple[int, str]]]] = {}
         # counted from Python one flow at a time (array.array: no numpy scalar cost), read by
@@ -352,8 +408,10 @@ class EvidenceCollector:
         self._verdicts: list[tuple[str, str, str, str, str, int, int]] = []
         self._verdict_ids: dict[tuple[str, str, str, str, str, int, int], int] = {}
         self._bind_cache: dict[bytes, list[tuple[int, str]]] = {}
-        #: first-payload digest -> (verdicts, follow, Exchange SMTP marker, bind contexts)
-        self._verdict_cache: dict[int, tuple[list[_Verdict], bool, bool, list[tuple[int, str]] | None]] = {}
+        #: what distinct first payloads said (by digest), remembered across batches
+        self._sets = _VerdictSets()
+        #: verdict id of an unrecognizable first payload, by server port * 2 + sent by the server (-1: none yet)
+        self._quiet_vids = np.full(2 * 65536, -1, dtype=np.int32)
         #: followed flows with a stream waiting for the rest of a PDU (or of HTTP headers)
         self._cont: set[int] = set()
         #: this batch's newly followed flows: hash -> index of the packet that started it
@@ -428,12 +486,13 @@ class EvidenceCollector:
         # an unrecognizable first payload on a port whose protocol must show: port-mismatch
         quiet = np.flatnonzero(kind == QUIET)
         if quiet.size:
-            q = idx[quiet]
             pair = server_port[quiet] * 2 + server_is_src[quiet]
-            uniq, inv = np.unique(pair, return_inverse=True)
-            vids = np.array([self._vid(_Verdict(MISMATCH, "", f"unrecognized payload on tcp/{u >> 1}", server_is_sender=u & 1))
-                             for u in uniq.tolist()], dtype=np.int32)  # fmt: skip
-            self._add_rows(keys, pk, q, vids[inv.reshape(-1)])
+            vids = self._quiet_vids[pair]
+            if (vids < 0).any():
+                for u in np.unique(pair[vids < 0]).tolist():
+                    self._quiet_vids[u] = self._vid(_Verdict(MISMATCH, "", f"unrecognized payload on tcp/{u >> 1}", server_is_sender=u & 1))
+                vids = self._quiet_vids[pair]
+            self._add_rows(keys, pk, idx[quiet], vids)
 
         look = np.flatnonzero(kind == LOOK)
         if not look.size:
@@ -444,56 +503,43 @@ class EvidenceCollector:
     def _inspect_distinct(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                           tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
                           server_is_src: npt.NDArray[np.bool_], group: npt.NDArray[np.uint64]) -> None:  # fmt: skip
-        # identical first payloads (same banner, same bind) are looked at once: grouped by
+        # identical first payloads (same banner, same bind) are looked at once, ever: known by
         # first_looks' digest of their first HEAD_BYTES, their length, transport and port guess
-        groups, first_of, codes = np.unique(group, return_index=True, return_inverse=True)
-        codes = codes.reshape(-1)
-        verdicts: list[list[_Verdict]] = []
-        follow = np.zeros(first_of.size, dtype=bool)
-        markers = np.zeros(first_of.size, dtype=bool)
-        presets: list[list[tuple[int, str]] | None] = []
-        cache = self._verdict_cache
-        for g, (digest, i) in enumerate(zip(groups.tolist(), first_of.tolist())):
-            # the same banner or bind recurs batch after batch: its look is remembered
-            seen = cache.get(digest)
-            if seen is None:
-                p = sel[i]
-                o = int(pk.payload_off[p])
-                payload = data[o : o + int(pk.payload_len[p])].tobytes()
+        sets = self._sets
+        sid = sets.find(group)
+        new = np.flatnonzero(sid < 0)
+        if new.size:
+            digests, first_of = np.unique(group[new], return_index=True)
+            for digest, i in zip(digests.tolist(), new[first_of].tolist()):
+                o = int(pk.payload_off[sel[i]])
+                payload = data[o : o + int(pk.payload_len[sel[i]])].tobytes()
                 v, fol, mark = self._inspect(payload, bool(tcp[i]), int(server_port[i]), bool(server_is_src[i]))
-                if len(cache) >= MAX_CACHED_VERDICTS:
-                    cache.clear()
-                seen = cache[digest] = (v, fol, mark, self._preset)
-            v, fol, mark, preset = seen
-            verdicts.append(v)
-            follow[g], markers[g] = fol, mark
-            presets.append(preset)
-        # spread each distinct payload's verdicts over its packets
-        n_v = np.array([len(v) for v in verdicts], dtype=np.int64)
-        if n_v.sum():
-            per_pkt = n_v[codes]
-            pkt = np.repeat(np.arange(codes.size), per_pkt)
-            vi = np.arange(pkt.size) - np.repeat(np.cumsum(per_pkt) - per_pkt, per_pkt)
-            flat = np.array([self._vid(v) for vs in verdicts for v in vs], dtype=np.int32)
-            base = np.concatenate(([0], np.cumsum(n_v)[:-1]))
-            self._add_rows(keys, pk, sel[pkt], flat[base[codes[pkt]] + vi])
-        if markers.any():
-            m = sel[markers[codes]]
+                sets.add(digest, [self._vid(x) for x in v], fol, mark, self._preset)
+            sid = sets.find(group)
+        # spread each payload's verdicts over its packets
+        per_pkt = sets.n[sid]
+        if per_pkt.any():
+            pkt = np.repeat(np.arange(sid.size), per_pkt)
+            within = np.arange(pkt.size) - np.repeat(np.cumsum(per_pkt) - per_pkt, per_pkt)
+            self._add_rows(keys, pk, sel[pkt], sets.flat[sets.start[sid[pkt]] + within])
+        marked = sets.marker[sid]
+        if marked.any():
+            m = sel[marked]
             for hi, lo in set(zip(pk.src_hi[m].tolist(), pk.src_lo[m].tolist())):
                 self._smtp_servers.add((hi, lo))
-        if follow.any():
-            js = np.flatnonzero(follow[codes])
+        js = np.flatnonzero(sets.follow[sid])
+        if js.size:
             ps = sel[js]
-            pending, flows, started, slots = self._pending, self._flows, self._started, self._track_count
+            pending, flows, started, slots, presets = self._pending, self._flows, self._started, self._track_count, sets.presets
             # the per-flow loop takes Python ints made in one go, not one numpy scalar at a time
-            for p, hsh, check, ts, port, code in zip(ps.tolist(), keys.hash[ps].view(np.uint64).tolist(),
-                                                     keys.check[ps].view(np.uint64).tolist(), pk.ts_ns[ps].tolist(),
-                                                     server_port[js].tolist(), codes[js].tolist()):  # fmt: skip
+            for p, hsh, check, ts, port, s in zip(ps.tolist(), keys.hash[ps].view(np.uint64).tolist(),
+                                                  keys.check[ps].view(np.uint64).tolist(), pk.ts_ns[ps].tolist(),
+                                                  server_port[js].tolist(), sid[js].tolist()):  # fmt: skip
                 if hsh in flows or hsh in pending:
                     continue
                 started[hsh] = p
-                preset = presets[code]
-                if preset is not None:  # binds only, already read: waits as pending, unparsed
+                preset = presets[s]
+                if preset is not None:  # at a PDU boundary, already read: waits as pending, unparsed
                     pending[hsh] = (check, ts, port, preset)
                     slots[hsh & (_TRACK_SLOTS - 1)] += 1
                     continue
@@ -518,7 +564,8 @@ class EvidenceCollector:
     def _inspect(self, payload: bytes, tcp: bool, server_port: int, server_is_src: bool) -> tuple[list[_Verdict], bool, bool]:
         """Verdicts of one first payload; whether to follow the flow; whether it proves an
         Exchange SMTP server (its sender). Sets ``self._preset``: the contexts its binds
-        name when they are all it holds (a followed flow then starts from them unparsed)."""
+        name when they are all it holds, or none for an IN channel's bare HTTP headers (a
+        followed flow then starts from them unparsed, at a PDU boundary)."""
         self._preset = None
         verdicts: list[_Verdict] = []
         if not tcp:
@@ -552,6 +599,8 @@ class EvidenceCollector:
                     verdicts.append(_Verdict(hv.evidence, hv.service, hv.detail, server_is_sender=0))
                     # the IN channel carries RTS then ordinary PDUs (binds) after the headers
                     follow = hv.evidence == "rpc-http" and req.method.upper() == "RPC_IN_DATA"
+                    if follow and payload.find(b"\r\n\r\n") == len(payload) - 4:
+                        self._preset = []  # headers only: the flow waits for its PDUs as a bind's does
         markers = False
         if payload.startswith(b"250") and exchange_smtp_markers(payload):
             markers = True
