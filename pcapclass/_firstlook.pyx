@@ -23,12 +23,13 @@ cdef enum:
 SKIP, QUIET, LOOK = K_SKIP, K_QUIET, K_LOOK
 
 
-def first_looks(const unsigned char[::1] data, const long long[:] off, const long long[:] plen,
-                const long long[:] proto, const long long[:] sport, const long long[:] dport,
+def first_looks(const unsigned char[::1] data, const long long[:] first, const long long[:] off,
+                const long long[:] plen, const long long[:] proto, const long long[:] sport, const long long[:] dport,
                 const unsigned char[::1] service_port, const unsigned char[::1] must_server,
                 const unsigned char[::1] must_client, Py_ssize_t head_bytes, long long direct_push_port,
                 long long min_decisive):
-    """For each first payload: ``(kind, server_port, server_is_src, group)``.
+    """For each first payload (packet ``first[i]`` of the batch's columns): ``(kind, server_port,
+    server_is_src, group)``.
 
     * ``kind``: LOOK when its first bytes could start something ``identify`` knows (TCP), or
       it may be a Direct Push NOTIFY (UDP to or from ``direct_push_port``); QUIET when it is
@@ -37,10 +38,11 @@ def first_looks(const unsigned char[::1] data, const long long[:] off, const lon
       by sender): an unrecognizable payload that contradicts its port; SKIP otherwise.
     * ``server_port``: the side on a service port (the lower one if both), -1 if neither;
       ``server_is_src``: that side sent the payload.
-    * ``group``: a digest of the first ``head_bytes`` bytes (8-byte words in native order), the length, the transport and the
-      port guess: payloads with the same group get the same verdict.
+    * ``group``: for a payload to LOOK at (0 for the others), a digest of its first ``head_bytes``
+      bytes (8-byte words in native order), its length, the transport and the port guess:
+      payloads with the same group get the same verdict.
     """
-    cdef Py_ssize_t n = off.shape[0], size = data.shape[0], i, k, j, avail, o
+    cdef Py_ssize_t n = first.shape[0], size = data.shape[0], i, k, j, avail, o, p
     kind_a = np.zeros(n, np.int8)
     port_a = np.empty(n, np.int64)
     src_a = np.zeros(n, np.bool_)
@@ -55,8 +57,9 @@ def first_looks(const unsigned char[::1] data, const long long[:] off, const lon
     cdef bint tcp, s_svc, d_svc, sis, smb0, silent, must
     with nogil:
         for i in range(n):
-            o = off[i]
-            length = plen[i]
+            p = first[i]
+            o = off[p]
+            length = plen[p]
             avail = 0
             if o < size:
                 avail = min(<Py_ssize_t>length, size - o)
@@ -66,8 +69,8 @@ def first_looks(const unsigned char[::1] data, const long long[:] off, const lon
             smb0 = b[0] == 0 and (word1 == 0xFF534D42ULL or word1 == 0xFE534D42ULL or word1 == 0xFD534D42ULL)
             # identify() has no opinion on these (control bytes that start no signature it knows)
             silent = b[0] < 0x21 and b[0] != 3 and b[0] != 5 and b[0] != 0x16 and not smb0
-            tcp = proto[i] == 6
-            sp, dp = sport[i], dport[i]
+            tcp = proto[p] == 6
+            sp, dp = sport[p], dport[p]
             s_svc, d_svc = service_port[sp] != 0, service_port[dp] != 0
             sis = (sp < dp) if (s_svc and d_svc) else (s_svc and not d_svc)
             spt = (sp if sis else dp) if (s_svc or d_svc) else -1
@@ -78,6 +81,9 @@ def first_looks(const unsigned char[::1] data, const long long[:] off, const lon
                 kind[i] = K_QUIET
             elif (tcp and not silent) or (not tcp and (sp == direct_push_port or dp == direct_push_port) and b[0] == 0x4E):
                 kind[i] = K_LOOK
+            if kind[i] != K_LOOK:  # only a payload to look at needs its digest
+                group[i] = 0
+                continue
             # the digest: 8-byte little-endian words of the first head_bytes, each weighted
             digest = 0
             avail = min(avail, head_bytes)
@@ -198,3 +204,46 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
                 ended[n_ended] = h
                 n_ended += 1
     return look_a[:n_look], ended_a[:n_ended]
+
+
+def later_starts(const unsigned char[::1] data, const long long[:] pay, const long long[:] first,
+                 const long long[:] off, const long long[:] plen, const long long[:] proto,
+                 bytes prefix, long long min_len):
+    """The TCP packets of ``pay`` not in ``first`` whose payload (at least ``min_len`` bytes,
+    and no shorter than ``prefix``) starts with ``prefix``, in order.
+
+    Why compiled: the EHLO reply scan looks at the first bytes of every later TCP payload of
+    a batch; with numpy that was a mask per condition and a gather per prefix byte.
+    """
+    cdef Py_ssize_t n = pay.shape[0], size = data.shape[0], n_pkt = 0, i, k, m = len(prefix), found = 0
+    cdef const unsigned char* want = prefix
+    cdef long long p, o
+    cdef bint match
+    for i in range(first.shape[0]):
+        n_pkt = max(n_pkt, <Py_ssize_t>first[i] + 1)
+    for i in range(n):
+        n_pkt = max(n_pkt, <Py_ssize_t>pay[i] + 1)
+    is_first_a = np.zeros(n_pkt, np.uint8)
+    out_a = np.empty(n, np.intp)
+    cdef unsigned char[::1] is_first = is_first_a
+    cdef Py_ssize_t[::1] out = out_a
+    min_len = max(min_len, <long long>m)
+    with nogil:
+        for i in range(first.shape[0]):
+            is_first[first[i]] = 1
+        for i in range(n):
+            p = pay[i]
+            if is_first[p] or proto[p] != 6 or plen[p] < min_len:
+                continue
+            o = off[p]
+            if o + m > size:
+                continue
+            match = True
+            for k in range(m):
+                if data[o + k] != want[k]:
+                    match = False
+                    break
+            if match:
+                out[found] = p
+                found += 1
+    return out_a[:found]

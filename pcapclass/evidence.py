@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._firstlook import LOOK, QUIET, first_looks, follow_scan
+from ._firstlook import LOOK, QUIET, first_looks, follow_scan, later_starts
 from .dcerpc import (
     AUTH_LEVEL_PKT_PRIVACY,
     EMSMDB_INTERFACE,
@@ -447,17 +447,11 @@ class EvidenceCollector:
         looks = None
         if first.size:
             looks = first_looks(
-                data, pk.payload_off[first], pk.payload_len[first], pk.proto[first], pk.sport[first], pk.dport[first],
+                data, first, pk.payload_off, pk.payload_len, pk.proto, pk.sport, pk.dport,
                 _SERVICE_PORT, _MUST_SERVER, _MUST_CLIENT, HEAD_BYTES, DIRECT_PUSH_PORT, _MIN_DECISIVE,
             )  # fmt: skip
         # an EHLO reply is a server's second payload: "250-" lines are looked at wherever they are
-        later = np.ones(plen.size, dtype=bool)
-        later[first] = False
-        rest = pay[later[pay] & (pk.proto[pay] == IPPROTO_TCP) & (plen[pay] >= 8)]
-        ehlo = rest[:0]
-        if rest.size:
-            o = pk.payload_off[rest]
-            ehlo = rest[(data[o] == 0x32) & (data[o + 1] == 0x35) & (data[o + 2] == 0x30) & (data[o + 3] == 0x2D)]
+        ehlo = later_starts(data, pay, first, pk.payload_off, plen, pk.proto, b"250-", 8)
         return Prepared(pay, first, looks, ehlo)
 
     def feed(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp], prepared: Prepared | None = None) -> None:

@@ -18,7 +18,7 @@ import pcapclass
 from pcapclass.api import Classifier
 from pcapclass.classify import classify
 from pcapclass.cli import main
-from pcapclass.evidence import _PTYPE_USED, FlowIndex, FlowRows, follow_scan
+from pcapclass.evidence import _PTYPE_USED, FlowIndex, FlowRows, follow_scan, later_starts
 from pcapclass.flows import COLUMNS, Records
 from pcapclass.sources import CaptureFile
 
@@ -237,6 +237,20 @@ def test_follow_scan_passes_over_what_needs_no_python_look() -> None:
     look, ended = follow_scan(np.zeros(0, dtype=np.uint8), none, hashes, none, none, followed, hashes[:0], none,
                               hashes[:0], _PTYPE_USED.view(np.uint8))  # fmt: skip
     assert look.size == ended.size == 0
+
+
+def test_later_starts_finds_later_tcp_payloads_by_their_first_bytes() -> None:
+    """Hand-built batch: only packet 3 is a later TCP payload of 8+ bytes starting "250-"
+    (0 is a first payload, 1 is UDP, 2 is too short, 4 starts "250 ", 5 has no payload)."""
+    payloads = [b"250-ex1\r\n", b"250-ex1\r\n", b"250-x\r\n", b"250-EXPS\r\n", b"250 OK\r\n", b""]
+    data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+    off = np.cumsum([0] + [len(p) for p in payloads[:-1]]).astype(np.int64)
+    plen = np.array([len(p) for p in payloads], dtype=np.int64)
+    proto = np.array([6, 17, 6, 6, 6, 6], dtype=np.int64)
+    pay = np.flatnonzero(plen > 0)
+    found = later_starts(data, pay, np.array([0], dtype=np.int64), off, plen, proto, b"250-", 8)
+    assert found.tolist() == [3]
+    assert later_starts(data, pay[:0], pay[:0], off, plen, proto, b"250-", 8).size == 0
 
 
 def test_flow_index_joins_rows_to_the_flow_whose_key_and_span_fit() -> None:
