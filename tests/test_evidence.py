@@ -18,7 +18,13 @@ import pcapclass
 from pcapclass.api import Classifier
 from pcapclass.classify import classify
 from pcapclass.cli import main
-from pcapclass.evidence import _PTYPE_USED, FlowIndex, FlowRows, follow_scan, later_starts
+from pcapclass.evidence import (
+    _PTYPE_USED,
+    FlowIndex,
+    FlowRows,
+    follow_scan,
+    later_starts,
+)
 from pcapclass.flows import COLUMNS, Records
 from pcapclass.sources import CaptureFile
 
