@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The first look at each flow's first payloads (which deserve a Python look, and a digest
-that finds identical ones), and at the later packets of the flows the evidence stage follows.
+that finds identical ones), at the later packets of the flows the evidence stage follows, and
+the table of followed flows that wait unparsed.
 
 Why compiled: every flow has up to two first payloads, and for each the evidence stage needs
 a dozen facts from its first bytes and ports plus a 64-bit digest of up to HEAD_BYTES bytes.
@@ -247,3 +248,179 @@ def later_starts(const unsigned char[::1] data, const long long[:] pay, const lo
                 out[found] = p
                 found += 1
     return out_a[:found]
+
+
+cdef class WaitingFlows:
+    """Followed flows that wait, unparsed, for a packet that needs a Python look: per flow hash,
+    its key check, start time, server port guess and preset (the contexts its binds bound, by
+    number); a count per slot of ``followed`` (shared with the caller's own followed flows) is
+    kept in step, so that ``follow_scan`` finds their packets.
+
+    Why compiled: most followed flows are DCE/RPC connections whose first payload was binds
+    only, and most end with their next payload (no more PDUs). Tens of thousands of them start
+    and end in a large capture; a batch's worth is started, ended and expired here in one call
+    each, with no Python per flow. Open addressing (linear probing, deletion by backward shift)
+    keyed by the hash; a log in start order gives the oldest first (expiry, the cap).
+    """
+
+    cdef unsigned long long[::1] _hash, _check, _log_hash
+    cdef long long[::1] _ts, _port, _preset, _log_ts
+    cdef unsigned char[::1] _used
+    cdef unsigned short[::1] _followed
+    cdef Py_ssize_t _mask, _count, _log_head, _log_len
+    cdef object _arrays
+
+    def __init__(self, unsigned short[::1] followed):
+        self._followed = followed
+        self._alloc(1 << 12)
+        self._log_hash = np.zeros(16, np.uint64)
+        self._log_ts = np.zeros(16, np.int64)
+        self._log_head = self._log_len = 0
+
+    cdef void _alloc(self, Py_ssize_t size):
+        self._mask = size - 1
+        self._hash = np.zeros(size, np.uint64)
+        self._check = np.zeros(size, np.uint64)
+        self._ts = np.zeros(size, np.int64)
+        self._port = np.zeros(size, np.int64)
+        self._preset = np.zeros(size, np.int64)
+        self._used = np.zeros(size, np.uint8)
+        self._count = 0
+
+    cdef void _put(self, unsigned long long h, unsigned long long check, long long ts, long long port, long long preset) noexcept:
+        cdef Py_ssize_t s = <Py_ssize_t>((h * GOLDEN) >> 40) & self._mask
+        while self._used[s]:
+            s = (s + 1) & self._mask
+        self._used[s] = 1
+        self._hash[s], self._check[s], self._ts[s], self._port[s], self._preset[s] = h, check, ts, port, preset
+        self._count += 1
+
+    cdef void _grow(self):
+        """Twice the slots (the table is kept at most half full)."""
+        cdef unsigned long long[::1] h = self._hash, check = self._check
+        cdef long long[::1] ts = self._ts, port = self._port, preset = self._preset
+        cdef unsigned char[::1] used = self._used
+        cdef Py_ssize_t i
+        self._alloc(2 * (self._mask + 1))
+        for i in range(used.shape[0]):
+            if used[i]:
+                self._put(h[i], check[i], ts[i], port[i], preset[i])
+
+    def __len__(self):
+        return self._count
+
+    cdef inline Py_ssize_t _find(self, unsigned long long h) noexcept nogil:
+        """The slot of ``h``, or -1."""
+        cdef Py_ssize_t s = <Py_ssize_t>((h * GOLDEN) >> 40) & self._mask
+        while self._used[s]:
+            if self._hash[s] == h:
+                return s
+            s = (s + 1) & self._mask
+        return -1
+
+    cdef void _remove_at(self, Py_ssize_t s) noexcept nogil:
+        """Empty slot ``s``, shifting back the entries its removal would cut off from their home."""
+        cdef Py_ssize_t j = s, home
+        self._followed[self._hash[s] & (self._followed.shape[0] - 1)] -= 1
+        self._count -= 1
+        while True:
+            self._used[s] = 0
+            while True:
+                j = (j + 1) & self._mask
+                if not self._used[j]:
+                    return
+                home = <Py_ssize_t>((self._hash[j] * GOLDEN) >> 40) & self._mask
+                # j's entry may stay unless its home lies cyclically in (s, j]
+                if (s <= j and (home <= s or home > j)) or (s > j and home <= s and home > j):
+                    break
+            self._hash[s], self._check[s], self._ts[s] = self._hash[j], self._check[j], self._ts[j]
+            self._port[s], self._preset[s] = self._port[j], self._preset[j]
+            self._used[s] = 1
+            s = j
+
+    cdef void _log(self, unsigned long long h, long long ts):
+        cdef Py_ssize_t n = self._log_hash.shape[0], i, k = 0
+        if self._log_head + self._log_len == n:
+            # entries of flows that left (or came back later) go; the rest move to the front
+            for i in range(self._log_head, self._log_head + self._log_len):
+                if self._find(self._log_hash[i]) >= 0 and self._ts[self._find(self._log_hash[i])] == self._log_ts[i]:
+                    self._log_hash[k], self._log_ts[k] = self._log_hash[i], self._log_ts[i]
+                    k += 1
+            self._log_head, self._log_len = 0, k
+            if k > n // 2:
+                grown_h = np.zeros(2 * n, np.uint64)
+                grown_t = np.zeros(2 * n, np.int64)
+                grown_h[:k] = np.asarray(self._log_hash)[:k]
+                grown_t[:k] = np.asarray(self._log_ts)[:k]
+                self._log_hash, self._log_ts = grown_h, grown_t
+        self._log_hash[self._log_head + self._log_len] = h
+        self._log_ts[self._log_head + self._log_len] = ts
+        self._log_len += 1
+
+    def start(self, const unsigned long long[:] h, const unsigned long long[:] check, const long long[:] ts,
+              const long long[:] port, const long long[:] preset):
+        """Start waiting for each flow not waiting already; which were started (bool array)."""
+        cdef Py_ssize_t n = h.shape[0], i, s
+        added_a = np.zeros(n, np.bool_)
+        cdef unsigned char[::1] added = added_a.view(np.uint8)
+        for i in range(n):
+            if self._find(h[i]) >= 0:
+                continue
+            if 2 * (self._count + 1) > self._mask + 1:
+                self._grow()
+            self._put(h[i], check[i], ts[i], port[i], preset[i])
+            self._followed[h[i] & (self._followed.shape[0] - 1)] += 1
+            self._log(h[i], ts[i])
+            added[i] = 1
+        return added_a
+
+    def end(self, const unsigned long long[:] h):
+        """Stop waiting for these flows; which of them were waiting (bool array)."""
+        cdef Py_ssize_t n = h.shape[0], i, s
+        found_a = np.zeros(n, np.bool_)
+        cdef unsigned char[::1] found = found_a.view(np.uint8)
+        with nogil:
+            for i in range(n):
+                s = self._find(h[i])
+                if s >= 0:
+                    self._remove_at(s)
+                    found[i] = 1
+        return found_a
+
+    def pop(self, unsigned long long h):
+        """(check, start time, server port, preset) of a waiting flow, which stops waiting; or None."""
+        cdef Py_ssize_t s = self._find(h)
+        if s < 0:
+            return None
+        got = (self._check[s], self._ts[s], self._port[s], self._preset[s])
+        self._remove_at(s)
+        return got
+
+    def __contains__(self, unsigned long long h):
+        return self._find(h) >= 0
+
+    def expire(self, long long before_ns):
+        """Stop waiting for the flows that started before ``before_ns``; how many stopped."""
+        return self._drop(True, before_ns, -1)
+
+    def drop_oldest(self, Py_ssize_t n):
+        """Stop waiting for the ``n`` flows that started first; how many stopped."""
+        return self._drop(False, 0, n)
+
+    cdef Py_ssize_t _drop(self, bint by_time, long long before_ns, Py_ssize_t at_most):
+        cdef Py_ssize_t dropped = 0, s
+        while self._log_len and dropped != at_most:
+            s = self._find(self._log_hash[self._log_head])
+            if s >= 0 and self._ts[s] == self._log_ts[self._log_head]:
+                if by_time and self._ts[s] >= before_ns:
+                    break
+                self._remove_at(s)
+                dropped += 1
+            self._log_head += 1
+            self._log_len -= 1
+        return dropped
+
+    def clear(self):
+        """Forget every waiting flow (the caller clears ``followed``)."""
+        self._used[:] = 0
+        self._count = self._log_head = self._log_len = 0

@@ -32,7 +32,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ._firstlook import LOOK, QUIET, first_looks, follow_scan, later_starts
+from ._firstlook import (
+    LOOK,
+    QUIET,
+    WaitingFlows,
+    first_looks,
+    follow_scan,
+    later_starts,
+)
 from .dcerpc import (
     AUTH_LEVEL_PKT_PRIVACY,
     EMSMDB_INTERFACE,
@@ -321,13 +328,13 @@ class _VerdictSets:
     A first payload is known by ``first_looks``' digest; payloads that say the same (the same
     rows, follow or not, marker, preset binds) share a set. Every set is stored flat (its verdict
     ids one after the other), so that spreading a batch's verdicts over its packets is a few
-    numpy calls whatever the mix, with no Python per payload or per verdict.
+    numpy calls whatever the mix, with no Python per payload or per verdict. Sets are kept for
+    the run (a waiting flow names its preset by set number; they grow only with distinct
+    verdicts, as the verdict table does); the digests that lead to them are capped.
     """
 
     def __init__(self) -> None:
-        self._clear()
-
-    def _clear(self) -> None:
+        #: per set, the contexts a flow that follows from it starts with (None: parse its payload)
         self.presets: list[list[tuple[int, str]] | None] = []
         self._ids: dict[tuple[tuple[int, ...], bool, bool, tuple[tuple[int, str], ...] | None], int] = {}
         self._by_digest: dict[int, int] = {}
@@ -335,13 +342,11 @@ class _VerdictSets:
         self._follow: list[bool] = []
         self._marker: list[bool] = []
         self._stale = True
-        self._digests = np.zeros(0, np.uint64)
-        self._digest_set = np.zeros(0, np.int64)
 
     def add(self, digest: int, vids: list[int], follow: bool, marker: bool, preset: list[tuple[int, str]] | None) -> None:
         """Remember what the payloads of ``digest`` say."""
         if len(self._by_digest) >= MAX_CACHED_VERDICTS:
-            self._clear()
+            self._by_digest.clear()
         key = (tuple(vids), follow, marker, tuple(preset) if preset is not None else None)
         sid = self._ids.get(key)
         if sid is None:
@@ -364,6 +369,7 @@ class _VerdictSets:
             self.n, self.start = n, np.cumsum(n) - n
             self.flat = np.fromiter((v for vs in self._vids for v in vs), dtype=np.int32, count=int(n.sum()))
             self.follow, self.marker = np.array(self._follow, dtype=bool), np.array(self._marker, dtype=bool)
+            self.preset = np.array([p is not None for p in self.presets], dtype=bool)
             self._stale = False
         if not self._digests.size:
             return np.full(digests.size, -1, dtype=np.int64)
@@ -393,14 +399,15 @@ class EvidenceCollector:
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
-        #: flows whose first payload was binds only (or an IN channel's headers), not yet looked
-        #: at again: (check, time, server port, bound contexts). Most end with their next packet (no more PDUs, or
-        #: PDUs of no interest), so they become a _Flow only when a packet needs a Python look
-        self._pending: dict[int, tuple[int, int, int, list[tuple[int, str]]]] = {}
         # counted from Python one flow at a time (array.array: no numpy scalar cost), read by
         # numpy a batch at a time through a view of the same memory
         self._track_count = array.array("H", bytes(2 * _TRACK_SLOTS))
         self._track_view = np.frombuffer(self._track_count, dtype=np.uint16)
+        #: flows whose first payload was binds only (or an IN channel's headers), not yet looked
+        #: at again, with the set that names their contexts. Most end with their next packet (no
+        #: more PDUs, or PDUs of no interest), so they become a _Flow only when a packet needs a
+        #: Python look
+        self._waiting = WaitingFlows(self._track_view)
         #: rows as (hash, check, ts_ns, from_a, verdict id) arrays, one part per batch
         self._row_parts: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int32]]] = []
         self._rows: list[tuple[int, int, int, bool, int]] = []
@@ -414,8 +421,8 @@ class EvidenceCollector:
         self._quiet_vids = np.full(2 * 65536, -1, dtype=np.int32)
         #: followed flows with a stream waiting for the rest of a PDU (or of HTTP headers)
         self._cont: set[int] = set()
-        #: this batch's newly followed flows: hash -> index of the packet that started it
-        self._started: dict[int, int] = {}
+        #: this batch's newly followed flows: (hashes, index of the packet that started each)
+        self._started: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.intp]]] = []
         self._preset: list[tuple[int, str]] | None = None
         #: (hi, lo, transport, port, interface) -> [first_ns, last_ns]
         self._epm: OrderedDict[tuple[int, int, str, int, str], list[int]] = OrderedDict()
@@ -429,7 +436,7 @@ class EvidenceCollector:
         """A new input starts: forget per-flow state (flows never span captures), keep what
         was learned (endpoint-mapper ports, registrations, Exchange SMTP servers)."""
         self._flows.clear()
-        self._pending.clear()
+        self._waiting.clear()
         self._cont.clear()
         self._started.clear()
         self._track_view[:] = 0
@@ -467,7 +474,7 @@ class EvidenceCollector:
             self._first_payloads(data, pk, keys, prep.first, prep.looks)
         if prep.ehlo.size:
             self._ehlo_replies(data, pk, keys, prep.ehlo)
-        if self._flows or self._pending:
+        if self._flows or len(self._waiting):
             self._followed(data, pk, keys, pay)
         if self._registrations:
             self._notifications(data, pk, keys, pay)
@@ -523,25 +530,43 @@ class EvidenceCollector:
                 self._smtp_servers.add((hi, lo))
         js = np.flatnonzero(sets.follow[sid])
         if js.size:
-            ps = sel[js]
-            pending, flows, started, slots, presets = self._pending, self._flows, self._started, self._track_count, sets.presets
+            self._start_following(data, pk, keys, sel, js, server_port, sid)
+
+    def _start_following(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
+                         js: npt.NDArray[np.intp], server_port: npt.NDArray[np.int64], sid: npt.NDArray[np.int64]) -> None:  # fmt: skip
+        """Follow the flows of first payloads ``sel[js]`` (in packet order) not followed yet: a
+        flow at a PDU boundary whose contexts are known waits unparsed, a batch at a time; the
+        few others are parsed now."""
+        h = keys.hash[sel[js]].view(np.uint64)
+        _, once = np.unique(h, return_index=True)
+        if once.size < js.size:  # a flow follows from its first such packet
+            js = js[np.sort(once)]
+        ps = sel[js]
+        h = keys.hash[ps].view(np.uint64)
+        if self._flows:
+            fresh = ~np.isin(h, np.fromiter(self._flows, dtype=np.uint64, count=len(self._flows)))
+            js, ps, h = js[fresh], ps[fresh], h[fresh]
+        preset = self._sets.preset[sid[js]]
+        w = np.flatnonzero(preset)
+        if w.size:
+            started = self._waiting.start(h[w], keys.check[ps[w]].view(np.uint64), pk.ts_ns[ps[w]], server_port[js[w]], sid[js[w]])
+            self._started.append((h[w][started], ps[w][started]))
+        parse = np.flatnonzero(~preset)
+        if parse.size:
+            mine = []
             # the per-flow loop takes Python ints made in one go, not one numpy scalar at a time
-            for p, hsh, check, ts, port, s in zip(ps.tolist(), keys.hash[ps].view(np.uint64).tolist(),
-                                                  keys.check[ps].view(np.uint64).tolist(), pk.ts_ns[ps].tolist(),
-                                                  server_port[js].tolist(), sid[js].tolist()):  # fmt: skip
-                if hsh in flows or hsh in pending:
+            for p, hsh, check, ts, port in zip(ps[parse].tolist(), h[parse].tolist(), keys.check[ps[parse]].view(np.uint64).tolist(),
+                                               pk.ts_ns[ps[parse]].tolist(), server_port[js[parse]].tolist()):  # fmt: skip
+                if hsh in self._waiting:
                     continue
-                started[hsh] = p
-                preset = presets[s]
-                if preset is not None:  # at a PDU boundary, already read: waits as pending, unparsed
-                    pending[hsh] = (check, ts, port, preset)
-                    slots[hsh & (_TRACK_SLOTS - 1)] += 1
-                    continue
+                mine.append(p)
                 st = self._track(hsh, check, ts, port)
                 o = int(pk.payload_off[p])
                 if not self._step(st, hsh, data[o : o + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), ts, pk, p):
                     self._untrack(hsh)
-            self._limit()
+            mine_p = np.array(mine, dtype=np.intp)
+            self._started.append((keys.hash[mine_p].view(np.uint64), mine_p))
+        self._limit()
 
     def _ehlo_replies(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
         """Multi-line 250 replies: Exchange-only EHLO keywords prove an Exchange SMTP server."""
@@ -659,29 +684,32 @@ class EvidenceCollector:
         return st
 
     def _limit(self) -> None:
-        """At most MAX_TRACKED_FLOWS followed: pending ones go first, then the least recent."""
-        while len(self._flows) + len(self._pending) > MAX_TRACKED_FLOWS:
-            if self._pending:
-                gone = next(iter(self._pending))
-                del self._pending[gone]
-            else:
-                gone, _ = self._flows.popitem(last=False)
-                self._cont.discard(gone)
+        """At most MAX_TRACKED_FLOWS followed: waiting ones go first, then the least recent."""
+        excess = len(self._flows) + len(self._waiting) - MAX_TRACKED_FLOWS
+        if excess > 0:
+            excess -= self._waiting.drop_oldest(excess)
+        for _ in range(max(excess, 0)):
+            gone, _ = self._flows.popitem(last=False)
+            self._cont.discard(gone)
             self._track_count[gone & (_TRACK_SLOTS - 1)] -= 1
 
     def _untrack(self, hsh: int) -> None:
-        if self._flows.pop(hsh, None) is not None or self._pending.pop(hsh, None) is not None:
+        if self._flows.pop(hsh, None) is not None:
             self._cont.discard(hsh)
             self._track_count[hsh & (_TRACK_SLOTS - 1)] -= 1
+        else:
+            self._waiting.pop(hsh)
 
     def _flow(self, hsh: int) -> _Flow | None:
-        """The followed flow of ``hsh``; a pending one becomes a _Flow, its binds' contexts bound."""
+        """The followed flow of ``hsh``; a waiting one becomes a _Flow, its preset contexts bound."""
         st = self._flows.get(hsh)
         if st is None:
-            waiting = self._pending.pop(hsh, None)
+            waiting = self._waiting.pop(hsh)
             if waiting is not None:
                 check, ts, port, preset = waiting
-                st = self._flows[hsh] = _Flow(check=check, last_ns=ts, server_port=port, contexts=dict(preset), packets=1)
+                st = self._flows[hsh] = _Flow(check=check, last_ns=ts, server_port=port, contexts=dict(self._sets.presets[preset] or ()),
+                                              packets=1)  # fmt: skip
+                self._track_count[hsh & (_TRACK_SLOTS - 1)] += 1
         return st
 
     def _followed(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, pay: npt.NDArray[np.intp]) -> None:
@@ -690,9 +718,9 @@ class EvidenceCollector:
         ``follow_scan`` finds them and passes over what needs no Python look: a whole PDU of
         no interest, or the first packet that neither starts a DCE/RPC PDU nor continues one
         its stream is waiting for (which ends the following of its flow)."""
-        started, self._started = self._started, {}
-        started_h = np.fromiter(started, dtype=np.uint64, count=len(started))
-        started_p = np.fromiter(started.values(), dtype=np.int64, count=len(started))
+        started, self._started = self._started, []
+        started_h = np.concatenate([h for h, _ in started]) if started else np.zeros(0, np.uint64)
+        started_p = np.concatenate([p for _, p in started]).astype(np.int64) if started else np.zeros(0, np.int64)
         by_hash = np.argsort(started_h)
         look, ended = follow_scan(data, pay, keys.hash.view(np.uint64), pk.payload_off, pk.payload_len, self._track_view,
                                   started_h[by_hash], started_p[by_hash],
@@ -710,20 +738,18 @@ class EvidenceCollector:
             off = int(pk.payload_off[p])
             if not self._step(st, hsh, data[off : off + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), ts, pk, p):
                 self._untrack(hsh)
-        for hsh in ended.tolist():
-            self._untrack(hsh)
-        # forget flows gone quiet (pending ones are in the order they began)
+        waited = self._waiting.end(ended)
+        if self._flows:
+            for hsh in ended[~waited].tolist():
+                self._untrack(hsh)
+        # forget flows gone quiet (waiting ones are in the order they began)
         now = int(pk.ts_ns[pay[-1]])
         while self._flows:
             hsh, st = next(iter(self._flows.items()))
             if now - st.last_ns <= self.idle_ns:
                 break
             self._untrack(hsh)
-        while self._pending:
-            hsh, waiting = next(iter(self._pending.items()))
-            if now - waiting[1] <= self.idle_ns:
-                break
-            self._untrack(hsh)
+        self._waiting.expire(now - self.idle_ns)
 
     def _step(self, st: _Flow, hsh: int, payload: bytes, from_a: bool, ts: int, pk: Packets, p: int) -> bool:
         """One payload of a followed flow; False when the flow is not worth following further."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from pcapclass.evidence import (
     _PTYPE_USED,
     FlowIndex,
     FlowRows,
+    WaitingFlows,
     follow_scan,
     later_starts,
 )
@@ -257,6 +259,47 @@ def test_later_starts_finds_later_tcp_payloads_by_their_first_bytes() -> None:
     found = later_starts(data, pay, np.array([0], dtype=np.int64), off, plen, proto, b"250-", 8)
     assert found.tolist() == [3]
     assert later_starts(data, pay[:0], pay[:0], off, plen, proto, b"250-", 8).size == 0
+
+
+def test_waiting_flows_behave_as_an_ordered_dict_and_keep_the_follow_counts() -> None:
+    """Random batches of starts, ends, pops, expiries and drops, checked step by step against
+    an OrderedDict (the structure the table replaces); hashes collide in their home slots and
+    the table grows past its first size. The per-slot follow counts match the flows left."""
+    rng = np.random.default_rng(7)
+    followed = np.zeros(1 << 6, dtype=np.uint16)
+    table, model, now, largest = WaitingFlows(followed), OrderedDict(), 0, 0
+    for _ in range(3000):
+        op, h = rng.random(), rng.integers(1, 20_000, size=rng.integers(1, 60)).astype(np.uint64)
+        if op < 0.6:
+            ts = np.arange(now, now + h.size, dtype=np.int64)
+            now += h.size
+            started = table.start(h, h * 3, ts, (h % 7).astype(np.int64), (h % 5).astype(np.int64))
+            expected = []
+            for x, t in zip(h.tolist(), ts.tolist()):
+                expected.append(x not in model)
+                model.setdefault(x, (x * 3, t, x % 7, x % 5))
+            assert started.tolist() == expected
+        elif op < 0.85:
+            assert table.end(h).tolist() == [model.pop(x, None) is not None for x in h.tolist()]
+        elif op < 0.9:
+            assert table.pop(int(h[0])) == model.pop(int(h[0]), None)
+        elif op < 0.95:
+            cut, gone = now - int(rng.integers(2_000, 40_000)), 0
+            while model and next(iter(model.values()))[1] < cut:
+                model.popitem(last=False)
+                gone += 1
+            assert table.expire(cut) == gone
+        else:
+            n = int(rng.integers(0, 10))
+            gone = min(n, len(model))
+            for _ in range(gone):
+                model.popitem(last=False)
+            assert table.drop_oldest(n) == gone
+        assert len(table) == len(model)
+        largest = max(largest, len(table))
+    assert largest > 4096  # the table grew (it starts with 4096 slots, at most half full)
+    assert all(x in table for x in model) and 20_001 not in table
+    assert followed.tolist() == np.bincount(np.array(list(model), dtype=np.int64) & 63, minlength=64).tolist()
 
 
 def test_flow_index_joins_rows_to_the_flow_whose_key_and_span_fit() -> None:
