@@ -58,8 +58,47 @@ def in_networks(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], nets: Se
 
 
 def pair_index(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> pd.MultiIndex:
-    """The (hi, lo) pairs as a MultiIndex, for exact set membership with ``isin``."""
+    """The (hi, lo) pairs as a MultiIndex: a set of addresses (or of address pairs, with four levels)."""
     return pd.MultiIndex.from_arrays([hi, lo])
+
+
+def _mix(cols: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
+    h = np.zeros(cols[0].shape[0], dtype=np.uint64)
+    for c in cols:
+        h = (h ^ c) * np.uint64(0x9E37_79B9_7F4A_7C15)
+        h ^= h >> np.uint64(29)
+    return h
+
+
+def rows_in(cols: Sequence[npt.NDArray[np.uint64]], table: pd.MultiIndex) -> npt.NDArray[np.bool_]:
+    """Whether each row of ``cols`` (uint64 columns of equal length, one per level) is one of
+    ``table``'s entries: exact membership of addresses or address pairs.
+
+    Why not ``MultiIndex.isin``: it factorizes every level of the rows looked up, a hash table
+    per level, where the table is a few servers or sessions. Here a 64-bit mix of each row
+    finds the table's entries with the same mix by binary search, and the columns themselves
+    decide, so that a collision of mixes costs a comparison, never a wrong answer.
+    """
+    n = cols[0].shape[0]
+    found = np.zeros(n, dtype=bool)
+    if not len(table) or not n:
+        return found
+    levels = [np.asarray(table.get_level_values(i), dtype=np.uint64) for i in range(len(cols))]
+    t_mix = _mix(levels)
+    order = np.argsort(t_mix)
+    t_mix, levels = t_mix[order], [level[order] for level in levels]
+    mix = _mix(cols)
+    idx = np.arange(n)
+    at = np.searchsorted(t_mix, mix)
+    while idx.size:  # a row tries each entry of its mix in turn (one, but for a collision)
+        keep = at < t_mix.size
+        idx, at = idx[keep], at[keep]
+        keep = t_mix[at] == mix[idx]
+        idx, at = idx[keep], at[keep]
+        same = np.logical_and.reduce([level[at] == c[idx] for level, c in zip(levels, cols)])
+        found[idx[same]] = True
+        idx, at = idx[~same], at[~same] + 1
+    return found
 
 
 def format_addresses(

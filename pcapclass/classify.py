@@ -15,7 +15,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from . import schema
-from .addresses import Network, format_addresses, in_networks, pair_index
+from .addresses import Network, format_addresses, in_networks, pair_index, rows_in
 from .decode import FRAGMENT_PROTO_BASE, Status
 from .flows import NO_SYN, NON_FLOW_BASE, Records
 from .evidence import DECISIVE, EVIDENCE_VALUES, INTERFACE_ONLY, MISMATCH, RANK, Evidence, FlowIndex, FlowRows
@@ -135,8 +135,7 @@ def _oriented(
     else:
         if known is None:
             known = _known_servers(s.s_hi, s.s_lo, _answers(lookup, t, ported, s.s_port, s.packets_s2c), evidence)
-        client_ex = np.asarray(pair_index(s.c_hi, s.c_lo).isin(known))
-        server_ex = np.asarray(pair_index(s.s_hi, s.s_lo).isin(known))
+        client_ex, server_ex = rows_in([s.c_hi, s.c_lo], known), rows_in([s.s_hi, s.s_lo], known)
     is_flow = recs["proto"] < NON_FLOW_BASE
     client_ex &= is_flow
     server_ex &= is_flow & ~client_ex
@@ -347,13 +346,20 @@ def flow_rows(recs: Records, evidence: Evidence | None) -> FlowRows | None:
     return FlowRows(flow[ok], rows["vid"].to_numpy(np.int64)[ok], rows["from_a"].to_numpy(bool)[ok])
 
 
-def _first_per_flow(flow: npt.NDArray[np.int64], mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """Among rows sorted by flow then strength, the first ``mask`` row of each flow: (flows, rows)."""
-    rows = np.flatnonzero(mask)
-    f = flow[rows]
-    first = np.ones(f.size, dtype=bool)
-    first[1:] = f[1:] != f[:-1]
-    return f[first], rows[first]
+#: no row: larger than any row's strength
+_NO_ROW = np.iinfo(np.int64).max
+
+
+def _strongest(n: int, flow: npt.NDArray[np.int64], strength: npt.NDArray[np.int64],
+               mask: npt.NDArray[np.bool_]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:  # fmt: skip
+    """Per flow (of ``n``), its strongest row among those ``mask`` keeps: (flows, rows).
+
+    ``strength`` orders rows (lower is stronger) and ends in the row number, so that it is
+    unique; one unbuffered minimum per flow finds them, with no sort of the rows."""
+    best = np.full(n, _NO_ROW, dtype=np.int64)
+    np.minimum.at(best, flow[mask], strength[mask])
+    w = np.flatnonzero(best != _NO_ROW)
+    return w, best[w] & 0xFFFF_FFFF
 
 
 def _decide(
@@ -370,8 +376,8 @@ def _decide(
     """The evidence order: bind, epm, rpc-http, http, signature, registration beat the port;
     the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``.
 
-    Decisions run on verdict ids: per flow, candidate rows sorted by (flow, rank, proof) and
-    the first row of each kind of interest taken; names are attached only at the end.
+    Decisions run on verdict ids: per flow, the strongest candidate row (by rank, proof, then
+    order) of each kind of interest is taken; names are attached only at the end.
     """
     n = port_code.shape[0]
     has_port = port_code > 0
@@ -402,22 +408,22 @@ def _decide(
         kind_code = np.array([_EV.get(k, -1) for k in kinds], dtype=np.int64)
         rank_of = np.array([RANK.get(k, len(RANK)) for k in kinds], dtype=np.int64)
         # among equals, a signature that proves an Exchange server beats one naming the protocol
-        proof_of = np.array([d != "exchange-smtp" for d in verdicts.detail], dtype=np.int8)
+        proof_of = np.array([d != "exchange-smtp" for d in verdicts.detail], dtype=np.int64)
         mismatch_of = kinds == MISMATCH
         decisive_of = np.isin(kinds, DECISIVE)
         # a signature that only confirms a port gives the port's service (none without one)
         blank_of = verdicts.service == ""
-        order = np.lexsort((proof_of[vid], rank_of[vid], f))
-        f, vid = f[order], vid[order]
+        # rank, then proof, then the order rows came in (rows number below 2**32 in a block)
+        strength = (((rank_of[vid] << 1) | proof_of[vid]) << 32) | np.arange(f.size, dtype=np.int64)
         # the interface: the strongest row naming one
-        w, r = _first_per_flow(f, verdicts.iface[vid] != "")
+        w, r = _strongest(n, f, strength, verdicts.iface[vid] != "")
         iface[w] = vid[r] + 1
         no_service = blank_of[vid] & ~mismatch_of[vid]
-        w, r = _first_per_flow(f, decisive_of[vid] & (~no_service | has_port[f]))
+        w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f]))
         service[w] = np.where(blank_of[vid[r]], port_code[w], ids + vid[r])
         ev[w] = kind_code[vid[r]]
         detail[w] = vid[r] + 1
-        w, r = _first_per_flow(f, mismatch_of[vid])
+        w, r = _strongest(n, f, strength, mismatch_of[vid])
         keep = has_port[w] & (ev[w] == _EV["port"])
         ev[w[keep]] = _EV[MISMATCH]
         detail[w[keep]] = vid[r[keep]] + 1
@@ -474,11 +480,9 @@ def _notification_heuristic(
     if not cand.size or not len(sessions):
         return cand[:0]
     ex_c = client_ex[cand]
-    pairs = pd.MultiIndex.from_arrays([
-        np.where(ex_c, s_hi[cand], c_hi[cand]), np.where(ex_c, s_lo[cand], c_lo[cand]),
-        np.where(ex_c, c_hi[cand], s_hi[cand]), np.where(ex_c, c_lo[cand], s_lo[cand]),
-    ])  # fmt: skip
-    return cand[np.asarray(pairs.isin(sessions))]
+    pairs = [np.where(ex_c, s_hi[cand], c_hi[cand]), np.where(ex_c, s_lo[cand], c_lo[cand]),
+             np.where(ex_c, c_hi[cand], s_hi[cand]), np.where(ex_c, c_lo[cand], s_lo[cand])]  # fmt: skip
+    return cand[rows_in(pairs, sessions)]
 
 
 def _sessions(proto: npt.NDArray[np.int64], o: _Oriented, bound_or_mapped: npt.NDArray[np.bool_]) -> pd.MultiIndex:

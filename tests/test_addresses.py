@@ -1,15 +1,19 @@
-"""Address text from (hi, lo) pairs, checked against the standard library's printers."""
+"""Address text from (hi, lo) pairs, checked against the standard library's printers; set
+membership of addresses checked against Python's sets."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from unittest.mock import patch
 
 import numpy as np
+import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pcapclass.addresses import format_addresses
+from pcapclass import addresses
+from pcapclass.addresses import format_addresses, rows_in
 
 _MAPPED = 0xFFFF_0000_0000
 
@@ -44,3 +48,17 @@ def test_text_matches_the_standard_library(values: list[int], data: st.DataObjec
 def test_known_addresses() -> None:
     values = [_MAPPED | 0x0A00_000A, _MAPPED, _MAPPED | 0xFFFF_FFFF, 1, (0x2001_0DB8 << 96) | 1, 0]
     assert list(format_addresses(*_pairs(values))) == ["10.0.0.10", "0.0.0.0", "255.255.255.255", "::1", "2001:db8::1", "::"]
+
+
+@given(st.lists(_address, max_size=12), st.lists(_address, max_size=40), st.booleans())
+def test_rows_in_is_exact_set_membership(table: list[int], probe: list[int], weak_mix: bool) -> None:
+    """Pairs of addresses against a set of pairs, as Python's ``in`` answers; with every mix
+    made equal (all rows collide), the columns still decide."""
+    pairs = [(a, b) for a, b in zip(table, reversed(table))]
+    looked = [(a, b) for a, b in zip(probe, reversed(probe))] + pairs[:3]
+    index = pd.MultiIndex.from_arrays([*_pairs([a for a, _ in pairs]), *_pairs([b for _, b in pairs])]) if pairs else \
+        pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)  # fmt: skip
+    cols = [*_pairs([a for a, _ in looked]), *_pairs([b for _, b in looked])]
+    with patch.object(addresses, "_mix", (lambda c: np.zeros(c[0].shape[0], np.uint64)) if weak_mix else addresses._mix):
+        got = rows_in(cols, index)
+    assert got.tolist() == [p in set(pairs) for p in looked]
