@@ -112,8 +112,11 @@ MAX_EPM_ENTRIES = 200_000
 #: small parts cost a numpy call each; one large one costs a copy of the rows held)
 _TAKE_PARTS = 16
 #: slots of the table that finds packets of followed flows without a Python loop (a count of
-#: followed flows per slot of their hash's low bits, so a flow no longer followed leaves at once)
-_TRACK_SLOTS = 1 << 20
+#: followed flows per slot of their hash's low bits, so a flow no longer followed leaves at once).
+#: 128 KiB stays in a core's L2 cache, where every payload packet of a batch probes it: on the
+#: bench, follow_scan took 17 ms instead of 26-28 ms with 1 << 20 slots; an unrelated flow that
+#: shares a slot costs a look that finds no followed flow (156 such looks instead of 8)
+_TRACK_SLOTS = 1 << 16
 
 _NO_PORT = -1
 #: PDU types whose content following uses (bind, alter_context, request, response), by ptype
