@@ -540,16 +540,17 @@ class EvidenceCollector:
         """Follow the flows of first payloads ``sel[js]`` (in packet order) not followed yet: a
         flow at a PDU boundary whose contexts are known waits unparsed, a batch at a time; the
         few others are parsed now."""
-        h = keys.hash[sel[js]].view(np.uint64)
-        _, once = np.unique(h, return_index=True)
-        if once.size < js.size:  # a flow follows from its first such packet
-            js = js[np.sort(once)]
         ps = sel[js]
         h = keys.hash[ps].view(np.uint64)
+        preset = self._sets.preset[sid[js]]
+        if not preset.all():  # a flow follows from its first such packet (WaitingFlows keeps the first of its own)
+            _, once = np.unique(h, return_index=True)
+            if once.size < js.size:
+                keep = np.sort(once)
+                js, ps, h, preset = js[keep], ps[keep], h[keep], preset[keep]
         if self._flows:
             fresh = ~np.isin(h, np.fromiter(self._flows, dtype=np.uint64, count=len(self._flows)))
-            js, ps, h = js[fresh], ps[fresh], h[fresh]
-        preset = self._sets.preset[sid[js]]
+            js, ps, h, preset = js[fresh], ps[fresh], h[fresh], preset[fresh]
         w = np.flatnonzero(preset)
         if w.size:
             started = self._waiting.start(h[w], keys.check[ps[w]].view(np.uint64), pk.ts_ns[ps[w]], server_port[js[w]], sid[js[w]])
