@@ -411,3 +411,55 @@ def flow_keys(const unsigned char[:] status, const long long[:] proto,
             h[i] = <long long>x
             c[i] = <long long>y
     return h_a, c_a, proto_a, a_hi_a, a_lo_a, b_hi_a, b_lo_a, pa_a, pb_a, from_a_a
+
+
+cdef class KeyIndex:
+    """Finished flows by key, to join evidence rows to them: the flow of the same hash and
+    check whose span (first to last packet) holds the row's time.
+
+    Why compiled: rows are joined as flows finish, a block of tens of thousands at a time;
+    with pandas that was a hash table to find shared hashes, a second to look rows up, and a
+    sort for the shared ones. Here flows are chained by a slot of their hash, in index order,
+    so that a row takes the first flow of its key whose span fits, in one pass.
+    """
+
+    cdef const unsigned long long[:] _hash
+    cdef const unsigned long long[:] _check
+    cdef const long long[:] _first
+    cdef const long long[:] _last
+    cdef long long[::1] _head, _next
+    cdef Py_ssize_t _mask
+
+    def __init__(self, const unsigned long long[:] hash, const unsigned long long[:] check,
+                 const long long[:] first_ns, const long long[:] last_ns):
+        cdef Py_ssize_t n = hash.shape[0], size = 16, i, s
+        while size < 2 * n:
+            size <<= 1
+        self._hash, self._check, self._first, self._last = hash, check, first_ns, last_ns
+        self._mask = size - 1
+        self._head = np.full(size, -1, np.int64)
+        self._next = np.full(n, -1, np.int64)
+        with nogil:
+            for i in range(n - 1, -1, -1):  # chains in index order: the first flow of a key first
+                s = <Py_ssize_t>((hash[i] * 0x9E3779B97F4A7C15ULL) >> 40) & self._mask
+                self._next[i] = self._head[s]
+                self._head[s] = i
+
+    def flows(self, const unsigned long long[:] hash, const unsigned long long[:] check, const long long[:] ts_ns):
+        """Per row, the index of its flow, -1 where none."""
+        cdef Py_ssize_t n = hash.shape[0], i
+        cdef long long f
+        cdef unsigned long long h
+        out_a = np.full(n, -1, np.int64)
+        cdef long long[::1] out = out_a
+        with nogil:
+            for i in range(n):
+                h = hash[i]
+                f = self._head[<Py_ssize_t>((h * 0x9E3779B97F4A7C15ULL) >> 40) & self._mask]
+                while f >= 0:
+                    if (self._hash[f] == h and self._check[f] == check[i]
+                            and self._first[f] <= ts_ns[i] and ts_ns[i] <= self._last[f]):
+                        out[i] = f
+                        break
+                    f = self._next[f]
+        return out_a

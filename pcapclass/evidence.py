@@ -40,6 +40,7 @@ from ._firstlook import (
     follow_scan,
     later_starts,
 )
+from ._flowhash import KeyIndex
 from .dcerpc import (
     AUTH_LEVEL_PKT_PRIVACY,
     EMSMDB_INTERFACE,
@@ -250,51 +251,15 @@ class FlowRows:
 
 class FlowIndex:
     """Finds the flow of ``recs`` each evidence row belongs to: the same key (hash and check),
-    the row's time inside the flow's span. The one join of rows to flows.
-
-    A flow with a hash of its own (nearly all: a 5-tuple reused after an idle gap is rare) is
-    found by hashing (pandas' ``get_indexer``: a fraction of the cost of a sort and a binary
-    search per row). Flows that share a hash are sorted by it; a row of such a hash tries each
-    in turn.
-    """
+    the row's time inside the flow's span; of several (a 5-tuple reused after an idle gap),
+    the first in ``recs`` whose span fits. The one join of rows to flows (``KeyIndex``)."""
 
     def __init__(self, recs: Records) -> None:
-        f_hash = recs["hash"]
-        self._check, self._first, self._last = recs["check"], recs["first_ns"], recs["last_ns"]
-        shared = pd.Index(f_hash, copy=False).duplicated(keep=False)
-        self._own_flow = np.flatnonzero(~shared)
-        self._own = pd.Index(f_hash[self._own_flow], copy=False)
-        by_hash = np.flatnonzero(shared)
-        self._order = by_hash[np.argsort(f_hash[by_hash], kind="stable")]
-        self._hash = f_hash[self._order]
+        self._index = KeyIndex(recs["hash"], recs["check"], recs["first_ns"], recs["last_ns"])
 
     def flows(self, h: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64], ts_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Per row, the index of its flow in ``recs``, -1 where none."""
-        flow = np.full(h.size, -1, dtype=np.int64)
-        own = self._own.get_indexer(h)
-        rows = np.flatnonzero(own >= 0)
-        f = self._own_flow[own[rows]]
-        self._keep_fitting(flow, rows, f, check, ts_ns)
-        if self._hash.size:
-            rest = np.flatnonzero(own < 0)
-            at = np.searchsorted(self._hash, h[rest])  # the first flow of the row's hash, if any
-            idx = rest[at < self._hash.size]
-            at = at[at < self._hash.size]
-            while idx.size:
-                same = self._hash[at] == h[idx]  # rows whose hash has one more flow to try
-                idx, at = idx[same], at[same]
-                found = self._keep_fitting(flow, idx, self._order[at], check, ts_ns)
-                idx, at = idx[~found], at[~found] + 1
-                idx, at = idx[at < self._hash.size], at[at < self._hash.size]
-        return flow
-
-    def _keep_fitting(self, flow: npt.NDArray[np.int64], rows: npt.NDArray[np.intp], f: npt.NDArray[np.int64],
-                      check: npt.NDArray[np.uint64], ts_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:  # fmt: skip
-        """Set ``flow[rows]`` to the candidates ``f`` whose key check and span fit; which did."""
-        ts = ts_ns[rows]
-        fits = (self._check[f] == check[rows]) & (self._first[f] <= ts) & (ts <= self._last[f])
-        flow[rows[fits]] = f[fits]
-        return fits
+        return self._index.flows(h, check, ts_ns)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
