@@ -8,7 +8,8 @@ concurrent flows, or reuses --capture FILE, then times on that same file, each a
 subprocess whose peak RSS is taken from the kernel (os.wait4 rusage of the child):
 
 * ``pcapclass classify FILE -o DIR --quiet`` (whole process, CSVs written), and again with
-  ``--no-payload`` when ``pcapclass classify --help`` offers it;
+  ``--no-payload`` when ``pcapclass classify --help`` offers it (the two take turns, run by
+  run, so that their ratio compares runs made at the same moment of the machine);
 * ``tshark -n -r FILE -T fields -e ip.src -e ip.dst -e ip.proto -e tcp.dstport -e udp.dstport
   -e frame.len > /dev/null``;
 * scapy's ``PcapReader`` loop (each packet decoded and its TCP/UDP port read) on the first
@@ -302,18 +303,25 @@ def check_outputs(run: Run, outdir: Path, expected_packets: int) -> None:
         run.note = f"breakdown.csv unreadable: {e}"
 
 
-def best_of(repeat: int, once) -> Run:
-    """Run ``once()`` up to ``repeat`` times: the fastest run, with the highest peak RSS seen."""
-    runs = []
+def best_of(repeat: int, *once) -> list[Run]:
+    """Run each of ``once`` up to ``repeat`` times, taking turns (a drift of the machine's
+    speed then touches each alike, which a ratio of two of them needs): per callable, its
+    fastest run, with the highest peak RSS seen. A failed run ends that callable's turns."""
+    runs: list[list[Run]] = [[] for _ in once]
     for _ in range(max(repeat, 1)):
-        r = once()
-        runs.append(r)
-        if not r.ok:
-            return r
-    best = min(runs, key=lambda r: r.seconds)
-    best.peak_rss_mb = max(r.peak_rss_mb for r in runs)
-    if len(runs) > 1:
-        best.extra["all_seconds"] = [round(r.seconds, 3) for r in runs]
+        for fn, done in zip(once, runs):
+            if not done or done[-1].ok:
+                done.append(fn())
+    best = []
+    for done in runs:
+        if not done[-1].ok:
+            best.append(done[-1])
+            continue
+        b = min(done, key=lambda r: r.seconds)
+        b.peak_rss_mb = max(r.peak_rss_mb for r in done)
+        if len(done) > 1:
+            b.extra["all_seconds"] = [round(r.seconds, 3) for r in done]
+        best.append(b)
     return best
 
 
@@ -590,12 +598,15 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
 
     if pc_ok:
         generated.append(workdir / "pcapclass.stdout")
-        runs["pc"] = best_of(a.repeat, lambda: run_pcapclass(
-            "pcapclass classify", pc, env, capture, n, workdir, [], a.timeout))
+        def mode(*extra: str):
+            name = " ".join(["pcapclass classify", *extra])
+            return lambda: run_pcapclass(name, pc, env, capture, n, workdir, list(extra), a.timeout)
+
         if has_no_payload and "no-payload" not in a.skip:
-            runs["pc_np"] = best_of(a.repeat, lambda: run_pcapclass(
-                "pcapclass classify --no-payload", pc, env, capture, n, workdir,
-                ["--no-payload"], a.timeout))
+            # in turns, so that the ratio of the two compares runs of the same moment
+            runs["pc"], runs["pc_np"] = best_of(a.repeat, mode(), mode("--no-payload"))
+        else:
+            runs["pc"], = best_of(a.repeat, mode())
     if "tshark" not in a.skip:
         warm(capture)
         cmd = ["tshark", "-n", "-r", str(capture), "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
@@ -623,7 +634,7 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
         def tcpdump_once() -> Run:
             warm(capture)
             return timed("tcpdump -r FILE -w /dev/null", cmd, packets=n, timeout=a.timeout)
-        runs["tcpdump"] = best_of(a.repeat, tcpdump_once)
+        runs["tcpdump"], = best_of(a.repeat, tcpdump_once)
     if pc_ok and "double" not in a.skip:
         double = workdir / f"bench-{2 * n}.pcap"
         generated.append(double)
@@ -632,7 +643,7 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
         else:
             n2 = 2 * n
             generate(double, n2, a.flows, a.seed)
-        runs["pc2"] = best_of(a.repeat, lambda: run_pcapclass(
+        runs["pc2"], = best_of(a.repeat, lambda: run_pcapclass(
             "pcapclass classify (2x file)", pc, env, double, n2, workdir, [], a.timeout))
         if a.keep is None:
             double.unlink(missing_ok=True)
@@ -654,7 +665,7 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
     notes = [f"  note: {r.name}: {r.note}" for r in runs.values() if r.note]
     if a.repeat > 1:
         notes.append(f"  note: pcapclass and tcpdump rows are the fastest of {a.repeat} runs "
-                     f"(peak RSS: the highest); tshark and scapy ran once")
+                     f"(peak RSS: the highest; default and --no-payload in turns); tshark and scapy ran once")
     if "scapy" in runs and runs["scapy"].ok:
         s = runs["scapy"]
         notes.append(f"  note: scapy seconds = the read loop only (whole process "
