@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,15 +20,23 @@ import pandas as pd
 from . import schema
 from .addresses import Network, parse_networks
 from .ahead import DEPTH, ahead, quick_handover
-from .classify import RPC_SESSION_PORT, Servers, Shared, answering_servers, classify, empty_flows, rpc_sessions
+from .classify import (
+    RPC_SESSION_PORT,
+    Servers,
+    Shared,
+    answering_servers,
+    classify,
+    empty_flows,
+    rpc_sessions,
+)
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
-from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector, FlowRows, Prepared
+from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector, FlowRows
 from .flows import IPPROTO_TCP, FlowKeys, FlowTable, Records, flow_keys
+from .report import CsvAppender, write_csv, write_outputs
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
 from .summarize import breakdown, merge, partial_breakdown
-from .report import CsvAppender, write_csv, write_outputs
 
 DEFAULT_IDLE_TIMEOUT = 120.0
 DEFAULT_MAX_FLOWS = 2_000_000
@@ -259,10 +267,10 @@ class Classifier:
         self.counts[-1].add(pk)
         return self.table.update(pk, keys)
 
-    def _look(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp], prepared: Prepared | None = None) -> None:
+    def _look(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
         """The payload evidence of a batch the flow table has taken."""
         if self.evidence is not None:
-            self.evidence.feed(batch, pk, keys, first, prepared)
+            self.evidence.feed(batch, pk, keys, first)
 
     def end(self) -> None:
         """Close the current input: every open flow becomes a finished record."""
@@ -290,20 +298,18 @@ class Classifier:
             raise
         counts = self.begin(cap.path, cap.format)
 
-        def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> tuple[npt.NDArray[np.intp], Prepared | None, Records | None]:
-            batch, (pk, keys) = item
+        def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> tuple[npt.NDArray[np.intp], Records | None]:
+            _, (pk, keys) = item
             first = self._add(pk, keys)
-            prepared = EvidenceCollector.prepare(batch, pk, first) if self.evidence is not None else None
-            return first, prepared, (self.table.drain() if self.table.finished >= DRAIN_FLOWS else None)
+            return first, (self.table.drain() if self.table.finished >= DRAIN_FLOWS else None)
 
         try:
             # three stages, each a batch ahead of the next: reading and decoding, the flow
-            # table with the stateless part of the evidence, the rest of the evidence (compiled
-            # stages let go of the GIL, so they overlap); flows the table finished are kept
-            # after the evidence of their last batch
+            # table, the evidence (compiled stages let go of the GIL, so they overlap); flows
+            # the table finished are kept after the evidence of their last batch
             with quick_handover():
-                for (batch, (pk, keys)), (first, prepared, finished) in ahead(ahead(cap, _decoded), add):
-                    self._look(batch, pk, keys, first, prepared)
+                for (batch, (pk, keys)), (first, finished) in ahead(ahead(cap, _decoded), add):
+                    self._look(batch, pk, keys, first)
                     if finished is not None:
                         self._keep_finished(finished)
                     if progress is not None:
