@@ -21,18 +21,17 @@ from . import schema
 from .addresses import Network, parse_networks
 from .ahead import DEPTH, ahead, quick_handover
 from .classify import (
-    RPC_SESSION_PORT,
     Servers,
     Shared,
-    answering_servers,
+    block_facts,
     classify,
     empty_flows,
-    rpc_sessions,
+    rpc_sessions_among,
 )
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError
-from .evidence import DEFAULT_EPM_EXPIRY, Evidence, EvidenceCollector, FlowRows
-from .flows import IPPROTO_TCP, FlowKeys, FlowTable, Records, flow_keys
+from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
+from .flows import FlowKeys, FlowTable, Records, flow_keys
 from .report import CsvAppender, write_csv, write_outputs
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
@@ -356,19 +355,16 @@ class Classifier:
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
+        known, pairs = [], []
+        for recs, _, rows in self.store.blocks():
+            k, p = block_facts(recs, self.lookup, evidence, rows, infer_servers=not self.networks)
+            known += [k] if k is not None else []
+            pairs += [p] if p is not None and len(p) else []
         if not self.networks:
-            known = [answering_servers(recs, self.lookup, evidence, rows) for recs, _, rows in self.store.blocks()]
-            shared.known = known[0].append(known[1:]).unique() if known else None
+            shared.known = known[0].append(known[1:]).unique()
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
-            maybe = _SessionFilter(evidence)
-            found = []
-            for recs, _, rows in self.store.blocks():
-                candidates = maybe(recs, rows)
-                if candidates.any():
-                    found.append(rpc_sessions(Records(recs.cols[:, candidates]), self.lookup, self.networks, evidence,
-                                              shared.known, rows.subset(candidates)))  # fmt: skip
-            found = [s for s in found if len(s)]
-            shared.sessions = found[0].append(found[1:]).unique() if found else pd.MultiIndex.from_arrays([[]] * 4)
+            candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
+            shared.sessions = rpc_sessions_among(candidates, self.networks, shared.known)
         writer = CsvAppender(out / "flows.csv")
         parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
         servers = Servers(networks=(), addresses=(), inferred=not self.networks)
@@ -416,20 +412,6 @@ class Classifier:
             servers=servers,
             errors=[c.error for c in self.counts if c.error is not None],
         )
-
-
-class _SessionFilter:
-    """TCP flows that may be RPC sessions: to TCP 135, with a bind, or on a port an endpoint
-    mapper handed out. Only these need looking at to collect the sessions."""
-
-    def __init__(self, evidence: Evidence) -> None:
-        self.ports = np.array([RPC_SESSION_PORT, *evidence.epm["port"].to_numpy(np.int64)], dtype=np.int64)
-        self.bind = (evidence.verdicts["kind"].to_numpy() == "bind") if len(evidence.verdicts) else np.zeros(0, bool)
-
-    def __call__(self, recs: Records, rows: FlowRows) -> npt.NDArray[np.bool_]:
-        mask = np.isin(recs["port_a"], self.ports) | np.isin(recs["port_b"], self.ports)
-        mask[rows.flow[self.bind[rows.vid]]] = True
-        return mask & (recs["proto"] == IPPROTO_TCP)
 
 
 def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, Any]:

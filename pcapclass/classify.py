@@ -17,8 +17,17 @@ import pandas as pd
 from . import schema
 from .addresses import Network, format_addresses, in_networks, pair_index, rows_in
 from .decode import FRAGMENT_PROTO_BASE, Status
+from .evidence import (
+    DECISIVE,
+    EVIDENCE_VALUES,
+    INTERFACE_ONLY,
+    MISMATCH,
+    RANK,
+    Evidence,
+    FlowIndex,
+    FlowRows,
+)
 from .flows import NO_SYN, NON_FLOW_BASE, Records
-from .evidence import DECISIVE, EVIDENCE_VALUES, INTERFACE_ONLY, MISMATCH, RANK, Evidence, FlowIndex, FlowRows
 from .rules import TRANSPORTS, PortLookup
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
@@ -51,7 +60,7 @@ class Shared:
     """What flows classified in separate blocks must share: the inferred Exchange servers and
     the RPC sessions (client, server) that make a UDP datagram a new-mail notification.
 
-    Gathered over every block first (``answering_servers``, ``rpc_sessions``), they let
+    Gathered over every block first (``block_facts``, ``rpc_sessions_among``), they let
     ``classify`` decide each block as if all were one.
     """
 
@@ -61,14 +70,52 @@ class Shared:
     sessions: pd.MultiIndex | None = None
 
 
-def answering_servers(recs: Records, lookup: PortLookup, evidence: Evidence | None = None, rows: FlowRows | None = None) -> pd.MultiIndex:
-    """(hi, lo) of the hosts that answer on an Exchange inbound port in ``recs``, plus hosts
-    whose EHLO proved an Exchange SMTP server: the servers inferred without ``--server``.
-    ``rows``: ``flow_rows(recs, evidence)`` when already joined."""
-    t, ported = _transport_index(recs["proto"])
+def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = None, rows: FlowRows | None = None, *,
+                infer_servers: bool = True) -> tuple[pd.MultiIndex | None, pd.MultiIndex | None]:  # fmt: skip
+    """What one block of a run brings to ``Shared``, in one look at its flows.
+
+    * With ``infer_servers``: (hi, lo) of the hosts that answer on an Exchange inbound port,
+      plus hosts whose EHLO proved an Exchange SMTP server (the servers inferred without
+      ``--server``); else None.
+    * With ``evidence``: (client hi, lo, server hi, lo) of the TCP flows that may be RPC
+      sessions (a bind, an endpoint-mapper match, or TCP 135); which of those have an Exchange
+      server on the server side is known only once every block is in (``rpc_sessions_among``).
+      Else None.
+
+    ``rows``: ``flow_rows(recs, evidence)`` when already joined.
+    """
+    proto = recs["proto"]
+    t, ported = _transport_index(proto)
+    verdicts = _Verdicts.of(evidence)
     rows = rows if rows is not None else flow_rows(recs, evidence)
-    o = _sides(recs, lookup, t, ported, _Verdicts.of(evidence), rows)
-    return _known_servers(o.s_hi, o.s_lo, _answers(lookup, t, ported, o.s_port, o.packets_s2c), evidence)
+    s = _sides(recs, lookup, t, ported, verdicts, rows)
+    known = _known_servers(s.s_hi, s.s_lo, _answers(lookup, t, ported, s.s_port, s.packets_s2c), evidence) if infer_servers else None
+    if evidence is None:
+        return known, None
+    # a flow's evidence is bind or epm exactly when it has a bind row or an endpoint-mapper
+    # match (nothing outranks those two), so the candidates need the join, not the decision
+    bound = np.zeros(proto.shape[0], dtype=bool)
+    if rows is not None:
+        bound[rows.flow[verdicts.kind[rows.vid] == "bind"]] = True
+    if not evidence.epm.empty:
+        epm = _epm_rows(evidence, proto, s, recs["first_ns"])
+        if len(epm):
+            bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
+    rpc = (proto == IPPROTO_TCP) & (bound | (s.s_port == RPC_SESSION_PORT))
+    return known, pd.MultiIndex.from_arrays([s.c_hi[rpc], s.c_lo[rpc], s.s_hi[rpc], s.s_lo[rpc]]).unique()
+
+
+def rpc_sessions_among(pairs: pd.MultiIndex, servers: Sequence[Network], known: pd.MultiIndex | None) -> pd.MultiIndex:
+    """The RPC sessions among candidate (client, server) pairs (``block_facts``): those whose
+    server side is an Exchange server and whose client side is not, as ``_oriented`` names
+    the sides (``servers`` given, else ``known``)."""
+    c_hi, c_lo, s_hi, s_lo = (np.asarray(pairs.get_level_values(i), dtype=np.uint64) for i in range(4))
+    if servers:
+        client_ex, server_ex = in_networks(c_hi, c_lo, servers), in_networks(s_hi, s_lo, servers)
+    else:
+        assert known is not None
+        client_ex, server_ex = rows_in([c_hi, c_lo], known), rows_in([s_hi, s_lo], known)
+    return pairs[server_ex & ~client_ex]
 
 
 def _client_is_a(
@@ -434,7 +481,7 @@ def _decide(
                     np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]))  # fmt: skip
 
 
-def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], o: _Oriented, first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:
+def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], o: _Sides, first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:
     """Flows to a port an endpoint-mapper reply handed out, within the expiry of that reply."""
     s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
     # only flows to a port some reply handed out can match: the join runs on those alone
@@ -490,35 +537,6 @@ def _sessions(proto: npt.NDArray[np.int64], o: _Oriented, bound_or_mapped: npt.N
     endpoint-mapper reply decided (``bound_or_mapped``), or to TCP 135."""
     rpc = (proto == IPPROTO_TCP) & o.server_ex & (bound_or_mapped | (o.s_port == RPC_SESSION_PORT))
     return pd.MultiIndex.from_arrays([o.c_hi[rpc], o.c_lo[rpc], o.s_hi[rpc], o.s_lo[rpc]]).unique()
-
-
-def rpc_sessions(
-    recs: Records,
-    lookup: PortLookup,
-    servers: Sequence[Network],
-    evidence: Evidence,
-    known: pd.MultiIndex | None = None,
-    rows: FlowRows | None = None,
-) -> pd.MultiIndex:
-    """The RPC sessions of ``recs``, as ``classify`` finds them, without deciding the rest.
-
-    A flow's evidence is ``bind`` or ``epm`` exactly when it has a bind row or an
-    endpoint-mapper match (the two strongest kinds: nothing outranks them), so the sessions
-    need the join, not the decision. ``known``: the inferred servers of the whole run.
-    """
-    proto = recs["proto"]
-    t, ported = _transport_index(proto)
-    verdicts = _Verdicts.of(evidence)
-    rows = rows if rows is not None else flow_rows(recs, evidence)
-    o = _oriented(recs, lookup, t, ported, verdicts, rows, servers, known, evidence)
-    bound = np.zeros(proto.shape[0], dtype=bool)
-    if rows is not None:
-        bound[rows.flow[verdicts.kind[rows.vid] == "bind"]] = True
-    if not evidence.epm.empty:
-        epm = _epm_rows(evidence, proto, o, recs["first_ns"])
-        if len(epm):
-            bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
-    return _sessions(proto, o, bound)
 
 
 def _orient(recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:

@@ -210,12 +210,6 @@ class FlowRows:
     vid: npt.NDArray[np.int64]
     from_a: npt.NDArray[np.bool_]
 
-    def subset(self, mask: npt.NDArray[np.bool_]) -> FlowRows:
-        """The rows of the flows ``mask`` keeps, numbered as ``Records(recs.cols[:, mask])`` numbers them."""
-        keep = mask[self.flow]
-        number = np.cumsum(mask) - 1
-        return FlowRows(number[self.flow[keep]], self.vid[keep], self.from_a[keep])
-
     def block(self, start: int, stop: int) -> FlowRows:
         """The rows of flows ``start`` to ``stop - 1``, numbered as ``recs.cols[:, start:stop]`` numbers them."""
         mine = (self.flow >= start) & (self.flow < stop)
