@@ -339,11 +339,12 @@ cdef class WaitingFlows:
             s = j
 
     cdef void _log(self, unsigned long long h, long long ts):
-        cdef Py_ssize_t n = self._log_hash.shape[0], i, k = 0
+        cdef Py_ssize_t n = self._log_hash.shape[0], i, k = 0, s
         if self._log_head + self._log_len == n:
             # entries of flows that left (or came back later) go; the rest move to the front
             for i in range(self._log_head, self._log_head + self._log_len):
-                if self._find(self._log_hash[i]) >= 0 and self._ts[self._find(self._log_hash[i])] == self._log_ts[i]:
+                s = self._find(self._log_hash[i])
+                if s >= 0 and self._ts[s] == self._log_ts[i]:
                     self._log_hash[k], self._log_ts[k] = self._log_hash[i], self._log_ts[i]
                     k += 1
             self._log_head, self._log_len = 0, k
@@ -360,7 +361,7 @@ cdef class WaitingFlows:
     def start(self, const unsigned long long[:] h, const unsigned long long[:] check, const long long[:] ts,
               const long long[:] port, const long long[:] preset):
         """Start waiting for each flow not waiting already; which were started (bool array)."""
-        cdef Py_ssize_t n = h.shape[0], i, s
+        cdef Py_ssize_t n = h.shape[0], i
         added_a = np.zeros(n, np.bool_)
         cdef unsigned char[::1] added = added_a.view(np.uint8)
         for i in range(n):
