@@ -8,7 +8,14 @@
 from __future__ import annotations
 
 from .api import Classifier, Result, classify_file
-from .errors import CaptureError, CaptureOpenError, InvalidCaptureError, LiveCaptureError, PcapclassError, RulesError
+from .errors import (
+    CaptureError,
+    CaptureOpenError,
+    InvalidCaptureError,
+    LiveCaptureError,
+    PcapclassError,
+    RulesError,
+)
 from .rules import RuleSet, load_rules
 
 __version__ = "0.1.0"
@@ -23,7 +30,7 @@ __all__ = [
     "Result",
     "RuleSet",
     "RulesError",
+    "__version__",
     "classify_file",
     "load_rules",
-    "__version__",
 ]

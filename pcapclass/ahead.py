@@ -56,7 +56,7 @@ def ahead(items: Iterable[T], work: Callable[[T], R], depth: int = DEPTH) -> Ite
                 if stop.is_set():
                     break
                 results.put((item, work(item)))
-        except BaseException as exc:  # raised again in the caller's thread
+        except BaseException as exc:  # noqa: BLE001 (raised again in the caller's thread)
             results.put(_Failed(exc))
             return
         finally:

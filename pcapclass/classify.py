@@ -160,7 +160,7 @@ def _sides(
 ) -> _Sides:
     """Orient every flow (see ``_client_is_a``) and name its endpoints client and server."""
     client_is_a = _client_is_a(recs, lookup, t, ported, verdicts, rows)
-    pick = lambda a, b: np.where(client_is_a, a, b)  # noqa: E731
+    pick = lambda a, b: np.where(client_is_a, a, b)
     return _Sides(
         client_is_a,
         pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"]), pick(recs["port_a"], recs["port_b"]),
@@ -236,7 +236,7 @@ def classify(
     verdicts = _Verdicts.of(evidence)
     rows = rows if rows is not None else flow_rows(recs, evidence)
     o = _oriented(recs, lookup, t, ported, verdicts, rows, servers, shared.known if shared is not None else None, evidence)
-    pick = lambda a, b: np.where(o.client_is_a, a, b)  # noqa: E731
+    pick = lambda a, b: np.where(o.client_is_a, a, b)
     bytes_c2s, bytes_s2c = pick(recs["bytes_ab"], recs["bytes_ba"]), pick(recs["bytes_ba"], recs["bytes_ab"])
     flags_c2s, flags_s2c = pick(recs["flags_a"], recs["flags_b"]), pick(recs["flags_b"], recs["flags_a"])
     c_hi, c_lo, c_port, s_hi, s_lo, s_port = o.c_hi, o.c_lo, o.c_port, o.s_hi, o.s_lo, o.s_port
@@ -365,7 +365,7 @@ class _Verdicts:
     @staticmethod
     def of(evidence: Evidence | None) -> _Verdicts:
         table = evidence.verdicts if evidence is not None else pd.DataFrame(columns=["kind"])
-        col = lambda c, t=object: table[c].to_numpy(dtype=t) if c in table else np.zeros(0, t)  # noqa: E731
+        col = lambda c, t=object: table[c].to_numpy(dtype=t) if c in table else np.zeros(0, t)
         return _Verdicts(col("kind"), col("service"), col("detail"), col("rpc_interface"), col("rpc_interface_name"),
                          col("server_is_sender", np.int8), col("client_is_sender", np.int8))  # fmt: skip
 

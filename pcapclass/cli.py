@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_live_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]", parents: list[argparse.ArgumentParser]) -> None:
+def _add_live_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], parents: list[argparse.ArgumentParser]) -> None:
     live = sub.add_parser("live", parents=parents, help="classify the traffic of an interface as it happens")
     live.add_argument("-i", "--interface", required=True, metavar="IFACE", help="interface to capture on (see `pcapclass interfaces`)")
     live.add_argument("-f", "--filter", metavar="BPF", help="capture filter (libpcap syntax), e.g. 'tcp port 25 or udp'")
@@ -219,7 +219,7 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
     for path in args.captures:
         bar = Progress(_size(path), label=path, enabled=False if args.quiet else None)
         try:
-            counts = clf.read(path, progress=lambda done, packets: bar.update(done, packets=packets))
+            counts = clf.read(path, progress=lambda done, packets, bar=bar: bar.update(done, packets=packets))
         except CaptureError as exc:
             bar.close()
             _fail(str(exc))

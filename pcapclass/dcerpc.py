@@ -28,36 +28,36 @@ from pcapclass.errors import RulesError
 from pcapclass.rules import RULES_DIR, read_toml
 
 __all__ = [
-    "SERVICE_IDS",
     "DEFAULT_INTERFACES_PATH",
-    "PduHeader",
+    "SERVICE_IDS",
+    "BindAck",
     "BindContext",
     "ContextResult",
-    "BindAck",
+    "EpmEntry",
+    "EpmMapRequest",
+    "Interface",
+    "PduHeader",
+    "PduReassembler",
+    "PushRegistration",
     "Request",
     "Response",
-    "Tower",
-    "EpmMapRequest",
-    "EpmEntry",
-    "PushRegistration",
-    "RtsCommand",
     "Rts",
-    "Interface",
-    "PduReassembler",
+    "RtsCommand",
+    "Tower",
+    "is_ncacn_http_greeting",
+    "load_interfaces",
     "looks_like_dcerpc",
-    "parse_header",
     "parse_bind",
     "parse_bind_ack",
-    "parse_request",
-    "parse_response",
-    "parse_tower",
+    "parse_epm_lookup_response",
     "parse_epm_map_request",
     "parse_epm_map_response",
-    "parse_epm_lookup_response",
+    "parse_header",
     "parse_register_push_notification",
-    "is_ncacn_http_greeting",
+    "parse_request",
+    "parse_response",
     "parse_rts",
-    "load_interfaces",
+    "parse_tower",
 ]
 
 # --- Connection-oriented PDU header ----------------------------------------------------------
@@ -419,7 +419,7 @@ class PduReassembler:
     [24]
     """
 
-    __slots__ = ("_buf", "broken", "max_buffered", "resync_segments", "skipped_segments", "pdus")
+    __slots__ = ("_buf", "broken", "max_buffered", "pdus", "resync_segments", "skipped_segments")
 
     def __init__(self, *, max_buffered: int = MAX_BUFFERED_BYTES, resync_segments: int = 4) -> None:
         self._buf = bytearray()
@@ -909,7 +909,7 @@ def load_interfaces(
     doc = read_toml(where)
     extra = set(doc) - {"interface"}
     if extra:
-        raise RulesError(f"unknown top-level key {sorted(extra)[0]!r}", path=where, key=sorted(extra)[0])
+        raise RulesError(f"unknown top-level key {min(extra)!r}", path=where, key=min(extra))
     rows = doc.get("interface")
     if not isinstance(rows, list) or not rows:
         raise RulesError("expected one or more [[interface]] tables", path=where, key="interface")
@@ -920,7 +920,7 @@ def load_interfaces(
             raise RulesError("expected a table", path=where, key=key)
         unknown = set(row) - _INTERFACE_KEYS
         if unknown:
-            name = sorted(unknown)[0]
+            name = min(unknown)
             raise RulesError(f"unknown key {name!r}", path=where, key=f"{key}.{name}")
         for required in ("uuid", "name", "service"):
             if not isinstance(row.get(required), str) or not row[required].strip():

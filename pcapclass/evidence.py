@@ -532,7 +532,7 @@ class EvidenceCollector:
         self._preset = None
         verdicts: list[_Verdict] = []
         if not tcp:
-            if payload.startswith(b"NOTIFY ") or payload.startswith(b"NOTIFY\t"):
+            if payload.startswith((b"NOTIFY ", b"NOTIFY\t")):
                 verdicts.append(_Verdict("signature", "activesync", "direct-push"))
             return verdicts, False, False
         follow = False

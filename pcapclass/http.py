@@ -26,16 +26,16 @@ from pcapclass.rules import RULES_DIR, read_toml
 
 __all__ = [
     "DEFAULT_HTTP_PATHS_PATH",
+    "HttpPathTable",
     "HttpRequest",
     "HttpVerdict",
     "PathRule",
     "QueryRule",
     "RpcHttpRule",
-    "HttpPathTable",
-    "parse_request_line",
-    "parse_rpc_proxy_target",
     "classify_request",
     "load_http_paths",
+    "parse_request_line",
+    "parse_rpc_proxy_target",
 ]
 
 #: rules/http_paths.toml of a source checkout

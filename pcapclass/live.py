@@ -20,8 +20,15 @@ import numpy as np
 import pandas as pd
 
 from . import schema
-from .addresses import Network, parse_networks, sort_key as address_sort_key
-from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, CaptureCounts, Classifier, _capture_row
+from .addresses import Network, parse_networks
+from .addresses import sort_key as address_sort_key
+from .api import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_FLOWS,
+    CaptureCounts,
+    Classifier,
+    _capture_row,
+)
 from .classify import Servers, classify, flow_rows
 from .errors import LiveCaptureError
 from .evidence import Evidence, FlowRows

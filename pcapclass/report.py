@@ -116,7 +116,7 @@ def print_table(result: Result, stream: TextIO) -> None:
                  human(total_bytes), "", "", ""])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     right = {2, 3, 4, 5, 6, 7}
-    fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     print(fmt(headers), file=stream)
     print("  ".join("-" * w for w in widths), file=stream)
     for row in rows[:-1]:

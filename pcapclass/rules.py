@@ -147,7 +147,7 @@ def _parse_file(path: str) -> list[Service]:
     doc = read_toml(path)
     unknown = set(doc) - {"meta", "service"}
     if unknown:
-        raise RulesError("unknown table (expected meta, service)", path=path, key=sorted(unknown)[0])
+        raise RulesError("unknown table (expected meta, service)", path=path, key=min(unknown))
     rows = doc.get("service", [])
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise RulesError("must be an array of tables ([[service]])", path=path, key="service")
@@ -165,7 +165,7 @@ def _parse_file(path: str) -> list[Service]:
 def _parse_service(row: dict[str, Any], path: str, where: str) -> Service:
     unknown = set(row) - _SERVICE_KEYS
     if unknown:
-        raise RulesError(f"unknown key (allowed: {', '.join(sorted(_SERVICE_KEYS))})", path=path, key=f"{where}.{sorted(unknown)[0]}")
+        raise RulesError(f"unknown key (allowed: {', '.join(sorted(_SERVICE_KEYS))})", path=path, key=f"{where}.{min(unknown)}")
     sid = row.get("id")
     if not isinstance(sid, str) or not _ID.match(sid):
         raise RulesError("id must be lower-case words joined by hyphens, e.g. 'information-store'", path=path, key=f"{where}.id")
@@ -213,7 +213,7 @@ def _ports(entries: Any, path: str, where: str) -> tuple[PortRule, ...]:
             raise RulesError("must be a table { transport = ..., port = ... }", path=path, key=key)
         unknown = set(entry) - _PORT_KEYS
         if unknown:
-            raise RulesError(f"unknown key (allowed: {', '.join(sorted(_PORT_KEYS))})", path=path, key=f"{key}.{sorted(unknown)[0]}")
+            raise RulesError(f"unknown key (allowed: {', '.join(sorted(_PORT_KEYS))})", path=path, key=f"{key}.{min(unknown)}")
         transport = entry.get("transport")
         if transport not in TRANSPORTS:
             raise RulesError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}", path=path, key=f"{key}.transport")

@@ -21,13 +21,13 @@ from pcapclass.dcerpc import NCACN_HTTP_GREETING, looks_like_dcerpc
 from pcapclass.http import parse_request_line
 
 __all__ = [
-    "LABELS",
-    "EXPECTED_PROTOCOLS",
     "EXCHANGE_SMTP_KEYWORDS",
+    "EXPECTED_PROTOCOLS",
+    "LABELS",
     "PortExpectation",
-    "identify",
     "exchange_smtp_markers",
     "expected_protocols",
+    "identify",
     "port_mismatch",
 ]
 

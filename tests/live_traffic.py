@@ -26,7 +26,7 @@ HTTP_PATHS = ("/exchange/alice/Inbox/", "/Microsoft-Server-ActiveSync?Cmd=Ping&U
 
 
 class _Http(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         body = f"<html>{self.path}</html>".encode()
         self.send_response(200 if self.path.startswith(("/exchange/", "/Microsoft-Server-ActiveSync")) else 404)
         self.send_header("Content-Length", str(len(body)))
@@ -72,7 +72,7 @@ class _Server(socketserver.ThreadingTCPServer):
 
 
 class _Sink:
-    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802 - aiosmtpd's name
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         return "250 OK"
 
 

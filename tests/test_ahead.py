@@ -47,8 +47,7 @@ def test_stopping_early_ends_the_thread_and_closes_the_items() -> None:
 
     def items():
         try:
-            for i in range(1_000_000):
-                yield i
+            yield from range(1_000_000)
         finally:
             closed.set()
 

@@ -348,8 +348,8 @@ ORACLE_REQUESTS = [
     b"PROPFIND /exchange/jo/Inbox/ HTTP/1.1\r\nHost: mail\r\nDepth: 1\r\nContent-Length: 0\r\n\r\n",
     # (X-MS-ENUMATTS is left out: tshark 4.0's HTTP dissector does not know that method)
     b"POST /exchweb/bin/auth/owaauth.dll HTTP/1.1\r\nHost: mail\r\nContent-Length: 0\r\n\r\n",
-    b"POST /Microsoft-Server-ActiveSync?User=jo&DeviceId=ABC&DeviceType=PocketPC&Cmd=Ping HTTP/1.1\r\n"
-    b"Host: mail\r\nContent-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: 0\r\n\r\n",
+    (b"POST /Microsoft-Server-ActiveSync?User=jo&DeviceId=ABC&DeviceType=PocketPC&Cmd=Ping HTTP/1.1\r\n"
+     b"Host: mail\r\nContent-Type: application/vnd.ms-sync.wbxml\r\nContent-Length: 0\r\n\r\n"),
     b"GET /oma/ HTTP/1.1\r\nHost: mail\r\n\r\n",
 ]
 

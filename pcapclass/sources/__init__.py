@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from ..errors import InvalidCaptureError
 from .batch import PacketBatch
@@ -12,7 +12,7 @@ from .pcap import is_pcap, read_pcap
 from .pcapng import is_pcapng, read_pcapng
 from .stream import ByteWindow, open_stream
 
-__all__ = ["CaptureFile", "PacketBatch", "open_capture", "DEFAULT_CHUNK_SIZE"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "CaptureFile", "PacketBatch", "open_capture"]
 
 #: bytes read per chunk: large enough that per-batch overhead vanishes, small enough for cache
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -85,7 +85,7 @@ class CaptureFile:
         if self.path != "<stdin>":
             self._stream.close()
 
-    def __enter__(self) -> "CaptureFile":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

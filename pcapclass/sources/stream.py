@@ -7,7 +7,8 @@ import io
 import os
 import sys
 import zlib
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class PcapWriter:
             self._header(linktypes.LINKTYPE_ETHERNET)
         self._fh.close()
 
-    def __enter__(self) -> "PcapWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

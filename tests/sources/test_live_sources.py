@@ -14,7 +14,15 @@ import pytest
 from pcapclass.cli import main
 from pcapclass.errors import LiveCaptureError
 from pcapclass.sources import CaptureFile
-from pcapclass.sources.live import BACKENDS, compact, describe_start_failure, list_interfaces, merge_batches, open_live, parse_drops
+from pcapclass.sources.live import (
+    BACKENDS,
+    compact,
+    describe_start_failure,
+    list_interfaces,
+    merge_batches,
+    open_live,
+    parse_drops,
+)
 from pcapclass.sources.writer import PcapWriter
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "pcaps" / "exchange_services.pcap"
@@ -68,8 +76,8 @@ def test_parse_drops(stderr: str, drops: int) -> None:
         ("dumpcap: You don't have permission to capture on that device\n(socket: Operation not permitted)", "CAP_NET_RAW"),
         ("tcpdump: eth0: You don't have permission to perform this capture on that device", "wireshark"),
         ("dumpcap: There is no device named \"nosuch0\".\n(No such device exists)", "the interfaces here are: "),
-        ("dumpcap: Invalid capture filter \"tcp port\" for interface 'lo'.\n\nThat string isn't a valid capture filter "
-         "(can't parse filter expression: syntax error).\nSee the User's Guide", "syntax error"),
+        (("dumpcap: Invalid capture filter \"tcp port\" for interface 'lo'.\n\nThat string isn't a valid capture filter "
+          "(can't parse filter expression: syntax error).\nSee the User's Guide"), "syntax error"),
         ("tcpdump: can't parse filter expression: syntax error", "bad capture filter: can't parse filter expression"),
         ("dumpcap: The capture session could not be initiated (boom)", "could not capture on eth0: The capture session"),
     ],
