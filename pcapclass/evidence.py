@@ -293,6 +293,11 @@ class _VerdictSets:
         self._follow: list[bool] = []
         self._marker: list[bool] = []
         self._stale = True
+        #: the sets as arrays, extended by the sets added since (never rebuilt from the start)
+        self._built = 0
+        self.n, self.start = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self.flat = np.zeros(0, np.int32)
+        self.follow, self.marker, self.preset = np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool)
 
     def add(self, digest: int, vids: list[int], follow: bool, marker: bool, preset: list[tuple[int, str]] | None) -> None:
         """Remember what the payloads of ``digest`` say."""
@@ -316,12 +321,17 @@ class _VerdictSets:
             order = np.argsort(self._digests)
             self._digests = self._digests[order]
             self._digest_set = np.fromiter(self._by_digest.values(), dtype=np.int64, count=len(self._by_digest))[order]
-            n = np.array([len(v) for v in self._vids], dtype=np.int64)
-            self.n, self.start = n, np.cumsum(n) - n
-            self.flat = np.fromiter((v for vs in self._vids for v in vs), dtype=np.int32, count=int(n.sum()))
-            self.follow, self.marker = np.array(self._follow, dtype=bool), np.array(self._marker, dtype=bool)
-            self.preset = np.array([p is not None for p in self.presets], dtype=bool)
             self._stale = False
+        if self._built < len(self._vids):
+            b, new = self._built, self._vids[self._built :]
+            n = np.array([len(v) for v in new], dtype=np.int64)
+            self.start = np.concatenate([self.start, self.flat.size + np.cumsum(n) - n])
+            self.n = np.concatenate([self.n, n])
+            self.flat = np.concatenate([self.flat, np.fromiter((v for vs in new for v in vs), dtype=np.int32, count=int(n.sum()))])
+            self.follow = np.concatenate([self.follow, np.array(self._follow[b:], dtype=bool)])
+            self.marker = np.concatenate([self.marker, np.array(self._marker[b:], dtype=bool)])
+            self.preset = np.concatenate([self.preset, np.array([p is not None for p in self.presets[b:]], dtype=bool)])
+            self._built = len(self._vids)
         if not self._digests.size:
             return np.full(digests.size, -1, dtype=np.int64)
         at = np.minimum(np.searchsorted(self._digests, digests), self._digests.size - 1)
