@@ -4,8 +4,8 @@
 only where vectorized prefilters point: the first payload of each flow in each direction, and
 the packets of the few flows it follows further (DCE/RPC connections that may still reveal an
 endpoint-mapper reply or a push-notification registration, RPC over HTTP IN channels). Identical
-first payloads (the same banner, the same bind) are inspected once per batch and their verdict is
-spread back with numpy. What it learns is kept as small tables keyed by the flow key
+first payloads (the same banner, the same bind) are inspected once, and their verdicts are
+remembered by digest and spread over every later one with numpy. What it learns is kept as small tables keyed by the flow key
 (``hash``, ``check``) and a timestamp, so that ``classify`` can attach it to the right flow at
 the end — whichever read chunk, and whichever order, the pieces came in:
 
@@ -18,7 +18,7 @@ the end — whichever read chunk, and whichever order, the pieces came in:
 
 Learned tables are bounded: tracked flows expire after the idle timeout and are capped,
 endpoint-mapper entries are merged per (server, transport, port, interface), registrations
-are capped.
+and remembered digests are capped.
 """
 
 from __future__ import annotations
