@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 import pcapclass
+import pcapclass.evidence as evidence_module
 from pcapclass.api import Classifier
 from pcapclass.classify import classify
 from pcapclass.cli import main
@@ -219,6 +220,35 @@ def test_epm_port_is_tsharks_tower_port(tshark: str) -> None:
     to_port = flows[(flows["server_addr"] == "192.168.0.2") & (flows["server_port"] == 1032)]
     assert len(to_port) and set(to_port["service"]) == {"information-store"}
     assert set(to_port["evidence"]) <= {"epm", "bind"} and "epm" in set(to_port["evidence"])
+
+
+def test_followed_flows_are_capped_oldest_waiting_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three endpoint-mapper connections bind one after another, then (a second later) each
+    asks ept_map and gets its own port. With room for two followed flows, the first, the
+    oldest waiting one, is let go when the third binds: only the last two ports are learned."""
+    fx = load_script()
+    mf = fx.mf
+    convs = [
+        fx.Conversation(f"10.0.1.{40 + k}", 1400 + k, mf.BACKEND, 135, "tcp", [
+            fx.Msg("c", mf.dce_bind(1, fx.EPM, 3, 0)), fx.Msg("s", mf.dce_bind_ack(1, "135", 0x1234)),
+            fx.Msg("c", mf.ept_map_request(2, fx.EMSMDB, 0, 81), think_us=1_000_000),
+            fx.Msg("s", mf.ept_map_response(2, fx.EMSMDB, 0, 81, 1040 + k, mf.BACKEND)),
+        ]) for k in range(3)
+    ]  # fmt: skip
+    net = fx.Net(fx.SEED)
+    pkts = sorted((p for k, c in enumerate(convs) for p in mf.tcp_conversation(net, c, fx.T0 + k * 10_000_000)), key=lambda p: p.ts_ns)
+    path = tmp_path / "three_binds.pcap"
+    path.write_bytes(mf.pcap_file(mf.records(pkts, mf.eth), mf.LINKTYPE_ETHERNET))
+
+    def learned() -> set[int]:
+        clf = Classifier(servers=SERVERS)
+        clf.read(path)
+        assert clf.evidence is not None
+        return set(clf.evidence.evidence().epm["port"].tolist())
+
+    assert learned() == {1040, 1041, 1042}
+    monkeypatch.setattr(evidence_module, "MAX_TRACKED_FLOWS", 2)
+    assert learned() == {1041, 1042}
 
 
 def test_follow_scan_passes_over_what_needs_no_python_look() -> None:
