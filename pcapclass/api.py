@@ -258,15 +258,13 @@ class Classifier:
 
     def feed(self, batch: PacketBatch) -> None:
         """Decode a batch and fold it into the current input's flow table."""
-        pk, keys = self._decoded(batch)
-        self._look(batch, pk, keys, self.table.update(pk, keys))
-
-    def _decoded(self, batch: PacketBatch) -> tuple[Packets, FlowKeys]:
-        """A batch's headers and flow keys, counted towards the current input (in the reading
-        stage of ``read``, which has time to spare, not in the flow table's, which has none)."""
         pk, keys = _decoded(batch)
+        self._look(batch, pk, keys, self._add(pk, keys))
+
+    def _add(self, pk: Packets, keys: FlowKeys) -> npt.NDArray[np.intp]:
+        """Count a decoded batch and add it to the flow table; its first payloads per flow."""
         self.counts[-1].add(pk)
-        return pk, keys
+        return self.table.update(pk, keys)
 
     def _look(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
         """The payload evidence of a batch the flow table has taken."""
@@ -301,7 +299,7 @@ class Classifier:
 
         def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> tuple[npt.NDArray[np.intp], Records | None]:
             _, (pk, keys) = item
-            first = self.table.update(pk, keys)
+            first = self._add(pk, keys)
             return first, (self.table.drain() if self.table.finished >= DRAIN_FLOWS else None)
 
         try:
@@ -309,7 +307,7 @@ class Classifier:
             # table, the evidence (compiled stages let go of the GIL, so they overlap); flows
             # the table finished are kept after the evidence of their last batch
             with quick_handover():
-                for (batch, (pk, keys)), (first, finished) in ahead(ahead(cap, self._decoded), add):
+                for (batch, (pk, keys)), (first, finished) in ahead(ahead(cap, _decoded), add):
                     self._look(batch, pk, keys, first)
                     if finished is not None:
                         self._keep_finished(finished)
