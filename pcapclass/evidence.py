@@ -410,8 +410,8 @@ class EvidenceCollector:
         ``FlowTable.update`` returns them).
 
         The compiled first looks run here, on the caller's thread, not beside the flow
-        table: the table is the pipeline's slowest stage, and this one waits for it (on the
-        bench, 1.52 -> 1.42 s median of eight alternating runs)."""
+        table: this stage waits for the two ahead of it, while their work is the pipeline's
+        pace (on the bench, 1.52 -> 1.42 s median of eight alternating runs)."""
         plen = pk.payload_len
         pay = np.flatnonzero(plen > 0)
         if not pay.size:
