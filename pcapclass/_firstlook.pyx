@@ -105,6 +105,11 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
     return kind_a, port_a, src_a, group_a
 
 
+cdef inline Py_ssize_t _slot(unsigned long long h, Py_ssize_t mask) noexcept nogil:
+    """Where probing for ``h`` starts in a table of ``mask + 1`` slots (Fibonacci hashing)."""
+    return <Py_ssize_t>((h * GOLDEN) >> 40) & mask
+
+
 cdef inline Py_ssize_t _lower_bound(const unsigned long long[::1] keys, unsigned long long h) noexcept nogil:
     """Where ``h`` is, or would go, in the sorted ``keys``."""
     cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
@@ -187,7 +192,7 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
             if skip:
                 continue
             # has the flow ended already in this batch?
-            s = <Py_ssize_t>((h * GOLDEN) >> 40) & (slots - 1)
+            s = _slot(h, slots - 1)
             cut = False
             while used[s]:
                 if ended_table[s] == h:
@@ -288,7 +293,7 @@ cdef class WaitingFlows:
         self._count = 0
 
     cdef void _put(self, unsigned long long h, unsigned long long check, long long ts, long long port, long long preset) noexcept:
-        cdef Py_ssize_t s = <Py_ssize_t>((h * GOLDEN) >> 40) & self._mask
+        cdef Py_ssize_t s = _slot(h, self._mask)
         while self._used[s]:
             s = (s + 1) & self._mask
         self._used[s] = 1
@@ -311,7 +316,7 @@ cdef class WaitingFlows:
 
     cdef inline Py_ssize_t _find(self, unsigned long long h) noexcept nogil:
         """The slot of ``h``, or -1."""
-        cdef Py_ssize_t s = <Py_ssize_t>((h * GOLDEN) >> 40) & self._mask
+        cdef Py_ssize_t s = _slot(h, self._mask)
         while self._used[s]:
             if self._hash[s] == h:
                 return s
@@ -329,7 +334,7 @@ cdef class WaitingFlows:
                 j = (j + 1) & self._mask
                 if not self._used[j]:
                     return
-                home = <Py_ssize_t>((self._hash[j] * GOLDEN) >> 40) & self._mask
+                home = _slot(self._hash[j], self._mask)
                 # j's entry may stay unless its home lies cyclically in (s, j]
                 if (s <= j and (home <= s or home > j)) or (s > j and home <= s and home > j):
                     break

@@ -441,9 +441,13 @@ cdef class KeyIndex:
         self._next = np.full(n, -1, np.int64)
         with nogil:
             for i in range(n - 1, -1, -1):  # chains in index order: the first flow of a key first
-                s = <Py_ssize_t>((hash[i] * 0x9E3779B97F4A7C15ULL) >> 40) & self._mask
+                s = self._slot(hash[i])
                 self._next[i] = self._head[s]
                 self._head[s] = i
+
+    cdef inline Py_ssize_t _slot(self, unsigned long long h) noexcept nogil:
+        """The chain of ``h`` (Fibonacci hashing, as the flow table's)."""
+        return <Py_ssize_t>((h * GOLDEN) >> 40) & self._mask
 
     def flows(self, const unsigned long long[:] hash, const unsigned long long[:] check, const long long[:] ts_ns):
         """Per row, the index of its flow, -1 where none."""
@@ -455,7 +459,7 @@ cdef class KeyIndex:
         with nogil:
             for i in range(n):
                 h = hash[i]
-                f = self._head[<Py_ssize_t>((h * 0x9E3779B97F4A7C15ULL) >> 40) & self._mask]
+                f = self._head[self._slot(h)]
                 while f >= 0:
                     if (self._hash[f] == h and self._check[f] == check[i]
                             and self._first[f] <= ts_ns[i] and ts_ns[i] <= self._last[f]):
