@@ -101,8 +101,7 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
         epm = _epm_rows(evidence, proto, s, recs["first_ns"])
         if len(epm):
             bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
-    rpc = (proto == IPPROTO_TCP) & (bound | (s.s_port == RPC_SESSION_PORT))
-    return known, pd.MultiIndex.from_arrays([s.c_hi[rpc], s.c_lo[rpc], s.s_hi[rpc], s.s_lo[rpc]]).unique()
+    return known, _sessions(proto, s, bound)
 
 
 def rpc_sessions_among(pairs: pd.MultiIndex, servers: Sequence[Network], known: pd.MultiIndex | None) -> pd.MultiIndex:
@@ -518,7 +517,7 @@ def _notification_heuristic(
     a new-mail notification (exchange-wire-facts.md §6a), when nothing better decided the
     flow. Returns those flows."""
     if sessions is None:
-        sessions = _sessions(proto, o, (ev == _EV["bind"]) | (ev == _EV["epm"]))
+        sessions = _sessions(proto, o, (ev == _EV["bind"]) | (ev == _EV["epm"]), o.server_ex)
     c_hi, c_lo, c_port = o.c_hi, o.c_lo, o.c_port
     s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
     client_ex, server_ex = o.client_ex, o.server_ex
@@ -532,11 +531,16 @@ def _notification_heuristic(
     return cand[rows_in(pairs, sessions)]
 
 
-def _sessions(proto: npt.NDArray[np.int64], o: _Oriented, bound_or_mapped: npt.NDArray[np.bool_]) -> pd.MultiIndex:
-    """(client, server) of the RPC sessions: TCP flows to an Exchange server that a bind or an
-    endpoint-mapper reply decided (``bound_or_mapped``), or to TCP 135."""
-    rpc = (proto == IPPROTO_TCP) & o.server_ex & (bound_or_mapped | (o.s_port == RPC_SESSION_PORT))
-    return pd.MultiIndex.from_arrays([o.c_hi[rpc], o.c_lo[rpc], o.s_hi[rpc], o.s_lo[rpc]]).unique()
+def _sessions(proto: npt.NDArray[np.int64], s: _Sides, bound_or_mapped: npt.NDArray[np.bool_],
+              server_ex: npt.NDArray[np.bool_] | None = None) -> pd.MultiIndex:  # fmt: skip
+    """(client, server) of the RPC sessions: TCP flows that a bind or an endpoint-mapper reply
+    decided (``bound_or_mapped``), or to TCP 135, whose server is an Exchange server
+    (``server_ex``). Without ``server_ex``, the candidates: which have an Exchange server is
+    settled once every block is in (``rpc_sessions_among``)."""
+    rpc = (proto == IPPROTO_TCP) & (bound_or_mapped | (s.s_port == RPC_SESSION_PORT))
+    if server_ex is not None:
+        rpc &= server_ex
+    return pd.MultiIndex.from_arrays([s.c_hi[rpc], s.c_lo[rpc], s.s_hi[rpc], s.s_lo[rpc]]).unique()
 
 
 def _orient(recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
