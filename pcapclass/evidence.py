@@ -5,9 +5,10 @@ only where vectorized prefilters point: the first payload of each flow in each d
 the packets of the few flows it follows further (DCE/RPC connections that may still reveal an
 endpoint-mapper reply or a push-notification registration, RPC over HTTP IN channels). Identical
 first payloads (the same banner, the same bind) are inspected once, and their verdicts are
-remembered by digest and spread over every later one with numpy. What it learns is kept as small tables keyed by the flow key
-(``hash``, ``check``) and a timestamp, so that ``classify`` can attach it to the right flow at
-the end — whichever read chunk, and whichever order, the pieces came in:
+remembered by digest and spread over every later one with numpy. What it learns is kept as
+small tables keyed by the flow key (``hash``, ``check``) and a timestamp, so that ``classify``
+can attach it to the right flow at the end — whichever read chunk, and whichever order, the
+pieces came in:
 
 * ``rows``: per flow key, a piece of evidence (``bind``, ``epm``, ``rpc-http``, ``http``,
   ``signature``, ``registration``, ``port-mismatch``, or interface-only), with service, detail
