@@ -7,9 +7,9 @@ UDP (RFC 768).
 
 Why compiled: a packet's headers are a chain (link type → VLAN tags → IP version → IPv6
 extension headers → transport), and with numpy every link of the chain is a gather over
-the whole batch plus masks; one compiled loop reads each header once. Reads past a packet's
-captured bytes are clipped to the buffer and masked by ``caplen``, so a cut-short header
-marks the packet TRUNCATED instead of reading beyond the buffer.
+the whole batch plus masks; one compiled loop reads each header once. Every read is bounded
+by the packet's own captured bytes: a byte past ``offset + caplen`` reads as 0 (never the next
+record's bytes), and a header cut short marks the packet TRUNCATED.
 """
 
 import numpy as np
@@ -63,19 +63,20 @@ cdef long long LT_RAW_BSD_A = lt.DLT_RAW_BSD[0]
 cdef long long LT_RAW_BSD_B = lt.DLT_RAW_BSD[1]
 
 
-cdef inline long long _u8(const unsigned char[::1] d, Py_ssize_t last, Py_ssize_t i) noexcept nogil:
-    return d[i] if i <= last else d[last]
+cdef inline long long _u8(const unsigned char[::1] d, Py_ssize_t end, Py_ssize_t i) noexcept nogil:
+    """The byte at ``i`` of a packet whose captured bytes end before ``end``; 0 past them."""
+    return d[i] if i < end else 0
 
 
-cdef inline long long _be16(const unsigned char[::1] d, Py_ssize_t last, Py_ssize_t i) noexcept nogil:
-    return (_u8(d, last, i) << 8) | _u8(d, last, i + 1)
+cdef inline long long _be16(const unsigned char[::1] d, Py_ssize_t end, Py_ssize_t i) noexcept nogil:
+    return (_u8(d, end, i) << 8) | _u8(d, end, i + 1)
 
 
-cdef inline unsigned long long _be_n(const unsigned char[::1] d, Py_ssize_t last, Py_ssize_t i, int n) noexcept nogil:
+cdef inline unsigned long long _be_n(const unsigned char[::1] d, Py_ssize_t end, Py_ssize_t i, int n) noexcept nogil:
     cdef unsigned long long v = 0
     cdef int k
     for k in range(n):
-        v = (v << 8) | <unsigned long long>_u8(d, last, i + k)
+        v = (v << 8) | <unsigned long long>_u8(d, end, i + k)
     return v
 
 
@@ -114,38 +115,38 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
     cdef long long[::1] tcp_flags = flags_a
     cdef long long[::1] payload_off = poff_a
     cdef long long[::1] payload_len = plen_a
-    cdef Py_ssize_t last = data.shape[0] - 1
+    cdef Py_ssize_t size = data.shape[0]
     cdef Py_ssize_t i, s, e, l3, a, p, ip_end, hlen
     cdef long long code, etype, family, b0, ihl, nh, plen, kind
     cdef int k
     cdef bint first_frag, tcp
-    if last < 0:
+    if size == 0:
         status_a[:] = S_UNDECODED
         return (status_a, proto_a, src_hi_a, src_lo_a, dst_hi_a, dst_lo_a, sport_a, dport_a,
                 flags_a, poff_a, plen_a)
     with nogil:
         for i in range(n):
             s = offset[i]
-            e = s + caplen[i]
+            e = min(s + caplen[i], size)
             code = linktype[i]
             # ---- link layer: where L3 starts and which ethertype it has
             l3 = s
             if code == LT_ETHERNET:
-                etype = _be16(data, last, s + 12)
+                etype = _be16(data, e, s + 12)
                 l3 = s + ETH_HDR_LEN
             elif code == LT_SLL:
-                etype = _be16(data, last, s + 14)
+                etype = _be16(data, e, s + 14)
                 l3 = s + SLL_HDR_LEN
             elif code == LT_SLL2:
-                etype = _be16(data, last, s)
+                etype = _be16(data, e, s)
                 l3 = s + SLL2_HDR_LEN
             elif code == LT_RAW or code == LT_IPV4 or code == LT_IPV6 or code == LT_RAW_BSD_A or code == LT_RAW_BSD_B:
-                b0 = _u8(data, last, s) >> 4
+                b0 = _u8(data, e, s) >> 4
                 etype = ETHERTYPE_IPV4 if b0 == 4 else (ETHERTYPE_IPV6 if b0 == 6 else 0)
             elif code == LT_NULL or code == LT_LOOP:
                 # the family is a 4-byte integer in host (NULL) or network (LOOP) order; its
                 # value is < 256, so whichever end byte is non-zero holds it
-                family = _u8(data, last, s) | _u8(data, last, s + 3)
+                family = _u8(data, e, s) | _u8(data, e, s + 3)
                 etype = ETHERTYPE_IPV4 if family == AF_INET else (
                     ETHERTYPE_IPV6 if (family == 24 or family == 28 or family == 30) else 0)
                 l3 = s + NULL_HDR_LEN
@@ -155,7 +156,7 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
             for k in range(MAX_VLAN_TAGS):
                 if etype != ETHERTYPE_VLAN and etype != ETHERTYPE_QINQ and etype != ETHERTYPE_QINQ_OLD:
                     break
-                etype = _be16(data, last, l3 + 2)
+                etype = _be16(data, e, l3 + 2)
                 l3 += 4
             if l3 > e or s >= e:  # a runt: nothing captured, or the link-layer header cut short
                 status[i] = S_TRUNCATED
@@ -164,36 +165,39 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
             first_frag = True
             a = l3
             if etype == ETHERTYPE_IPV4:
-                b0 = _u8(data, last, a)
+                b0 = _u8(data, e, a)
                 ihl = (b0 & 0x0F) * 4
                 status[i] = S_FLOW if ((b0 >> 4) == 4 and ihl >= 20 and a + ihl <= e) else S_TRUNCATED
-                nh = _u8(data, last, a + 9)
-                first_frag = (_be16(data, last, a + 6) & 0x1FFF) == 0
-                src_lo[i] = IPV4_MAPPED_PREFIX | _be_n(data, last, a + 12, 4)
-                dst_lo[i] = IPV4_MAPPED_PREFIX | _be_n(data, last, a + 16, 4)
+                nh = _u8(data, e, a + 9)
+                first_frag = (_be16(data, e, a + 6) & 0x1FFF) == 0
+                src_lo[i] = IPV4_MAPPED_PREFIX | _be_n(data, e, a + 12, 4)
+                dst_lo[i] = IPV4_MAPPED_PREFIX | _be_n(data, e, a + 16, 4)
                 p = a + ihl
-                ip_end = min(e, a + _be16(data, last, a + 2))
+                ip_end = min(e, a + _be16(data, e, a + 2))
             elif etype == ETHERTYPE_IPV6:
-                status[i] = S_FLOW if ((_u8(data, last, a) >> 4) == 6 and a + 40 <= e) else S_TRUNCATED
-                src_hi[i] = _be_n(data, last, a + 8, 8)
-                src_lo[i] = _be_n(data, last, a + 16, 8)
-                dst_hi[i] = _be_n(data, last, a + 24, 8)
-                dst_lo[i] = _be_n(data, last, a + 32, 8)
-                plen = _be16(data, last, a + 4)
+                status[i] = S_FLOW if ((_u8(data, e, a) >> 4) == 6 and a + 40 <= e) else S_TRUNCATED
+                src_hi[i] = _be_n(data, e, a + 8, 8)
+                src_lo[i] = _be_n(data, e, a + 16, 8)
+                dst_hi[i] = _be_n(data, e, a + 24, 8)
+                dst_lo[i] = _be_n(data, e, a + 32, 8)
+                plen = _be16(data, e, a + 4)
                 ip_end = min(e, a + 40 + plen) if plen > 0 else e
-                nh = _u8(data, last, a + 6)
+                nh = _u8(data, e, a + 6)
                 p = a + 40
                 for k in range(MAX_IPV6_EXT_HEADERS):
                     if not _is_v6_ext(nh):
                         break
+                    if p + 8 > e:  # every extension header is 8 bytes or more
+                        status[i] = S_TRUNCATED
+                        break
                     if nh == IPPROTO_FRAGMENT:
                         hlen = 8
-                        first_frag = first_frag and (_be16(data, last, p + 2) >> 3) == 0
+                        first_frag = first_frag and (_be16(data, e, p + 2) >> 3) == 0
                     elif nh == IPPROTO_AH:
-                        hlen = (_u8(data, last, p + 1) + 2) * 4
+                        hlen = (_u8(data, e, p + 1) + 2) * 4
                     else:
-                        hlen = (_u8(data, last, p + 1) + 1) * 8
-                    nh = _u8(data, last, p)
+                        hlen = (_u8(data, e, p + 1) + 1) * 8
+                    nh = _u8(data, e, p)
                     p += hlen
             else:
                 continue
@@ -207,14 +211,14 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
             if nh != IPPROTO_TCP and nh != IPPROTO_UDP:
                 continue
             tcp = nh == IPPROTO_TCP
-            sport[i] = _be16(data, last, p)
-            dport[i] = _be16(data, last, p + 2)
+            sport[i] = _be16(data, e, p)
+            dport[i] = _be16(data, e, p + 2)
             if p + (14 if tcp else 4) > e:
                 status[i] = S_TRUNCATED
                 continue  # no payload: what follows a cut transport header is not one
             if tcp:
-                tcp_flags[i] = _u8(data, last, p + 13)
-                hlen = (_u8(data, last, p + 12) >> 4) * 4
+                tcp_flags[i] = _u8(data, e, p + 13)
+                hlen = (_u8(data, e, p + 12) >> 4) * 4
             else:
                 hlen = 8
             payload_off[i] = p + hlen

@@ -135,6 +135,11 @@ cdef inline long long _start_of(const unsigned long long[::1] keys, const long l
     return -1
 
 
+cdef inline unsigned char _byte(const unsigned char[::1] data, long long o, long long length, int k) noexcept nogil:
+    """Byte ``k`` of the payload at ``data[o:o + length]``; 0 past its end (never the next record's)."""
+    return data[o + k] if k < length and o + k < data.shape[0] else 0
+
+
 def follow_scan(const unsigned char[::1] data, const long long[:] pay, const unsigned long long[:] hashes,
                 const long long[:] off, const long long[:] plen, const unsigned short[::1] followed,
                 const unsigned long long[::1] started_h, const long long[::1] started_p,
@@ -178,12 +183,12 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
                 continue
             o = off[p]
             length = plen[p]
-            b0 = data[min(o, size - 1)]
-            b1 = data[min(o + 1, size - 1)]
-            b2 = data[min(o + 2, size - 1)]
-            drep = data[min(o + 4, size - 1)]
-            f8 = data[min(o + 8, size - 1)]
-            f9 = data[min(o + 9, size - 1)]
+            b0 = _byte(data, o, length, 0)
+            b1 = _byte(data, o, length, 1)
+            b2 = _byte(data, o, length, 2)
+            drep = _byte(data, o, length, 4)
+            f8 = _byte(data, o, length, 8)
+            f9 = _byte(data, o, length, 9)
             pdu_like = b0 == 5 and b1 <= 1 and b2 <= 20
             frag = (f8 | (<long long>f9 << 8)) if drep & 0x10 else ((<long long>f8 << 8) | f9)
             skip = pdu_like and not ptype_used[min(<Py_ssize_t>b2, ptype_max)] and frag == length

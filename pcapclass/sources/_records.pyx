@@ -66,6 +66,14 @@ cdef enum:
     BT_PB = 2
     BT_SPB = 3
     BT_EPB = 6
+    #: the smallest valid block, and the smallest packet blocks: EPB and PB have 20 bytes of
+    #: fixed fields between the 8-byte head and the 4-byte trailing length, SPB has 4
+    MIN_BLOCK = 12
+    MIN_EPB = 32
+    MIN_SPB = 16
+
+#: the smallest total length of each packet block type (the reader names them in its message)
+MIN_EPB_LEN, MIN_SPB_LEN = MIN_EPB, MIN_SPB
 
 
 def walk_pcapng(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, bint big_endian,
@@ -75,29 +83,38 @@ def walk_pcapng(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, b
     Returns ``(epb, spb, stop)``: where each Enhanced (or obsolete) Packet Block and each
     Simple Packet Block of the run starts, and where the walk stopped. Blocks of other types
     are skipped. The walk stops at a section header or interface description (the reader
-    parses those), at a block whose length is invalid or above ``max_block_len`` (the
-    reader reports it), at a block that does not fit before ``end``, or after ``room``
-    packet blocks.
+    parses those), at a block whose length is invalid (under the spec's minimum for its type,
+    not a multiple of 4) or above ``max_block_len`` (the reader reports it), at a block that
+    does not fit before ``end``, or after ``room`` packet blocks.
+
+    Every packet block counted is at least ``MIN_EPB`` or ``MIN_SPB`` bytes long, which is
+    what sizes the output arrays; the walk also stops when they are full, so no crafted run of
+    blocks can write past them.
     """
-    cdef Py_ssize_t cap = (end - pos) // 16 + 1 if end > pos else 1
-    epb_a = np.empty(cap, np.int64)
-    spb_a = np.empty(cap, np.int64)
+    cdef Py_ssize_t span = end - pos if end > pos else 0
+    cdef Py_ssize_t cap_e = span // MIN_EPB + 1, cap_s = span // MIN_SPB + 1
+    epb_a = np.empty(cap_e, np.int64)
+    spb_a = np.empty(cap_s, np.int64)
     cdef long long[::1] epb = epb_a
     cdef long long[::1] spb = spb_a
     cdef Py_ssize_t ne = 0, ns = 0
     cdef long long btype, blen
     with nogil:
-        while pos + 12 <= end and ne + ns < room:
+        while pos + MIN_BLOCK <= end and ne + ns < room:
             btype = _u32(data, pos, big_endian)
             if btype == BT_SHB or btype == BT_IDB:
                 break
             blen = _u32(data, pos + 4, big_endian)
-            if blen < 12 or blen % 4 or blen > max_block_len or pos + blen > end:
+            if blen < MIN_BLOCK or blen % 4 or blen > max_block_len or pos + blen > end:
                 break
             if btype == BT_EPB or btype == BT_PB:
+                if blen < MIN_EPB or ne >= cap_e:
+                    break
                 epb[ne] = pos
                 ne += 1
             elif btype == BT_SPB:
+                if blen < MIN_SPB or ns >= cap_s:
+                    break
                 spb[ns] = pos
                 ns += 1
             pos += blen

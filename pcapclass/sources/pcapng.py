@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidCaptureError
-from ._records import walk_pcapng
+from ._records import MIN_EPB_LEN, MIN_SPB_LEN, walk_pcapng
 from .batch import PacketBatch
 from .stream import ByteWindow
 
@@ -36,6 +36,17 @@ MAX_CAPLEN = 262144
 TS_NS_MAX = np.iinfo(np.int64).max
 
 _EPB_COLUMNS = np.arange(28, dtype=np.int64)
+#: each block type's name and the smallest total length its fixed fields allow (§4.1-§4.4, App. A)
+_FIXED = {
+    BT_SHB: ("section header block", 28),
+    BT_IDB: ("interface description block", 20),
+    BT_EPB: ("enhanced packet block", MIN_EPB_LEN),
+    BT_PB: ("packet block", MIN_EPB_LEN),
+    BT_SPB: ("simple packet block", MIN_SPB_LEN),
+}
+#: the timestamp resolutions whose tick counts convert to int64 nanoseconds (if_tsresol, §4.2)
+MAX_EXP10 = 18
+MAX_EXP2 = 62
 
 
 def is_pcapng(head: bytes) -> bool:
@@ -106,13 +117,21 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
             if blen < 12 or blen % 4:
                 fault = InvalidCaptureError(f"block total length {blen} is invalid (must be >= 12 and a multiple of 4)", path=path, offset=window.base + pos, packet=packet_no + pending + 1)
                 break
+            name, fixed = _FIXED.get(btype, ("block", 12))
+            if blen < fixed:
+                fault = InvalidCaptureError(f"{name} total length {blen} is below the {fixed} bytes its fields need", path=path, offset=window.base + pos + 4, packet=packet_no + pending + 1)
+                break
             if blen > MAX_BLOCK_LEN:
                 fault = InvalidCaptureError(f"block total length {blen} exceeds {MAX_BLOCK_LEN}: corrupt framing", path=path, offset=window.base + pos + 4, packet=packet_no + pending + 1)
                 break
             if pos + blen > end:
                 break
             if btype == BT_IDB:
-                interfaces.append(_parse_idb(buf, pos, blen, order))
+                iface, problem = _parse_idb(buf, pos, blen, order)
+                if problem:
+                    fault = InvalidCaptureError(f"interface description block: {problem}", path=path, offset=window.base + pos, packet=packet_no + pending + 1)
+                    break
+                interfaces.append(iface)
             pos += blen
         if pending:
             batch, fault2 = _make_batch(window, _joined(epbs), _joined(spbs), interfaces, order, packet_no)
@@ -149,7 +168,8 @@ def _joined(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
     return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _parse_idb(buf: bytearray, pos: int, blen: int, order: str) -> _Interface:
+def _parse_idb(buf: bytearray, pos: int, blen: int, order: str) -> tuple[_Interface, str]:
+    """The interface a block describes, and what is wrong with its options ("" when nothing)."""
     linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
     iface = _Interface(linktype=linktype, snaplen=snaplen)
     opt = pos + 16
@@ -158,16 +178,24 @@ def _parse_idb(buf: bytearray, pos: int, blen: int, order: str) -> _Interface:
         code, length = struct.unpack_from(order + "HH", buf, opt)
         if code == OPT_ENDOFOPT:
             break
+        if opt + 4 + length > stop:
+            return iface, f"option {code} of {length} bytes runs past the end of its block"
         value = bytes(buf[opt + 4 : opt + 4 + length])
         if code == IF_TSRESOL and length >= 1:
             if value[0] & 0x80:
                 iface.exp2 = value[0] & 0x7F
+                if iface.exp2 > MAX_EXP2:
+                    return iface, f"if_tsresol 2^-{iface.exp2} is finer than pcapclass can convert (2^-{MAX_EXP2})"
             else:
                 iface.exp10 = value[0]
+                if iface.exp10 > MAX_EXP10:
+                    return iface, f"if_tsresol 10^-{iface.exp10} is finer than pcapclass can convert (10^-{MAX_EXP10})"
         elif code == IF_TSOFFSET and length >= 8:
             iface.offset_s = struct.unpack(order + "q", value[:8])[0]
+            if abs(iface.offset_s) > TS_NS_MAX // 1_000_000_000 - 1:
+                return iface, f"if_tsoffset {iface.offset_s} s lies outside the years int64 nanoseconds can hold"
         opt += 4 + length + (-length % 4)
-    return iface
+    return iface, ""
 
 
 def _ticks_to_ns(ticks: np.ndarray, iface: _Interface) -> np.ndarray:

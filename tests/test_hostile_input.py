@@ -1,0 +1,134 @@
+"""Crafted captures that once corrupted memory or read another record's bytes.
+
+Each file is built here byte by byte from the pcap/pcapng layouts, so the expected outcome is
+the spec's, not pcapclass's: a packet block shorter than its fixed fields is invalid framing
+(draft-ietf-opsawg-pcapng §4.3, §4.4), and a packet's headers end where its captured bytes end.
+The crafted files run in a child process, so that memory corruption shows as a signal instead
+of taking the test run down.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pcapclass._decode import FLOW, TRUNCATED, decode_headers
+from pcapclass._firstlook import follow_scan
+
+EXIT_UNREADABLE = 3  # the fault comes before any packet
+LINKTYPE_RAW = 101
+
+
+def _block(btype: int, body: bytes) -> bytes:
+    length = 12 + len(body)
+    return struct.pack("<II", btype, length) + body + struct.pack("<I", length)
+
+
+SHB = _block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1))
+IDB = _block(1, struct.pack("<HHI", 1, 0, 65535))
+#: a Simple Packet Block whose total length, 12, leaves no room for its original-length field
+TINY_SPB = struct.pack("<III", 3, 12, 12)
+#: an Enhanced Packet Block of total length 12: none of its 20 bytes of fixed fields
+TINY_EPB = struct.pack("<III", 6, 12, 12)
+
+
+def _classify_in_child(path: Path, tmp: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pcapclass", "classify", str(path), "-o", str(tmp / "out"), "-q"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp,
+    )
+
+
+@pytest.mark.parametrize("blocks", [10, 2_000, 300_000])
+@pytest.mark.parametrize("tiny", [TINY_SPB, TINY_EPB], ids=["spb", "epb"])
+def test_runs_of_blocks_below_their_minimum_length_are_one_error_not_a_crash(tmp_path, blocks, tiny):
+    path = tmp_path / "tiny_blocks.pcapng"
+    path.write_bytes(SHB + IDB + tiny * blocks)
+    if blocks == 10 and tiny is TINY_SPB:
+        assert path.stat().st_size == 168  # the file of the report
+    proc = _classify_in_child(path, tmp_path)
+    assert proc.returncode >= 0, f"killed by signal {-proc.returncode}: {proc.stderr[-500:]}"
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert str(path) in lines[0]
+    assert f"byte {len(SHB) + len(IDB) + 4}" in lines[0], lines[0]  # the first tiny block's length field
+    assert "below" in lines[0]
+    assert proc.returncode == EXIT_UNREADABLE
+
+
+def test_tiny_blocks_under_the_api_raise_the_capture_error(tmp_path):
+    path = tmp_path / "tiny_blocks.pcapng"
+    path.write_bytes(SHB + IDB + TINY_SPB * 2_000)
+    code = (
+        "import sys, pcapclass\n"
+        f"r = pcapclass.classify_file({str(path)!r})\n"
+        "print(type(r.error).__name__, r.error.offset, r.partial, int(r.stats['packets']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["InvalidCaptureError", str(len(SHB) + len(IDB) + 4), "True", "0"]
+
+
+def _ipv6_cut_at_40(next_header: int) -> bytes:
+    """An IPv6 header (40 bytes, payload length 20) whose extension chain starts past the cut."""
+    return bytes([0x60, 0, 0, 0]) + struct.pack(">HBB", 20, next_header, 64) + bytes(15) + b"\x01" + bytes(15) + b"\x02"
+
+
+def test_decode_reads_no_byte_past_a_packets_captured_bytes():
+    """IPv6 cut right after its 40-byte header, next header 0 (hop-by-hop): the hop-by-hop header
+    was not captured, so the packet is truncated whatever the next record's bytes are. Before the
+    fix the chain was read from the bytes that follow (here: a hop-by-hop header naming TCP)."""
+    packet = _ipv6_cut_at_40(0)
+    following = bytes([6, 0, 0, 0, 0, 0, 0, 0]) + struct.pack(">HH", 1234, 25) + bytes(40)
+    for tail in (following, bytes(len(following)), b"\xff" * len(following)):
+        data = np.frombuffer(packet + tail, dtype=np.uint8)
+        out = decode_headers(data, np.array([0]), np.array([40]), np.array([LINKTYPE_RAW]))
+        status, proto, sport, dport = out[0][0], out[1][0], out[6][0], out[7][0]
+        assert (status, sport, dport) == (TRUNCATED, 0, 0), (tail[:8], status, proto, sport, dport)
+    whole = packet[:6] + bytes([6]) + packet[7:] + struct.pack(">HHIIBBHHH", 1234, 25, 0, 0, 0x50, 2, 0, 0, 0)
+    out = decode_headers(np.frombuffer(whole, dtype=np.uint8), np.array([0]), np.array([60]), np.array([LINKTYPE_RAW]))
+    assert (out[0][0], out[1][0], out[6][0], out[7][0]) == (FLOW, 6, 1234, 25)
+
+
+def test_a_cut_record_classifies_the_same_whatever_the_next_record_holds(tmp_path):
+    """Two files that differ only in the second record's timestamp (the bytes right after the
+    cut IPv6 packet) must give the same counts."""
+    import pcapclass
+
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, LINKTYPE_RAW)
+    packet = _ipv6_cut_at_40(0)
+    second = _ipv6_cut_at_40(59)  # no next header: a whole packet of its own
+    results = []
+    for ts in (0x00060000, 0x00000006, 0x11223344):
+        rec1 = struct.pack("<IIII", 1, 0, len(packet), 60) + packet
+        rec2 = struct.pack("<IIII", ts, 0, len(second), len(second)) + second
+        path = tmp_path / f"cut_{ts:x}.pcap"
+        path.write_bytes(header + rec1 + rec2)
+        stats = pcapclass.classify_file(path).stats
+        results.append((int(stats["truncated_packets"]), int(stats["flows"])))
+    assert results[0][0] == 1  # the cut packet, and only it
+    assert results[1:] == results[:1] * 2
+
+
+def test_follow_scan_reads_a_short_payload_no_further_than_its_end():
+    """A 3-byte payload of a followed flow that starts like a bind_ack header, followed in the
+    buffer by bytes that would make it a whole 3-byte bind_ack (little-endian drep at byte 4,
+    frag_length 3 at bytes 8-9). Read within its own 3 bytes it is no whole PDU, so Python must
+    look at it; before the fix the next bytes made it a skippable PDU and it was passed over."""
+    from pcapclass.evidence import _PTYPE_USED
+
+    assert not _PTYPE_USED[12]  # following learns nothing from a bind_ack
+    payload = bytes([5, 0, 12])
+    after = bytes([0, 0x10, 0, 0, 0, 3, 0]) + bytes(8)  # bytes 3..: drep 0x10 at 4, frag_length 3 at 8
+    data = np.frombuffer(payload + after, dtype=np.uint8)
+    followed = np.zeros(16, dtype=np.uint16)
+    followed[7] = 1
+    none_h = np.zeros(0, dtype=np.uint64)
+    look, ended = follow_scan(data, np.array([0]), np.array([7], dtype=np.uint64), np.array([0]), np.array([3]),
+                              followed, none_h, np.zeros(0, dtype=np.int64), none_h, _PTYPE_USED.view(np.uint8))  # fmt: skip
+    assert look.tolist() == [0]
+    assert ended.tolist() == []
