@@ -26,6 +26,8 @@ from .classify import (
     block_facts,
     classify,
     empty_flows,
+    epm_evidence,
+    infer_servers,
     rpc_sessions_among,
 )
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
@@ -34,6 +36,7 @@ from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
 from .flows import FlowKeys, FlowTable, Records, flow_keys
 from .report import CsvAppender, write_csv, write_outputs
 from .rules import RuleSet, load_rules
+from .servers import load_server_evidence, merged
 from .sources import CaptureFile, PacketBatch
 from .summarize import breakdown, merge, partial_breakdown
 
@@ -238,6 +241,8 @@ class Classifier:
         #: the payload stage (None with ``payload=False``: services by port only)
         self.evidence = EvidenceCollector(epm_expiry=epm_expiry, idle_timeout=idle_timeout) if payload else None
         self.lookup = self.rules.lookup()
+        #: what makes a host an Exchange server when ``servers`` names none
+        self.server_rules = load_server_evidence()
         self.networks = [s if not isinstance(s, str) else parse_networks([s])[0] for s in servers]
         self.idle_timeout_ns = int(idle_timeout * 1e9)
         self.max_flows = max_flows
@@ -333,7 +338,7 @@ class Classifier:
             moved[order] = np.arange(order.size)
             rows = rows.renumbered(moved)
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
-        flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows)
+        flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows, server_rules=self.server_rules)
         flows = self._labelled(flows, index)
         return self._result(flows, breakdown(flows, self._order, by), np.bincount(index, minlength=len(self.counts)), servers)
 
@@ -353,13 +358,13 @@ class Classifier:
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
-        known, pairs = [], []
+        shown, pairs = [epm_evidence(evidence)], []
         for recs, _, rows in self.store.blocks():
             k, p = block_facts(recs, self.lookup, evidence, rows, infer_servers=not self.networks)
-            known += [k] if k is not None else []
+            shown += [k] if k is not None else []
             pairs += [p] if p is not None and len(p) else []
         if not self.networks:
-            shared.known = known[0].append(known[1:]).unique()
+            shared.known, shared.servers = infer_servers(merged(shown), self.server_rules)
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
             candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
             shared.sessions = rpc_sessions_among(candidates, self.networks, shared.known)
@@ -368,7 +373,7 @@ class Classifier:
         servers = Servers(networks=(), addresses=(), inferred=not self.networks)
         try:
             for recs, index, rows in self.store.blocks():
-                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows)
+                flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows, self.server_rules)
                 flows = self._labelled(flows, index)
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
@@ -380,6 +385,7 @@ class Classifier:
         result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
         write_csv(result.breakdown, out / "breakdown.csv")
         write_csv(result.captures, out / "capture.csv")
+        write_csv(servers.evidence, out / "servers.csv")
         return result
 
     def close(self) -> None:

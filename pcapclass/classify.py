@@ -8,7 +8,7 @@ on packets; every step is a numpy expression over all flows at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +18,7 @@ from . import schema
 from .addresses import Network, format_addresses, in_networks, pair_index, rows_in
 from .decode import FRAGMENT_PROTO_BASE, Status
 from .evidence import (
+    DCERPC,
     DECISIVE,
     EVIDENCE_VALUES,
     INTERFACE_ONLY,
@@ -29,6 +30,13 @@ from .evidence import (
 )
 from .flows import NO_SYN, NON_FLOW_BASE, Records
 from .rules import TRANSPORTS, PortLookup
+from .servers import (
+    EPM_ANSWER,
+    ServerEvidenceRules,
+    default_server_evidence,
+    infer,
+    merged,
+)
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 _TRANSPORT_INDEX = {IPPROTO_TCP: TRANSPORTS.index("tcp"), IPPROTO_UDP: TRANSPORTS.index("udp")}
@@ -42,6 +50,10 @@ FLAG_TEXT = np.array(
 )
 
 
+def _no_evidence() -> pd.DataFrame:
+    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in schema.SERVERS})
+
+
 @dataclass(frozen=True, slots=True)
 class Servers:
     """The Exchange servers direction is measured against, and where they came from."""
@@ -49,6 +61,8 @@ class Servers:
     networks: tuple[Network, ...]
     addresses: tuple[str, ...]
     inferred: bool
+    #: every host that showed Exchange evidence (schema.SERVERS), strongest first
+    evidence: pd.DataFrame = field(default_factory=_no_evidence)
 
     def describe(self) -> str:
         """``'10.0.0.10 10.0.0.20'``: the networks given, or the addresses inferred."""
@@ -60,8 +74,8 @@ class Shared:
     """What flows classified in separate blocks must share: the inferred Exchange servers and
     the RPC sessions (client, server) that make a UDP datagram a new-mail notification.
 
-    Gathered over every block first (``block_facts``, ``rpc_sessions_among``), they let
-    ``classify`` decide each block as if all were one.
+    Gathered over every block first (``block_facts``, ``infer_servers``, ``rpc_sessions_among``),
+    they let ``classify`` decide each block as if all were one.
     """
 
     known: pd.MultiIndex | None = None
@@ -71,12 +85,12 @@ class Shared:
 
 
 def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = None, rows: FlowRows | None = None, *,
-                infer_servers: bool = True) -> tuple[pd.MultiIndex | None, pd.MultiIndex | None]:  # fmt: skip
+                infer_servers: bool = True) -> tuple[pd.DataFrame | None, pd.MultiIndex | None]:  # fmt: skip
     """What one block of a run brings to ``Shared``, in one look at its flows.
 
-    * With ``infer_servers``: (hi, lo) of the hosts that answer on an Exchange inbound port,
-      plus hosts whose EHLO proved an Exchange SMTP server (the servers inferred without
-      ``--server``); else None.
+    * With ``infer_servers``: the Exchange server evidence its flows show (``server_evidence``:
+      hi, lo, kind, flows); ``infer_servers`` adds the endpoint mapper's and scores them once
+      every block is in. Else None.
     * With ``evidence``: (client hi, lo, server hi, lo) of the TCP flows that may be RPC
       sessions (a bind, an endpoint-mapper match, or TCP 135); which of those have an Exchange
       server on the server side is known only once every block is in (``rpc_sessions_among``).
@@ -89,9 +103,9 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     verdicts = _Verdicts.of(evidence)
     rows = rows if rows is not None else flow_rows(recs, evidence)
     s = _sides(recs, lookup, t, ported, verdicts, rows)
-    known = _known_servers(s.s_hi, s.s_lo, _answers(lookup, t, ported, s.s_port, s.packets_s2c), evidence) if infer_servers else None
+    shown = server_evidence(recs, s, verdicts, rows) if infer_servers else None
     if evidence is None:
-        return known, None
+        return shown, None
     # a flow's evidence is bind or epm exactly when it has a bind row or an endpoint-mapper
     # match (nothing outranks those two), so the candidates need the join, not the decision
     bound = np.zeros(proto.shape[0], dtype=bool)
@@ -101,7 +115,56 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
         epm = _epm_rows(evidence, proto, s, recs["first_ns"])
         if len(epm):
             bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
-    return known, _sessions(proto, s, bound)
+    return shown, _sessions(proto, s, bound)
+
+
+def server_evidence(recs: Records, s: _Sides, verdicts: _Verdicts, rows: FlowRows | None) -> pd.DataFrame:
+    """Per (host, kind): how many of these flows show that host doing what only Exchange does.
+
+    The host is the flow's server as the evidence itself says: the sender of a payload only
+    a server sends (a greeting, an EHLO reply), the receiver of one only a client sends (a
+    bind, a request), else the side orientation named the server."""
+    if rows is None or not rows.flow.size:
+        return merged([])
+    kind = verdicts.proof[rows.vid]
+    has = kind != ""
+    if not has.any():
+        return merged([])
+    f, from_a, sis = rows.flow[has], rows.from_a[has], verdicts.server_is_sender[rows.vid[has]]
+    a_is_server = np.where(sis == 1, from_a, np.where(sis == 0, ~from_a, ~s.client_is_a[f]))
+    shown = pd.DataFrame({
+        "hi": np.where(a_is_server, recs["a_hi"][f], recs["b_hi"][f]), "lo": np.where(a_is_server, recs["a_lo"][f], recs["b_lo"][f]),
+        "kind": kind[has], "flow": f,
+    }).drop_duplicates()  # fmt: skip
+    return shown.groupby(["hi", "lo", "kind"], as_index=False, sort=False).size().rename(columns={"size": "flows"})
+
+
+def epm_evidence(evidence: Evidence | None) -> pd.DataFrame:
+    """Hosts whose endpoint mapper handed out a port for an Exchange interface (one flow per answer learned)."""
+    if evidence is None or evidence.epm.empty:
+        return merged([])
+    ex = evidence.epm[evidence.epm["exchange"].to_numpy(bool)]
+    counts = ex.groupby(["server_hi", "server_lo"], as_index=False, sort=False).size()
+    return pd.DataFrame({"hi": counts["server_hi"].to_numpy(np.uint64), "lo": counts["server_lo"].to_numpy(np.uint64),
+                         "kind": EPM_ANSWER, "flows": counts["size"].to_numpy(np.int64)})  # fmt: skip
+
+
+def infer_servers(shown: pd.DataFrame, rules: ServerEvidenceRules) -> tuple[pd.MultiIndex, Servers]:
+    """The Exchange servers the evidence of a run names: (hi, lo) of each, and as ``Servers``
+    with every host that showed any evidence (``servers.infer``)."""
+    hosts = infer(shown, rules)
+    ex = hosts[hosts["exchange"].to_numpy(bool)]
+    hi, lo = ex["hi"].to_numpy(np.uint64), ex["lo"].to_numpy(np.uint64)
+    # IPv4 (stored ::ffff:a.b.c.d, high half 0) first, then IPv6, each in numeric order
+    v6 = (hi != 0) | ((lo >> np.uint64(32)) != np.uint64(0xFFFF))
+    order = np.lexsort((lo, hi, v6))
+    table = pd.DataFrame({
+        "server": format_addresses(hosts["hi"].to_numpy(np.uint64), hosts["lo"].to_numpy(np.uint64)),
+        "kinds": hosts["kinds"].to_numpy(object), "flows": hosts["flows"].to_numpy(np.int64),
+        "score": hosts["score"].to_numpy(np.int64), "exchange": hosts["exchange"].to_numpy(bool),
+    })  # fmt: skip
+    addresses = tuple(dict.fromkeys(format_addresses(hi[order], lo[order])))
+    return pair_index(hi, lo), Servers(networks=(), addresses=addresses, inferred=True, evidence=table)
 
 
 def rpc_sessions_among(pairs: pd.MultiIndex, servers: Sequence[Network], known: pd.MultiIndex | None) -> pd.MultiIndex:
@@ -150,8 +213,6 @@ class _Oriented(_Sides):
 
     client_ex: npt.NDArray[np.bool_]
     server_ex: npt.NDArray[np.bool_]
-    #: the inferred servers (None when given with --server)
-    known: pd.MultiIndex | None
 
 
 def _sides(
@@ -171,37 +232,23 @@ def _sides(
 def _oriented(
     recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], verdicts: _Verdicts,
     rows: FlowRows | None, servers: Sequence[Network], known: pd.MultiIndex | None, evidence: Evidence | None,
-) -> _Oriented:  # fmt: skip
+    rules: ServerEvidenceRules | None,
+) -> tuple[_Oriented, Servers | None]:  # fmt: skip
     """The sides of every flow and its Exchange side: the given ``servers``, else ``known``
-    (inferred over a whole run), else the servers these flows show."""
+    (inferred over a whole run), else the servers these flows show (then also returned)."""
     s = _sides(recs, lookup, t, ported, verdicts, rows)
+    found = None
     if servers:
         client_ex, server_ex = in_networks(s.c_hi, s.c_lo, servers), in_networks(s.s_hi, s.s_lo, servers)
-        known = None
     else:
         if known is None:
-            known = _known_servers(s.s_hi, s.s_lo, _answers(lookup, t, ported, s.s_port, s.packets_s2c), evidence)
+            assert rules is not None
+            known, found = infer_servers(merged([server_evidence(recs, s, verdicts, rows), epm_evidence(evidence)]), rules)
         client_ex, server_ex = rows_in([s.c_hi, s.c_lo], known), rows_in([s.s_hi, s.s_lo], known)
     is_flow = recs["proto"] < NON_FLOW_BASE
     client_ex &= is_flow
     server_ex &= is_flow & ~client_ex
-    return _Oriented(*(getattr(s, f.name) for f in fields(_Sides)), client_ex, server_ex, known)
-
-
-def _answers(lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], s_port: npt.NDArray[np.int64],
-             packets_s2c: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:  # fmt: skip
-    """Flows whose server answered on an Exchange inbound port."""
-    return ported & (np.where(ported, lookup.table[t, 0, s_port], 0) > 0) & (packets_s2c > 0)
-
-
-def _known_servers(s_hi: npt.NDArray[np.uint64], s_lo: npt.NDArray[np.uint64], answers: npt.NDArray[np.bool_],
-                   evidence: Evidence | None) -> pd.MultiIndex:  # fmt: skip
-    """Who answers on an Exchange inbound port, and hosts whose EHLO had Exchange-only keywords."""
-    known = pair_index(s_hi[answers], s_lo[answers]).unique()
-    if evidence is not None and evidence.smtp_servers:
-        proven = sorted(evidence.smtp_servers)
-        known = known.union(pair_index(np.array([p[0] for p in proven], np.uint64), np.array([p[1] for p in proven], np.uint64)))
-    return known
+    return _Oriented(*(getattr(s, f.name) for f in fields(_Sides)), client_ex, server_ex), found
 
 
 def _transport_index(proto: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
@@ -220,13 +267,17 @@ def classify(
     evidence: Evidence | None = None,
     shared: Shared | None = None,
     rows: FlowRows | None = None,
+    server_rules: ServerEvidenceRules | None = None,
 ) -> tuple[pd.DataFrame, Servers]:
     """Orient, direct and tag every flow; returns the flows DataFrame (schema.FLOWS order).
 
-    ``evidence`` (from the payload stage) decides services before the port table does, in
-    the order of ``evidence.EVIDENCE_VALUES``; without it every flow is decided by port.
-    ``shared`` carries what separately classified blocks of one run have in common;
-    ``rows`` is ``flow_rows(recs, evidence)`` when already joined.
+    A flow is Exchange traffic when one end is an Exchange server (``servers``, else those
+    its evidence names, weighed by ``server_rules``) or its own payload is Exchange's alone;
+    any other flow's service is ``other``, whatever its port. ``evidence`` (from the payload
+    stage) decides services before the port table does, in the order of
+    ``evidence.EVIDENCE_VALUES``; without it every flow is decided by port. ``shared`` carries
+    what separately classified blocks of one run have in common; ``rows`` is
+    ``flow_rows(recs, evidence)`` when already joined.
     """
     proto = recs["proto"]
     n = proto.shape[0]
@@ -234,7 +285,9 @@ def classify(
 
     verdicts = _Verdicts.of(evidence)
     rows = rows if rows is not None else flow_rows(recs, evidence)
-    o = _oriented(recs, lookup, t, ported, verdicts, rows, servers, shared.known if shared is not None else None, evidence)
+    known = shared.known if shared is not None else None
+    rules = server_rules or default_server_evidence()
+    o, found = _oriented(recs, lookup, t, ported, verdicts, rows, servers, known, evidence, rules)
     pick = lambda a, b: np.where(o.client_is_a, a, b)
     bytes_c2s, bytes_s2c = pick(recs["bytes_ab"], recs["bytes_ba"]), pick(recs["bytes_ba"], recs["bytes_ab"])
     flags_c2s, flags_s2c = pick(recs["flags_a"], recs["flags_b"]), pick(recs["flags_b"], recs["flags_a"])
@@ -248,19 +301,14 @@ def classify(
     elif shared is not None and shared.servers is not None:
         chosen = shared.servers
     else:
-        assert o.known is not None
-        uniq = o.known.to_frame(index=False).to_numpy(dtype=np.uint64)
-        # IPv4 (stored ::ffff:a.b.c.d, high half 0) first, then IPv6, each in numeric order
-        v6 = (uniq[:, 0] != 0) | ((uniq[:, 1] >> np.uint64(32)) != np.uint64(0xFFFF))
-        uniq = uniq[np.lexsort((uniq[:, 1], uniq[:, 0], v6))]
-        chosen = Servers(networks=(), addresses=tuple(dict.fromkeys(format_addresses(uniq[:, 0], uniq[:, 1]))), inferred=True)
-        if shared is not None and shared.known is not None:
-            shared.servers = chosen
+        assert found is not None
+        chosen = found
     is_flow = proto < NON_FLOW_BASE
-    # the side that matches the direction first, the other side's table as a fallback
+    # the side that matches the direction first, the other side's table as a fallback; a port
+    # names a service only on a flow with an Exchange server at one end
     code = np.where(client_ex, np.where(outbound_code > 0, outbound_code, inbound_code),
-                    np.where(inbound_code > 0, inbound_code, outbound_code))  # fmt: skip
-    decided = _decide(rows, verdicts, evidence, code, lookup.ids, recs, proto, o, shared)
+                    np.where(server_ex, np.where(inbound_code > 0, inbound_code, outbound_code), 0))  # fmt: skip
+    decided = _decide(rows, verdicts, evidence, code, lookup.ids, recs, proto, o, rules.conclusive, shared)
 
     transport_code = np.full(n, TRANSPORT_NAMES.index("other"), dtype=np.int8)
     transport_code[proto == IPPROTO_TCP] = TRANSPORT_NAMES.index("tcp")
@@ -314,10 +362,13 @@ class _Decided:
     rpc_interface: npt.NDArray[np.int64]
     rpc_interface_names: npt.NDArray[np.object_]
     rpc_interface_name_names: npt.NDArray[np.object_]
+    protocol: npt.NDArray[np.int64]
+    protocol_names: npt.NDArray[np.object_]
 
     def columns(self) -> dict[str, pd.Categorical]:
-        """The flows' service, evidence, detail and interface columns."""
+        """The flows' protocol, service, evidence, detail and interface columns."""
         return {
+            "protocol": _categorical(self.protocol, self.protocol_names),
             "service": _categorical(self.service, self.service_names),
             "evidence": _categorical(self.evidence, _EVIDENCE_NAMES),
             "detail": _categorical(self.detail, self.detail_names),
@@ -360,16 +411,19 @@ class _Verdicts:
     name: npt.NDArray[np.object_]
     server_is_sender: npt.NDArray[np.int8]
     client_is_sender: npt.NDArray[np.int8]
+    protocol: npt.NDArray[np.object_]
+    proof: npt.NDArray[np.object_]
 
     @staticmethod
     def of(evidence: Evidence | None) -> _Verdicts:
         table = evidence.verdicts if evidence is not None else pd.DataFrame(columns=["kind"])
         col = lambda c, t=object: table[c].to_numpy(dtype=t) if c in table else np.zeros(0, t)
         return _Verdicts(col("kind"), col("service"), col("detail"), col("rpc_interface"), col("rpc_interface_name"),
-                         col("server_is_sender", np.int8), col("client_is_sender", np.int8))  # fmt: skip
+                         col("server_is_sender", np.int8), col("client_is_sender", np.int8), col("protocol"), col("proof"))  # fmt: skip
 
     def extend(self, extra: pd.DataFrame) -> tuple[_Verdicts, npt.NDArray[np.int64]]:
-        """Add the distinct (kind, service, interface, name) of ``extra``: (table, their ids)."""
+        """Add the distinct (kind, service, interface, name) of ``extra`` (DCE/RPC endpoint-mapper
+        matches): (table, their ids)."""
         keys = pd.MultiIndex.from_arrays([extra[c].to_numpy(dtype=object) for c in ("kind", "service", "rpc_interface", "rpc_interface_name")])
         codes, uniq = keys.factorize()
         u = [np.asarray(uniq.get_level_values(i), dtype=object) for i in range(4)]
@@ -377,7 +431,8 @@ class _Verdicts:
         minus = np.full(len(uniq), -1, dtype=np.int8)
         table = _Verdicts(np.concatenate([self.kind, u[0]]), np.concatenate([self.service, u[1]]), np.concatenate([self.detail, blank]),
                           np.concatenate([self.iface, u[2]]), np.concatenate([self.name, u[3]]),
-                          np.concatenate([self.server_is_sender, minus]), np.concatenate([self.client_is_sender, minus]))  # fmt: skip
+                          np.concatenate([self.server_is_sender, minus]), np.concatenate([self.client_is_sender, minus]),
+                          np.concatenate([self.protocol, np.full(len(uniq), DCERPC, dtype=object)]), np.concatenate([self.proof, blank]))  # fmt: skip
         return table, codes.astype(np.int64) + len(self.kind)
 
 
@@ -417,10 +472,15 @@ def _decide(
     recs: Records,
     proto: npt.NDArray[np.int64],
     o: _Oriented,
+    conclusive: frozenset[str],
     shared: Shared | None = None,
 ) -> _Decided:
     """The evidence order: bind, epm, rpc-http, http, signature, registration beat the port;
     the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``.
+    Between two hosts neither of which is an Exchange server, only evidence that is Exchange's
+    alone (a ``conclusive`` kind of proof: an Exchange interface, an OWA path ...) names a
+    service. Every flow's
+    protocol is the one its strongest row names.
 
     Decisions run on verdict ids: per flow, the strongest candidate row (by rank, proof, then
     order) of each kind of interest is taken; names are attached only at the end.
@@ -447,7 +507,8 @@ def _decide(
     detail_names = np.concatenate([blank, verdicts.detail, [_NOTIFICATION_DETAIL]])
     service = port_code.astype(np.int64)
     ev = np.where(has_port, _EV["port"], _EV["none"])
-    detail, iface = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    detail, iface, protocol = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    exchange_end = o.client_ex | o.server_ex
     if flows:
         f, vid = np.concatenate(flows), np.concatenate(vids)
         kinds = verdicts.kind
@@ -465,7 +526,10 @@ def _decide(
         w, r = _strongest(n, f, strength, verdicts.iface[vid] != "")
         iface[w] = vid[r] + 1
         no_service = blank_of[vid] & ~mismatch_of[vid]
-        w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f]))
+        w, r = _strongest(n, f, strength, verdicts.protocol[vid] != "")
+        protocol[w] = vid[r] + 1
+        proven = np.isin(verdicts.proof[vid], list(conclusive))
+        w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f]) & (exchange_end[f] | proven))
         service[w] = np.where(blank_of[vid[r]], port_code[w], ids + vid[r])
         ev[w] = kind_code[vid[r]]
         detail[w] = vid[r] + 1
@@ -477,7 +541,8 @@ def _decide(
         hit = _notification_heuristic(ev, proto, o, shared.sessions if shared is not None else None)
         service[hit], ev[hit], detail[hit] = ids + v, _EV["heuristic"], v + 1
     return _Decided(service, service_names, ev, detail, detail_names, iface,
-                    np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]))  # fmt: skip
+                    np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]),
+                    protocol, np.concatenate([blank, verdicts.protocol]))  # fmt: skip
 
 
 def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], o: _Sides, first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:

@@ -245,7 +245,7 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
         clf.close()
     if not args.quiet:
         print_table(result, sys.stdout)
-        print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv")
+        print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv, servers.csv")
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK
 
 

@@ -331,6 +331,8 @@ class Interface:
 
     ``decisive`` is False for UUIDs that other products share (Exchange 5.5 DRS is Windows
     FRS's UUID): such a bind names the interface but must not tag the flow as Exchange alone.
+    ``exchange`` is True for interfaces only Exchange serves: a bind to one, or an endpoint-mapper
+    answer naming one, is evidence that the host serving it is an Exchange server.
     """
 
     uuid: str
@@ -339,6 +341,7 @@ class Interface:
     version: tuple[int, int] | None = None
     note: str = ""
     decisive: bool = True
+    exchange: bool = True
 
 
 # --- Header and reassembly --------------------------------------------------------------------
@@ -885,7 +888,7 @@ def parse_rts(pdu: bytes) -> Rts | None:
 
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _VERSION_RE = re.compile(r"^(\d{1,5})\.(\d{1,5})$")
-_INTERFACE_KEYS = frozenset({"uuid", "version", "name", "service", "note", "decisive"})
+_INTERFACE_KEYS = frozenset({"uuid", "version", "name", "service", "note", "decisive", "exchange"})
 
 
 def load_interfaces(
@@ -896,7 +899,8 @@ def load_interfaces(
     """Load the UUID → service table (rules/rpc_interfaces.toml) keyed by lower-case UUID.
 
     Each ``[[interface]]`` needs ``uuid``, ``name`` and ``service`` (one of ``services``) and
-    may have ``version = "major.minor"``, ``note`` and ``decisive`` (default true).
+    may have ``version = "major.minor"``, ``note``, ``decisive`` (default true) and ``exchange``
+    (default: as ``decisive``).
 
     >>> load_interfaces()["a4f1db00-ca47-1067-b31f-00dd010662da"].service
     'information-store'
@@ -955,5 +959,8 @@ def load_interfaces(
             raise RulesError(
                 f"decisive must be true or false, not {decisive!r}", path=where, key=f"{key}.decisive"
             )
-        table[ident] = Interface(ident, row["name"].strip(), service, version, note, decisive)
+        exchange = row.get("exchange", decisive)
+        if not isinstance(exchange, bool):
+            raise RulesError(f"exchange must be true or false, not {exchange!r}", path=where, key=f"{key}.exchange")
+        table[ident] = Interface(ident, row["name"].strip(), service, version, note, decisive, exchange)
     return table

@@ -72,9 +72,19 @@ from .dcerpc import (
 from .decode import Packets
 from .flows import FlowKeys, Records
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
+from .servers import (
+    EXCHANGE_GREETING,
+    EXCHANGE_HTTP,
+    EXCHANGE_SMTP,
+    MICROSOFT_SMTP_GREETING,
+    RPC_INTERFACE,
+    RPC_OVER_HTTP,
+)
 from .signatures import (
     EXPECTED_PROTOCOLS,
+    exchange_greeting,
     exchange_smtp_markers,
+    greeting_line,
     identify,
     port_mismatch,
 )
@@ -87,8 +97,10 @@ DECISIVE = ("bind", "epm", "rpc-http", "http", "signature", "registration")
 EVIDENCE_VALUES = (*DECISIVE, "port", "port-mismatch", "heuristic", "none")
 #: a row that names an interface (unknown UUID, or one shared with non-Exchange software) only
 INTERFACE_ONLY = "interface"
+#: a row that names only the protocol its payload starts (see ``signatures.identify``)
+PROTOCOL_ONLY = "protocol"
 MISMATCH = "port-mismatch"
-RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY))}
+RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, PROTOCOL_ONLY))}
 
 DEFAULT_EPM_EXPIRY = 300.0
 #: TCP/UDP port of Direct Push (exchange-wire-facts.md §6b)
@@ -97,6 +109,10 @@ DIRECT_PUSH_PORT = 2883
 EPM_PORTS = (135, 593)
 #: protocols a text signature names whatever the port (others only confirm or contradict one)
 SIGNATURE_SERVICES = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4", "nntp": "nntp"}
+#: the protocol column's name for DCE/RPC (binds, endpoint-mapper matches, registrations)
+DCERPC = "dcerpc"
+#: the Microsoft SMTP service's greeting (IIS; Exchange 2003 runs on it)
+MICROSOFT_SMTP_BANNER = b"MICROSOFT ESMTP MAIL SERVICE"
 
 #: bytes of each first payload hashed to find identical ones (with the payload length)
 HEAD_BYTES = 192
@@ -156,10 +172,11 @@ class Evidence:
     rows: pd.DataFrame
     #: the distinct verdicts, indexed by vid: kind, service ('' = the port's), detail,
     #: rpc_interface, rpc_interface_name, server_is_sender (1 / 0 / -1 either),
-    #: client_is_sender (registration rows: 1)
+    #: client_is_sender (registration rows: 1), protocol (what the bytes are, '' unknown) and
+    #: proof (the kind of Exchange server evidence it is, servers.KINDS, '' none)
     verdicts: pd.DataFrame
     #: server_hi, server_lo, transport ('tcp'/'udp'), port, first_ns, last_ns, service,
-    #: rpc_interface, rpc_interface_name
+    #: rpc_interface, rpc_interface_name, exchange (the interface is Exchange's alone)
     epm: pd.DataFrame
     #: (hi, lo) of hosts proven Exchange SMTP servers by their EHLO keywords
     smtp_servers: frozenset[tuple[int, int]]
@@ -171,9 +188,9 @@ class Evidence:
 
 
 VERDICT_COLUMNS = ("kind", "service", "detail", "rpc_interface", "rpc_interface_name", "server_is_sender",
-                   "client_is_sender")  # fmt: skip
+                   "client_is_sender", "protocol", "proof")  # fmt: skip
 EPM_COLUMNS = ("server_hi", "server_lo", "transport", "port", "first_ns", "last_ns", "service",
-               "rpc_interface", "rpc_interface_name")  # fmt: skip
+               "rpc_interface", "rpc_interface_name", "exchange")  # fmt: skip
 
 
 def _rows_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
@@ -185,7 +202,7 @@ def _rows_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def _verdict_frame(table: list[tuple[str, str, str, str, str, int, int]]) -> pd.DataFrame:
+def _verdict_frame(table: list[tuple[str, str, str, str, str, int, int, str, str]]) -> pd.DataFrame:
     df = pd.DataFrame(table, columns=list(VERDICT_COLUMNS))
     return df.astype({"server_is_sender": np.int8, "client_is_sender": np.int8})
 
@@ -196,6 +213,7 @@ def _epm_frame(rows: list[tuple[object, ...]]) -> pd.DataFrame:
         df[c] = df[c].astype(np.uint64)
     for c in ("port", "first_ns", "last_ns"):
         df[c] = df[c].astype(np.int64)
+    df["exchange"] = df["exchange"].astype(bool)
     return df
 
 
@@ -257,6 +275,16 @@ class _Verdict:
     rpc_interface_name: str = ""
     #: 1: the sender is the flow's server, 0: its client, -1: either
     server_is_sender: int = -1
+    #: the protocol the payload is ('' unknown)
+    protocol: str = ""
+    #: the kind of Exchange server evidence it is for the flow's server (servers.KINDS), '' none
+    proof: str = ""
+
+
+#: an EHLO reply with Exchange's keywords
+_EXCHANGE_EHLO = _Verdict("signature", "smtp", "exchange-smtp", server_is_sender=1, protocol="smtp", proof=EXCHANGE_SMTP)
+#: a UDP datagram to a registered callback carrying the registered blob
+_NOTIFICATION = _Verdict("registration", "information-store", "new-mail-notification")
 
 
 @dataclass(slots=True)
@@ -374,8 +402,8 @@ class EvidenceCollector:
         self._row_parts: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int32]]] = []
         self._rows: list[tuple[int, int, int, bool, int]] = []
         #: distinct verdicts (kind, service, detail, interface, name, server_is_sender, client_is_sender)
-        self._verdicts: list[tuple[str, str, str, str, str, int, int]] = []
-        self._verdict_ids: dict[tuple[str, str, str, str, str, int, int], int] = {}
+        self._verdicts: list[tuple[str, str, str, str, str, int, int, str, str]] = []
+        self._verdict_ids: dict[tuple[str, str, str, str, str, int, int, str, str], int] = {}
         self._bind_cache: dict[bytes, list[tuple[int, str]]] = {}
         #: what distinct first payloads said (by digest), remembered across batches
         self._sets = _VerdictSets()
@@ -532,7 +560,7 @@ class EvidenceCollector:
                 proven.append(p)
                 self._smtp_servers.add((int(pk.src_hi[p]), int(pk.src_lo[p])))
         if proven:
-            vid = self._vid(_Verdict("signature", "smtp", "exchange-smtp", server_is_sender=1))
+            vid = self._vid(_EXCHANGE_EHLO)
             self._add_rows(keys, pk, np.array(proven, dtype=np.intp), np.full(len(proven), vid, dtype=np.int32))
 
     def _inspect(self, payload: bytes, tcp: bool, server_port: int, server_is_src: bool) -> tuple[list[_Verdict], bool, bool]:
@@ -544,7 +572,7 @@ class EvidenceCollector:
         verdicts: list[_Verdict] = []
         if not tcp:
             if payload.startswith((b"NOTIFY ", b"NOTIFY\t")):
-                verdicts.append(_Verdict("signature", "activesync", "direct-push"))
+                verdicts.append(_Verdict("signature", "activesync", "direct-push", protocol="http", proof=EXCHANGE_HTTP))
             return verdicts, False, False
         follow = False
         sender_srv = int(server_is_src) if server_port >= 0 else -1
@@ -562,7 +590,9 @@ class EvidenceCollector:
             # the back-end's first bytes on an RPC over HTTP leg: the service of its port
             port = server_port if server_is_src and server_port >= 0 else -1
             service = self.http_paths.rpc_http.ports.get(port, "")
-            verdicts.append(_Verdict("rpc-http", service, f"ncacn_http:{port}" if port > 0 else "ncacn_http", server_is_sender=1))
+            proof = RPC_OVER_HTTP if port in self.http_paths.rpc_http.exchange_ports else ""
+            verdicts.append(_Verdict("rpc-http", service, f"ncacn_http:{port}" if port > 0 else "ncacn_http", server_is_sender=1,
+                                     protocol="ncacn_http", proof=proof))  # fmt: skip
             for pdu in PduReassembler(resync_segments=0).feed(payload[len(NCACN_HTTP_GREETING):]):
                 verdicts += self._pdu_verdict(pdu)[0]
         elif 0x21 <= payload[0] < 0x7F:
@@ -570,7 +600,7 @@ class EvidenceCollector:
             if req is not None:
                 hv = classify_request(req, table=self.http_paths)
                 if hv is not None:
-                    verdicts.append(_Verdict(hv.evidence, hv.service, hv.detail, server_is_sender=0))
+                    verdicts.append(_Verdict(hv.evidence, hv.service, hv.detail, server_is_sender=0, protocol="http", proof=hv.proof))
                     # the IN channel carries RTS then ordinary PDUs (binds) after the headers
                     follow = hv.evidence == "rpc-http" and req.method.upper() == "RPC_IN_DATA"
                     if follow and payload.find(b"\r\n\r\n") == len(payload) - 4:
@@ -578,7 +608,7 @@ class EvidenceCollector:
         markers = False
         if payload.startswith(b"250") and exchange_smtp_markers(payload):
             markers = True
-            verdicts.append(_Verdict("signature", "smtp", "exchange-smtp", server_is_sender=1))
+            verdicts.append(_EXCHANGE_EHLO)
         # the protocol the bytes start, and what the port expects
         as_server, as_client = identify(payload, from_server=True), identify(payload, from_server=False)
         if as_server != as_client:  # text: the content says who sent it
@@ -586,20 +616,34 @@ class EvidenceCollector:
             label = as_server if from_server else as_client
             if sender_srv == -1 or bool(sender_srv) != from_server:
                 # the port guess disagrees, or there was none: the port expectation cannot be used
-                if label in SIGNATURE_SERVICES:
-                    verdicts.append(_Verdict("signature", SIGNATURE_SERVICES[label], label, server_is_sender=int(from_server)))
+                verdicts.append(self._named(payload, label, from_server))
                 return verdicts, follow, markers
         else:
             from_server, label = bool(server_is_src), as_server
         exp = EXPECTED_PROTOCOLS.get(server_port) if server_port >= 0 else None
         if exp is not None and port_mismatch(server_port, payload, from_server=from_server):
-            verdicts.append(_Verdict(MISMATCH, "", f"{label or 'unrecognized payload'} on tcp/{server_port}", server_is_sender=int(from_server)))
-        elif label in SIGNATURE_SERVICES:
-            verdicts.append(_Verdict("signature", SIGNATURE_SERVICES[label], label, server_is_sender=int(from_server)))
-        elif label is not None and exp is not None:
+            verdicts.append(_Verdict(MISMATCH, "", f"{label or 'unrecognized payload'} on tcp/{server_port}", server_is_sender=int(from_server),
+                                     protocol=label or ""))  # fmt: skip
+        elif label is not None and label not in SIGNATURE_SERVICES and exp is not None:
             # confirms the port: the port's service, decided by a signature
-            verdicts.append(_Verdict("signature", "", label, server_is_sender=int(from_server)))
+            verdicts.append(_Verdict("signature", "", label, server_is_sender=int(from_server), protocol=label))
+        elif label is not None and not any(v.protocol for v in verdicts):
+            verdicts.append(self._named(payload, label, from_server))
         return verdicts, follow, markers
+
+    @staticmethod
+    def _named(payload: bytes, label: str, from_server: bool) -> _Verdict:
+        """What a payload identified as ``label`` says: the service of a text protocol (with the
+        proof an Exchange greeting is), else the protocol alone."""
+        sender = int(from_server)
+        if label not in SIGNATURE_SERVICES:
+            return _Verdict(PROTOCOL_ONLY, "", label, server_is_sender=sender, protocol=label)
+        service = SIGNATURE_SERVICES[label]
+        if from_server and exchange_greeting(payload):
+            return _Verdict("signature", service, f"exchange-{service}", server_is_sender=sender, protocol=label, proof=EXCHANGE_GREETING)
+        if from_server and label == "smtp" and MICROSOFT_SMTP_BANNER in greeting_line(payload):
+            return _Verdict("signature", service, label, server_is_sender=sender, protocol=label, proof=MICROSOFT_SMTP_GREETING)
+        return _Verdict("signature", service, label, server_is_sender=sender, protocol=label)
 
     def _pdu_verdict(self, pdu: bytes) -> tuple[list[_Verdict], bool]:
         """Rows a stand-alone PDU gives (binds), and whether its flow is worth following."""
@@ -625,10 +669,10 @@ class EvidenceCollector:
     def _interface_verdict(self, uuid: str, kind: str) -> _Verdict:
         iface = self.interfaces.get(uuid)
         if iface is None:
-            return _Verdict(INTERFACE_ONLY, "", "", uuid, "")
+            return _Verdict(INTERFACE_ONLY, "", "", uuid, "", protocol=DCERPC)
         if not iface.decisive:
-            return _Verdict(INTERFACE_ONLY, "", "", uuid, iface.name)
-        return _Verdict(kind, iface.service, "", uuid, iface.name)
+            return _Verdict(INTERFACE_ONLY, "", "", uuid, iface.name, protocol=DCERPC)
+        return _Verdict(kind, iface.service, "", uuid, iface.name, protocol=DCERPC, proof=RPC_INTERFACE if iface.exchange else "")
 
     # -- followed flows ---------------------------------------------------------------------
 
@@ -817,12 +861,12 @@ class EvidenceCollector:
             payload = data[o : o + int(pk.payload_len[p])].tobytes()
             if payload in blobs:
                 self._add_row(int(keys.hash[p]) & _U64, int(keys.check[p]) & _U64, int(pk.ts_ns[p]), bool(keys.from_a[p]),
-                              _Verdict("registration", "information-store", "new-mail-notification"), client_is_sender=1)  # fmt: skip
+                              _NOTIFICATION, client_is_sender=1)  # fmt: skip
 
     # -- rows ----------------------------------------------------------------------------------
 
     def _vid(self, v: _Verdict, client_is_sender: int = -1) -> int:
-        key = (v.kind, v.service, v.detail, v.rpc_interface, v.rpc_interface_name, v.server_is_sender, client_is_sender)
+        key = (v.kind, v.service, v.detail, v.rpc_interface, v.rpc_interface_name, v.server_is_sender, client_is_sender, v.protocol, v.proof)
         vid = self._verdict_ids.get(key)
         if vid is None:
             vid = self._verdict_ids[key] = len(self._verdicts)
@@ -893,7 +937,7 @@ class EvidenceCollector:
         for (hi, lo, transport, port, uuid), (first, last) in self._epm.items():
             iface = self.interfaces.get(uuid)
             service = iface.service if iface is not None and iface.decisive else ""
-            epm_rows.append((hi, lo, transport, port, first, last, service, uuid, iface.name if iface else ""))
+            epm_rows.append((hi, lo, transport, port, first, last, service, uuid, iface.name if iface else "", iface is not None and iface.exchange))
         return Evidence(_rows_frame(parts), _verdict_frame(self._verdicts), _epm_frame(epm_rows), frozenset(self._smtp_servers),
                         self.epm_expiry_ns)  # fmt: skip
 

@@ -23,6 +23,7 @@ from urllib.parse import unquote_plus
 from pcapclass.dcerpc import SERVICE_IDS
 from pcapclass.errors import RulesError
 from pcapclass.rules import RULES_DIR, read_toml
+from pcapclass.servers import KINDS, RPC_OVER_HTTP
 
 __all__ = [
     "DEFAULT_HTTP_PATHS_PATH",
@@ -82,6 +83,8 @@ class HttpVerdict(NamedTuple):
     service: str
     detail: str
     evidence: str  # 'http' or 'rpc-http'
+    #: the kind of Exchange server evidence the request is (servers.KINDS), "" for none
+    proof: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ class PathRule:
     detail: str
     queries: tuple[QueryRule, ...] = ()
     note: str = ""
+    proves: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,8 @@ class RpcHttpRule:
     methods: frozenset[str]
     ports: dict[int, str]
     default_service: str
+    #: the ports only Exchange serves behind the proxy: a request naming one proves an Exchange server
+    exchange_ports: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +195,8 @@ def classify_request(req: HttpRequest, *, table: HttpPathTable | None = None) ->
         if target is None:
             return HttpVerdict(rpc.default_service, "rpc-http", EVIDENCE_RPC_HTTP)
         port = target[1]
-        return HttpVerdict(rpc.ports.get(port, rpc.default_service), f"rpc-http:{port}", EVIDENCE_RPC_HTTP)
+        proof = RPC_OVER_HTTP if port in rpc.exchange_ports else ""
+        return HttpVerdict(rpc.ports.get(port, rpc.default_service), f"rpc-http:{port}", EVIDENCE_RPC_HTTP, proof)
     for rule in table.paths:
         if _segment_prefix(path, rule.prefix):
             detail = rule.detail
@@ -199,7 +206,7 @@ def classify_request(req: HttpRequest, *, table: HttpPathTable | None = None) ->
                     if params.get(q.param) == q.value:
                         detail = q.detail
                         break
-            return HttpVerdict(rule.service, detail, EVIDENCE_HTTP)
+            return HttpVerdict(rule.service, detail, EVIDENCE_HTTP, rule.proves)
     return None
 
 
@@ -219,9 +226,9 @@ def _default_table() -> HttpPathTable:
 
 # --- Loading rules/http_paths.toml ------------------------------------------------------------
 
-_PATH_KEYS = frozenset({"prefix", "service", "detail", "note", "query"})
+_PATH_KEYS = frozenset({"prefix", "service", "detail", "note", "query", "proves"})
 _QUERY_KEYS = frozenset({"param", "value", "detail"})
-_RPC_KEYS = frozenset({"path", "methods", "default_service", "ports"})
+_RPC_KEYS = frozenset({"path", "methods", "default_service", "ports", "exchange_ports"})
 
 
 def _string(row: dict[str, Any], name: str, where: str, key: str) -> str:
@@ -289,7 +296,11 @@ def load_http_paths(
         if not isinstance(service, str):
             raise RulesError(f"service must be a string, not {service!r}", path=where, key=key)
         ports[int(port_text)] = _service(service, services, where, key)
-    rpc_rule = RpcHttpRule(rpc_path, frozenset(m.upper() for m in methods), ports, default_service)
+    exchange_ports = rpc.get("exchange_ports", [])
+    if not isinstance(exchange_ports, list) or not all(isinstance(p, int) and p in ports for p in exchange_ports):
+        raise RulesError(f"exchange_ports must list ports of rpc_http.ports, not {exchange_ports!r}", path=where,
+                         key="rpc_http.exchange_ports")  # fmt: skip
+    rpc_rule = RpcHttpRule(rpc_path, frozenset(m.upper() for m in methods), ports, default_service, frozenset(exchange_ports))
 
     rows = doc.get("path", [])
     if not isinstance(rows, list):
@@ -328,6 +339,10 @@ def load_http_paths(
                     _string(q, "detail", where, qkey),
                 )
             )
-        rules.append(PathRule(prefix, service, detail, tuple(queries), note))
+        proves = row.get("proves", "")
+        if proves and proves not in KINDS:
+            raise RulesError(f"unknown server evidence kind {proves!r} (known: {', '.join(sorted(KINDS))})", path=where,
+                             key=f"{key}.proves")  # fmt: skip
+        rules.append(PathRule(prefix, service, detail, tuple(queries), note, proves))
     rules.sort(key=lambda r: len(r.prefix), reverse=True)
     return HttpPathTable(rpc_rule, tuple(rules))

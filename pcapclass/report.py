@@ -12,6 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from .classify import Servers
+
 if TYPE_CHECKING:
     from .api import Result
 
@@ -85,10 +87,10 @@ class CsvAppender:
 
 
 def write_outputs(result: Result, outdir: str | os.PathLike[str]) -> list[Path]:
-    """flows.csv, breakdown.csv and capture.csv in ``outdir``."""
+    """flows.csv, breakdown.csv, capture.csv and servers.csv in ``outdir``."""
     out = Path(outdir)
-    files = [out / "flows.csv", out / "breakdown.csv", out / "capture.csv"]
-    for df, path in zip((result.flows, result.breakdown, result.captures), files):
+    files = [out / "flows.csv", out / "breakdown.csv", out / "capture.csv", out / "servers.csv"]
+    for df, path in zip((result.flows, result.breakdown, result.captures, result.servers.evidence), files):
         write_csv(df, path)
     return files
 
@@ -123,5 +125,28 @@ def print_table(result: Result, stream: TextIO) -> None:
         print(fmt(row), file=stream)
     print("  ".join("-" * w for w in widths), file=stream)
     print(fmt(rows[-1]), file=stream)
-    how = "inferred from who answers on Exchange inbound ports" if result.servers.inferred else "given with --server"
-    print(f"Exchange servers ({how}): {result.servers.describe() or 'none found'}", file=stream)
+    print(servers_line(result.servers), file=stream)
+
+
+#: inferred servers named on the terminal; the rest are in servers.csv
+SHOWN_SERVERS = 5
+
+
+def servers_line(servers: Servers) -> str:
+    """Which Exchange servers direction used, and for inferred ones on what evidence (a few;
+    servers.csv has them all).
+
+    >>> servers_line(Servers(networks=(), addresses=(), inferred=True)).startswith("No host showed")
+    True
+    """
+    if not servers.inferred:
+        return f"Exchange servers (given with --server): {servers.describe()}"
+    if not servers.addresses:
+        return ("No host showed Exchange evidence, so no flow is Exchange traffic by its port; "
+                "name the Exchange servers with --server ADDR|CIDR (servers.csv lists any weaker evidence).")
+    ev = servers.evidence
+    kinds = dict(zip(ev["server"], ev["kinds"], strict=True))
+    shown = [f"{a} ({kinds.get(a, '').replace(' ', ', ')})" for a in servers.addresses[:SHOWN_SERVERS]]
+    more = len(servers.addresses) - len(shown)
+    tail = f" and {more:,} more (servers.csv)" if more > 0 else ""
+    return f"Exchange servers (inferred from Exchange evidence): {'; '.join(shown)}{tail}"

@@ -26,12 +26,13 @@ FLOWS: tuple[Column, ...] = (
     Column("client_port", "int64", "client's TCP/UDP port (0 when the transport has none)"),
     Column("server_addr", "string", "the flow's server (the other side)"),
     Column("server_port", "int64", "server's TCP/UDP port (0 when the transport has none)"),
-    Column("service", "category", "Exchange 2003 service id from the rules, or `other`"),
+    Column("protocol", "category", "what the flow's bytes are, whatever its port and whether or not it is Exchange traffic: `smtp`, `pop3`, `imap`, `nntp`, `ftp`, `http`, `tls`, `ssh`, `dcerpc`, `ncacn_http`, `ldap`, `smb`, `tpkt` (RFC 1006: X.400, MMS, S7comm ...), `rdp`, `redis` (empty when no payload was recognized)"),
+    Column("service", "category", "Exchange 2003 service id from the rules, or `other`: a flow is Exchange traffic when one end is an Exchange server or its own payload is Exchange's alone (an Exchange RPC interface, an OWA path ...), whatever its port"),
     Column("evidence", "category", "what decided the service, strongest first: `bind` (a DCE/RPC bind naming the interface), `epm` (an endpoint-mapper reply handed out this port), `rpc-http` (RPC over HTTP), `http` (the request path), `signature` (the protocol's first bytes), `registration` (a new-mail notification matching a registration), `port` (the rules' port table), `port-mismatch` (the port's service, but the payload is another protocol), `heuristic` (UDP new-mail notification guessed from an RPC session), `none`"),
     Column("detail", "category", "sub-label of the evidence: `owa`, `public-folders`, `admin`, `oma`, `activesync`, `direct-push`, `rpc-http:6001`, `ncacn_http:6004`, `exchange-smtp`, the protocol a signature saw, `new-mail-notification`, ... (empty when none)"),
     Column("rpc_interface", "category", "DCE/RPC interface UUID bound on the flow or handed out for its port (empty when none); unknown UUIDs too, to extend rules/rpc_interfaces.toml"),
     Column("rpc_interface_name", "category", "the interface's name from rules/rpc_interfaces.toml (empty when unknown)"),
-    Column("direction", "category", "`inbound` (the server is an Exchange server), `outbound` (the client is one) or `other`"),
+    Column("direction", "category", "`inbound` (the server is an Exchange server), `outbound` (the client is one) or `other` (neither end is one: always so for service `other`, and for Exchange-only payloads between hosts --server does not name)"),
     Column("packets_c2s", "int64", "packets client → server"),
     Column("bytes_c2s", "int64", "frame bytes (original length on the wire) client → server"),
     Column("packets_s2c", "int64", "packets server → client"),
@@ -72,9 +73,18 @@ CAPTURE: tuple[Column, ...] = (
     Column("flows_exported_early", "int64", "flows pushed out of the table by the flow cap before they went idle"),
     Column("drops", "int64", "packets the kernel or the capture process reported dropping (live capture; 0 for files)"),
     Column("servers", "string", "the Exchange servers used for direction, space-separated"),
-    Column("servers_inferred", "bool", "true when the servers were inferred from who answers on Exchange inbound ports (no --server)"),
+    Column("servers_inferred", "bool", "true when the servers were inferred from Exchange evidence (no --server; see servers.csv)"),
     Column("partial", "bool", "true when reading stopped at a fault: the counts cover the packets before it"),
     Column("error", "string", "the fault (file, byte offset, packet number, what was wrong), empty when none"),
+)
+
+#: one row per host that showed Exchange evidence (rules/server_evidence.toml), strongest first
+SERVERS: tuple[Column, ...] = (
+    Column("server", "string", "the host's address"),
+    Column("kinds", "string", "the kinds of Exchange evidence it showed, space-separated (`rpc-interface`, `epm-answer`, `rpc-over-http`, `exchange-smtp`, `exchange-greeting`, `exchange-http`, `public-folders-http`, `microsoft-smtp-greeting`)"),
+    Column("flows", "int64", "flows (endpoint-mapper answers for `epm-answer`) that showed them, summed over the kinds"),
+    Column("score", "int64", "the sum of its kinds' weights"),
+    Column("exchange", "bool", "true when the score reaches the threshold: the host is taken for an Exchange server (unless --server names the servers)"),
 )
 
 #: ``live``: one row per (service, direction) per interval, counting the traffic seen in that

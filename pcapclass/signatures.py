@@ -25,15 +25,18 @@ __all__ = [
     "EXPECTED_PROTOCOLS",
     "LABELS",
     "PortExpectation",
+    "exchange_greeting",
     "exchange_smtp_markers",
     "expected_protocols",
     "identify",
     "port_mismatch",
+    "shared_prefix",
 ]
 
 #: every label identify() can return
 LABELS = frozenset(
-    {"tpkt", "smtp", "pop3", "imap", "nntp", "ldap", "smb", "dcerpc", "http", "tls", "ncacn_http"}
+    {"tpkt", "rdp", "smtp", "ftp", "pop3", "imap", "nntp", "ldap", "smb", "dcerpc", "http", "tls", "ncacn_http",
+     "ssh", "redis"}
 )
 
 # --- TPKT / COTP ------------------------------------------------------------------------------
@@ -54,6 +57,15 @@ COTP_ER = 0x70
 COTP_CODES = frozenset(
     {COTP_CR, COTP_CC, COTP_DR, COTP_DC, COTP_DT, COTP_ED, COTP_AK, COTP_EA, COTP_RJ, COTP_ER}
 )
+# MS-RDPBCGR 2.2.1.1 / 2.2.1.2: an RDP connection request is a COTP CR whose user data is a
+# "Cookie: mstshash=" or routing token line and/or an 8-byte RDP_NEG_REQ (type 1); the
+# confirm carries RDP_NEG_RSP (type 2) or RDP_NEG_FAILURE (type 3). X.400 and MMS over
+# RFC 1006 carry neither.
+RDP_COOKIE = b"Cookie: mstshash="
+RDP_ROUTING_TOKEN = b"Cookie: msts="
+RDP_NEG_TYPES = {COTP_CR: 0x01, COTP_CC: 0x02}
+RDP_NEG_FAILURE = 0x03
+RDP_NEG_LEN = 8
 
 # --- TLS / SSL --------------------------------------------------------------------------------
 # RFC 8446 5.1 (record: content type, legacy version 3.x, length), 4 (handshake type);
@@ -81,18 +93,39 @@ BER_SEQUENCE = 0x30
 BER_INTEGER = 0x02
 BER_CLASS_MASK = 0xC0
 BER_CLASS_APPLICATION = 0x40
-LDAP_MAX_APPLICATION_TAG = 25
+BER_CONSTRUCTED = 0x20
+#: the protocolOp tags RFC 4511 defines (4.2-4.14: 0-16, 19, 23-25); 17, 18, 20-22 are unused
+LDAP_OPS = frozenset({*range(17), 19, 23, 24, 25})
+#: those that are primitive: unbindRequest (NULL), delRequest (LDAPDN), abandonRequest (MessageID)
+LDAP_PRIMITIVE_OPS = frozenset({2, 10, 16})
 
 # --- Text greetings -----------------------------------------------------------------------------
 # RFC 5321 4.2/4.3.1 (SMTP 220 greeting, 554 refusal; EHLO/HELO), RFC 1939 4 (POP3 +OK),
 # RFC 3501 7.1 (IMAP untagged OK / PREAUTH / BYE greeting), RFC 3977 5.1 (NNTP 200/201),
 # MS-RPCH 2.1.2.2.1 (ncacn_http/1.0), RFC 9112 4 (HTTP status line).
+# A reply code is shared: FTP greets with 220 too (RFC 959 5.4), Redis answers +OK, FTP's 200
+# answers many commands. So a greeting names its protocol only when its first line does: FTP's
+# name it ("FTP"), SMTP's say "SMTP"/"ESMTP" (RFC 5321 4.3.1 suggests it; every MTA of the
+# corpus does), NNTP's "NNTP", "news" or "posting"; POP3's +OK is followed by text, Redis's is
+# not. A prefix alone only stays consistent with a port that expects the protocol (``_SHARED``).
 SMTP_SERVER_PREFIXES = (b"220 ", b"220-", b"554 ", b"554-")
+SMTP_GREETING_WORDS = (b"SMTP",)
+FTP_GREETING_WORDS = (b"FTP",)
 SMTP_CLIENT_COMMANDS = (b"EHLO", b"HELO")
-POP3_SERVER_PREFIXES = (b"+OK",)
+POP3_SERVER_PREFIXES = (b"+OK ",)
+POP3_SHARED_PREFIX = b"+OK"
 IMAP_SERVER_PREFIXES = (b"* OK", b"* PREAUTH", b"* BYE")
 NNTP_SERVER_PREFIXES = (b"200 ", b"201 ", b"200-", b"201-")
+NNTP_GREETING_WORDS = (b"NNTP", b"NEWS", b"POSTING", b"NNRP")
 HTTP_STATUS_PREFIX = b"HTTP/1."
+#: RFC 4253 4.2: the identification string both sides send first
+SSH_PREFIX = b"SSH-"
+#: Redis serialization protocol: a client's command is an array ``*<n>\r\n$<len>\r\n``
+RESP_ARRAY = b"*"
+#: the first line of a greeting that is looked at for the words above
+GREETING_LINE = 256
+#: Exchange's POP3 and IMAP4 greetings name it (exchange-wire-facts.md §7)
+EXCHANGE_GREETING = b"Microsoft Exchange"
 
 # --- Exchange SMTP ----------------------------------------------------------------------------
 # exchange-wire-facts.md §7: Exchange 2003's EHLO reply advertises these (KB 842026).
@@ -188,8 +221,26 @@ def port_mismatch(port: int, payload: bytes, *, from_server: bool) -> bool:
     label = identify(payload, from_server=from_server)
     if label is not None:
         return label not in exp.labels
+    if from_server and shared_prefix(payload) in exp.labels:
+        return False  # a reply code the port's protocol shares with others: consistent, not proof
     must = exp.server_must_match if from_server else exp.client_must_match
     return must and len(payload) >= MIN_DECISIVE_PAYLOAD
+
+
+def shared_prefix(payload: bytes) -> str | None:
+    """The text protocol whose greeting prefix a server payload starts with, without the words
+    that would make it that protocol's (``220 Welcome``: SMTP's or FTP's), or None.
+
+    >>> shared_prefix(b"220 host ready\r\n"), shared_prefix(b"+OK\r\n")
+    ('smtp', 'pop3')
+    """
+    if payload.startswith(SMTP_SERVER_PREFIXES):
+        return "smtp"
+    if payload.startswith(POP3_SHARED_PREFIX):
+        return "pop3"
+    if payload.startswith(NNTP_SERVER_PREFIXES):
+        return "nntp"
+    return None
 
 
 def _is_tpkt(p: bytes) -> bool:
@@ -203,6 +254,18 @@ def _is_tpkt(p: bytes) -> bool:
     if len(p) >= 5 and not 2 <= p[4] <= length - TPKT_HEADER_LEN - 1:
         return False
     return len(p) < 6 or (p[5] & 0xF0) in COTP_CODES
+
+
+def _is_rdp(p: bytes) -> bool:
+    """A TPKT/COTP connection request or confirm carrying RDP's cookie or negotiation PDU."""
+    if len(p) < 11 or (p[5] & 0xF0) not in RDP_NEG_TYPES:
+        return False
+    end = min(len(p), (p[2] << 8) | p[3])
+    user = p[11:end]  # after the 7-byte CR/CC fixed part
+    if user.startswith((RDP_COOKIE, RDP_ROUTING_TOKEN)):
+        return True
+    neg = user[-RDP_NEG_LEN:]
+    return len(neg) == RDP_NEG_LEN and neg[0] in (RDP_NEG_TYPES[p[5] & 0xF0], RDP_NEG_FAILURE) and neg[2:4] == b"\x08\x00"
 
 
 def _is_tls(p: bytes, from_server: bool) -> bool:
@@ -242,7 +305,7 @@ def _is_ldap(p: bytes) -> bool:
     if i >= len(p):
         return False
     tag = p[i]
-    return (tag & BER_CLASS_MASK) == BER_CLASS_APPLICATION and (tag & 0x1F) <= LDAP_MAX_APPLICATION_TAG
+    return (tag & BER_CLASS_MASK) == BER_CLASS_APPLICATION and (tag & 0x1F) in LDAP_OPS and bool(tag & BER_CONSTRUCTED) != ((tag & 0x1F) in LDAP_PRIMITIVE_OPS)
 
 
 def _is_smb(p: bytes) -> bool:
@@ -279,7 +342,7 @@ def identify(payload: bytes, *, from_server: bool) -> str | None:
     if b0 == 0x05:
         return "dcerpc" if looks_like_dcerpc(payload) else None
     if b0 == TPKT_VERSION:
-        return "tpkt" if _is_tpkt(payload) else None
+        return None if not _is_tpkt(payload) else "rdp" if _is_rdp(payload) else "tpkt"
     if b0 == TLS_CONTENT_HANDSHAKE or (
         b0 & 0x80 and b0 not in (NBSS_SESSION_REQUEST, NBSS_POSITIVE_RESPONSE, NBSS_NEGATIVE_RESPONSE)
     ):
@@ -294,6 +357,8 @@ def identify(payload: bytes, *, from_server: bool) -> str | None:
         return None
     if payload.startswith(NCACN_HTTP_GREETING):
         return "ncacn_http"
+    if payload.startswith(SSH_PREFIX):
+        return "ssh"
     if from_server:
         if payload.startswith(HTTP_STATUS_PREFIX):
             return "http"
@@ -301,16 +366,45 @@ def identify(payload: bytes, *, from_server: bool) -> str | None:
             return "pop3"
         if payload.startswith(IMAP_SERVER_PREFIXES):
             return "imap"
+        line = greeting_line(payload)
         if payload.startswith(SMTP_SERVER_PREFIXES):
-            return "smtp"
+            return "ftp" if _names(line, FTP_GREETING_WORDS) else "smtp" if _names(line, SMTP_GREETING_WORDS) else None
         if payload.startswith(NNTP_SERVER_PREFIXES):
-            return "nntp"
+            return "nntp" if _names(line, NNTP_GREETING_WORDS) else None
         return None
     if _is_command(payload, SMTP_CLIENT_COMMANDS):
         return "smtp"
+    if _is_resp_command(payload):
+        return "redis"
     if b0 >= 0x21 and parse_request_line(payload) is not None:
         return "http"
     return None
+
+
+def greeting_line(payload: bytes) -> bytes:
+    """The first line of a greeting, upper-cased (the words above are looked for in it)."""
+    return payload[:GREETING_LINE].split(b"\n", 1)[0].upper()
+
+
+def _names(line: bytes, words: tuple[bytes, ...]) -> bool:
+    return any(w in line for w in words)
+
+
+def _is_resp_command(p: bytes) -> bool:
+    """``*<count>\\r\\n$<length>\\r\\n``: a Redis client's first command (RESP array of bulk strings)."""
+    if not p.startswith(RESP_ARRAY):
+        return False
+    count, sep, rest = p[1:16].partition(b"\r\n")
+    return bool(sep) and count.isdigit() and rest[:1] == b"$" and rest[1:2].isdigit()
+
+
+def exchange_greeting(payload: bytes) -> bool:
+    """Whether a server's POP3 or IMAP4 greeting names Microsoft Exchange (Exchange 5.5 to 2003).
+
+    >>> exchange_greeting(b"+OK Microsoft Exchange Server 2003 POP3 server version 6.5.7638.1 ready.\\r\\n")
+    True
+    """
+    return payload.startswith((*POP3_SERVER_PREFIXES, *IMAP_SERVER_PREFIXES)) and EXCHANGE_GREETING.upper() in greeting_line(payload)
 
 
 def exchange_smtp_markers(payload: bytes) -> set[str]:

@@ -1,6 +1,6 @@
 """Rewrite the README's output-schema tables from pcapclass/schema.py (the one place columns
 are defined). The tables appear in the README in this order: flows, breakdown, capture,
-timeseries. tests/test_schema.py fails when they drift."""
+servers, timeseries. tests/test_schema.py fails when they drift."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from pcapclass import schema
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TABLES = (schema.FLOWS, schema.BREAKDOWN, schema.CAPTURE, schema.TIMESERIES)
+TABLES = (schema.FLOWS, schema.BREAKDOWN, schema.CAPTURE, schema.SERVERS, schema.TIMESERIES)
 HEADER = "| column | type | meaning |"
 
 

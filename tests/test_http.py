@@ -90,7 +90,7 @@ def test_rpc_over_http_in_channel_names_the_store_and_carries_a_readable_bind() 
     payload = IN_CHANNEL_HEAD + CONN_B1 + EMSMDB_BIND
     req = parse_request_line(payload)
     assert req == HttpRequest("RPC_IN_DATA", "/rpc/rpcproxy.dll?EXCH1.corp.example.com:6001", "HTTP/1.1")
-    assert classify_request(req) == HttpVerdict("information-store", "rpc-http:6001", "rpc-http")
+    assert classify_request(req) == HttpVerdict("information-store", "rpc-http:6001", "rpc-http", "rpc-over-http")
     assert parse_rpc_proxy_target(req) == ("EXCH1.corp.example.com", 6001)
     # after the headers, the IN channel is a PDU stream: CONN/B1, then ordinary binds
     body = payload[payload.index(b"\r\n\r\n") + 4 :]
@@ -106,7 +106,7 @@ def test_rpc_over_http_out_channel() -> None:
     payload = OUT_CHANNEL_HEAD + CONN_A1
     req = parse_request_line(payload)
     assert req is not None and req.method == "RPC_OUT_DATA"
-    assert classify_request(req) == HttpVerdict("information-store", "rpc-http:6001", "rpc-http")
+    assert classify_request(req) == HttpVerdict("information-store", "rpc-http:6001", "rpc-http", "rpc-over-http")
     body = payload[payload.index(b"\r\n\r\n") + 4 :]
     (pdu,) = PduReassembler().feed(body)
     rts = parse_rts(pdu)
@@ -172,51 +172,51 @@ def test_parse_request_line_refuses(payload: bytes) -> None:
 @pytest.mark.parametrize(
     "line, expected",
     [
-        ("GET /exchange HTTP/1.1", ("www", "owa", "http")),
-        ("GET /Exchange/jo/Inbox/?Cmd=contents HTTP/1.1", ("www", "owa", "http")),
-        ("PROPFIND /EXCHANGE/jo/ HTTP/1.1", ("www", "owa", "http")),
-        ("X-MS-ENUMATTS /exchange/jo/Inbox/m.EML HTTP/1.1", ("www", "owa", "http")),
-        ("GET /public/ HTTP/1.1", ("www", "public-folders", "http")),
-        ("GET /public HTTP/1.1", ("www", "public-folders", "http")),
-        ("POST /exchweb/bin/auth/owaauth.dll HTTP/1.1", ("www", "owa", "http")),
-        ("GET /exchweb/img/logon.gif HTTP/1.1", ("www", "owa", "http")),
-        ("GET /ExAdmin/Admin/example.com/public%20folders/ HTTP/1.1", ("www", "admin", "http")),
-        ("GET /exadmin HTTP/1.1", ("www", "admin", "http")),
+        ("GET /exchange HTTP/1.1", ("www", "owa", "http", "exchange-http")),
+        ("GET /Exchange/jo/Inbox/?Cmd=contents HTTP/1.1", ("www", "owa", "http", "exchange-http")),
+        ("PROPFIND /EXCHANGE/jo/ HTTP/1.1", ("www", "owa", "http", "exchange-http")),
+        ("X-MS-ENUMATTS /exchange/jo/Inbox/m.EML HTTP/1.1", ("www", "owa", "http", "exchange-http")),
+        ("GET /public/ HTTP/1.1", ("www", "public-folders", "http", "public-folders-http")),
+        ("GET /public HTTP/1.1", ("www", "public-folders", "http", "public-folders-http")),
+        ("POST /exchweb/bin/auth/owaauth.dll HTTP/1.1", ("www", "owa", "http", "exchange-http")),
+        ("GET /exchweb/img/logon.gif HTTP/1.1", ("www", "owa", "http", "exchange-http")),
+        ("GET /ExAdmin/Admin/example.com/public%20folders/ HTTP/1.1", ("www", "admin", "http", "exchange-http")),
+        ("GET /exadmin HTTP/1.1", ("www", "admin", "http", "exchange-http")),
         (
             "POST /Microsoft-Server-ActiveSync?User=jo&DeviceId=ABC&DeviceType=PPC&Cmd=Sync HTTP/1.1",
-            ("activesync", "activesync", "http"),
+            ("activesync", "activesync", "http", "exchange-http"),
         ),
         (
             "POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=jo&DeviceId=ABC&DeviceType=PPC HTTP/1.1",
-            ("activesync", "direct-push", "http"),
+            ("activesync", "direct-push", "http", "exchange-http"),
         ),
-        ("POST /microsoft-server-activesync?cmd=ping HTTP/1.1", ("activesync", "direct-push", "http")),
-        ("OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1", ("activesync", "activesync", "http")),
-        ("GET /oma HTTP/1.1", ("www", "oma", "http")),
-        ("GET /oma/default.aspx HTTP/1.1", ("www", "oma", "http")),
-        ("GET http://mail.example.com/exchange/jo/ HTTP/1.1", ("www", "owa", "http")),
+        ("POST /microsoft-server-activesync?cmd=ping HTTP/1.1", ("activesync", "direct-push", "http", "exchange-http")),
+        ("OPTIONS /Microsoft-Server-ActiveSync HTTP/1.1", ("activesync", "activesync", "http", "exchange-http")),
+        ("GET /oma HTTP/1.1", ("www", "oma", "http", "exchange-http")),
+        ("GET /oma/default.aspx HTTP/1.1", ("www", "oma", "http", "exchange-http")),
+        ("GET http://mail.example.com/exchange/jo/ HTTP/1.1", ("www", "owa", "http", "exchange-http")),
         (
             "RPC_IN_DATA /rpc/rpcproxy.dll?ex1:6001 HTTP/1.1",
-            ("information-store", "rpc-http:6001", "rpc-http"),
+            ("information-store", "rpc-http:6001", "rpc-http", "rpc-over-http"),
         ),
         (
             "RPC_OUT_DATA /rpc/rpcproxy.dll?ex1:6002 HTTP/1.1",
-            ("system-attendant", "rpc-http:6002", "rpc-http"),
+            ("system-attendant", "rpc-http:6002", "rpc-http", "rpc-over-http"),
         ),
         (
             "RPC_IN_DATA /RPC/RpcProxy.dll?ex1.example.com:6004 HTTP/1.1",
-            ("system-attendant", "rpc-http:6004", "rpc-http"),
+            ("system-attendant", "rpc-http:6004", "rpc-http", "rpc-over-http"),
         ),
         (
             "RPC_IN_DATA /rpc/rpcproxy.dll?ex1:593 HTTP/1.1",
-            ("rpc-endpoint-mapper", "rpc-http:593", "rpc-http"),
+            ("rpc-endpoint-mapper", "rpc-http:593", "rpc-http", ""),
         ),
-        ("RPC_IN_DATA /rpc/rpcproxy.dll?ex1:1032 HTTP/1.1", ("other", "rpc-http:1032", "rpc-http")),
-        ("RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1", ("other", "rpc-http", "rpc-http")),
-        ("RPC_IN_DATA /exchange/ HTTP/1.1", ("www", "owa", "http")),  # the path decides
+        ("RPC_IN_DATA /rpc/rpcproxy.dll?ex1:1032 HTTP/1.1", ("other", "rpc-http:1032", "rpc-http", "")),
+        ("RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1", ("other", "rpc-http", "rpc-http", "")),
+        ("RPC_IN_DATA /exchange/ HTTP/1.1", ("www", "owa", "http", "exchange-http")),  # the path decides
     ],
 )
-def test_classify_request(line: str, expected: tuple[str, str, str]) -> None:
+def test_classify_request(line: str, expected: tuple[str, str, str, str]) -> None:
     req = parse_request_line(line.encode() + b"\r\n")
     assert req is not None
     assert classify_request(req) == HttpVerdict(*expected)

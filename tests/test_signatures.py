@@ -51,7 +51,9 @@ NBSS_POSITIVE = bytes.fromhex("82 00 00 00")
             "smtp",
         ),
         (b"220-mail.example.com ESMTP\r\n220 ok\r\n", True, "smtp"),
-        (b"554 no service\r\n", True, "smtp"),
+        (b"554 mail.example.com ESMTP no service\r\n", True, "smtp"),
+        (b"220 localhost.localdomain FTP server (Version 6.4/OpenBSD/Linux-ftpd-0.17) ready.\r\n", True, "ftp"),  # zeek var-services-std-ports.pcap
+        (b"220 ProFTPD Server In ECI Telecom\r\n", True, "ftp"),
         (b"EHLO client.example.com\r\n", False, "smtp"),
         (b"helo x\r\n", False, "smtp"),
         (b"+OK Microsoft Exchange Server 2003 POP3 server version 6.5.7638.1 ready.\r\n", True, "pop3"),
@@ -80,7 +82,19 @@ NBSS_POSITIVE = bytes.fromhex("82 00 00 00")
         (b"220 mail ESMTP\r\n", False, None),  # a banner from the client side
         (b"EHLO x\r\n", True, None),
         (b"EHLOx\r\n", False, None),
-        (b"SSH-2.0-OpenSSH_9.0\r\n", True, None),
+        (b"SSH-2.0-OpenSSH_9.0\r\n", True, "ssh"),
+        (b"SSH-2.0-PuTTY_Release_0.78\r\n", False, "ssh"),
+        (b"*2\r\n$4\r\nAUTH\r\n$4\r\nzeek\r\n", False, "redis"),  # zeek pop3/redis-50-pings.pcap
+        (bytes.fromhex("0300002823e00000000000") + b"Cookie: mstshash=jo\r\n" + bytes.fromhex("0100080003000000"), False, "rdp"),
+        (bytes.fromhex("030000130ed000001234000200080003000000"), True, "rdp"),  # RDP_NEG_RSP in a CC
+        # a shared reply code or prefix names no protocol
+        (b"554 no service\r\n", True, None),
+        (b"220 Welcome\r\n", True, None),
+        (b"+OK\r\n", True, None),  # Redis's reply (zeek pop3/redis-50-pings.pcap)
+        (b"200 PORT command successful\r\n", True, None),  # FTP's reply (nDPI fuzz-2006-06-26-2594.pcap)
+        (bytes.fromhex("30 0c 02 01 01 71 07"), False, None),  # [APPLICATION 17]: no LDAP operation
+        (bytes.fromhex("30 0c 02 01 01 42 07"), False, "ldap"),  # unbindRequest is primitive
+        (bytes.fromhex("30 0c 02 01 01 62 07"), False, None),  # ... so a constructed [APPLICATION 2] is not LDAP
         (bytes.fromhex("03 00 00 05 11 e0"), False, None),  # TPKT length too small
         (bytes.fromhex("03 00 00 16 11 30"), False, None),  # not a COTP code
         (bytes.fromhex("16 03 01 00 a5 02"), False, None),  # ServerHello from the client
