@@ -24,6 +24,7 @@ from .evidence import (
     INTERFACE_ONLY,
     MISMATCH,
     RANK,
+    SIGNATURE_SERVICES,
     Evidence,
     FlowIndex,
     FlowRows,
@@ -387,6 +388,8 @@ def _categorical(codes: npt.NDArray[np.int64], names: npt.NDArray[np.object_]) -
     return pd.Categorical.from_codes(remap[codes], categories=categories)
 
 
+#: services a text protocol's greeting names whatever the port
+_TEXT_SERVICES = np.array(sorted(SIGNATURE_SERVICES.values()), dtype=object)
 #: the evidence column's names, in code order
 _EVIDENCE_NAMES = np.array(EVIDENCE_VALUES, dtype=object)
 _EV = {name: code for code, name in enumerate(EVIDENCE_VALUES)}
@@ -530,7 +533,12 @@ def _decide(
         protocol[w] = vid[r] + 1
         proven = np.isin(verdicts.proof[vid], list(conclusive))
         w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f]) & (exchange_end[f] | proven))
-        service[w] = np.where(blank_of[vid[r]], port_code[w], ids + vid[r])
+        # a greeting's service yields to the rules' service of its port unless the port's
+        # protocol is contradicted: it confirms the protocol family (a site's SMTP relay port)
+        mismatched = np.zeros(n, dtype=bool)
+        mismatched[f[mismatch_of[vid]]] = True
+        confirms = (kinds[vid[r]] == "signature") & np.isin(verdicts.service[vid[r]], _TEXT_SERVICES) & has_port[w] & ~mismatched[w]
+        service[w] = np.where(blank_of[vid[r]] | confirms, port_code[w], ids + vid[r])
         ev[w] = kind_code[vid[r]]
         detail[w] = vid[r] + 1
         w, r = _strongest(n, f, strength, mismatch_of[vid])
