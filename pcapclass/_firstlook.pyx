@@ -4,14 +4,14 @@ that finds identical ones), at the later packets of the flows the evidence stage
 the table of followed flows that wait unparsed.
 
 Why compiled: every flow has up to two first payloads, and for each the evidence stage needs
-a dozen facts from its first bytes and ports plus a 64-bit digest of up to HEAD_BYTES bytes.
-With numpy that was some thirty passes over the batch and a gather of HEAD_BYTES per payload;
-here it is one pass that reads each byte once. Likewise every payload packet is checked for
+a dozen facts from its first bytes and ports plus a 64-bit digest of all its bytes. With
+numpy that was some thirty passes over the batch and a gather of bytes per payload; here it
+is one pass that reads each byte once. Likewise every payload packet is checked for
 belonging to a followed flow, and most of those need no Python look: one pass, not fifteen
 numpy calls and a loop per batch.
 """
 
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 import numpy as np
 
@@ -27,7 +27,7 @@ SKIP, QUIET, LOOK = K_SKIP, K_QUIET, K_LOOK
 def first_looks(const unsigned char[::1] data, const long long[:] first, const long long[:] off,
                 const long long[:] plen, const long long[:] proto, const long long[:] sport, const long long[:] dport,
                 const unsigned char[::1] service_port, const unsigned char[::1] must_server,
-                const unsigned char[::1] must_client, Py_ssize_t head_bytes, long long direct_push_port,
+                const unsigned char[::1] must_client, long long direct_push_port,
                 long long min_decisive):
     """For each first payload (packet ``first[i]`` of the batch's columns): ``(kind, server_port,
     server_is_src, group)``.
@@ -39,9 +39,9 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
       by sender): an unrecognizable payload that contradicts its port; SKIP otherwise.
     * ``server_port``: the side on a service port (the lower one if both), -1 if neither;
       ``server_is_src``: that side sent the payload.
-    * ``group``: for a payload to LOOK at (0 for the others), a digest of its first ``head_bytes``
-      bytes (8-byte words in native order), its length, the transport and the port guess:
-      payloads with the same group get the same verdict.
+    * ``group``: for a payload to LOOK at (0 for the others), a digest of all its bytes (8-byte
+      words in native order) and of ``look_context``: what finds a remembered verdict, which
+      ``same_payloads`` then confirms (a digest alone can collide).
     """
     cdef Py_ssize_t n = first.shape[0], size = data.shape[0], i, k, j, avail, o, p
     kind_a = np.zeros(n, np.int8)
@@ -85,24 +85,59 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
             if kind[i] != K_LOOK:  # only a payload to look at needs its digest
                 group[i] = 0
                 continue
-            # the digest: 8-byte little-endian words of the first head_bytes, each weighted
-            digest = 0
-            avail = min(avail, head_bytes)
+            # the digest: a multiply-rotate over the 8-byte words of every byte _inspect reads
+            digest = <unsigned long long>avail * GOLDEN
             k = 0
             while k < avail:
                 if avail - k >= 8:
-                    memcpy(&w, &data[o + k], 8)  # native order, as numpy's uint64 view was
+                    memcpy(&w, &data[o + k], 8)  # native order
                 else:
                     w = 0
                     for j in range(avail - k):
                         w |= <unsigned long long>data[o + k + j] << (8 * j)
-                digest += w * ((<unsigned long long>(k // 8 + 1) * GOLDEN) | 1)
+                digest ^= w * 0x87C37B91114253D5ULL
+                digest = ((digest << 31) | (digest >> 33)) * 0x4CF5AD432745937FULL
                 k += 8
-            digest ^= digest >> 29
-            group[i] = (digest + <unsigned long long>length * 0xC2B2AE3D27D4EB4FULL
-                        + <unsigned long long>(spt + 1) * 0x165667B19E3779F9ULL
-                        + ((<unsigned long long>tcp << 1) | <unsigned long long>sis) * 0x27D4EB2F165667C5ULL)
+            digest ^= <unsigned long long>_context(spt, tcp, sis) * 0xC2B2AE3D27D4EB4FULL
+            digest = (digest ^ (digest >> 33)) * 0xFF51AFD7ED558CCDULL
+            group[i] = digest ^ (digest >> 29)
     return kind_a, port_a, src_a, group_a
+
+
+cdef inline long long _context(long long server_port, bint tcp, bint server_is_src) noexcept nogil:
+    return ((server_port + 1) << 2) | (<long long>tcp << 1) | server_is_src
+
+
+def look_context(const long long[:] server_port, const unsigned char[:] tcp, const unsigned char[:] server_is_src):
+    """What a first payload's verdict depends on besides its bytes (port guess, transport,
+    which side sent it), one number per payload, as ``first_looks``' digest mixes it in."""
+    cdef Py_ssize_t n = server_port.shape[0], i
+    out_a = np.empty(n, np.int64)
+    cdef long long[::1] out = out_a
+    for i in range(n):
+        out[i] = _context(server_port[i], tcp[i], server_is_src[i])
+    return out_a
+
+
+def same_payloads(const unsigned char[::1] data, const long long[:] off, const long long[:] plen,
+                  const unsigned char[::1] other, const long long[:] other_off, const long long[:] other_len):
+    """Per payload ``data[off[i]:off[i] + plen[i]]``, whether it is byte for byte
+    ``other[other_off[i]:other_off[i] + other_len[i]]`` (each cut at the end of its buffer, as
+    a slice is); False where ``other_off[i]`` is negative (nothing to compare with)."""
+    cdef Py_ssize_t n = off.shape[0], size = data.shape[0], other_size = other.shape[0], i
+    cdef long long o, p, length
+    out_a = np.zeros(n, np.bool_)
+    cdef unsigned char[::1] out = out_a.view(np.uint8)
+    with nogil:
+        for i in range(n):
+            o, p = off[i], other_off[i]
+            if p < 0:
+                continue
+            length = max(min(plen[i], <long long>size - o), 0)
+            if length != max(min(other_len[i], <long long>other_size - p), 0):
+                continue
+            out[i] = length == 0 or memcmp(&data[o], &other[p], length) == 0
+    return out_a
 
 
 cdef inline Py_ssize_t _slot(unsigned long long h, Py_ssize_t mask) noexcept nogil:

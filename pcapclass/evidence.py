@@ -4,11 +4,11 @@
 only where vectorized prefilters point: the first payload of each flow in each direction, and
 the packets of the few flows it follows further (DCE/RPC connections that may still reveal an
 endpoint-mapper reply or a push-notification registration, RPC over HTTP IN channels). Identical
-first payloads (the same banner, the same bind) are inspected once, and their verdicts are
-remembered by digest and spread over every later one with numpy. What it learns is kept as
-small tables keyed by the flow key (``hash``, ``check``) and a timestamp, so that ``classify``
-can attach it to the right flow at the end — whichever read chunk, and whichever order, the
-pieces came in:
+first payloads (the same banner, the same bind, in the same context) are inspected once, and
+their verdicts are remembered with their bytes and spread over every later one with numpy.
+What it learns is kept as small tables keyed by the flow key (``hash``, ``check``) and a
+timestamp, so that ``classify`` can attach it to the right flow at the end — whichever read
+chunk, and whichever order, the pieces came in:
 
 * ``rows``: per flow key, a piece of evidence (``bind``, ``epm``, ``rpc-http``, ``http``,
   ``signature``, ``registration``, ``port-mismatch``, or interface-only), with service, detail
@@ -19,7 +19,7 @@ pieces came in:
 
 Learned tables are bounded: tracked flows expire after the idle timeout and are capped,
 endpoint-mapper entries are merged per (server, transport, port, interface), registrations
-and remembered digests are capped.
+and remembered payloads are capped.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ from ._firstlook import (
     first_looks,
     follow_scan,
     later_starts,
+    look_context,
+    same_payloads,
 )
 from ._flowhash import KeyIndex
 from .dcerpc import (
@@ -72,6 +74,7 @@ from .dcerpc import (
 from .decode import Packets
 from .flows import FlowKeys, Records
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
+from .payload_memo import PayloadMemo
 from .servers import (
     EXCHANGE_GREETING,
     EXCHANGE_HTTP,
@@ -114,10 +117,6 @@ DCERPC = "dcerpc"
 #: the Microsoft SMTP service's greeting (IIS; Exchange 2003 runs on it)
 MICROSOFT_SMTP_BANNER = b"MICROSOFT ESMTP MAIL SERVICE"
 
-#: bytes of each first payload hashed to find identical ones (with the payload length)
-HEAD_BYTES = 192
-#: distinct first payloads whose verdicts are remembered across batches
-MAX_CACHED_VERDICTS = 65536
 #: packets a followed flow is looked at before it is let go
 MAX_TRACKED_PACKETS = 48
 #: followed flows held at most (the least recently seen go first)
@@ -305,33 +304,32 @@ class _Flow:
 class _VerdictSets:
     """What distinct first payloads said, found for a whole batch with one binary search.
 
-    A first payload is known by ``first_looks``' digest; payloads that say the same (the same
-    rows, follow or not, marker, preset binds) share a set. Every set is stored flat (its verdict
-    ids one after the other), so that spreading a batch's verdicts over its packets is a few
-    numpy calls whatever the mix, with no Python per payload or per verdict. Sets are kept for
-    the run (a waiting flow names its preset by set number; they grow only with distinct
-    verdicts, as the verdict table does); the digests that lead to them are capped.
+    A first payload is found again by its bytes and context (``PayloadMemo``); payloads that
+    say the same (the same rows, follow or not, marker, preset binds) share a set. Every set is
+    stored flat (its verdict ids one after the other), so that spreading a batch's verdicts over
+    its packets is a few numpy calls whatever the mix, with no Python per payload or per
+    verdict. Sets are kept for the run (a waiting flow names its preset by set number; they
+    grow only with distinct verdicts, as the verdict table does); the payloads that lead to
+    them are capped.
     """
 
     def __init__(self) -> None:
         #: per set, the contexts a flow that follows from it starts with (None: parse its payload)
         self.presets: list[list[tuple[int, str]] | None] = []
         self._ids: dict[tuple[tuple[int, ...], bool, bool, tuple[tuple[int, str], ...] | None], int] = {}
-        self._by_digest: dict[int, int] = {}
+        self.payloads = PayloadMemo()
         self._vids: list[tuple[int, ...]] = []
         self._follow: list[bool] = []
         self._marker: list[bool] = []
-        self._stale = True
         #: the sets as arrays, extended by the sets added since (never rebuilt from the start)
         self._built = 0
         self.n, self.start = np.zeros(0, np.int64), np.zeros(0, np.int64)
         self.flat = np.zeros(0, np.int32)
         self.follow, self.marker, self.preset = np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool)
 
-    def add(self, digest: int, vids: list[int], follow: bool, marker: bool, preset: list[tuple[int, str]] | None) -> None:
-        """Remember what the payloads of ``digest`` say."""
-        if len(self._by_digest) >= MAX_CACHED_VERDICTS:
-            self._by_digest.clear()
+    def add(self, digest: int, context: int, payload: bytes, vids: list[int], follow: bool, marker: bool,
+            preset: list[tuple[int, str]] | None) -> int:  # fmt: skip
+        """The set of what ``payload`` says, which is remembered for it (in ``context``)."""
         key = (tuple(vids), follow, marker, tuple(preset) if preset is not None else None)
         sid = self._ids.get(key)
         if sid is None:
@@ -340,17 +338,11 @@ class _VerdictSets:
             self._follow.append(follow)
             self._marker.append(marker)
             self.presets.append(preset)
-        self._by_digest[digest] = sid
-        self._stale = True
+        self.payloads.remember(digest, context, payload, sid)
+        return sid
 
-    def find(self, digests: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-        """The set of each digest, -1 for those not seen yet."""
-        if self._stale:
-            self._digests = np.fromiter(self._by_digest, dtype=np.uint64, count=len(self._by_digest))
-            order = np.argsort(self._digests)
-            self._digests = self._digests[order]
-            self._digest_set = np.fromiter(self._by_digest.values(), dtype=np.int64, count=len(self._by_digest))[order]
-            self._stale = False
+    def build(self) -> None:
+        """Extend the set arrays by the sets added since the last call."""
         if self._built < len(self._vids):
             b, new = self._built, self._vids[self._built :]
             n = np.array([len(v) for v in new], dtype=np.int64)
@@ -361,10 +353,6 @@ class _VerdictSets:
             self.marker = np.concatenate([self.marker, np.array(self._marker[b:], dtype=bool)])
             self.preset = np.concatenate([self.preset, np.array([p is not None for p in self.presets[b:]], dtype=bool)])
             self._built = len(self._vids)
-        if not self._digests.size:
-            return np.full(digests.size, -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(self._digests, digests), self._digests.size - 1)
-        return np.where(self._digests[at] == digests, self._digest_set[at], -1)
 
 
 class EvidenceCollector:
@@ -401,11 +389,11 @@ class EvidenceCollector:
         #: rows as (hash, check, ts_ns, from_a, verdict id) arrays, one part per batch
         self._row_parts: list[tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.int32]]] = []
         self._rows: list[tuple[int, int, int, bool, int]] = []
-        #: distinct verdicts (kind, service, detail, interface, name, server_is_sender, client_is_sender)
+        #: distinct verdicts (kind, service, detail, interface, name, server_is_sender, client_is_sender, protocol, proof)
         self._verdicts: list[tuple[str, str, str, str, str, int, int, str, str]] = []
         self._verdict_ids: dict[tuple[str, str, str, str, str, int, int, str, str], int] = {}
         self._bind_cache: dict[bytes, list[tuple[int, str]]] = {}
-        #: what distinct first payloads said (by digest), remembered across batches
+        #: what distinct first payloads said (by their bytes), remembered across batches
         self._sets = _VerdictSets()
         #: verdict id of an unrecognizable first payload, by server port * 2 + sent by the server (-1: none yet)
         self._quiet_vids = np.full(2 * 65536, -1, dtype=np.int32)
@@ -449,7 +437,7 @@ class EvidenceCollector:
         if first.size:
             looks = first_looks(
                 data, first, pk.payload_off, plen, pk.proto, pk.sport, pk.dport,
-                _SERVICE_PORT, _MUST_SERVER, _MUST_CLIENT, HEAD_BYTES, DIRECT_PUSH_PORT, _MIN_DECISIVE,
+                _SERVICE_PORT, _MUST_SERVER, _MUST_CLIENT, DIRECT_PUSH_PORT, _MIN_DECISIVE,
             )  # fmt: skip
             self._first_payloads(data, pk, keys, first, looks)
         # an EHLO reply is a server's second payload: "250-" lines are looked at wherever they are
@@ -487,18 +475,26 @@ class EvidenceCollector:
                           tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
                           server_is_src: npt.NDArray[np.bool_], group: npt.NDArray[np.uint64]) -> None:  # fmt: skip
         # identical first payloads (same banner, same bind) are looked at once, ever: known by
-        # first_looks' digest of their first HEAD_BYTES, their length, transport and port guess
+        # first_looks' digest, then by their bytes and context (port guess, transport, sender)
         sets = self._sets
-        sid = sets.find(group)
+        off, plen = pk.payload_off[sel], pk.payload_len[sel]
+        context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8))
+        sid = sets.payloads.find(data, off, plen, group, context)
         new = np.flatnonzero(sid < 0)
-        if new.size:
-            digests, first_of = np.unique(group[new], return_index=True)
-            for digest, i in zip(digests.tolist(), new[first_of].tolist()):
-                o = int(pk.payload_off[sel[i]])
-                payload = data[o : o + int(pk.payload_len[sel[i]])].tobytes()
+        while new.size:
+            # one look per digest; the payloads that are its bytes share its verdicts, the others
+            # (a digest collision) go round again
+            _, first_of, which = np.unique(group[new], return_index=True, return_inverse=True)
+            looked = new[first_of]
+            for digest, i in zip(group[looked].tolist(), looked.tolist()):
+                payload = data[int(off[i]) : int(off[i]) + int(plen[i])].tobytes()
                 v, fol, mark = self._inspect(payload, bool(tcp[i]), int(server_port[i]), bool(server_is_src[i]))
-                sets.add(digest, [self._vid(x) for x in v], fol, mark, self._preset)
-            sid = sets.find(group)
+                sid[i] = sets.add(digest, int(context[i]), payload, [self._vid(x) for x in v], fol, mark, self._preset)
+            rep = looked[which]
+            same = (context[new] == context[rep]) & same_payloads(data, off[new], plen[new], data, off[rep], plen[rep])
+            sid[new[same]] = sid[rep[same]]
+            new = new[sid[new] < 0]
+        sets.build()
         # spread each payload's verdicts over its packets
         per_pkt = sets.n[sid]
         if per_pkt.any():

@@ -2,6 +2,7 @@
 """Generate a large synthetic Exchange 2003 capture for the pcapclass benchmark.
 
     python scripts/gen_bench_capture.py OUT.pcap [--packets 2000000] [--flows 50000] [--seed 1]
+                                         [--canned] [--truth TRUTH.csv]
 
 Writes a classic little-endian, microsecond pcap (link type Ethernet) of about ``--packets``
 frames spread over ``--flows`` concurrent flows. The output is built with numpy a chunk at a
@@ -18,10 +19,15 @@ strictly (``--pps`` packets per second on average).
 * TCP flows: SYN, SYN-ACK, ACK, data both ways (pure ACKs, full 1460-byte segments and
   medium segments; correct sequence/acknowledgement numbers), then FIN-ACK, FIN-ACK, ACK.
   A flow still open when the capture ends is simply cut off (as in a real capture).
-  The first data segments of many flows carry a realistic start of the protocol: DCE/RPC
-  binds (EPM, EMSMDB, NSPI, RFR), ``ncacn_http/1.0``, HTTP requests (OWA, ActiveSync,
-  RPC_IN_DATA / RPC_OUT_DATA), SMTP/POP3/IMAP4/NNTP banners, TLS ClientHello headers,
-  TPKT, LDAP and SMB requests. All other payload bytes are zero.
+  Nearly every TCP flow starts a protocol, as Exchange traffic does: its first data segment
+  each way is a start of ``bench_starts.py`` (DCE/RPC bind and bind_ack, ``ncacn_http/1.0``
+  then a bind, HTTP request and response, TLS hellos, SMTP/POP3/IMAP4/NNTP greeting and first
+  command, TPKT/COTP, LDAP, SMB2, Kerberos), with the fields that differ per connection in
+  real traffic (times, host and user names, randoms, session and message ids, cookies), so
+  that first payloads are as varied as a real network's. Later payload bytes are random.
+  ``--canned`` gives every flow the same start fields and zero bytes after them: a few
+  distinct first payloads, which shows (against the default capture) what the evidence
+  stage's verdict cache saves.
 * UDP flows (about 10 % of packets): DNS query/response pairs, UDP 2883 ``NOTIFY``
   datagrams from a front-end, new-mail notifications (an Exchange server's high port to a
   client's high port), CLDAP, NTP and random ports.
@@ -37,16 +43,22 @@ controllers 10.10.0.2-10.10.0.5, clients in 10.20.0.0/16, outside hosts in 198.1
 IPv4 header checksums are correct; TCP/UDP checksums are zero. Frames shorter than 60 bytes
 are padded to 60 (Ethernet minimum), so IP total length is not always frame length - 14.
 
-The generator is deterministic for a given (--packets, --flows, --seed, --pps).
+``--truth`` also writes what was written per flow (endpoints, profile, starts, whether they
+were all written before the capture ended, the evidence they prove), one CSV row each: the
+ground truth a test compares the classifier's output with, flow by flow.
+
+The generator is deterministic for a given (--packets, --flows, --seed, --pps, --canned).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import importlib.util
+import ipaddress
 import struct
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,97 +72,19 @@ T0_US = 1_143_000_000 * 1_000_000  # 2006-03-22, the Exchange 2003 SP2 era
 TCP_SYN, TCP_FIN, TCP_PSH, TCP_ACK = 0x02, 0x01, 0x08, 0x10
 
 
-# --------------------------------------------------------------------------------------------
-# Payload signatures (the first bytes of real protocol conversations)
-# --------------------------------------------------------------------------------------------
-
-def _dcerpc_bind(iface: str, major: int, minor: int) -> bytes:
-    ndr = uuid.UUID("8a885d04-1ceb-11c9-9fe8-08002b104860").bytes_le
-    body = struct.pack("<HHIB3x", 4280, 4280, 0, 1)  # max_xmit, max_recv, assoc_group, n_ctx
-    body += struct.pack("<HBx", 0, 1)  # context id, n_transfer
-    body += uuid.UUID(iface).bytes_le + struct.pack("<HH", major, minor)
-    body += ndr + struct.pack("<I", 2)
-    frag_len = 16 + len(body)
-    hdr = struct.pack("<BBBB4sHHI", 5, 0, 11, 0x03, b"\x10\x00\x00\x00", frag_len, 0, 1)
-    return hdr + body
+def _load_starts():
+    spec = importlib.util.spec_from_file_location("bench_starts", Path(__file__).with_name("bench_starts.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("bench_starts", module)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _tls_client_hello() -> bytes:
-    # record header + handshake header + client version + random (truncated hello is fine)
-    rnd = bytes(range(32))
-    hello = b"\x03\x01" + rnd + b"\x00" + b"\x00\x04\x00\x2f\x00\x35" + b"\x01\x00"
-    hs = b"\x01" + len(hello).to_bytes(3, "big") + hello
-    return b"\x16\x03\x01" + len(hs).to_bytes(2, "big") + hs
-
-
-def _dns_query(name: str) -> bytes:
-    q = b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\x00"
-    return struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + q + struct.pack(">HH", 1, 1)
-
-
-def _ldap_search() -> bytes:
-    # SearchRequest for the rootDSE (base "", scope base, filter (objectClass=*))
-    base = b"\x04\x00" + b"\x0a\x01\x00" + b"\x0a\x01\x00" + b"\x02\x01\x00" + b"\x02\x01\x00"
-    base += b"\x01\x01\x00" + b"\x87\x0bobjectClass" + b"\x30\x00"
-    req = b"\x63" + bytes([len(base)]) + base
-    msg = b"\x02\x01\x01" + req
-    return b"\x30" + bytes([len(msg)]) + msg
-
-
-def _smb_negotiate() -> bytes:
-    dialects = b"\x02NT LM 0.12\x00"
-    smb = b"\xffSMBr" + b"\x00" * 4 + b"\x18" + b"\x53\xc8" + b"\x00" * 12 + b"\xff\xfe"
-    smb += b"\x00\x00" + b"\x00\x00" + b"\x00\x00" + b"\x00" + len(dialects).to_bytes(2, "little")
-    smb += dialects
-    return b"\x00" + len(smb).to_bytes(3, "big") + smb
-
-
-_HTTP_TAIL = b"Host: mail.example.com\r\nUser-Agent: MSRPC\r\nAccept: application/rpc\r\n\r\n"
-
-# name -> bytes; index in this list is the signature id
-_SIGNATURES: list[tuple[str, bytes]] = [
-    ("bind_epm", _dcerpc_bind("e1af8308-5d1f-11c9-91a4-08002b14a0fa", 3, 0)),
-    ("bind_emsmdb", _dcerpc_bind("a4f1db00-ca47-1067-b31f-00dd010662da", 0, 81)),
-    ("bind_nspi", _dcerpc_bind("f5cc5a18-4264-101a-8c59-08002b2f8426", 56, 0)),
-    ("bind_rfr", _dcerpc_bind("1544f5e0-613c-11d1-93df-00c04fd7bd09", 1, 0)),
-    ("ncacn_http", b"ncacn_http/1.0"),
-    ("http_owa", (b"GET /exchange/alice/Inbox/?Cmd=contents HTTP/1.1\r\n"
-                  b"Host: mail.example.com\r\nAccept: */*\r\n\r\n")),
-    ("http_exchweb", (b"POST /exchweb/bin/auth/owaauth.dll HTTP/1.1\r\n"
-                      b"Host: mail.example.com\r\nContent-Length: 0\r\n\r\n")),
-    ("http_eas", (b"POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=ABC123"
-                  b"&DeviceType=PocketPC HTTP/1.1\r\nHost: mail.example.com\r\n"
-                  b"Content-Type: application/vnd.ms-sync.wbxml\r\n\r\n")),
-    ("http_rpc_in", b"RPC_IN_DATA /rpc/rpcproxy.dll?exch01.example.com:6001 HTTP/1.1\r\n"
-                    b"Content-Length: 1073741824\r\n" + _HTTP_TAIL),
-    ("http_rpc_out", b"RPC_OUT_DATA /rpc/rpcproxy.dll?exch01.example.com:6004 HTTP/1.1\r\n"
-                     b"Content-Length: 76\r\n" + _HTTP_TAIL),
-    ("tls_hello", _tls_client_hello()),
-    ("smtp_banner", (b"220 exch01.example.com Microsoft ESMTP MAIL Service, "
-                     b"Version: 6.0.3790.3959 ready at  Wed, 22 Mar 2006 10:00:00 +0100 \r\n")),
-    ("smtp_ehlo", b"EHLO client.example.com\r\n"),
-    ("pop3_banner", (b"+OK Microsoft Exchange Server 2003 POP3 server version 6.5.7638.1 "
-                     b"(exch01.example.com) ready.\r\n")),
-    ("imap4_banner", (b"* OK Microsoft Exchange Server 2003 IMAP4rev1 server version "
-                      b"6.5.7638.1 (exch01.example.com) ready.\r\n")),
-    ("nntp_banner", b"200 NNTP Service 6.0.3790.3959 Version: 6.0.3790.3959 Posting Allowed \r\n"),
-    ("tpkt_cr", (b"\x03\x00\x00\x16\x11\xe0\x00\x00\x00\x01\x00\xc1\x02\x00\x01"
-                 b"\xc2\x02\x00\x01\xc0\x01\x0a")),
-    ("ldap_search", _ldap_search()),
-    ("smb_negotiate", _smb_negotiate()),
-    ("dns_query", _dns_query("exch01.example.com")),
-    ("notify_2883", (b"NOTIFY httpu://fe01.example.com:2883/ HTTP/1.1\r\n"
-                     b"Subscription-id: 42\r\nContent-length: 0\r\n\r\n")),
-    ("newmail_blob", b"\x01\x00\x00\x00\x2a\x00\x00\x00"),
-]
-SIG_ID = {name: i for i, (name, _) in enumerate(_SIGNATURES)}
-SIG_BYTES = [np.frombuffer(b, dtype=np.uint8) for _, b in _SIGNATURES]
-SIG_LEN = np.array([len(b) for _, b in _SIGNATURES], dtype=np.int64)
-# direction of each signature relative to the flow: 0 = client->server, 1 = server->client
-SIG_DIR = np.array(
-    [1 if name.endswith("_banner") or name == "ncacn_http" else 0 for name, _ in _SIGNATURES],
-    dtype=np.int8,
-)
+bench_starts = _load_starts()
+STARTS = bench_starts.STARTS
+SIG_ID = {st.name: i for i, st in enumerate(STARTS)}
+# direction of each start relative to the flow: 0 = client->server, 1 = server->client
+SIG_DIR = np.array([int(st.from_server) for st in STARTS], dtype=np.int8)
 
 # --------------------------------------------------------------------------------------------
 # Flow profiles
@@ -171,49 +105,53 @@ class Profile:
     sig1: tuple[str | None, ...] = (None,)
     sig2: tuple[str | None, ...] = (None,)
     length: str = "tcp"
+    #: the port names an Exchange service, which a start that only confirms the port proves
+    service_port: bool = True
 
 
+_BINDS = ("bind_emsmdb", "bind_emsmdb", "bind_emsmdb", "bind_nspi", "bind_rfr")
+_HTTP = ("http_owa", "http_owa", "http_exchweb", "http_eas", "http_rpc_in", "http_rpc_out")
+_TLS = (("tls_hello",), ("tls_server_hello",))
+_LDAP = (("ldap_search",), ("ldap_entry",))
 TCP_PROFILES = [
-    Profile("epm", 6, False, 135, "in", ("bind_epm",)),
-    Profile("rpc-dynamic", 12, False, (1025, 5000), "in",
-            ("bind_emsmdb", "bind_emsmdb", "bind_emsmdb", "bind_nspi", "bind_rfr", None)),
-    Profile("x400", 2, False, 102, "in", ("tpkt_cr",)),
+    Profile("epm", 6, False, 135, "in", ("bind_epm",), ("bind_ack",)),
+    Profile("rpc-dynamic", 12, False, (1025, 5000), "in", _BINDS, ("bind_ack",)),
+    Profile("x400", 2, False, 102, "in", ("tpkt_cr",), ("tpkt_cc",)),
     Profile("smtp", 8, False, 25, "in", ("smtp_banner",), ("smtp_ehlo",)),
     Profile("routing", 2, False, 691, "in"),
-    Profile("http", 10, False, 80, "in",
-            ("http_owa", "http_owa", "http_exchweb", "http_eas", "http_rpc_in", "http_rpc_out")),
-    Profile("https", 10, False, 443, "in", ("tls_hello",)),
-    Profile("pop3", 3, False, 110, "in", ("pop3_banner",)),
-    Profile("pop3s", 1.5, False, 995, "in", ("tls_hello",)),
-    Profile("imap4", 3, False, 143, "in", ("imap4_banner",)),
-    Profile("imap4s", 1.5, False, 993, "in", ("tls_hello",)),
-    Profile("nntp", 1, False, 119, "in", ("nntp_banner",)),
-    Profile("nntps", 0.5, False, 563, "in", ("tls_hello",)),
-    Profile("srs", 1, False, 379, "in", ("ldap_search",)),
-    Profile("ldap", 3, False, 389, "in", ("ldap_search",)),
-    Profile("smb", 3, False, 445, "in", ("smb_negotiate",)),
+    Profile("http", 10, False, 80, "in", _HTTP, ("http_ok",)),
+    Profile("https", 10, False, 443, "in", *_TLS),
+    Profile("pop3", 3, False, 110, "in", ("pop3_banner",), ("pop3_user",)),
+    Profile("pop3s", 1.5, False, 995, "in", *_TLS),
+    Profile("imap4", 3, False, 143, "in", ("imap4_banner",), ("imap4_login",)),
+    Profile("imap4s", 1.5, False, 993, "in", *_TLS),
+    Profile("nntp", 1, False, 119, "in", ("nntp_banner",), ("nntp_mode",)),
+    Profile("nntps", 0.5, False, 563, "in", *_TLS),
+    Profile("srs", 1, False, 379, "in", *_LDAP),
+    Profile("ldap", 3, False, 389, "in", *_LDAP),
+    Profile("smb", 3, False, 445, "in", ("smb_negotiate",), ("smb_negotiate_response",)),
     Profile("rpch-store", 4, False, 6001, "in", ("ncacn_http",), ("bind_emsmdb",)),
     Profile("rpch-rfr", 1.5, False, 6002, "in", ("ncacn_http",), ("bind_rfr",)),
     Profile("rpch-nspi", 2.5, False, 6004, "in", ("ncacn_http",), ("bind_nspi",)),
     Profile("rpch-epm", 1.5, False, 593, "in", ("ncacn_http",), ("bind_epm",)),
-    Profile("other-tcp", 8, False, (1, 65535), "other"),
+    Profile("other-tcp", 4, False, (1, 65535), "other"),
     Profile("smtp-out", 4, False, 25, "out", ("smtp_banner",), ("smtp_ehlo",)),
-    Profile("adc-ldap-out", 2, False, 389, "out", ("ldap_search",)),
-    Profile("adc-srs-out", 0.5, False, 379, "out", ("ldap_search",)),
-    Profile("gc-out", 1, False, 3268, "out", ("ldap_search",)),
-    Profile("kerberos-out", 1, False, 88, "out"),
+    Profile("adc-ldap-out", 2, False, 389, "out", *_LDAP),
+    Profile("adc-srs-out", 0.5, False, 379, "out", *_LDAP),
+    Profile("gc-out", 1, False, 3268, "out", *_LDAP, service_port=False),  # a DC's global catalog
+    Profile("kerberos-out", 1, False, 88, "out", ("krb_as_req",), ("krb_error",)),
     Profile("routing-out", 0.5, False, 691, "out"),
-    Profile("fe-http", 2, False, 80, "fe", ("http_owa", "http_eas")),
-    Profile("fe-pop3", 0.5, False, 110, "fe", ("pop3_banner",)),
-    Profile("fe-imap4", 0.5, False, 143, "fe", ("imap4_banner",)),
+    Profile("fe-http", 2, False, 80, "fe", ("http_owa", "http_eas"), ("http_ok",)),
+    Profile("fe-pop3", 0.5, False, 110, "fe", ("pop3_banner",), ("pop3_user",)),
+    Profile("fe-imap4", 0.5, False, 143, "fe", ("imap4_banner",), ("imap4_login",)),
 ]
 UDP_PROFILES = [
-    Profile("dns", 40, True, 53, "out", ("dns_query",), length="dns"),
-    Profile("dns-client", 15, True, 53, "other", ("dns_query",), length="dns"),
+    Profile("dns", 40, True, 53, "out", ("dns_query",), ("dns_answer",), length="dns"),
+    Profile("dns-client", 15, True, 53, "other", ("dns_query",), ("dns_answer",), length="dns"),
     Profile("directpush", 12, True, 2883, "fe", ("notify_2883",), length="udp"),
     Profile("newmail", 10, True, (1025, 5000), "newmail", ("newmail_blob",), length="one"),
-    Profile("cldap", 8, True, 389, "out", ("ldap_search",), length="dns"),
-    Profile("ntp", 5, True, 123, "out", length="dns"),
+    Profile("cldap", 8, True, 389, "out", ("ldap_search_udp",), ("ldap_entry_udp",), length="dns"),
+    Profile("ntp", 5, True, 123, "out", ("ntp",), length="dns"),
     Profile("other-udp", 10, True, (1, 65535), "other", length="udp"),
 ]
 PROFILES = TCP_PROFILES + UDP_PROFILES
@@ -234,16 +172,22 @@ V6_PREFIX = np.frombuffer(bytes.fromhex("20010db8000000000000000000000000")[:12]
 
 # mean frame size is tuned by these (see --help text); sizes are TCP payload bytes
 MSS4, MSS6 = 1460, 1440
-FLOW_ATTRS = ("L", "prof", "udp", "v6", "vlan", "caddr", "saddr", "cport", "sport",
+FLOW_ATTRS = ("fid", "L", "prof", "udp", "v6", "vlan", "caddr", "saddr", "cport", "sport",
               "isn_c", "isn_s", "sig1", "sig2")
+#: what the ground truth keeps of each flow
+TRUTH_ATTRS = ("fid", "L", "prof", "udp", "v6", "caddr", "saddr", "cport", "sport", "sig1", "sig2")
 
 
 class Generator:
     """Streams synthetic packets, a chunk at a time, as ready-to-write pcap record bytes."""
 
     def __init__(self, flows: int, seed: int, pps: float, packets: int | None = None,
-                 udp_share: float = 0.10, v6_share: float = 0.10, vlan_share: float = 0.10) -> None:
+                 udp_share: float = 0.10, v6_share: float = 0.10, vlan_share: float = 0.10,
+                 canned: bool = False, truth: bool = False) -> None:
         self.rng = np.random.default_rng(seed)
+        self.seed, self.canned = seed, canned
+        #: the flows started, as written (TRUTH_ATTRS), when the ground truth is kept
+        self.log: list[dict[str, np.ndarray]] | None = [] if truth else None
         self.S = flows
         self.v6_share = v6_share
         self.vlan_share = vlan_share
@@ -302,6 +246,7 @@ class Generator:
 
     def _new_flows(self, n: int) -> dict[str, np.ndarray]:
         rng = self.rng
+        fid = np.arange(self.flows_started, self.flows_started + n, dtype=np.int64)
         self.flows_started += n
         prof = rng.choice(len(PROFILES), size=n, p=self.prof_p)
         role = _P_ROLE[prof]
@@ -332,7 +277,8 @@ class Generator:
                 ids = np.array([-1 if c is None else SIG_ID[c] for c in choices], dtype=np.int16)
                 (sig1 if attr == "sig1" else sig2)[m] = ids[rng.integers(0, len(ids), m.size)]
         vlan = np.where(rng.random(n) < self.vlan_share, rng.integers(2, 4095, n), 0)
-        return {
+        flows = {
+            "fid": fid,
             "L": self._lengths(prof, rng, (sig1 >= 0) | (sig2 >= 0)),
             "prof": prof.astype(np.int16),
             "udp": udp,
@@ -347,6 +293,9 @@ class Generator:
             "sig1": sig1,
             "sig2": sig2,
         }
+        if self.log is not None:
+            self.log.append({a: flows[a].copy() for a in TRUTH_ATTRS})  # slot arrays change later
+        return flows
 
     # -- packets -------------------------------------------------------------------------------
     def chunk(self, k: int) -> tuple[bytes | np.ndarray, int]:
@@ -355,6 +304,9 @@ class Generator:
         slots = rng.integers(0, S, k)
         order = np.argsort(slots, kind="stable")
         ss = slots[order]
+        gaps = 1 + np.floor(rng.exponential(self.mean_gap_us - 1, k)).astype(np.int64)
+        ts = self.t_us + np.cumsum(gaps)  # in capture order; packet i of the sorted order is order[i]
+        self.t_us = int(ts[-1])
         ar = np.arange(k)
         first = np.empty(k, dtype=bool)
         first[0] = True
@@ -401,7 +353,10 @@ class Generator:
         udp_size = np.where(f["sport"] == 53, rng.integers(40, 300, k), rng.integers(20, 600, k))
         payload = np.where(udp, udp_size, payload)
         payload = np.where(handshake | teardown, 0, payload)
-        payload = np.where(has_sig, SIG_LEN[np.maximum(sig, 0)], payload)
+        starts = np.flatnonzero(has_sig)
+        start_bytes = self._starts(sig[starts], {a: f[a][starts] for a in ("fid", "caddr", "saddr", "sport")},
+                                   ts[order[starts]])
+        payload[starts] = [len(b) for b in start_bytes]
         flags = np.where(payload > 0, TCP_PSH | TCP_ACK, TCP_ACK)
         flags = np.select([idx == 0, idx == 1, teardown & (idx < L - 1)],
                           [TCP_SYN, TCP_SYN | TCP_ACK, TCP_FIN | TCP_ACK], flags)
@@ -441,17 +396,45 @@ class Generator:
         out[order] = ar
         def o(a: np.ndarray) -> np.ndarray:
             return a[out]
-        gaps = 1 + np.floor(rng.exponential(self.mean_gap_us - 1, k)).astype(np.int64)
-        ts = self.t_us + np.cumsum(gaps)
-        self.t_us = int(ts[-1])
         buf = build_records(
             ts=ts, v6=o(v6), vlan=o(f["vlan"]), udp=o(udp),
             src=o(np.where(c2s, f["caddr"], f["saddr"])), dst=o(np.where(c2s, f["saddr"], f["caddr"])),
             sport=o(np.where(c2s, f["cport"], f["sport"])), dport=o(np.where(c2s, f["sport"], f["cport"])),
-            seq=o(seq), ack=o(ack), flags=o(flags), payload=o(payload), sig=o(sig),
-            ipid=rng.integers(0, 65536, k), c2s=o(c2s),
+            seq=o(seq), ack=o(ack), flags=o(flags), payload=o(payload),
+            ipid=rng.integers(0, 65536, k), c2s=o(c2s), start_at=order[starts], start_bytes=start_bytes,
+            fill=None if self.canned else rng,
         )
         return buf, k
+
+    def _starts(self, sig: np.ndarray, f: dict[str, np.ndarray], ts: np.ndarray) -> list[bytes]:
+        """The bytes of each protocol start (``STARTS[sig[i]]`` of flow ``f[...][i]``, sent at ``ts[i]``)."""
+        out = []
+        for s, fid, caddr, saddr, sport, t in zip(sig.tolist(), f["fid"].tolist(), f["caddr"].tolist(),
+                                                 f["saddr"].tolist(), f["sport"].tolist(), ts.tolist()):
+            conn = bench_starts.Conn.canned(sport) if self.canned else bench_starts.Conn(
+                fid, struct.pack("<QQ", self.seed, fid), t, _host(caddr), _host(saddr), sport)
+            out.append(STARTS[s].build(conn))
+        return out
+
+    def truth(self) -> dict[str, np.ndarray]:
+        """Per flow started (TRUTH_ATTRS), and ``packets``: how many of its packets were written
+        (all of them, but for the flows still open when the capture ends)."""
+        assert self.log is not None, "Generator(truth=True) keeps the ground truth"
+        t = {a: np.concatenate([part[a] for part in self.log]) for a in TRUTH_ATTRS}
+        t["packets"] = t["L"].copy()
+        t["packets"][self.slot["fid"]] = self.pos
+        return t
+
+
+def _host(addr: int) -> str:
+    """The host name of a generated address (its place in the address plan)."""
+    if EXCHANGE <= addr < EXCHANGE + 8:
+        return f"exch{addr - EXCHANGE + 1:02d}.corp.example.com"
+    if DCS <= addr < DCS + 4:
+        return f"dc{addr - DCS + 1:02d}.corp.example.com"
+    if CLIENTS <= addr < CLIENTS + 65536:
+        return f"ws{addr - CLIENTS:05d}.corp.example.com"
+    return f"mx{addr - OUTSIDE:06d}.example.net"
 
 
 def _put(hdr: np.ndarray, col: int, values: np.ndarray, dtype: str) -> None:
@@ -464,9 +447,11 @@ def _mac(addr: np.ndarray, oui: int) -> np.ndarray:
     return (np.int64(oui) << 24) | (addr & 0xFFFFFF)
 
 
-def build_records(*, ts, v6, vlan, udp, src, dst, sport, dport, seq, ack, flags, payload, sig,
-                  ipid, c2s) -> np.ndarray:
-    """One uint8 buffer holding the pcap records (16-byte header + frame) of the given packets."""
+def build_records(*, ts, v6, vlan, udp, src, dst, sport, dport, seq, ack, flags, payload, ipid, c2s,
+                  start_at, start_bytes, fill) -> np.ndarray:
+    """One uint8 buffer holding the pcap records (16-byte header + frame) of the given packets:
+    packet ``start_at[i]`` carries ``start_bytes[i]``, the other payload bytes are random from
+    ``fill`` (zero if None)."""
     has_vlan = vlan > 0
     l2 = 14 + 4 * has_vlan
     l3 = np.where(v6, 40, 20)
@@ -474,7 +459,8 @@ def build_records(*, ts, v6, vlan, udp, src, dst, sport, dport, seq, ack, flags,
     frame = np.maximum(l2 + l3 + l4 + payload, 60)
     rec_len = 16 + frame
     rec_off = np.cumsum(rec_len) - rec_len
-    buf = np.zeros(int(rec_len.sum()), dtype=np.uint8)
+    size = int(rec_len.sum())
+    buf = np.zeros(size, dtype=np.uint8) if fill is None else np.frombuffer(fill.bytes(size), dtype=np.uint8).copy()
     layout = has_vlan * 4 + v6 * 2 + udp
     for key in np.unique(layout):
         m = np.flatnonzero(layout == key)
@@ -545,12 +531,12 @@ def build_records(*, ts, v6, vlan, udp, src, dst, sport, dport, seq, ack, flags,
             _put(hdr, p + 14, np.where(s_is_c, 65535, 64240), ">u2")
         pos = (rec_off[m].astype(np.int64)[:, None] + np.arange(H)).ravel()
         buf[pos] = hdr.ravel()
-    # payload signatures
-    l7 = rec_off + 16 + l2 + l3 + l4
-    for sid in np.unique(sig[sig >= 0]):
-        m = np.flatnonzero(sig == sid)
-        bs = SIG_BYTES[sid]
-        buf[(l7[m][:, None] + np.arange(bs.size)).ravel()] = np.tile(bs, m.size)
+    # protocol starts
+    if start_bytes:
+        l7 = rec_off + 16 + l2 + l3 + l4
+        n = np.array([len(b) for b in start_bytes], dtype=np.int64)
+        at = np.repeat(l7[start_at] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()))
+        buf[at] = np.frombuffer(b"".join(start_bytes), dtype=np.uint8)
     return buf
 
 
@@ -559,12 +545,14 @@ def pcap_global_header() -> bytes:
 
 
 def generate(out: str | Path, packets: int = 2_000_000, flows: int = 50_000, seed: int = 1,
-             pps: float = 50_000.0, chunk: int = 65_536, progress: bool = False) -> dict:
-    """Write the capture; return stats (packets, bytes, flows_started, seconds)."""
+             pps: float = 50_000.0, chunk: int = 65_536, progress: bool = False, canned: bool = False,
+             truth: str | Path | None = None) -> dict:
+    """Write the capture (and with ``truth``, the ground truth CSV: ``write_truth``); return
+    stats (packets, bytes, flows_started, seconds)."""
     if packets < 0 or flows < 1 or pps <= 1:
         raise ValueError("need packets >= 0, flows >= 1, pps > 1")
     t0 = time.perf_counter()
-    gen = Generator(flows, seed, pps, packets=packets)
+    gen = Generator(flows, seed, pps, packets=packets, canned=canned, truth=truth is not None)
     done = 0
     frame_bytes = 0
     with open(out, "wb") as fh:
@@ -579,6 +567,8 @@ def generate(out: str | Path, packets: int = 2_000_000, flows: int = 50_000, see
                 print(f"\r{done:,}/{packets:,} packets", end="", file=sys.stderr, flush=True)
     if progress:
         print(file=sys.stderr)
+    if truth is not None:
+        write_truth(truth, gen.truth())
     return {
         "packets": done,
         "frame_bytes": frame_bytes,
@@ -590,6 +580,42 @@ def generate(out: str | Path, packets: int = 2_000_000, flows: int = 50_000, see
     }
 
 
+TRUTH_COLUMNS = ("client", "client_port", "server", "server_port", "transport", "profile", "start1", "start2",
+                 "starts_written", "evidence")
+
+
+def _address(addr: int, v6: bool) -> str:
+    if v6:
+        return str(ipaddress.IPv6Address(int.from_bytes(V6_PREFIX.tobytes(), "big") << 32 | addr))
+    return str(ipaddress.IPv4Address(addr))
+
+
+def write_truth(path: str | Path, t: dict[str, np.ndarray]) -> None:
+    """One CSV row per flow, what was written: its endpoints, profile, protocol starts (the
+    client's or server's first payload, in the order sent; empty: none), whether every start was
+    written (not cut off by the end of the capture), and the evidence those starts prove (the
+    starts' own ``evidence`` on the profile's port, '|'-joined; empty: none that names a service)."""
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(TRUTH_COLUMNS)
+        for fid in range(t["fid"].size):
+            sig1, sig2, udp = int(t["sig1"][fid]), int(t["sig2"][fid]), bool(t["udp"][fid])
+            sigs = [STARTS[x] for x in (sig1, sig2) if x >= 0]
+            last = (0 if udp else 3) + (1 if sig2 >= 0 else 0)  # the packet of the last start
+            v6 = bool(t["v6"][fid])
+            w.writerow([_address(int(t["caddr"][fid]), v6), int(t["cport"][fid]), _address(int(t["saddr"][fid]), v6),
+                        int(t["sport"][fid]), "udp" if udp else "tcp", PROFILES[int(t["prof"][fid])].name,
+                        *(st.name for st in sigs), *([""] * (2 - len(sigs))),
+                        int(bool(sigs) and t["packets"][fid] > last),
+                        "|".join(sorted(_evidence(sigs, PROFILES[int(t["prof"][fid])])))])
+
+
+def _evidence(starts: list, profile: Profile) -> set[str]:
+    """The evidence values these starts prove on the profile's port."""
+    return {("signature" if profile.service_port else "") if st.evidence == "confirms" else st.evidence
+            for st in starts} - {""}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -599,11 +625,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="random seed (1)")
     ap.add_argument("--pps", type=float, default=50_000.0,
                     help="mean packets per second of capture time (50,000)")
+    ap.add_argument("--canned", action="store_true",
+                    help="the same fields in every flow's protocol starts and zero bytes after them")
+    ap.add_argument("--truth", metavar="CSV", help="also write what was written per flow (the ground truth)")
     ap.add_argument("--quiet", "-q", action="store_true", help="no progress or summary")
     a = ap.parse_args(argv)
     try:
-        st = generate(a.out, a.packets, a.flows, a.seed, a.pps,
-                      progress=not a.quiet and sys.stderr.isatty())
+        st = generate(a.out, a.packets, a.flows, a.seed, a.pps, progress=not a.quiet and sys.stderr.isatty(),
+                      canned=a.canned, truth=a.truth)
     except (ValueError, OSError) as e:
         print(f"gen_bench_capture: {e}", file=sys.stderr)
         return 2

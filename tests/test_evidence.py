@@ -17,6 +17,7 @@ import pytest
 
 import pcapclass
 import pcapclass.evidence as evidence_module
+from pcapclass import payload_memo
 from pcapclass.api import Classifier
 from pcapclass.classify import classify
 from pcapclass.cli import main
@@ -344,3 +345,75 @@ def test_flow_index_joins_rows_to_the_flow_whose_key_and_span_fit() -> None:
     check = np.array([10, 10, 10, 20, 20, 30, 21], dtype=np.uint64)
     ts = np.array([5, 25, 15, 3, 9, 1, 3], dtype=np.int64)
     assert index.flows(h, check, ts).tolist() == [0, 2, -1, 1, -1, -1, -1]
+
+
+def _first_payload_capture(path: Path, payloads: list[tuple[int, bytes]]) -> Path:
+    """One TCP connection per (server port, server's first payload), a millisecond apart, all
+    in one read batch."""
+    fx = load_script()
+    convs = [fx.Conversation(f"10.0.1.{60 + k}", 1600 + k, fx.BACKEND, port, "tcp", [fx.Msg("s", p)])
+             for k, (port, p) in enumerate(payloads)]  # fmt: skip
+    net = fx.Net(fx.SEED)
+    pkts = sorted((p for k, c in enumerate(convs) for p in fx.mf.tcp_conversation(net, c, fx.T0 + k * 1_000_000)), key=lambda p: p.ts_ns)
+    path.write_bytes(fx.mf.pcap_file(fx.mf.records(pkts, fx.mf.eth), fx.mf.LINKTYPE_ETHERNET))
+    return path
+
+
+def _old_digest_sum(payload: bytes) -> int:
+    """The digest that first_looks kept before verdicts were checked against bytes (its weighted
+    sum of the first 192 bytes' little-endian words; length, ports and the final shift were mixed
+    in after, the same for two payloads of one length on one port)."""
+    head = payload[:192].ljust(192, b"\0")
+    return sum(int.from_bytes(head[8 * k : 8 * k + 8], "little") * (((k + 1) * 0x9E3779B97F4A7C15 & _U64) | 1)
+               for k in range(24)) & _U64  # fmt: skip
+
+
+_U64 = (1 << 64) - 1
+POP3_GREETING = b"+OK Microsoft Exchange Server 2003 POP3 server version 6.5.7638.1 (exch01.example.com) ready.\r\n"
+
+
+def test_a_payload_colliding_with_another_under_the_old_digest_gets_its_own_verdict(tmp_path: Path) -> None:
+    """The old digest is linear in the words of the first 192 bytes, so a collision is built by
+    hand: a TPKT connection request in word 0, word 14 chosen to cancel the difference. On
+    tcp/110 it is a port-mismatch; the POP3 greeting after it, same length, is POP3."""
+    pop3 = POP3_GREETING.ljust(120, b"x")
+    tpkt = bytearray(pop3)
+    tpkt[:8] = bytes([3, 0, 0, 120, 115, 0xE0, 0, 0])  # TPKT v3, length 120; COTP LI 115, CR
+    weight = [((k + 1) * 0x9E3779B97F4A7C15 & _U64) | 1 for k in range(24)]
+    diff = (int.from_bytes(tpkt[:8], "little") - int.from_bytes(pop3[:8], "little")) * weight[0]
+    word14 = (int.from_bytes(pop3[112:120], "little") - diff * pow(weight[14], -1, 1 << 64)) & _U64
+    tpkt[112:120] = word14.to_bytes(8, "little")
+    assert _old_digest_sum(bytes(tpkt)) == _old_digest_sum(pop3) and bytes(tpkt) != pop3
+    path = _first_payload_capture(tmp_path / "collide.pcap", [(110, bytes(tpkt)), (110, pop3)])
+    flows = decided(pcapclass.classify_file(path, servers=SERVERS).flows)
+    assert flows[("10.0.1.60", 1600, 110)][1:3] == ("port-mismatch", "tpkt on tcp/110")
+    assert flows[("10.0.1.61", 1601, 110)][1:3] == ("signature", "exchange-pop3")  # the greeting names Microsoft Exchange
+
+
+def test_forgetting_remembered_payloads_inside_a_batch_gives_no_other_payload_verdict(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Three greetings in one batch with room for two remembered payloads: the memory is
+    forgotten while the third is added, and each flow still keeps its own greeting's verdict."""
+    monkeypatch.setattr(payload_memo, "MAX_PAYLOADS", 2)
+    path = _first_payload_capture(tmp_path / "three.pcap", [
+        (110, b"+OK POP3 server ready\r\n"), (143, b"* OK IMAP4rev1 server ready\r\n"), (119, b"200 NNTP Service ready\r\n"),
+    ])  # fmt: skip
+    flows = decided(pcapclass.classify_file(path, servers=SERVERS).flows)
+    assert [flows[(f"10.0.1.{60 + k}", 1600 + k, port)][:3] for k, port in enumerate((110, 143, 119))] == [
+        ("pop3", "signature", "pop3"), ("imap4", "signature", "imap"), ("nntp", "signature", "nntp"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_a_digest_shared_by_every_payload_changes_no_verdict(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With first_looks' digest forced to one value for every payload, verdicts are still
+    those of each payload's own bytes: a digest only finds candidates, the bytes decide."""
+    real = evidence_module.first_looks
+
+    def colliding(*args: object) -> tuple[np.ndarray, ...]:
+        kind, port, src, group = real(*args)
+        return kind, port, src, np.where(group != 0, np.uint64(12345), group)
+
+    monkeypatch.setattr(evidence_module, "first_looks", colliding)
+    result = pcapclass.classify_file(EVIDENCE / name, servers=SERVERS)
+    assert decided(result.flows) == EXPECTED[name]

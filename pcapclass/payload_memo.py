@@ -1,0 +1,84 @@
+"""First payloads remembered byte for byte, so that a verdict is reused only for the same bytes.
+
+A payload's verdict depends on all its bytes and on its context (port guess, transport, which
+side sent it: ``_firstlook.look_context``). ``first_looks`` digests both; a digest finds a
+remembered payload with one binary search per batch, and ``same_payloads`` then compares the
+bytes and the context, because two different payloads can share a digest. What is remembered
+is capped by count and by bytes; past either cap it is all forgotten at once (a payload not
+found is only looked at again, never given a wrong verdict).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from ._firstlook import same_payloads
+
+#: payloads remembered at most
+MAX_PAYLOADS = 65536
+#: bytes of remembered payloads held at most
+MAX_BYTES = 16 << 20
+
+
+class PayloadMemo:
+    """Payloads with a value each (a verdict set), found again by digest, context and bytes.
+
+    >>> memo = PayloadMemo()
+    >>> memo.remember(7, 0, b"+OK", 3)
+    >>> data = np.frombuffer(b"+OK+OX", dtype=np.uint8)
+    >>> memo.find(data, np.array([0, 3]), np.array([3, 3]), np.array([7, 7], np.uint64), np.array([0, 0])).tolist()
+    [3, -1]
+    """
+
+    def __init__(self) -> None:
+        self._store = np.zeros(4096, dtype=np.uint8)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every payload (the store's memory is kept for the next ones)."""
+        self._used = 0
+        self._known: set[int] = set()
+        #: per payload remembered, not yet in the arrays: digest, context, value, start in the store, length
+        self._pending: list[tuple[int, int, int, int, int]] = []
+        #: the same as arrays, one row each, in the order remembered
+        self._cols = [np.zeros(0, np.uint64), *(np.zeros(0, np.int64) for _ in range(4))]
+        self._order, self._sorted = np.zeros(0, np.int64), np.zeros(0, np.uint64)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+    def remember(self, digest: int, context: int, payload: bytes, value: int) -> None:
+        """Remember ``payload`` (seen in ``context``, with ``digest``) as having ``value``; a
+        payload whose digest is taken already (the same one, or a collision) is not kept."""
+        if digest in self._known or len(payload) > MAX_BYTES:
+            return
+        if len(self._known) >= MAX_PAYLOADS or self._used + len(payload) > MAX_BYTES:
+            self.clear()
+        if self._used + len(payload) > self._store.size:
+            grown = np.zeros(max(2 * self._store.size, self._used + len(payload)), dtype=np.uint8)
+            grown[: self._used] = self._store[: self._used]
+            self._store = grown
+        self._store[self._used : self._used + len(payload)] = np.frombuffer(payload, dtype=np.uint8)
+        self._pending.append((digest, context, value, self._used, len(payload)))
+        self._used += len(payload)
+        self._known.add(digest)
+
+    def find(self, data: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], length: npt.NDArray[np.int64],
+             digest: npt.NDArray[np.uint64], context: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:  # fmt: skip
+        """The value of each payload ``data[off[i]:off[i] + length[i]]`` remembered with the
+        same digest, context and bytes; -1 where none."""
+        if self._pending:
+            new = zip(*self._pending)
+            self._cols = [np.concatenate([old, np.array(col, old.dtype)]) for old, col in zip(self._cols, new)]
+            self._pending = []
+            self._order = np.argsort(self._cols[0], kind="stable")
+            self._sorted = self._cols[0][self._order]
+        if not self._sorted.size:
+            return np.full(digest.size, -1, dtype=np.int64)
+        _, ctx, value, start, stored = self._cols
+        at = np.minimum(np.searchsorted(self._sorted, digest), self._sorted.size - 1)
+        e = self._order[at]
+        hit = (self._sorted[at] == digest) & (ctx[e] == context)
+        same = same_payloads(data, off, length, self._store, np.where(hit, start[e], -1), stored[e])
+        return np.where(same, value[e], -1)
