@@ -58,6 +58,7 @@ class CaptureCounts:
     undecoded_packets: int = 0
     fragment_packets: int = 0
     caplen_over_snaplen: int = 0
+    gzip_trailing_bytes: int = 0
     hash_collisions: int = 0
     flows_exported_early: int = 0
     #: packets a live capture's kernel or capture process reported dropping
@@ -317,6 +318,7 @@ class Classifier:
             counts.error = exc
         finally:
             counts.caplen_over_snaplen = cap.caplen_over_snaplen
+            counts.gzip_trailing_bytes = cap.gzip_trailing_bytes
             self.end()
         return counts
 
@@ -426,6 +428,7 @@ def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, An
         "undecoded_packets": c.undecoded_packets,
         "fragment_packets": c.fragment_packets,
         "caplen_over_snaplen": c.caplen_over_snaplen,
+        "gzip_trailing_bytes": c.gzip_trailing_bytes,
         "hash_collisions": c.hash_collisions,
         "flows_exported_early": c.flows_exported_early,
         "drops": c.drops,

@@ -234,6 +234,8 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
                 unreadable += 1
         elif counts.caplen_over_snaplen:
             _warn(f"{counts.capture}: {counts.caplen_over_snaplen} records longer than the file's snaplen (read anyway, counted in capture.csv)")
+        if counts.gzip_trailing_bytes:
+            _warn(f"{counts.capture}: {counts.gzip_trailing_bytes} bytes after the end of the gzip data (ignored, counted in capture.csv)")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
     try:

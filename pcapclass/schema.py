@@ -68,6 +68,7 @@ CAPTURE: tuple[Column, ...] = (
     Column("undecoded_packets", "int64", "frames of a link type pcapclass does not decode (pcapng interfaces): transport `undecoded`"),
     Column("fragment_packets", "int64", "non-first IP fragments: transport `other`, `fragment` true"),
     Column("caplen_over_snaplen", "int64", "records longer than the file's snaplen: read anyway, as libpcap and tshark do, and counted here"),
+    Column("gzip_trailing_bytes", "int64", "bytes after the end of a gzip-compressed capture's last member that start no new member: ignored, as gzip(1) ignores them, and counted here"),
     Column("hash_collisions", "int64", "packets whose 64-bit flow-key hash matched another flow's (told apart by a second, independent 64-bit hash; expected 0)"),
     Column("flows_exported_early", "int64", "flows pushed out of the table by the flow cap before they went idle"),
     Column("drops", "int64", "packets the kernel or the capture process reported dropping (live capture; 0 for files)"),

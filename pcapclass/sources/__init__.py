@@ -10,7 +10,7 @@ from ..errors import InvalidCaptureError
 from .batch import PacketBatch
 from .pcap import is_pcap, read_pcap
 from .pcapng import is_pcapng, read_pcapng
-from .stream import ByteWindow, open_stream
+from .stream import ByteWindow, GzipStream, open_stream
 
 __all__ = ["DEFAULT_CHUNK_SIZE", "CaptureFile", "PacketBatch", "open_capture"]
 
@@ -52,7 +52,7 @@ class CaptureFile:
         head = bytes(self._window.buf[: min(4, self._window.end)])
         if self._window.end == 0:
             self.close()
-            raise InvalidCaptureError("empty file: no capture header", path=self.path, offset=0)
+            raise self._window.cut("empty file: no capture header", offset=0)
         if is_pcapng(head):
             self.format = "pcapng"
         elif is_pcap(head):
@@ -72,6 +72,12 @@ class CaptureFile:
     def caplen_over_snaplen(self) -> int:
         """Records longer than the snaplen their header declares (read, not refused)."""
         return self._window.caplen_over_snaplen
+
+    @property
+    def gzip_trailing_bytes(self) -> int:
+        """Bytes after the last gzip member that start no new member: ignored, as gzip and tshark
+        ignore them (known once the capture is read to its end)."""
+        return self._stream.trailing_bytes if isinstance(self._stream, GzipStream) else 0
 
     def __iter__(self) -> Iterator[PacketBatch]:
         reader = read_pcapng if self.format == "pcapng" else read_pcap

@@ -47,9 +47,7 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
     while window.end < FILE_HEADER_LEN and window.refill(0):
         pass
     if window.end < FILE_HEADER_LEN:
-        raise InvalidCaptureError(
-            f"truncated pcap file header: {window.end} of {FILE_HEADER_LEN} bytes", path=path, offset=0
-        )
+        raise window.cut(f"truncated pcap file header: {window.end} of {FILE_HEADER_LEN} bytes", offset=0)
     order = "<" if struct.unpack_from("<I", window.buf, 0)[0] in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC, PCAP_MAGIC_MODIFIED) else ">"
     magic, _vmaj, _vmin, _zone, _sigfigs, snaplen, network = struct.unpack_from(order + "IHHiIII", window.buf, 0)
     if magic == PCAP_MAGIC_MODIFIED:
@@ -95,14 +93,13 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
             need = RECORD_HEADER_LEN + u32(data, pos + 8, big_endian)
         if not window.refill(pos, need):
             remain = window.end
-            if remain == 0:
+            if remain == 0 and window.fault is None:
                 return
-            offset_at = window.base
             if remain < RECORD_HEADER_LEN:
                 msg = f"truncated record header: {remain} of {RECORD_HEADER_LEN} bytes"
             else:
                 msg = f"truncated record: header says {need - RECORD_HEADER_LEN} captured bytes, {remain - RECORD_HEADER_LEN} remain"
-            raise InvalidCaptureError(msg, path=path, offset=offset_at, packet=packet_no + 1)
+            raise window.cut(msg, offset=window.base, packet=packet_no + 1)
         pos = 0
 
 

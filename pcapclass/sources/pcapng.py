@@ -151,16 +151,12 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
             need = u32(buf, pos + 4)[0]
         if not window.refill(pos, need):
             remain = window.end
-            if remain == 0:
+            if remain == 0 and window.fault is None:
                 if not seen_shb:
                     raise InvalidCaptureError("empty pcapng stream", path=path, offset=0)
                 return
-            raise InvalidCaptureError(
-                f"truncated block: {remain} bytes remain of a block that needs {need or 'at least 12'}",
-                path=path,
-                offset=window.base,
-                packet=packet_no + 1,
-            )
+            raise window.cut(f"truncated block: {remain} bytes remain of a block that needs {need or 'at least 12'}",
+                             offset=window.base, packet=packet_no + 1)  # fmt: skip
         pos = 0
 
 
