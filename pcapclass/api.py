@@ -29,10 +29,10 @@ from .classify import (
     rpc_sessions_among,
 )
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
-from .errors import CaptureError
+from .errors import CaptureError, OutputError
 from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
 from .flows import FlowKeys, FlowTable, Records, flow_keys
-from .report import CsvAppender, write_csv, write_outputs
+from .report import Outputs, write_outputs
 from .rules import RuleSet, load_rules
 from .sources import CaptureFile, PacketBatch
 from .summarize import breakdown, merge, partial_breakdown
@@ -156,15 +156,20 @@ class FlowStore:
             self._spill()
 
     def _spill(self) -> None:
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="pcapclass-flows-")
-        for recs, index, rows in self._mem_blocks():
-            base = Path(self._dir.name) / f"{len(self._files):06d}"
-            paths = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy"), base.with_suffix(".rows.npy")
-            np.save(paths[0], recs.cols)
-            np.save(paths[1], index)
-            np.save(paths[2], np.stack([rows.flow, rows.vid, rows.from_a.astype(np.int64)]))
-            self._files.append(paths)
+        """Move the flows in memory to temporary files; raises OutputError when they cannot be
+        written (``TMPDIR`` full or unwritable)."""
+        try:
+            if self._dir is None:
+                self._dir = tempfile.TemporaryDirectory(prefix="pcapclass-flows-")
+            for recs, index, rows in self._mem_blocks():
+                base = Path(self._dir.name) / f"{len(self._files):06d}"
+                paths = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy"), base.with_suffix(".rows.npy")
+                self._files.append(paths)
+                np.save(paths[0], recs.cols)
+                np.save(paths[1], index)
+                np.save(paths[2], np.stack([rows.flow, rows.vid, rows.from_a.astype(np.int64)]))
+        except OSError as exc:
+            raise OutputError.from_os(exc, "cannot spill finished flows to a temporary file", path=tempfile.gettempdir()) from None
         self._mem, self._mem_rows = [], 0
 
     def _mem_blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
@@ -346,12 +351,12 @@ class Classifier:
         many flows the captures had; the Exchange servers and the RPC sessions that the
         new-mail heuristic needs are gathered over all blocks first, so that every block is
         decided as if all flows were one. The returned Result carries the breakdown and the
-        per-capture rows; its ``flows`` is empty (they are in flows.csv).
+        per-capture rows; its ``flows`` is empty (they are in flows.csv). The three files
+        appear together, when all are written; raises OutputError when they cannot be.
         """
-        out = Path(outdir)
         if self.store.one_block:
             result = self.result(by=by)
-            write_outputs(result, out)
+            write_outputs(result, outdir)
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
@@ -365,23 +370,19 @@ class Classifier:
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
             candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
             shared.sessions = rpc_sessions_among(candidates, self.networks, shared.known)
-        writer = CsvAppender(out / "flows.csv")
-        parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
-        servers = Servers(networks=(), addresses=(), inferred=not self.networks)
-        try:
+        with Outputs(outdir) as out:
+            writer = out.appender("flows.csv")
+            parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
+            servers = Servers(networks=(), addresses=(), inferred=not self.networks)
             for recs, index, rows in self.store.blocks():
                 flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows)
                 flows = self._labelled(flows, index)
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
                 counts += np.bincount(index, minlength=len(self.counts))
-            writer.close()
-        except BaseException:
-            writer.discard()
-            raise
-        result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
-        write_csv(result.breakdown, out / "breakdown.csv")
-        write_csv(result.captures, out / "capture.csv")
+            result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
+            out.write("breakdown.csv", result.breakdown)
+            out.write("capture.csv", result.captures)
         return result
 
     def close(self) -> None:

@@ -7,6 +7,8 @@ Exit codes (documented in the README):
   4  a capture stopped at a fault: everything before it was written, marked partial
   5  a rules file is invalid
   6  a live capture could not start or died
+  7  the outputs could not be written (OutputError): no output file is left half-written
+  130  interrupted
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .errors import CaptureError, PcapclassError, RulesError
 from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .progress import Progress
-from .report import print_table
+from .report import make_outdir, print_table
 from .rules import RuleSet, load_rules
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 
@@ -40,7 +42,6 @@ EXIT_UNREADABLE = 3
 EXIT_PARTIAL = 4
 EXIT_RULES = 5
 EXIT_LIVE = 6
-EXIT_OUTPUT = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -213,8 +214,16 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
     servers = _parse_servers(args.server)
     if servers is None:
         return EXIT_USAGE
+    make_outdir(args.outdir)  # before minutes of reading, not after
     clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows,
                      payload=not args.no_payload, epm_expiry=args.epm_expiry)  # fmt: skip
+    try:
+        return _classify_into(args, clf)
+    finally:
+        clf.close()
+
+
+def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     unreadable = 0
     for path in args.captures:
         bar = Progress(_size(path), label=path, enabled=False if args.quiet else None)
@@ -238,13 +247,7 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
             _warn(f"{counts.capture}: {counts.gzip_trailing_bytes} bytes after the end of the gzip data (ignored, counted in capture.csv)")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
-    try:
-        result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))
-    except OSError as exc:  # the output side: the directory cannot be made, a disk fills up
-        _fail(f"{exc.filename or args.outdir}: cannot write the outputs: {exc.strerror or exc}")
-        return EXIT_OUTPUT
-    finally:
-        clf.close()
+    result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))
     if not args.quiet:
         print_table(result, sys.stdout)
         print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv")

@@ -5,13 +5,16 @@
     │   ├── CaptureOpenError(OSError)     missing, unreadable, a directory
     │   └── InvalidCaptureError(ValueError)  bytes that are not (or stop being) a capture
     ├── RulesError(ValueError)            a rules file is malformed or inconsistent
-    └── LiveCaptureError(RuntimeError)    a live capture cannot start or died
+    ├── LiveCaptureError(RuntimeError)    a live capture cannot start or died
+    └── OutputError(OSError)              an output or spill file cannot be written
 
 Every CaptureError carries the file, the byte offset and the packet number (1-based, as
 tshark numbers frames) where it was found, so that the CLI can print one precise line.
 """
 
 from __future__ import annotations
+
+import os
 
 
 class PcapclassError(Exception):
@@ -77,3 +80,24 @@ class LiveCaptureError(PcapclassError, RuntimeError):
     """A live capture could not start, or its capture process died."""
 
     exit_code = 6
+
+
+class OutputError(PcapclassError, OSError):
+    """An output cannot be written: the directory cannot be made, a disk or the spill directory
+    is full. Carries the file or directory and the operating system's reason."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.message = message
+        self.path = path
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    @classmethod
+    def from_os(cls, exc: OSError, doing: str, *, path: str | os.PathLike[str]) -> OutputError:
+        """``exc`` met while ``doing`` (``"cannot write the outputs"``), naming the file it
+        names, else ``path``."""
+        return cls(f"{doing}: {exc.strerror or exc}", path=os.fspath(exc.filename or path))
