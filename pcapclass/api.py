@@ -29,7 +29,7 @@ from .classify import (
     rpc_sessions_among,
 )
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
-from .errors import CaptureError, OutputError
+from .errors import CaptureError, CaptureInterruptedError, OutputError
 from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
 from .flows import FlowKeys, FlowTable, Records, flow_keys
 from .report import Outputs, write_outputs
@@ -250,6 +250,8 @@ class Classifier:
         self.counts: list[CaptureCounts] = []
         self.store = FlowStore(rows_of=self.evidence.take if self.evidence is not None else None)
         self.table = self._new_table()
+        #: the signal that asked reading to stop (``interrupt``), or None
+        self.interrupted: int | None = None
 
     def _new_table(self) -> FlowTable:
         return FlowTable(idle_timeout_ns=self.idle_timeout_ns, max_flows=self.max_flows)
@@ -290,8 +292,19 @@ class Classifier:
         collector, so that it keeps only open flows' rows)."""
         self.store.add(recs, len(self.counts) - 1, last=last)
 
+    def interrupt(self, signum: int) -> None:
+        """Stop reading after the batch in hand (safe in a signal handler): everything read so
+        far is still counted and classified; the capture is marked partial."""
+        self.interrupted = signum
+
+    def _until_interrupted(self, cap: CaptureFile) -> Iterator[PacketBatch]:
+        for batch in cap:
+            yield batch
+            if self.interrupted is not None:
+                return
+
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
-        """Read one capture to its end or its first fault (recorded, not raised).
+        """Read one capture to its end, its first fault or ``interrupt`` (recorded, not raised).
 
         Raises CaptureError only when the file cannot be opened or is not a capture at all.
         """
@@ -313,7 +326,7 @@ class Classifier:
             # table, the evidence (compiled stages let go of the GIL, so they overlap); flows
             # the table finished are kept after the evidence of their last batch
             with quick_handover():
-                for (batch, (pk, keys)), (first, finished) in ahead(ahead(cap, _decoded), add):
+                for (batch, (pk, keys)), (first, finished) in ahead(ahead(self._until_interrupted(cap), _decoded), add):
                     self._look(batch, pk, keys, first)
                     if finished is not None:
                         self._keep_finished(finished)
@@ -322,6 +335,9 @@ class Classifier:
         except CaptureError as exc:
             counts.error = exc
         finally:
+            cap.close()
+            if self.interrupted is not None and counts.error is None:
+                counts.error = CaptureInterruptedError(self.interrupted, path=cap.path, packet=counts.packets + 1)
             counts.caplen_over_snaplen = cap.caplen_over_snaplen
             counts.gzip_trailing_bytes = cap.gzip_trailing_bytes
             self.end()

@@ -3,7 +3,8 @@
     PcapclassError
     ├── CaptureError                      a capture cannot be read (any reason)
     │   ├── CaptureOpenError(OSError)     missing, unreadable, a directory
-    │   └── InvalidCaptureError(ValueError)  bytes that are not (or stop being) a capture
+    │   ├── InvalidCaptureError(ValueError)  bytes that are not (or stop being) a capture
+    │   └── CaptureInterruptedError       reading stopped by SIGINT or SIGTERM
     ├── RulesError(ValueError)            a rules file is malformed or inconsistent
     ├── LiveCaptureError(RuntimeError)    a live capture cannot start or died
     └── OutputError(OSError)              an output or spill file cannot be written
@@ -15,6 +16,7 @@ tshark numbers frames) where it was found, so that the CLI can print one precise
 from __future__ import annotations
 
 import os
+import signal
 
 
 class PcapclassError(Exception):
@@ -58,6 +60,18 @@ class CaptureOpenError(CaptureError, OSError):
 
 class InvalidCaptureError(CaptureError, ValueError):
     """The bytes are not a capture, or stop being one at ``offset``."""
+
+
+class CaptureInterruptedError(CaptureError):
+    """Reading was stopped by a signal (SIGINT, SIGTERM): what was read before it is kept.
+
+    The exit code is the shell's for a death by that signal, 128 + its number.
+    """
+
+    def __init__(self, signum: int, *, path: str, offset: int | None = None, packet: int | None = None) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}", path=path, offset=offset, packet=packet)
 
 
 class RulesError(PcapclassError, ValueError):
