@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ class CaptureCounts:
     undecoded_packets: int = 0
     fragment_packets: int = 0
     caplen_over_snaplen: int = 0
+    ts_fraction_invalid: int = 0
+    ts_out_of_range: int = 0
+    wirelen_below_caplen: int = 0
     gzip_trailing_bytes: int = 0
     hash_collisions: int = 0
     flows_exported_early: int = 0
@@ -338,8 +341,8 @@ class Classifier:
             cap.close()
             if self.interrupted is not None and counts.error is None:
                 counts.error = CaptureInterruptedError(self.interrupted, path=cap.path, packet=counts.packets + 1)
-            counts.caplen_over_snaplen = cap.caplen_over_snaplen
-            counts.gzip_trailing_bytes = cap.gzip_trailing_bytes
+            for name, value in asdict(cap.anomalies).items():
+                setattr(counts, name, value)
             self.end()
         return counts
 
@@ -445,6 +448,9 @@ def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, An
         "undecoded_packets": c.undecoded_packets,
         "fragment_packets": c.fragment_packets,
         "caplen_over_snaplen": c.caplen_over_snaplen,
+        "ts_fraction_invalid": c.ts_fraction_invalid,
+        "ts_out_of_range": c.ts_out_of_range,
+        "wirelen_below_caplen": c.wirelen_below_caplen,
         "gzip_trailing_bytes": c.gzip_trailing_bytes,
         "hash_collisions": c.hash_collisions,
         "flows_exported_early": c.flows_exported_early,

@@ -21,6 +21,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import NoReturn
 
 import pyarrow as pa
@@ -35,6 +36,7 @@ from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .progress import Progress
 from .report import make_outdir, print_table
 from .rules import RuleSet, load_rules
+from .sources import ReadAnomalies
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 
 EXIT_OK = 0
@@ -263,10 +265,9 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
             else:
                 _fail(str(counts.error))
                 unreadable += 1
-        elif counts.caplen_over_snaplen:
-            _warn(f"{counts.capture}: {counts.caplen_over_snaplen} records longer than the file's snaplen (read anyway, counted in capture.csv)")
-        if counts.gzip_trailing_bytes:
-            _warn(f"{counts.capture}: {counts.gzip_trailing_bytes} bytes after the end of the gzip data (ignored, counted in capture.csv)")
+        odd = ", ".join(f"{getattr(counts, f.name)} {f.name}" for f in fields(ReadAnomalies) if getattr(counts, f.name))
+        if odd:
+            _warn(f"{counts.capture}: read anyway, counted in capture.csv: {odd}")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
     result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))

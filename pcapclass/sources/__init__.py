@@ -6,13 +6,15 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO, Self
 
+import numpy as np
+
 from ..errors import InvalidCaptureError
-from .batch import PacketBatch
+from .batch import PacketBatch, ReadAnomalies
 from .pcap import is_pcap, read_pcap
 from .pcapng import is_pcapng, read_pcapng
 from .stream import ByteWindow, GzipStream, open_stream
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "CaptureFile", "PacketBatch", "open_capture"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "CaptureFile", "PacketBatch", "ReadAnomalies", "open_capture"]
 
 #: bytes read per chunk: large enough that per-batch overhead vanishes, small enough for cache
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -69,20 +71,18 @@ class CaptureFile:
         return self._window.consumed
 
     @property
-    def caplen_over_snaplen(self) -> int:
-        """Records longer than the snaplen their header declares (read, not refused)."""
-        return self._window.caplen_over_snaplen
-
-    @property
-    def gzip_trailing_bytes(self) -> int:
-        """Bytes after the last gzip member that start no new member: ignored, as gzip and tshark
-        ignore them (known once the capture is read to its end)."""
-        return self._stream.trailing_bytes if isinstance(self._stream, GzipStream) else 0
+    def anomalies(self) -> ReadAnomalies:
+        """What was read although off, counted (complete once the capture is read to its end)."""
+        if isinstance(self._stream, GzipStream):
+            self._window.anomalies.gzip_trailing_bytes = self._stream.trailing_bytes
+        return self._window.anomalies
 
     def __iter__(self) -> Iterator[PacketBatch]:
         reader = read_pcapng if self.format == "pcapng" else read_pcap
         try:
-            yield from reader(self._window)
+            for batch in reader(self._window):
+                self._window.anomalies.wirelen_below_caplen += int(np.count_nonzero(batch.wirelen < batch.caplen))
+                yield batch
         finally:
             self.close()
 

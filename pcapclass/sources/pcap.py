@@ -61,7 +61,8 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
     packet_no = 0
     while True:
         data = np.frombuffer(window.buf, dtype=np.uint8)
-        offset, caplen, wirelen, ts_ns, pos, bad = walk_pcap(window.buf, pos, window.end, big_endian, ts_scale, MAX_CAPLEN)
+        offset, caplen, wirelen, ts_ns, pos, bad, bad_fraction = walk_pcap(window.buf, pos, window.end, big_endian, ts_scale, MAX_CAPLEN)
+        window.anomalies.ts_fraction_invalid += bad_fraction
         fault = None
         if bad:
             fault = _bad_caplen(path, window.base + pos, packet_no + len(offset) + 1, u32(data, pos + 8, big_endian), MAX_CAPLEN)
@@ -72,7 +73,7 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
             # A record merely longer than the header's snaplen is read, as libpcap and tshark
             # read it (real writers get snaplen wrong), and counted.
             if snaplen:
-                window.caplen_over_snaplen += int(np.count_nonzero(caplen > snaplen))
+                window.anomalies.caplen_over_snaplen += int(np.count_nonzero(caplen > snaplen))
             yield PacketBatch(
                 data=data,
                 offset=offset,

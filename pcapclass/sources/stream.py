@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import CaptureError, CaptureOpenError, InvalidCaptureError
+from .batch import ReadAnomalies
 
 #: RFC 1952 §2.3.1: ID1 ID2
 GZIP_MAGIC = b"\x1f\x8b"
@@ -145,8 +146,8 @@ class ByteWindow:
         self.eof = False
         self._low_latency = low_latency
         self._position = position
-        #: records longer than their snaplen: read anyway (as libpcap does), counted here
-        self.caplen_over_snaplen = 0
+        #: what the readers read anyway and counted
+        self.anomalies = ReadAnomalies()
         #: the read error that ended the stream early: the bytes before it are still walked
         self.fault: CaptureError | None = None
 

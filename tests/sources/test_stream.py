@@ -87,7 +87,7 @@ def test_trailing_bytes_are_a_warning_on_the_command_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pcapclass", "classify", str(path), "-o", "out", "-q"],
                           capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stderr.splitlines() == [f"pcapclass: warning: {path}: 8 bytes after the end of the gzip data (ignored, counted in capture.csv)"]
+    assert proc.stderr.splitlines() == [f"pcapclass: warning: {path}: read anyway, counted in capture.csv: 8 gzip_trailing_bytes"]
 
 
 def test_gzip_members_are_read_one_after_another(tmp_path, tshark):
