@@ -13,6 +13,7 @@ from .errors import (
     CaptureOpenError,
     InvalidCaptureError,
     LiveCaptureError,
+    OutputError,
     PcapclassError,
     RulesError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "Classifier",
     "InvalidCaptureError",
     "LiveCaptureError",
+    "OutputError",
     "PcapclassError",
     "Result",
     "RuleSet",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +31,10 @@ from .classify import (
     rpc_sessions_among,
 )
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
-from .errors import CaptureError
+from .errors import CaptureError, CaptureInterruptedError, OutputError
 from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
 from .flows import FlowKeys, FlowTable, Records, flow_keys
-from .report import CsvAppender, write_csv, write_outputs
+from .report import Outputs, write_outputs
 from .rules import RuleSet, load_rules
 from .servers import load_server_evidence, merged
 from .sources import CaptureFile, PacketBatch
@@ -61,6 +61,10 @@ class CaptureCounts:
     undecoded_packets: int = 0
     fragment_packets: int = 0
     caplen_over_snaplen: int = 0
+    ts_fraction_invalid: int = 0
+    ts_out_of_range: int = 0
+    wirelen_below_caplen: int = 0
+    gzip_trailing_bytes: int = 0
     hash_collisions: int = 0
     flows_exported_early: int = 0
     #: packets a live capture's kernel or capture process reported dropping
@@ -158,15 +162,20 @@ class FlowStore:
             self._spill()
 
     def _spill(self) -> None:
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="pcapclass-flows-")
-        for recs, index, rows in self._mem_blocks():
-            base = Path(self._dir.name) / f"{len(self._files):06d}"
-            paths = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy"), base.with_suffix(".rows.npy")
-            np.save(paths[0], recs.cols)
-            np.save(paths[1], index)
-            np.save(paths[2], np.stack([rows.flow, rows.vid, rows.from_a.astype(np.int64)]))
-            self._files.append(paths)
+        """Move the flows in memory to temporary files; raises OutputError when they cannot be
+        written (``TMPDIR`` full or unwritable)."""
+        try:
+            if self._dir is None:
+                self._dir = tempfile.TemporaryDirectory(prefix="pcapclass-flows-")
+            for recs, index, rows in self._mem_blocks():
+                base = Path(self._dir.name) / f"{len(self._files):06d}"
+                paths = base.with_suffix(".flows.npy"), base.with_suffix(".capture.npy"), base.with_suffix(".rows.npy")
+                self._files.append(paths)
+                np.save(paths[0], recs.cols)
+                np.save(paths[1], index)
+                np.save(paths[2], np.stack([rows.flow, rows.vid, rows.from_a.astype(np.int64)]))
+        except OSError as exc:
+            raise OutputError.from_os(exc, "cannot spill finished flows to a temporary file", path=tempfile.gettempdir()) from None
         self._mem, self._mem_rows = [], 0
 
     def _mem_blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
@@ -249,6 +258,8 @@ class Classifier:
         self.counts: list[CaptureCounts] = []
         self.store = FlowStore(rows_of=self.evidence.take if self.evidence is not None else None)
         self.table = self._new_table()
+        #: the signal that asked reading to stop (``interrupt``), or None
+        self.interrupted: int | None = None
 
     def _new_table(self) -> FlowTable:
         return FlowTable(idle_timeout_ns=self.idle_timeout_ns, max_flows=self.max_flows)
@@ -289,8 +300,19 @@ class Classifier:
         collector, so that it keeps only open flows' rows)."""
         self.store.add(recs, len(self.counts) - 1, last=last)
 
+    def interrupt(self, signum: int) -> None:
+        """Stop reading after the batch in hand (safe in a signal handler): everything read so
+        far is still counted and classified; the capture is marked partial."""
+        self.interrupted = signum
+
+    def _until_interrupted(self, cap: CaptureFile) -> Iterator[PacketBatch]:
+        for batch in cap:
+            yield batch
+            if self.interrupted is not None:
+                return
+
     def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
-        """Read one capture to its end or its first fault (recorded, not raised).
+        """Read one capture to its end, its first fault or ``interrupt`` (recorded, not raised).
 
         Raises CaptureError only when the file cannot be opened or is not a capture at all.
         """
@@ -312,7 +334,7 @@ class Classifier:
             # table, the evidence (compiled stages let go of the GIL, so they overlap); flows
             # the table finished are kept after the evidence of their last batch
             with quick_handover():
-                for (batch, (pk, keys)), (first, finished) in ahead(ahead(cap, _decoded), add):
+                for (batch, (pk, keys)), (first, finished) in ahead(ahead(self._until_interrupted(cap), _decoded), add):
                     self._look(batch, pk, keys, first)
                     if finished is not None:
                         self._keep_finished(finished)
@@ -321,7 +343,11 @@ class Classifier:
         except CaptureError as exc:
             counts.error = exc
         finally:
-            counts.caplen_over_snaplen = cap.caplen_over_snaplen
+            cap.close()
+            if self.interrupted is not None and counts.error is None:
+                counts.error = CaptureInterruptedError(self.interrupted, path=cap.path, packet=counts.packets + 1)
+            for name, value in asdict(cap.anomalies).items():
+                setattr(counts, name, value)
             self.end()
         return counts
 
@@ -349,12 +375,12 @@ class Classifier:
         many flows the captures had; the Exchange servers and the RPC sessions that the
         new-mail heuristic needs are gathered over all blocks first, so that every block is
         decided as if all flows were one. The returned Result carries the breakdown and the
-        per-capture rows; its ``flows`` is empty (they are in flows.csv).
+        per-capture rows; its ``flows`` is empty (they are in flows.csv). The three files
+        appear together, when all are written; raises OutputError when they cannot be.
         """
-        out = Path(outdir)
         if self.store.one_block:
             result = self.result(by=by)
-            write_outputs(result, out)
+            write_outputs(result, outdir)
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
@@ -368,24 +394,20 @@ class Classifier:
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
             candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
             shared.sessions = rpc_sessions_among(candidates, self.networks, shared.known)
-        writer = CsvAppender(out / "flows.csv")
-        parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
-        servers = Servers(networks=(), addresses=(), inferred=not self.networks)
-        try:
+        with Outputs(outdir) as out:
+            writer = out.appender("flows.csv")
+            parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
+            servers = Servers(networks=(), addresses=(), inferred=not self.networks)
             for recs, index, rows in self.store.blocks():
                 flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows, self.server_rules)
                 flows = self._labelled(flows, index)
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
                 counts += np.bincount(index, minlength=len(self.counts))
-            writer.close()
-        except BaseException:
-            writer.discard()
-            raise
-        result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
-        write_csv(result.breakdown, out / "breakdown.csv")
-        write_csv(result.captures, out / "capture.csv")
-        write_csv(servers.evidence, out / "servers.csv")
+            result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
+            out.write("breakdown.csv", result.breakdown)
+            out.write("servers.csv", servers.evidence)
+            out.write("capture.csv", result.captures)
         return result
 
     def close(self) -> None:
@@ -432,6 +454,10 @@ def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, An
         "undecoded_packets": c.undecoded_packets,
         "fragment_packets": c.fragment_packets,
         "caplen_over_snaplen": c.caplen_over_snaplen,
+        "ts_fraction_invalid": c.ts_fraction_invalid,
+        "ts_out_of_range": c.ts_out_of_range,
+        "wirelen_below_caplen": c.wirelen_below_caplen,
+        "gzip_trailing_bytes": c.gzip_trailing_bytes,
         "hash_collisions": c.hash_collisions,
         "flows_exported_early": c.flows_exported_early,
         "drops": c.drops,

@@ -7,6 +7,8 @@ Exit codes (documented in the README):
   4  a capture stopped at a fault: everything before it was written, marked partial
   5  a rules file is invalid
   6  a live capture could not start or died
+  7  the outputs could not be written (OutputError): no output file is left half-written
+  130  interrupted by SIGINT (143: SIGTERM): what was read is classified and written, marked partial
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import gc
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import fields
 from typing import NoReturn
 
 import pyarrow as pa
@@ -26,12 +30,13 @@ from . import __version__
 from .addresses import Network, parse_networks
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier, Result
 from .classify import empty_flows
-from .errors import CaptureError, PcapclassError, RulesError
+from .errors import CaptureError, CaptureInterruptedError, PcapclassError, RulesError
 from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .progress import Progress
-from .report import print_table
+from .report import make_outdir, print_table
 from .rules import RuleSet, load_rules
+from .sources import ReadAnomalies
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 
 EXIT_OK = 0
@@ -40,7 +45,6 @@ EXIT_UNREADABLE = 3
 EXIT_PARTIAL = 4
 EXIT_RULES = 5
 EXIT_LIVE = 6
-EXIT_OUTPUT = 7
 EXIT_INTERRUPTED = 130
 
 
@@ -213,8 +217,34 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
     servers = _parse_servers(args.server)
     if servers is None:
         return EXIT_USAGE
+    make_outdir(args.outdir)  # before minutes of reading, not after
     clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows,
                      payload=not args.no_payload, epm_expiry=args.epm_expiry)  # fmt: skip
+
+    def stop(signum: int) -> None:
+        if clf.interrupted is not None:  # a second signal: give up at once (temporaries go)
+            raise KeyboardInterrupt
+        clf.interrupt(signum)
+
+    try:
+        with _signals_call(stop):
+            return _classify_into(args, clf)
+    finally:
+        clf.close()
+
+
+@contextmanager
+def _signals_call(handler: Callable[[int], None]) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM call ``handler(signum)`` instead of ending the process."""
+    previous = {sig: signal.signal(sig, lambda signum, _frame: handler(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, was in previous.items():
+            signal.signal(sig, was)
+
+
+def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     unreadable = 0
     for path in args.captures:
         bar = Progress(_size(path), label=path, enabled=False if args.quiet else None)
@@ -226,26 +256,26 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
             unreadable += 1
             continue
         bar.close()
+        if isinstance(counts.error, CaptureInterruptedError):
+            _fail(f"{counts.error} (the {counts.packets} packets read are classified; output marked partial)")
+            break
         if counts.error is not None:
             if counts.packets:
                 _fail(f"{counts.error} (the {counts.packets} packets before it are classified; output marked partial)")
             else:
                 _fail(str(counts.error))
                 unreadable += 1
-        elif counts.caplen_over_snaplen:
-            _warn(f"{counts.capture}: {counts.caplen_over_snaplen} records longer than the file's snaplen (read anyway, counted in capture.csv)")
+        odd = ", ".join(f"{getattr(counts, f.name)} {f.name}" for f in fields(ReadAnomalies) if getattr(counts, f.name))
+        if odd:
+            _warn(f"{counts.capture}: read anyway, counted in capture.csv: {odd}")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
-    try:
-        result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))
-    except OSError as exc:  # the output side: the directory cannot be made, a disk fills up
-        _fail(f"{exc.filename or args.outdir}: cannot write the outputs: {exc.strerror or exc}")
-        return EXIT_OUTPUT
-    finally:
-        clf.close()
+    result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))
     if not args.quiet:
         print_table(result, sys.stdout)
         print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv, servers.csv")
+    if clf.interrupted is not None:
+        return 128 + clf.interrupted
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK
 
 
@@ -262,13 +292,11 @@ def _live(args: argparse.Namespace, rules: RuleSet) -> int:
         duration=args.duration, count=args.count, servers=servers, rules=rules, idle_timeout=args.idle_timeout,
         active_timeout=args.active_timeout, max_flows=args.max_flows, write_pcap=args.write_pcap, on_status=view.update,
     )  # fmt: skip
-    previous = {sig: signal.signal(sig, lambda *_: cap.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = cap.run()
+        with _signals_call(lambda _signum: cap.stop()):
+            result = cap.run()
     finally:
         view.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     row = result.captures.iloc[0]
     if not args.quiet:
         print_table(Result(flows=empty_flows(), breakdown=result.breakdown, captures=result.captures, servers=result.servers), sys.stdout)

@@ -3,15 +3,20 @@
     PcapclassError
     ├── CaptureError                      a capture cannot be read (any reason)
     │   ├── CaptureOpenError(OSError)     missing, unreadable, a directory
-    │   └── InvalidCaptureError(ValueError)  bytes that are not (or stop being) a capture
+    │   ├── InvalidCaptureError(ValueError)  bytes that are not (or stop being) a capture
+    │   └── CaptureInterruptedError       reading stopped by SIGINT or SIGTERM
     ├── RulesError(ValueError)            a rules file is malformed or inconsistent
-    └── LiveCaptureError(RuntimeError)    a live capture cannot start or died
+    ├── LiveCaptureError(RuntimeError)    a live capture cannot start or died
+    └── OutputError(OSError)              an output or spill file cannot be written
 
 Every CaptureError carries the file, the byte offset and the packet number (1-based, as
 tshark numbers frames) where it was found, so that the CLI can print one precise line.
 """
 
 from __future__ import annotations
+
+import os
+import signal
 
 
 class PcapclassError(Exception):
@@ -57,6 +62,18 @@ class InvalidCaptureError(CaptureError, ValueError):
     """The bytes are not a capture, or stop being one at ``offset``."""
 
 
+class CaptureInterruptedError(CaptureError):
+    """Reading was stopped by a signal (SIGINT, SIGTERM): what was read before it is kept.
+
+    The exit code is the shell's for a death by that signal, 128 + its number.
+    """
+
+    def __init__(self, signum: int, *, path: str, offset: int | None = None, packet: int | None = None) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}", path=path, offset=offset, packet=packet)
+
+
 class RulesError(PcapclassError, ValueError):
     """A rules file is malformed: carries the file, the key path and the reason."""
 
@@ -77,3 +94,24 @@ class LiveCaptureError(PcapclassError, RuntimeError):
     """A live capture could not start, or its capture process died."""
 
     exit_code = 6
+
+
+class OutputError(PcapclassError, OSError):
+    """An output cannot be written: the directory cannot be made, a disk or the spill directory
+    is full. Carries the file or directory and the operating system's reason."""
+
+    exit_code = 7
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.message = message
+        self.path = path
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+    @classmethod
+    def from_os(cls, exc: OSError, doing: str, *, path: str | os.PathLike[str]) -> OutputError:
+        """``exc`` met while ``doing`` (``"cannot write the outputs"``), naming the file it
+        names, else ``path``."""
+        return cls(f"{doing}: {exc.strerror or exc}", path=os.fspath(exc.filename or path))

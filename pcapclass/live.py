@@ -9,6 +9,7 @@ previous tick's counters stay in memory, so a capture can run for days.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,10 +31,10 @@ from .api import (
     _capture_row,
 )
 from .classify import Servers, classify, flow_rows
-from .errors import LiveCaptureError
+from .errors import LiveCaptureError, OutputError, PcapclassError
 from .evidence import Evidence, FlowRows
 from .flows import KEY_COLUMNS, Records
-from .report import TS_FORMAT, write_csv
+from .report import TS_FORMAT, append_text, make_outdir, write_csv
 from .rules import RuleSet
 from .sources import PacketBatch
 from .sources.live import DEFAULT_BACKEND, LiveSource, open_live
@@ -87,7 +88,9 @@ class LiveCapture:
         result.breakdown
 
     ``run`` raises LiveCaptureError when the capture cannot start; when it dies midway the
-    counted traffic is written and the error is in ``LiveResult.error``.
+    counted traffic is written and the error is in ``LiveResult.error``. It raises OutputError
+    when the outputs cannot be written (no directory, a full disk); a row is appended whole
+    or not at all.
     """
 
     def __init__(
@@ -141,7 +144,7 @@ class LiveCapture:
 
     def run(self) -> LiveResult:
         """Capture until stopped; write the final outputs; return the totals."""
-        self.outdir.mkdir(parents=True, exist_ok=True)
+        make_outdir(self.outdir)
         source = open_live(self.interface, backend=self.backend, bpf=self.bpf, count=self.count)
         self._source = source
         if self._stop_requested:
@@ -183,6 +186,10 @@ class LiveCapture:
                 if self.on_status is not None and now >= status_at + self.status_every:
                     status_at = now
                     self.on_status(self._status(counts, now - start))
+        except OutputError as exc:  # a full disk: capture.csv says where the run stopped, if that still fits
+            with contextlib.suppress(OutputError):
+                self._write_capture(counts, exc)
+            raise
         finally:
             source.close()
             if writer is not None:
@@ -298,13 +305,12 @@ class LiveCapture:
         header = not path.exists()
         text = df[schema.names(columns)].to_csv(index=False, header=header, float_format=TS_FORMAT)
         if text:
-            with open(path, "a", newline="") as fh:
-                fh.write(text)
+            append_text(path, text)
 
     def _write_breakdown(self) -> None:
         write_csv(self._totals, self.outdir / "breakdown.csv")
 
-    def _write_capture(self, counts: CaptureCounts, error: LiveCaptureError | None) -> pd.DataFrame:
+    def _write_capture(self, counts: CaptureCounts, error: PcapclassError | None) -> pd.DataFrame:
         row: dict[str, Any] = _capture_row(counts, self._flows_total, self._servers())
         row.update(partial=error is not None, error=str(error) if error is not None else "")
         captures = pd.DataFrame([row], columns=schema.names(schema.CAPTURE))

@@ -1,18 +1,21 @@
-"""Outputs: the CSV files (written atomically) and the terminal table."""
+"""Outputs: the CSV files (a run's set renamed into place together) and the terminal table."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from types import TracebackType
+from typing import TYPE_CHECKING, Self, TextIO
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
 from .classify import Servers
+from .errors import OutputError, PcapclassError
 
 if TYPE_CHECKING:
     from .api import Result
@@ -22,36 +25,107 @@ if TYPE_CHECKING:
 TS_FORMAT = "%.6f"
 
 
-def write_csv(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` through a temporary file and a rename: never a torn file.
-
-    pyarrow's CSV writer does it about six times faster than ``DataFrame.to_csv``, which
-    matters for the flows file of a large capture. Floats are written in their shortest
-    round-trip form; booleans as ``true``/``false``; missing values as empty fields.
-    """
-    writer = CsvAppender(path)
+def make_outdir(outdir: str | os.PathLike[str]) -> Path:
+    """``outdir``, made if missing; raises OutputError when it cannot be."""
+    out = Path(outdir)
     try:
-        writer.write(df)
-        writer.close()
-    except BaseException:
-        writer.discard()
-        raise
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError.from_os(exc, "cannot make the output directory", path=out) from None
+    return out
+
+
+class Outputs:
+    """The files of one run, written to hidden temporaries in ``outdir`` and renamed into place
+    together once every one is complete.
+
+    A fault on the way (a full disk, an exception, Ctrl-C) removes the temporaries and leaves
+    the previous files as they were; OSError leaves as OutputError. The renames, in one
+    directory, need no space; capture.csv goes last. Example::
+
+        with Outputs("out") as out:
+            out.write("flows.csv", flows)
+            out.write("capture.csv", captures)
+    """
+
+    def __init__(self, outdir: str | os.PathLike[str]) -> None:
+        self.outdir = make_outdir(outdir)
+        self._files: list[CsvAppender] = []
+
+    def appender(self, name: str) -> CsvAppender:
+        """A file of the set, to be written block by block."""
+        try:
+            self._files.append(CsvAppender(self.outdir / name))
+        except OSError as exc:
+            raise OutputError.from_os(exc, "cannot write the outputs", path=self.outdir / name) from None
+        return self._files[-1]
+
+    def write(self, name: str, df: pd.DataFrame) -> None:
+        """A file of the set, written whole."""
+        self.appender(name).write(df)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            if exc is None:
+                for f in self._files:
+                    f.finish()
+                for f in self._files:
+                    f.commit()
+                return
+        except OSError as err:
+            exc = err
+        for f in self._files:
+            f.discard()
+        if isinstance(exc, OSError) and not isinstance(exc, PcapclassError):
+            raise OutputError.from_os(exc, "cannot write the outputs", path=self.outdir) from None
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` through a temporary file and a rename: never a torn file."""
+    with Outputs(path.parent) as out:
+        out.write(path.name, df)
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to ``path`` whole or not at all: when a write fails (a full disk) the
+    file is cut back to its length before, so that a reader never sees half a row."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise OutputError.from_os(exc, "cannot append", path=path) from None
+    try:
+        start = os.fstat(fd).st_size
+        rest = memoryview(text.encode())
+        while rest:
+            rest = rest[os.write(fd, rest) :]
+    except OSError as exc:
+        os.ftruncate(fd, start)
+        raise OutputError.from_os(exc, "cannot append", path=path) from None
+    finally:
+        os.close(fd)
 
 
 class CsvAppender:
-    """flows.csv written block by block (header once), renamed into place when complete.
+    """A CSV file written block by block (header once) to a hidden temporary beside ``path``,
+    which ``commit`` renames into place.
 
-    A block is formatted and written by a worker thread while the caller classifies the next
-    one: pyarrow writes CSV to a native file without holding the GIL, so on two cores the
-    two overlap. One worker keeps the blocks in order; at most one block waits in memory.
+    pyarrow's CSV writer is about six times faster than ``DataFrame.to_csv``, which matters
+    for the flows file of a large capture; it writes to a native file without holding the
+    GIL, so a worker thread formats and writes a block while the caller classifies the next
+    one (one worker keeps the blocks in order; at most one block waits in memory). Floats are
+    written in their shortest round-trip form; booleans as ``true``/``false``; missing values
+    as empty fields. The temporary is made with the mode the umask gives (``mkstemp`` would
+    make it 0600, and the rename would keep that).
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        self._fh = pa.OSFile(self._tmp, "wb")
         self._path = path
+        self._tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        self._fh = pa.OSFile(str(self._tmp), "wb")
         self._header = True
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapclass-csv")
         self._pending: Future[None] | None = None
@@ -69,30 +143,33 @@ class CsvAppender:
         if pending is not None:
             pending.result()
 
-    def close(self) -> None:
-        """Finish: the file appears under its name only now."""
+    def finish(self) -> None:
+        """Write what is pending and close the temporary."""
         try:
             self._wait()
         finally:
             self._worker.shutdown()
             self._fh.close()
+
+    def commit(self) -> None:
+        """The file appears under its name."""
         os.replace(self._tmp, self._path)
 
     def discard(self) -> None:
         """Give up (an error on the way): no block is left pending, no temporary file behind."""
         self._worker.shutdown(cancel_futures=True)
-        self._fh.close()
-        if os.path.exists(self._tmp):
-            os.unlink(self._tmp)
+        with contextlib.suppress(OSError):  # a block that did not fit fails again here: the file goes anyway
+            self._fh.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 def write_outputs(result: Result, outdir: str | os.PathLike[str]) -> list[Path]:
-    """flows.csv, breakdown.csv, capture.csv and servers.csv in ``outdir``."""
-    out = Path(outdir)
-    files = [out / "flows.csv", out / "breakdown.csv", out / "capture.csv", out / "servers.csv"]
-    for df, path in zip((result.flows, result.breakdown, result.captures, result.servers.evidence), files):
-        write_csv(df, path)
-    return files
+    """flows.csv, breakdown.csv, servers.csv and capture.csv in ``outdir``, renamed into place together."""
+    tables = {"flows.csv": result.flows, "breakdown.csv": result.breakdown, "servers.csv": result.servers.evidence, "capture.csv": result.captures}
+    with Outputs(outdir) as out:
+        for name, df in tables.items():
+            out.write(name, df)
+    return [out.outdir / name for name in tables]
 
 
 def human(n: float) -> str:

@@ -132,3 +132,74 @@ def test_follow_scan_reads_a_short_payload_no_further_than_its_end():
                               followed, none_h, np.zeros(0, dtype=np.int64), none_h, _PTYPE_USED.view(np.uint8))  # fmt: skip
     assert look.tolist() == [0]
     assert ended.tolist() == []
+
+
+# -- nonsense that is read and counted (capture.csv's anomaly columns) -------------------------
+
+_UDP_FRAME = (b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"  # Ethernet: dst, src, IPv4
+              + struct.pack(">BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0, b"\x0a\0\0\1", b"\x0a\0\0\2")  # IPv4, UDP
+              + struct.pack(">HHHH", 1000, 53, 8, 0))  # fmt: skip
+
+
+def _pcap(magic: int, records: list[tuple[int, int, int]]) -> bytes:
+    """A little-endian pcap of _UDP_FRAME records given as (ts_sec, ts_fraction, orig_len)."""
+    header = struct.pack("<IHHiIII", magic, 2, 4, 0, 0, 65535, 1)
+    return header + b"".join(struct.pack("<IIII", s, f, len(_UDP_FRAME), o) + _UDP_FRAME for s, f, o in records)
+
+
+def _tshark_expert(path: Path, text: str) -> int:
+    proc = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-e", "_ws.expert.message"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return sum(text in line for line in proc.stdout.splitlines())
+
+
+@pytest.mark.parametrize(("magic", "second"), [(0xA1B2C3D4, 10**6), (0xA1B23C4D, 10**9)], ids=["usec", "nsec"])
+def test_a_fraction_of_a_second_or_more_is_carried_and_counted(tmp_path, tshark, magic, second):
+    import pcapclass
+    from pcapclass.sources import open_capture
+
+    fractions = [5, second - 1, second, second + second // 2, 0xFFFFFFFF]
+    path = tmp_path / "fractions.pcap"
+    path.write_bytes(_pcap(magic, [(100, f, len(_UDP_FRAME)) for f in fractions]))
+    assert _tshark_expert(path, "Fractional second") == 3
+    ts = np.concatenate([b.ts_ns for b in open_capture(path)])
+    assert ts.tolist() == [100 * 10**9 + f * (10**9 // second) for f in fractions]
+    assert pcapclass.classify_file(path).stats["ts_fraction_invalid"] == 3
+
+
+def test_an_original_length_below_the_captured_length_is_counted(tmp_path, tshark):
+    import pcapclass
+
+    lengths = [len(_UDP_FRAME), 10, 0, 0xFFFFFFFF, len(_UDP_FRAME) - 1]
+    path = tmp_path / "lengths.pcap"
+    path.write_bytes(_pcap(0xA1B2C3D4, [(100, 0, o) for o in lengths]))
+    assert _tshark_expert(path, "Frame length is less than captured length") == 3
+    stats = pcapclass.classify_file(path).stats
+    assert stats["wirelen_below_caplen"] == 3
+    assert stats["bytes"] == sum(lengths)  # the original lengths as recorded, as tshark's frame.len
+
+
+def _pcapng_block(btype: int, body: bytes) -> bytes:
+    body += bytes(-len(body) % 4)
+    return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+
+def test_an_epb_timestamp_with_its_high_bit_set_is_a_time_not_no_time(tmp_path):
+    """draft-ietf-opsawg-pcapng §4.3: the timestamp is an unsigned 64-bit tick count. 2^63 + 5
+    microseconds is past int64 nanoseconds (saturated, counted); 2^63 + 5 picoseconds is
+    9,223,372.036854775 s. Before, the high bit made it "no timestamp" and the packet took the
+    previous packet's time."""
+    from pcapclass.sources import open_capture
+
+    def epb(iface: int, ticks: int) -> bytes:
+        return _pcapng_block(6, struct.pack("<IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(_UDP_FRAME), len(_UDP_FRAME)) + _UDP_FRAME)
+
+    idb_usec = _pcapng_block(1, struct.pack("<HHI", 1, 0, 0))
+    idb_psec = _pcapng_block(1, struct.pack("<HHI", 1, 0, 0) + struct.pack("<HHB3x", 9, 1, 12) + struct.pack("<HH", 0, 0))
+    high = (1 << 63) + 5
+    path = tmp_path / "high_bit.pcapng"
+    path.write_bytes(SHB + idb_usec + idb_psec + epb(0, 1_700_000_000_000_000) + epb(0, high) + epb(1, high))
+    cap = open_capture(path)
+    ts = np.concatenate([b.ts_ns for b in cap])
+    assert ts.tolist() == [1_700_000_000 * 10**9, np.iinfo(np.int64).max, high // 1000]
+    assert cap.anomalies.ts_out_of_range == 1

@@ -6,13 +6,15 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO, Self
 
+import numpy as np
+
 from ..errors import InvalidCaptureError
-from .batch import PacketBatch
+from .batch import PacketBatch, ReadAnomalies
 from .pcap import is_pcap, read_pcap
 from .pcapng import is_pcapng, read_pcapng
-from .stream import ByteWindow, open_stream
+from .stream import ByteWindow, GzipStream, open_stream
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "CaptureFile", "PacketBatch", "open_capture"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "CaptureFile", "PacketBatch", "ReadAnomalies", "open_capture"]
 
 #: bytes read per chunk: large enough that per-batch overhead vanishes, small enough for cache
 DEFAULT_CHUNK_SIZE = 4 << 20
@@ -52,7 +54,7 @@ class CaptureFile:
         head = bytes(self._window.buf[: min(4, self._window.end)])
         if self._window.end == 0:
             self.close()
-            raise InvalidCaptureError("empty file: no capture header", path=self.path, offset=0)
+            raise self._window.cut("empty file: no capture header", offset=0)
         if is_pcapng(head):
             self.format = "pcapng"
         elif is_pcap(head):
@@ -69,14 +71,18 @@ class CaptureFile:
         return self._window.consumed
 
     @property
-    def caplen_over_snaplen(self) -> int:
-        """Records longer than the snaplen their header declares (read, not refused)."""
-        return self._window.caplen_over_snaplen
+    def anomalies(self) -> ReadAnomalies:
+        """What was read although off, counted (complete once the capture is read to its end)."""
+        if isinstance(self._stream, GzipStream):
+            self._window.anomalies.gzip_trailing_bytes = self._stream.trailing_bytes
+        return self._window.anomalies
 
     def __iter__(self) -> Iterator[PacketBatch]:
         reader = read_pcapng if self.format == "pcapng" else read_pcap
         try:
-            yield from reader(self._window)
+            for batch in reader(self._window):
+                self._window.anomalies.wirelen_below_caplen += int(np.count_nonzero(batch.wirelen < batch.caplen))
+                yield batch
         finally:
             self.close()
 

@@ -23,11 +23,12 @@ def walk_pcap(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, bin
               long long ts_scale, long long max_caplen):
     """Walk the whole pcap records in ``data[pos:end]`` (draft-ietf-opsawg-pcap §5).
 
-    Returns ``(offset, caplen, wirelen, ts_ns, stop, bad)``: per record, where its packet
-    starts, its captured and original lengths and its time in ns; ``stop`` is where the
-    walk ended, at the first record that does not fit in ``end`` or, with ``bad`` set,
+    Returns ``(offset, caplen, wirelen, ts_ns, stop, bad, bad_fraction)``: per record, where
+    its packet starts, its captured and original lengths and its time in ns; ``stop`` is where
+    the walk ended, at the first record that does not fit in ``end`` or, with ``bad`` set,
     whose caplen exceeds ``max_caplen`` (trusting that length would misread every record
-    after it).
+    after it); ``bad_fraction`` counts the records whose fractional-second field is a second
+    or more (``ts_scale`` of them make a second), which carries into the seconds.
     """
     cdef Py_ssize_t cap = (end - pos) // 16 + 1 if end > pos else 1
     offset_a = np.empty(cap, np.int64)
@@ -40,7 +41,9 @@ def walk_pcap(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, bin
     cdef long long[::1] ts_ns = ts_a
     cdef Py_ssize_t n = 0
     cdef Py_ssize_t nxt
-    cdef long long length
+    cdef long long length, fraction
+    cdef long long second = 1000000000 // ts_scale
+    cdef Py_ssize_t bad_fraction = 0
     cdef bint bad = False
     with nogil:
         while pos + 16 <= end:
@@ -54,10 +57,13 @@ def walk_pcap(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, bin
             offset[n] = pos + 16
             caplen[n] = length
             wirelen[n] = _u32(data, pos + 12, big_endian)
-            ts_ns[n] = _u32(data, pos, big_endian) * 1000000000 + _u32(data, pos + 4, big_endian) * ts_scale
+            fraction = _u32(data, pos + 4, big_endian)
+            if fraction >= second:
+                bad_fraction += 1
+            ts_ns[n] = _u32(data, pos, big_endian) * 1000000000 + fraction * ts_scale
             n += 1
             pos = nxt
-    return offset_a[:n].copy(), caplen_a[:n].copy(), wirelen_a[:n].copy(), ts_a[:n].copy(), pos, bad
+    return offset_a[:n].copy(), caplen_a[:n].copy(), wirelen_a[:n].copy(), ts_a[:n].copy(), pos, bad, bad_fraction
 
 
 cdef enum:

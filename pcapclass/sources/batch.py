@@ -1,4 +1,5 @@
-"""PacketBatch: the column batch every source yields and decode consumes."""
+"""PacketBatch: the column batch every source yields and decode consumes; ReadAnomalies: what
+the readers count instead of refusing."""
 
 from __future__ import annotations
 
@@ -30,3 +31,15 @@ class PacketBatch:
     def __len__(self) -> int:
         return int(self.offset.shape[0])
 
+
+
+@dataclass(slots=True)
+class ReadAnomalies:
+    """Records read although something in them is off, counted the way Zeek counts weirds
+    (each is a ``capture.csv`` column of the same name, see ``schema.CAPTURE``)."""
+
+    caplen_over_snaplen: int = 0
+    ts_fraction_invalid: int = 0
+    ts_out_of_range: int = 0
+    wirelen_below_caplen: int = 0
+    gzip_trailing_bytes: int = 0

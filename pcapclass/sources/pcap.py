@@ -47,9 +47,7 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
     while window.end < FILE_HEADER_LEN and window.refill(0):
         pass
     if window.end < FILE_HEADER_LEN:
-        raise InvalidCaptureError(
-            f"truncated pcap file header: {window.end} of {FILE_HEADER_LEN} bytes", path=path, offset=0
-        )
+        raise window.cut(f"truncated pcap file header: {window.end} of {FILE_HEADER_LEN} bytes", offset=0)
     order = "<" if struct.unpack_from("<I", window.buf, 0)[0] in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC, PCAP_MAGIC_MODIFIED) else ">"
     magic, _vmaj, _vmin, _zone, _sigfigs, snaplen, network = struct.unpack_from(order + "IHHiIII", window.buf, 0)
     if magic == PCAP_MAGIC_MODIFIED:
@@ -63,7 +61,8 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
     packet_no = 0
     while True:
         data = np.frombuffer(window.buf, dtype=np.uint8)
-        offset, caplen, wirelen, ts_ns, pos, bad = walk_pcap(window.buf, pos, window.end, big_endian, ts_scale, MAX_CAPLEN)
+        offset, caplen, wirelen, ts_ns, pos, bad, bad_fraction = walk_pcap(window.buf, pos, window.end, big_endian, ts_scale, MAX_CAPLEN)
+        window.anomalies.ts_fraction_invalid += bad_fraction
         fault = None
         if bad:
             fault = _bad_caplen(path, window.base + pos, packet_no + len(offset) + 1, u32(data, pos + 8, big_endian), MAX_CAPLEN)
@@ -74,7 +73,7 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
             # A record merely longer than the header's snaplen is read, as libpcap and tshark
             # read it (real writers get snaplen wrong), and counted.
             if snaplen:
-                window.caplen_over_snaplen += int(np.count_nonzero(caplen > snaplen))
+                window.anomalies.caplen_over_snaplen += int(np.count_nonzero(caplen > snaplen))
             yield PacketBatch(
                 data=data,
                 offset=offset,
@@ -95,14 +94,13 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
             need = RECORD_HEADER_LEN + u32(data, pos + 8, big_endian)
         if not window.refill(pos, need):
             remain = window.end
-            if remain == 0:
+            if remain == 0 and window.fault is None:
                 return
-            offset_at = window.base
             if remain < RECORD_HEADER_LEN:
                 msg = f"truncated record header: {remain} of {RECORD_HEADER_LEN} bytes"
             else:
                 msg = f"truncated record: header says {need - RECORD_HEADER_LEN} captured bytes, {remain - RECORD_HEADER_LEN} remain"
-            raise InvalidCaptureError(msg, path=path, offset=offset_at, packet=packet_no + 1)
+            raise window.cut(msg, offset=window.base, packet=packet_no + 1)
         pos = 0
 
 

@@ -151,16 +151,12 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
             need = u32(buf, pos + 4)[0]
         if not window.refill(pos, need):
             remain = window.end
-            if remain == 0:
+            if remain == 0 and window.fault is None:
                 if not seen_shb:
                     raise InvalidCaptureError("empty pcapng stream", path=path, offset=0)
                 return
-            raise InvalidCaptureError(
-                f"truncated block: {remain} bytes remain of a block that needs {need or 'at least 12'}",
-                path=path,
-                offset=window.base,
-                packet=packet_no + 1,
-            )
+            raise window.cut(f"truncated block: {remain} bytes remain of a block that needs {need or 'at least 12'}",
+                             offset=window.base, packet=packet_no + 1)  # fmt: skip
         pos = 0
 
 
@@ -198,20 +194,24 @@ def _parse_idb(buf: bytearray, pos: int, blen: int, order: str) -> tuple[_Interf
     return iface, ""
 
 
-def _ticks_to_ns(ticks: np.ndarray, iface: _Interface) -> np.ndarray:
-    """Interface ticks -> ns since the epoch; values past int64 ns (year 2262) saturate."""
+def _ticks_to_ns(ticks: np.ndarray, iface: _Interface) -> tuple[np.ndarray, int]:
+    """Interface ticks (unsigned 64-bit, §4.3, held in int64) -> ns since the epoch, and how
+    many saturated: values past int64 ns (year 2262) saturate there."""
+    u = ticks.astype(np.uint64)  # a tick count with the high bit set is large, not negative
     if iface.exp2 is not None:
-        whole = ticks >> iface.exp2
-        frac = ticks & ((1 << iface.exp2) - 1)
+        shift = np.uint64(iface.exp2)
+        whole = u >> shift
+        frac = (u & ((np.uint64(1) << shift) - np.uint64(1))).astype(np.int64)
         frac_ns = (frac * 1_000_000_000) >> iface.exp2 if iface.exp2 <= 30 else 0
         mul = 1_000_000_000
     elif iface.exp10 <= 9:
-        whole, frac_ns, mul = ticks, 0, 10 ** (9 - iface.exp10)
+        whole, frac_ns, mul = u, 0, 10 ** (9 - iface.exp10)
     else:
-        whole, frac_ns, mul = ticks // 10 ** (iface.exp10 - 9), 0, 1
+        whole, frac_ns, mul = u // np.uint64(10 ** (iface.exp10 - 9)), 0, 1
     limit = (TS_NS_MAX - abs(iface.offset_s) * 1_000_000_000 - 1_000_000_000) // mul
-    ns = np.minimum(whole, limit) * mul + frac_ns + iface.offset_s * 1_000_000_000
-    return np.where(whole > limit, TS_NS_MAX, ns)
+    over = whole > np.uint64(limit)
+    ns = np.minimum(whole, np.uint64(limit)).astype(np.int64) * mul + frac_ns + iface.offset_s * 1_000_000_000
+    return np.where(over, TS_NS_MAX, ns), int(np.count_nonzero(over))
 
 
 def _make_batch(
@@ -255,7 +255,8 @@ def _make_batch(
         positions = positions[order_idx]
         blen = np.concatenate([blen, sw[:, 1]])[order_idx]
         iface = np.concatenate([iface, np.zeros(len(pos_s), np.int64)])[order_idx]
-        ticks = np.concatenate([ticks, np.full(len(pos_s), -1, np.int64)])[order_idx]
+        ticks = np.concatenate([ticks, np.zeros(len(pos_s), np.int64)])[order_idx]
+        has_ts = np.concatenate([np.ones(len(pos_e), bool), np.zeros(len(pos_s), bool)])[order_idx]
         caplen = np.concatenate([caplen_e, caplen_s])[order_idx]
         wirelen = np.concatenate([wire_e, sw[:, 2]])[order_idx]
         offset = np.concatenate([off_e, pos_s + 12])[order_idx]
@@ -263,6 +264,7 @@ def _make_batch(
     else:
         positions, caplen, wirelen, offset = pos_e, caplen_e, wire_e, off_e
         room = np.full(len(pos_e), 32)
+        has_ts = np.ones(len(pos_e), bool)
 
     bad_if = (iface < 0) | (iface >= n_if)
     bad_len = (caplen > blen - room) | (caplen > MAX_CAPLEN)
@@ -275,17 +277,18 @@ def _make_batch(
         else:
             msg = f"packet block claims {int(caplen[i])} captured bytes in a {int(blen[i])}-byte block: corrupt framing"
         fault = InvalidCaptureError(msg, path=window.path, offset=window.base + int(positions[i]), packet=first_packet + i + 1)
-        positions, iface, ticks, caplen, wirelen, offset = (a[:i] for a in (positions, iface, ticks, caplen, wirelen, offset))
+        positions, iface, ticks, has_ts, caplen, wirelen, offset = (a[:i] for a in (positions, iface, ticks, has_ts, caplen, wirelen, offset))
 
     snap = if_snap[iface] if len(iface) else np.zeros(0, np.int64)
-    window.caplen_over_snaplen += int(np.count_nonzero((snap > 0) & (caplen > snap)))
+    window.anomalies.caplen_over_snaplen += int(np.count_nonzero((snap > 0) & (caplen > snap)))
     ts_ns = np.zeros(len(positions), dtype=np.int64)
     for k, spec in enumerate(interfaces):
-        sel = (iface == k) & (ticks >= 0)
+        sel = (iface == k) & has_ts
         if sel.any():
-            ts_ns[sel] = _ticks_to_ns(ticks[sel], spec)
+            ts_ns[sel], saturated = _ticks_to_ns(ticks[sel], spec)
+            window.anomalies.ts_out_of_range += saturated
     # Simple Packet Blocks carry no timestamp: they take the previous packet's time.
-    no_ts = ticks < 0
+    no_ts = ~has_ts
     if no_ts.any():
         idx = np.where(~no_ts, np.arange(len(ts_ns)), 0)
         np.maximum.accumulate(idx, out=idx)

@@ -2,21 +2,110 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import sys
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import CaptureOpenError, InvalidCaptureError
+from ..errors import CaptureError, CaptureOpenError, InvalidCaptureError
+from .batch import ReadAnomalies
 
 #: RFC 1952 §2.3.1: ID1 ID2
 GZIP_MAGIC = b"\x1f\x8b"
+#: zlib's window bits for a gzip wrapper (16 + MAX_WBITS): zlib parses the member header and
+#: checks its trailer (CRC-32 and ISIZE, RFC 1952 §2.3.1)
+GZIP_WBITS = 16 + zlib.MAX_WBITS
+#: compressed bytes read from the file, and given to zlib, at a time
+GZIP_READ = 1 << 16
+#: after zlib refuses a piece, it is given again a byte at a time, to keep all that
+#: decompresses before the damage
+GZIP_SALVAGE = 1
+
+
+class GzipStream(io.RawIOBase):
+    """A gzip file (RFC 1952) decompressed as it is read, member after member as gzip reads them.
+
+    Written over zlib rather than with ``gzip.GzipFile``, which cannot give what a capture
+    reader needs: every byte decompressed before a fault (GzipFile's buffered ``readinto``
+    drops the piece it was filling), the decompressed offset of the fault, the compressed
+    bytes consumed without ``tell`` (a pipe cannot tell), and bytes after the last member
+    ignored and counted, as gzip(1) ignores them, rather than the whole file refused. A fault
+    raises InvalidCaptureError at its decompressed offset.
+    """
+
+    def __init__(self, raw: BinaryIO, *, path: str) -> None:
+        super().__init__()
+        self.path = path
+        self._raw = raw
+        self._inflate = zlib.decompressobj(GZIP_WBITS)
+        #: compressed bytes read, not yet given to zlib
+        self._pending = b""
+        self._piece = GZIP_READ
+        #: compressed bytes read from the file so far
+        self.consumed = 0
+        #: decompressed bytes handed out so far
+        self.produced = 0
+        #: bytes after the last member that start no new member (ignored)
+        self.trailing_bytes = 0
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def _read_raw(self) -> bytes:
+        data = self._raw.read(GZIP_READ)
+        self.consumed += len(data)
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(b).cast("B")
+        while not self._done:
+            if self._inflate.eof and not self._next_member():
+                break
+            self._pending = self._pending or self._read_raw()
+            if not self._pending:
+                raise InvalidCaptureError(
+                    f"truncated gzip: the compressed data ends after {self.consumed} bytes, before its end-of-stream marker"
+                    " (the byte offset is in the decompressed data)", path=self.path, offset=self.produced)  # fmt: skip
+            piece, rest = self._pending[: self._piece], self._pending[self._piece :]
+            before = self._inflate.copy() if self._piece > GZIP_SALVAGE else None
+            try:
+                out = self._inflate.decompress(piece, len(view))
+            except zlib.error as exc:
+                if before is None:
+                    raise InvalidCaptureError(f"damaged gzip data ({exc}; the byte offset is in the decompressed data)",
+                                              path=self.path, offset=self.produced) from None  # fmt: skip
+                self._inflate, self._piece = before, GZIP_SALVAGE
+                continue
+            self._pending = (self._inflate.unused_data if self._inflate.eof else self._inflate.unconsumed_tail) + rest
+            if out:
+                view[: len(out)] = out
+                self.produced += len(out)
+                return len(out)
+        return 0
+
+    def _next_member(self) -> bool:
+        """After a member's end: start the next one, or, at the end of the file or before bytes
+        that are no member, stop (counting those bytes) and return False."""
+        rest = self._pending
+        while len(rest) < len(GZIP_MAGIC) and (more := self._read_raw()):
+            rest += more
+        if rest[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+            self.trailing_bytes = len(rest) + sum(map(len, iter(self._read_raw, b"")))
+            self._done = True
+            return False
+        self._inflate = zlib.decompressobj(GZIP_WBITS)
+        self._pending = rest
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 class ByteWindow:
@@ -57,8 +146,10 @@ class ByteWindow:
         self.eof = False
         self._low_latency = low_latency
         self._position = position
-        #: records longer than their snaplen: read anyway (as libpcap does), counted here
-        self.caplen_over_snaplen = 0
+        #: what the readers read anyway and counted
+        self.anomalies = ReadAnomalies()
+        #: the read error that ended the stream early: the bytes before it are still walked
+        self.fault: CaptureError | None = None
 
     @property
     def consumed(self) -> int:
@@ -69,6 +160,9 @@ class ByteWindow:
 
     def refill(self, keep: int, need: int = 0) -> bool:
         """Discard ``buf[:keep]``, read more; return False at end of stream.
+
+        A read error ends the stream too, kept in ``fault`` with the bytes read before it: the
+        reader walks those, then raises ``cut(...)``.
 
         ``need`` asks for at least that many bytes after ``keep`` (a large record).
         """
@@ -93,14 +187,10 @@ class ByteWindow:
                     n = self._stream.readinto1(view[self.end :])  # type: ignore[attr-defined]
                 else:
                     n = self._stream.readinto(view[self.end :])  # type: ignore[attr-defined]
-            except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-                raise InvalidCaptureError(
-                    f"compressed stream is damaged ({exc})", path=self.path, offset=self.base + self.end
-                ) from None
+            except CaptureError as exc:
+                self.fault, n = exc, 0
             except OSError as exc:
-                raise CaptureOpenError(
-                    f"read failed: {exc.strerror or exc}", path=self.path, offset=self.base + self.end
-                ) from None
+                self.fault, n = CaptureOpenError(f"read failed: {exc.strerror or exc}", path=self.path, offset=self.base + self.end), 0
             if not n:
                 self.eof = True
                 break
@@ -110,6 +200,12 @@ class ByteWindow:
                 break
         return got_any
 
+    def cut(self, message: str, *, offset: int, packet: int | None = None) -> CaptureError:
+        """The error for a stream that ended where a reader needed more: the read fault that
+        ended it early (the cause) if there was one, else ``message`` at ``offset``."""
+        if self.fault is not None:
+            return type(self.fault)(self.fault.message, path=self.path, offset=self.fault.offset, packet=packet)
+        return InvalidCaptureError(message, path=self.path, offset=offset, packet=packet)
 
 
 def open_stream(
@@ -118,7 +214,8 @@ def open_stream(
     """Open ``path`` (``-`` is stdin), unwrapping gzip; return (stream, name, total, position).
 
     ``total`` is the on-disk size for the progress bar (``None`` for stdin); ``position``,
-    for compressed input, tells how many compressed bytes were consumed so far.
+    for compressed input, tells how many compressed bytes were consumed so far. The stream of
+    a gzip file is a GzipStream.
     """
     name = os.fspath(path)
     if name == "-":
@@ -146,6 +243,6 @@ def open_stream(
     except OSError as exc:
         raise CaptureOpenError(f"read failed: {exc.strerror or exc}", path=name, offset=0) from None
     if head == GZIP_MAGIC:
-        stream: BinaryIO = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
-        return stream, name, total, buffered.tell
+        gz = GzipStream(buffered, path=name)
+        return cast(BinaryIO, gz), name, total, lambda: gz.consumed
     return buffered, name, total, None

@@ -13,7 +13,7 @@ from typing import BinaryIO, Self
 import numpy as np
 
 from .. import linktypes
-from ..errors import CaptureOpenError
+from ..errors import CaptureOpenError, OutputError
 from .batch import PacketBatch
 from .pcap import MAX_CAPLEN, PCAP_MAGIC_NSEC, RECORD_HEADER_LEN
 
@@ -61,19 +61,31 @@ class PcapWriter:
         body_start = np.concatenate(([0], np.cumsum(caplen)[:-1]))
         k = np.arange(int(caplen.sum()), dtype=np.int64)
         out[k + np.repeat(start + RECORD_HEADER_LEN - body_start, caplen)] = batch.data[k + np.repeat(batch.offset - body_start, caplen)]
-        self._fh.write(out.tobytes())
+        self._put(out.tobytes())
 
     def _header(self, linktype: int) -> None:
         self._linktype = linktype
-        self._fh.write(struct.pack("<IHHiIII", PCAP_MAGIC_NSEC, 2, 4, 0, 0, MAX_CAPLEN, linktype))
+        self._put(struct.pack("<IHHiIII", PCAP_MAGIC_NSEC, 2, 4, 0, 0, MAX_CAPLEN, linktype))
+
+    def _put(self, data: bytes) -> None:
+        """Write ``data``; raises OutputError when it does not fit (a full disk)."""
+        try:
+            self._fh.write(data)
+        except OSError as exc:
+            raise OutputError.from_os(exc, "cannot write the capture", path=self.path) from None
 
     def close(self) -> None:
         """Flush and close the file; a capture that saw no packet still gets its header."""
         if self._fh.closed:
             return
-        if self._linktype is None:
-            self._header(linktypes.LINKTYPE_ETHERNET)
-        self._fh.close()
+        try:
+            if self._linktype is None:
+                self._header(linktypes.LINKTYPE_ETHERNET)
+        finally:
+            try:
+                self._fh.close()
+            except OSError as exc:  # the buffered tail did not fit
+                raise OutputError.from_os(exc, "cannot write the capture", path=self.path) from None
 
     def __enter__(self) -> Self:
         return self

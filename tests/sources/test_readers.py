@@ -261,7 +261,7 @@ def test_caplen_over_snaplen_is_read_and_counted():
     cap = CaptureFile(FIXTURES / "caplen_over_snaplen.pcap")
     caplens = [int(c) for b in cap for c in b.caplen]
     assert caplens.count(1500) == 1 and len(caplens) == 5
-    assert cap.caplen_over_snaplen == 1
+    assert cap.anomalies.caplen_over_snaplen == 1
 
 
 @pytest.mark.parametrize("chunk_size", [64, 1000])
