@@ -587,7 +587,7 @@ def _notification_heuristic(
 ) -> npt.NDArray[np.int64]:
     """UDP from an Exchange server's high port to a high port of a host holding an RPC session
     with that server (see ``_sessions``; ``sessions``: those of every block, else this one's):
-    a new-mail notification (exchange-wire-facts.md §6a), when nothing better decided the
+    a new-mail notification (docs/exchange-wire-facts.md §6), when nothing better decided the
     flow. Returns those flows."""
     if sessions is None:
         sessions = _sessions(proto, o, (ev == _EV["bind"]) | (ev == _EV["epm"]), o.server_ex)

@@ -145,7 +145,7 @@ TRANSPORT_NAMES = {
 PORT_TRANSPORTS = frozenset({EPM_PROTOCOL_TCP, EPM_PROTOCOL_UDP, EPM_PROTOCOL_HTTP})
 
 # --- EMSMDB -----------------------------------------------------------------------------------
-# MS-OXCRPC 3.1.4 (opnums), 3.1.4.5 (EcRRegisterPushNotification); exchange-wire-facts.md §6a.
+# MS-OXCRPC 3.1.4 (opnums), 3.1.4.5 (EcRRegisterPushNotification); docs/exchange-wire-facts.md §6.
 EMSMDB_INTERFACE = "a4f1db00-ca47-1067-b31f-00dd010662da"
 EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION = 4
 CONTEXT_HANDLE_LEN = 20
@@ -801,7 +801,7 @@ def parse_register_push_notification(stub: bytes, *, little_endian: bool = True)
     """The context blob and callback address of an EcRRegisterPushNotification (EMSMDB
     opnum 4) request stub; None when it does not parse (e.g. an encrypted stub).
 
-    Layout (MS-OXCRPC 3.1.4.5; exchange-wire-facts.md §6a; matched on mapi.pcap frame 797):
+    Layout (MS-OXCRPC 3.1.4.5; docs/exchange-wire-facts.md §6; matched on mapi.pcap frame 797):
     context handle (20), iRpc u32, max_count u32, rgbContext (cbContext bytes), pad to 2,
     cbContext u16, pad to 4, grbitAdviseBits u32, max_count u32, rgbCallbackAddress (a Windows
     SOCKADDR: family u16 little-endian, port big-endian, address), pad to 2,

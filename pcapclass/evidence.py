@@ -106,7 +106,7 @@ MISMATCH = "port-mismatch"
 RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, PROTOCOL_ONLY))}
 
 DEFAULT_EPM_EXPIRY = 300.0
-#: TCP/UDP port of Direct Push (exchange-wire-facts.md §6b)
+#: TCP/UDP port of Direct Push (docs/exchange-wire-facts.md §6)
 DIRECT_PUSH_PORT = 2883
 #: endpoint-mapper ports (TCP 135; 593 for ncacn_http)
 EPM_PORTS = (135, 593)

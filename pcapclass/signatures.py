@@ -124,15 +124,15 @@ SSH_PREFIX = b"SSH-"
 RESP_ARRAY = b"*"
 #: the first line of a greeting that is looked at for the words above
 GREETING_LINE = 256
-#: Exchange's POP3 and IMAP4 greetings name it (exchange-wire-facts.md §7)
+#: Exchange's POP3 and IMAP4 greetings name it (docs/exchange-wire-facts.md §7)
 EXCHANGE_GREETING = b"Microsoft Exchange"
 
 # --- Exchange SMTP ----------------------------------------------------------------------------
-# exchange-wire-facts.md §7: Exchange 2003's EHLO reply advertises these (KB 842026).
+# docs/exchange-wire-facts.md §7: Exchange 2003's EHLO reply advertises these (KB 842026).
 EXCHANGE_SMTP_KEYWORDS = frozenset({"X-EXPS", "X-LINK2STATE", "XEXCH50"})
 
 # --- Ports -> protocols a flow's first payloads should start ----------------------------------
-# exchange-wire-facts.md §4, §7, §8 (TCP server ports). Ports missing here (691: wire format
+# docs/exchange-wire-facts.md §4, §7, §8 (TCP server ports). Ports missing here (691: wire format
 # unconfirmed; 88, 53, 123 ...) give no opinion.
 
 

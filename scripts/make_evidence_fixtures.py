@@ -3,7 +3,7 @@
 
     python scripts/make_evidence_fixtures.py [--out DIR]
 
-Conversations byte for byte from shared/docs/exchange-wire-facts.md, encoded with scapy by the
+Conversations byte for byte from docs/exchange-wire-facts.md, encoded with scapy by the
 helpers of scripts/make_fixtures.py (same network: back-end 10.0.0.10, front-end 10.0.0.20,
 clients 10.0.1.x). Expected services are written by hand in tests/test_evidence.py, never
 taken from pcapclass's output.
@@ -37,7 +37,7 @@ EPM, EMSMDB, NSPI = mf.EPM_UUID, mf.EMSMDB_UUID, mf.NSPI_UUID
 SEED = 20060503
 T0 = mf.T0_NS + 86_400 * 1_000_000_000  # a day after the main fixtures
 
-#: MS-OXCRPC 3.1.4.5 / exchange-wire-facts.md §6a: the opaque context the store will send back
+#: MS-OXCRPC 3.1.4.5 / docs/exchange-wire-facts.md §6: the opaque context the store will send back
 NOTIFY_BLOB = bytes.fromhex("d027270278010900")
 CALLBACK_PORT = 1054
 DCERPC_ALTER_CONTEXT = 14

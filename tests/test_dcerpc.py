@@ -1,6 +1,6 @@
 """Tests for pcapclass.dcerpc: hand-built PDUs (a comment per field), tshark as an oracle for
 those bytes, and real DCE/RPC captures whose binds and towers are checked against tshark's own
-dissection. Captures are copies from ../shared/corpus, listed in fixtures/payloads/SOURCES.md."""
+dissection. Captures are copies of public test captures, listed in fixtures/payloads/SOURCES.md."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def h(text: str) -> bytes:
     return bytes.fromhex("".join(line.split("#", 1)[0] for line in text.splitlines()))
 
 
-# --- Hand-built PDUs (C706 ch. 12; exchange-wire-facts.md §1, §2, §6a) -------------------------
+# --- Hand-built PDUs (C706 ch. 12; docs/exchange-wire-facts.md §2, §3, §6) -------------------------
 
 EMSMDB_BIND = h(
     """
@@ -143,7 +143,7 @@ RESPONSE_SMALL = h(
 )
 
 
-# Tower for EMSMDB over TCP (C706 appendix L; exchange-wire-facts.md §2 floor table)
+# Tower for EMSMDB over TCP (C706 appendix L; docs/exchange-wire-facts.md §3)
 def tower(port: int, ip: bytes, proto: int = 0x07) -> bytes:
     return h(
         f"""

@@ -1,7 +1,7 @@
 """Tests for pcapclass.evidence and the evidence order in classify: conversations built with scapy
 from the fact sheet (scripts/make_evidence_fixtures.py), read whole and in tiny chunks, and
 interface UUIDs checked against tshark's own DCE/RPC dissection. Expected services are written
-here by hand from exchange-wire-facts.md, not taken from pcapclass's output."""
+here by hand from docs/exchange-wire-facts.md, not taken from pcapclass's output."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """rules/exchange2003.toml against Microsoft's table, the lookup arrays, and --rules files.
 
-The expected ports below are typed by hand from shared/seed/000_2b7b6654f1c11774.txt ("Ports used
-in Exchange 2003"), row by row, plus the RPC-over-HTTP ports of exchange-wire-facts.md.
+The expected ports below are typed by hand from Microsoft's "Ports used in Exchange 2003"
+(Exchange Server 2003 Technical Reference), row by row, plus the RPC-over-HTTP ports of
+docs/exchange-wire-facts.md §4.
 """
 
 from __future__ import annotations
