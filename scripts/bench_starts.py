@@ -12,7 +12,7 @@ Wire formats: DCE/RPC C706 12.6 (bind, bind_ack), MS-RPCH 2.1.2.2.1 (ncacn_http)
 greetings and first commands), RFC 1006 + X.224 (TPKT/COTP CR and CC), RFC 4511 (LDAP search
 and entry), MS-SMB2 2.2.3/2.2.4 (NEGOTIATE), RFC 4120 (Kerberos AS-REQ/KRB-ERROR over TCP),
 RFC 1035 (DNS), RFC 5905 (NTP); the Direct Push NOTIFY and new-mail datagram as in
-shared exchange-wire-facts.md §6.
+exchange-wire-facts.md §6.
 """
 
 from __future__ import annotations
