@@ -486,10 +486,13 @@ class EvidenceCollector:
             # (a digest collision) go round again
             _, first_of, which = np.unique(group[new], return_index=True, return_inverse=True)
             looked = new[first_of]
-            for digest, i in zip(group[looked].tolist(), looked.tolist()):
-                payload = data[int(off[i]) : int(off[i]) + int(plen[i])].tobytes()
-                v, fol, mark = self._inspect(payload, bool(tcp[i]), int(server_port[i]), bool(server_is_src[i]))
-                sid[i] = sets.add(digest, int(context[i]), payload, [self._vid(x) for x in v], fol, mark, self._preset)
+            got = []
+            # Python ints and bools made in one go, not a numpy scalar per payload and field
+            for digest, o, n, ctx, t, port, src in zip(*(a[looked].tolist() for a in (group, off, plen, context, tcp, server_port, server_is_src))):
+                payload = data[o : o + n].tobytes()
+                v, fol, mark = self._inspect(payload, t, port, src)
+                got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, mark, self._preset))
+            sid[looked] = got
             rep = looked[which]
             same = (context[new] == context[rep]) & same_payloads(data, off[new], plen[new], data, off[rep], plen[rep])
             sid[new[same]] = sid[rep[same]]

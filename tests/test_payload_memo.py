@@ -21,7 +21,7 @@ def test_found_only_for_the_same_digest_context_and_bytes() -> None:
     memo.remember(1, 10, b"+OK ready\r\n", 5)
     memo.remember(2, 10, b"* OK ready\r\n", 6)
     data, off, length = batch(b"+OK ready\r\n", b"+OK ready\r\n", b"+OK ready!\r\n", b"+OK ready\r", b"* OK ready\r\n", b"+OK ready\r\n")
-    digest = np.array([1, 1, 1, 1, 2, 3], dtype=np.uint64)  # 2..3: a digest shared by other bytes
+    digest = np.array([1, 1, 1, 1, 2, 3], dtype=np.uint64)  # 2 and 3: digest 1, other bytes
     context = np.array([10, 11, 10, 10, 10, 10], dtype=np.int64)
     assert memo.find(data, off, length, digest, context).tolist() == [5, -1, -1, -1, 6, -1]
 
