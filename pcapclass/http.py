@@ -52,6 +52,8 @@ _TARGET_RE = re.compile(rb"^[\x21-\x7e]+$")
 
 EVIDENCE_HTTP = "http"
 EVIDENCE_RPC_HTTP = "rpc-http"
+#: the detail of an RPC over HTTP request whose target port cannot be read
+RPC_HTTP_UNKNOWN_PORT = "rpc-http:unknown-port"
 
 
 class HttpRequest(NamedTuple):
@@ -78,7 +80,7 @@ class HttpRequest(NamedTuple):
 
 
 class HttpVerdict(NamedTuple):
-    """What a request line says about a flow: service id, sub-label and evidence kind."""
+    """What a request line says about a flow: service id ("" for the port's), sub-label, evidence kind."""
 
     service: str
     detail: str
@@ -110,9 +112,9 @@ class PathRule:
 
 @dataclass(frozen=True, slots=True)
 class RpcHttpRule:
-    """The ``[rpc_http]`` table: the proxy path, its methods and the port → service map."""
+    """The ``[rpc_http]`` table: the proxy's file name, its methods and the port → service map."""
 
-    path: str  # lower-case
+    proxy: str  # lower-case file name, the last segment of the path under any virtual directory
     methods: frozenset[str]
     ports: dict[int, str]
     default_service: str
@@ -184,16 +186,22 @@ def classify_request(req: HttpRequest, *, table: HttpPathTable | None = None) ->
     rules/http_paths.toml.
 
     >>> classify_request(parse_request_line(b"POST /Microsoft-Server-ActiveSync?User=jo&Cmd=Ping HTTP/1.1"))
-    HttpVerdict(service='activesync', detail='direct-push', evidence='http')
+    HttpVerdict(service='activesync', detail='direct-push', evidence='http', proof='exchange-http')
+    >>> classify_request(parse_request_line(b"RPC_IN_DATA /rpcwithcert/rpcproxy.dll?ex1:6001 HTTP/1.1")).detail
+    'rpc-http:6001'
+
     """
     if table is None:
         table = _default_table()
     path = req.path.lower()
     rpc = table.rpc_http
-    if req.method.upper() in rpc.methods and path == rpc.path:
-        target = parse_rpc_proxy_target(req)
-        if target is None:
-            return HttpVerdict(rpc.default_service, "rpc-http", EVIDENCE_RPC_HTTP)
+    if req.method.upper() in rpc.methods:
+        # RPC over HTTP whatever the path; the proxy's file under any virtual directory (/rpc,
+        # /rpcwithcert, a reverse proxy's own) takes ?server:port, which names the service
+        at_proxy = path.rsplit("/", 1)[-1] == rpc.proxy
+        target = parse_rpc_proxy_target(req) if at_proxy else None
+        if target is None:  # the service behind the proxy is unknown: the port's stands
+            return HttpVerdict("", RPC_HTTP_UNKNOWN_PORT, EVIDENCE_RPC_HTTP)
         port = target[1]
         proof = RPC_OVER_HTTP if port in rpc.exchange_ports else ""
         return HttpVerdict(rpc.ports.get(port, rpc.default_service), f"rpc-http:{port}", EVIDENCE_RPC_HTTP, proof)
@@ -228,7 +236,7 @@ def _default_table() -> HttpPathTable:
 
 _PATH_KEYS = frozenset({"prefix", "service", "detail", "note", "query", "proves"})
 _QUERY_KEYS = frozenset({"param", "value", "detail"})
-_RPC_KEYS = frozenset({"path", "methods", "default_service", "ports", "exchange_ports"})
+_RPC_KEYS = frozenset({"proxy", "methods", "default_service", "ports", "exchange_ports"})
 
 
 def _string(row: dict[str, Any], name: str, where: str, key: str) -> str:
@@ -270,9 +278,9 @@ def load_http_paths(
     if not isinstance(rpc, dict):
         raise RulesError("missing [rpc_http] table", path=where, key="rpc_http")
     _no_unknown(rpc, _RPC_KEYS, where, "rpc_http")
-    rpc_path = _string(rpc, "path", where, "rpc_http").lower()
-    if not rpc_path.startswith("/"):
-        raise RulesError(f"path must start with '/', not {rpc_path!r}", path=where, key="rpc_http.path")
+    proxy = _string(rpc, "proxy", where, "rpc_http").lower()
+    if "/" in proxy or " " in proxy:
+        raise RulesError(f"proxy must be a file name, not {proxy!r}", path=where, key="rpc_http.proxy")
     methods = rpc.get("methods")
     if (
         not isinstance(methods, list)
@@ -300,7 +308,7 @@ def load_http_paths(
     if not isinstance(exchange_ports, list) or not all(isinstance(p, int) and p in ports for p in exchange_ports):
         raise RulesError(f"exchange_ports must list ports of rpc_http.ports, not {exchange_ports!r}", path=where,
                          key="rpc_http.exchange_ports")  # fmt: skip
-    rpc_rule = RpcHttpRule(rpc_path, frozenset(m.upper() for m in methods), ports, default_service, frozenset(exchange_ports))
+    rpc_rule = RpcHttpRule(proxy, frozenset(m.upper() for m in methods), ports, default_service, frozenset(exchange_ports))
 
     rows = doc.get("path", [])
     if not isinstance(rows, list):

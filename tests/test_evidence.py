@@ -417,3 +417,36 @@ def test_a_digest_shared_by_every_payload_changes_no_verdict(name: str, monkeypa
     monkeypatch.setattr(evidence_module, "first_looks", colliding)
     result = pcapclass.classify_file(EVIDENCE / name, servers=SERVERS)
     assert decided(result.flows) == EXPECTED[name]
+
+
+def _capture(path: Path, convs: list) -> Path:
+    """The conversations, one a millisecond after the other, as an Ethernet pcap."""
+    fx = load_script()
+    net = fx.Net(fx.SEED)
+    pkts = sorted((p for k, c in enumerate(convs) for p in fx.mf.tcp_conversation(net, c, fx.T0 + k * 1_000_000)), key=lambda p: p.ts_ns)
+    path.write_bytes(fx.mf.pcap_file(fx.mf.records(pkts, fx.mf.eth), fx.mf.LINKTYPE_ETHERNET))
+    return path
+
+
+def test_rpc_over_http_under_any_virtual_directory_over_ipv6(tmp_path: Path) -> None:
+    """MS-RPCH requests over IPv6 to the proxy under /rpcwithcert/ (certificate authentication),
+    under a reverse proxy's own directory, and to a path that is not the proxy's file: all RPC
+    over HTTP; only the proxy's file carries the port, which names the service behind it."""
+    fx = load_script()
+    client, proxy = fx.mf.CLIENT6, fx.mf.BACKEND6
+
+    def request(port: int, method: str, target: str) -> object:
+        return fx.Conversation(client, port, proxy, 443 if port == 1403 else 80, "tcp", [
+            fx.Msg("c", fx.http_request(method, target, "Accept: application/rpc", "User-Agent: MSRPC", "Content-Length: 76")),
+            fx.Msg("s", fx.mf.crlf("HTTP/1.1 200 Success", "Content-Type: application/rpc", "")),
+        ])  # fmt: skip
+
+    path = _capture(tmp_path / "rpch6.pcap", [
+        request(1401, "RPC_IN_DATA", "/rpcwithcert/rpcproxy.dll?exch01.corp.example:6001"),
+        request(1402, "RPC_OUT_DATA", "/Outlook/RpcProxy.dll?[fd00:0:0:10::10]:6004"),
+        request(1404, "RPC_IN_DATA", "/owa-gateway/session"),
+    ])  # fmt: skip
+    flows = decided(pcapclass.classify_file(path, servers=(proxy,)).flows)
+    assert flows[(client, 1401, 80)] == ("information-store", "rpc-http", "rpc-http:6001", "")
+    assert flows[(client, 1402, 80)] == ("system-attendant", "rpc-http", "rpc-http:6004", "")
+    assert flows[(client, 1404, 80)] == ("www", "rpc-http", "rpc-http:unknown-port", "")

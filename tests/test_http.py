@@ -212,8 +212,15 @@ def test_parse_request_line_refuses(payload: bytes) -> None:
             ("rpc-endpoint-mapper", "rpc-http:593", "rpc-http", ""),
         ),
         ("RPC_IN_DATA /rpc/rpcproxy.dll?ex1:1032 HTTP/1.1", ("other", "rpc-http:1032", "rpc-http", "")),
-        ("RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1", ("other", "rpc-http", "rpc-http", "")),
-        ("RPC_IN_DATA /exchange/ HTTP/1.1", ("www", "owa", "http", "exchange-http")),  # the path decides
+        ("RPC_IN_DATA /rpc/rpcproxy.dll HTTP/1.1", ("", "rpc-http:unknown-port", "rpc-http", "")),
+        # any virtual directory: certificate authentication, a reverse proxy's own
+        ("RPC_IN_DATA /rpcwithcert/rpcproxy.dll?ex1:6001 HTTP/1.1", ("information-store", "rpc-http:6001", "rpc-http", "rpc-over-http")),
+        ("RPC_OUT_DATA /Outlook/Anywhere/RpcProxy.DLL?ex1.example.com:6004 HTTP/1.1",
+         ("system-attendant", "rpc-http:6004", "rpc-http", "rpc-over-http")),
+        ("RPC_IN_DATA /rpc/rpcproxy.dll?[fd00::10]:6002 HTTP/1.1", ("system-attendant", "rpc-http:6002", "rpc-http", "rpc-over-http")),
+        # the method alone with another path: RPC over HTTP, port unknown
+        ("RPC_IN_DATA /exchange/ HTTP/1.1", ("", "rpc-http:unknown-port", "rpc-http", "")),
+        ("RPC_OUT_DATA /mail/gateway?ex1:6001 HTTP/1.1", ("", "rpc-http:unknown-port", "rpc-http", "")),
     ],
 )
 def test_classify_request(line: str, expected: tuple[str, str, str, str]) -> None:
@@ -255,7 +262,7 @@ def test_longest_prefix_wins(tmp_path: Path) -> None:
 
 # --- Loader ----------------------------------------------------------------------------------
 
-RPC_SECTION = '[rpc_http]\npath = "/rpc/rpcproxy.dll"\nmethods = ["RPC_IN_DATA"]\ndefault_service = "other"\n'
+RPC_SECTION = '[rpc_http]\nproxy = "rpcproxy.dll"\nmethods = ["RPC_IN_DATA"]\ndefault_service = "other"\n'
 
 
 def test_default_table_loads() -> None:
