@@ -384,11 +384,13 @@ class Classifier:
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
-        shown, pairs = [epm_evidence(evidence)], []
+        shown, pairs, bound = [epm_evidence(evidence)], [], []
         for recs, _, rows in self.store.blocks():
-            k, p = block_facts(recs, self.lookup, evidence, rows, infer_servers=not self.networks)
-            shown += [k] if k is not None else []
-            pairs += [p] if p is not None and len(p) else []
+            facts = block_facts(recs, self.lookup, evidence, rows, infer_servers=not self.networks)
+            shown += [facts.shown] if facts.shown is not None else []
+            pairs += [facts.candidates] if facts.candidates is not None and len(facts.candidates) else []
+            bound += [facts.bound] if len(facts.bound) else []
+        shared.bound = pd.concat(bound, ignore_index=True) if bound else None
         if not self.networks:
             shared.known, shared.servers = infer_servers(merged(shown), self.server_rules)
         if evidence is not None:  # the new-mail heuristic needs every block's RPC sessions

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,7 @@ from .evidence import (
     EVIDENCE_VALUES,
     INTERFACE_ONLY,
     MISMATCH,
+    ONE_CALL,
     RANK,
     SIGNATURE_SERVICES,
     Evidence,
@@ -38,6 +40,7 @@ from .servers import (
     infer,
     merged,
 )
+from .signatures import EXPECTED_PROTOCOLS
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 _TRANSPORT_INDEX = {IPPROTO_TCP: TRANSPORTS.index("tcp"), IPPROTO_UDP: TRANSPORTS.index("udp")}
@@ -83,10 +86,20 @@ class Shared:
     #: ``known`` as listed in the outputs (formatted once)
     servers: Servers | None = None
     sessions: pd.MultiIndex | None = None
+    #: what binds said of their ports, in every block (``_bound_ports``)
+    bound: pd.DataFrame | None = None
+
+
+class BlockFacts(NamedTuple):
+    """What one block brings to ``Shared`` (see ``block_facts``)."""
+
+    shown: pd.DataFrame | None
+    candidates: pd.MultiIndex | None
+    bound: pd.DataFrame
 
 
 def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = None, rows: FlowRows | None = None, *,
-                infer_servers: bool = True) -> tuple[pd.DataFrame | None, pd.MultiIndex | None]:  # fmt: skip
+                infer_servers: bool = True) -> BlockFacts:  # fmt: skip
     """What one block of a run brings to ``Shared``, in one look at its flows.
 
     * With ``infer_servers``: the Exchange server evidence its flows show (``server_evidence``:
@@ -96,6 +109,7 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
       sessions (a bind, an endpoint-mapper match, or TCP 135); which of those have an Exchange
       server on the server side is known only once every block is in (``rpc_sessions_among``).
       Else None.
+    * What its binds said of their ports (``_bound_ports``), for the other blocks' connections.
 
     ``rows``: ``flow_rows(recs, evidence)`` when already joined.
     """
@@ -105,18 +119,20 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     rows = rows if rows is not None else flow_rows(recs, evidence)
     s = _sides(recs, lookup, t, ported, verdicts, rows)
     shown = server_evidence(recs, s, verdicts, rows) if infer_servers else None
+    f, vid, _ = _agreeing(rows, verdicts, s)
+    bound_ports = _bound_ports(recs, s, verdicts, f, vid)
     if evidence is None:
-        return shown, None
+        return BlockFacts(shown, None, bound_ports)
     # a flow's evidence is bind or epm exactly when it has a bind row or an endpoint-mapper
     # match (nothing outranks those two), so the candidates need the join, not the decision
     bound = np.zeros(proto.shape[0], dtype=bool)
     if rows is not None:
-        bound[rows.flow[verdicts.kind[rows.vid] == "bind"]] = True
+        bound[rows.flow[np.isin(verdicts.kind[rows.vid], ("bind", "dcerpc", ONE_CALL))]] = True
     if not evidence.epm.empty:
-        epm = _epm_rows(evidence, proto, s, recs["first_ns"])
+        epm = _epm_rows(evidence.epm, evidence.epm_expiry_ns, proto, s, recs["first_ns"])
         if len(epm):
             bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
-    return shown, _sessions(proto, s, bound)
+    return BlockFacts(shown, _sessions(proto, s, bound), bound_ports)
 
 
 def server_evidence(recs: Records, s: _Sides, verdicts: _Verdicts, rows: FlowRows | None) -> pd.DataFrame:
@@ -309,7 +325,7 @@ def classify(
     # names a service only on a flow with an Exchange server at one end
     code = np.where(client_ex, np.where(outbound_code > 0, outbound_code, inbound_code),
                     np.where(server_ex, np.where(inbound_code > 0, inbound_code, outbound_code), 0))  # fmt: skip
-    decided = _decide(rows, verdicts, evidence, code, lookup.ids, recs, proto, o, rules.conclusive, shared)
+    decided = _decide(rows, verdicts, evidence, code, lookup, recs, proto, o, rules.conclusive, shared)
 
     transport_code = np.full(n, TRANSPORT_NAMES.index("other"), dtype=np.int8)
     transport_code[proto == IPPROTO_TCP] = TRANSPORT_NAMES.index("tcp")
@@ -424,15 +440,23 @@ class _Verdicts:
         return _Verdicts(col("kind"), col("service"), col("detail"), col("rpc_interface"), col("rpc_interface_name"),
                          col("server_is_sender", np.int8), col("client_is_sender", np.int8), col("protocol"), col("proof"))  # fmt: skip
 
+    def as_kind(self, vids: npt.NDArray[np.int64], kind: str) -> tuple[_Verdicts, npt.NDArray[np.int64]]:
+        """Copies of verdicts ``vids`` with another kind: (table, the copies' ids)."""
+        uniq, inverse = np.unique(vids, return_inverse=True)
+        grown = _Verdicts(*(np.concatenate([a, a[uniq]]) for a in (self.kind, self.service, self.detail, self.iface, self.name,
+                                                                  self.server_is_sender, self.client_is_sender, self.protocol, self.proof)))  # fmt: skip
+        grown.kind[len(self.kind):] = kind
+        return grown, len(self.kind) + inverse.reshape(-1)
+
     def extend(self, extra: pd.DataFrame) -> tuple[_Verdicts, npt.NDArray[np.int64]]:
-        """Add the distinct (kind, service, interface, name) of ``extra`` (DCE/RPC endpoint-mapper
-        matches): (table, their ids)."""
-        keys = pd.MultiIndex.from_arrays([extra[c].to_numpy(dtype=object) for c in ("kind", "service", "rpc_interface", "rpc_interface_name")])
+        """Add the distinct (kind, service, interface, name, detail) of ``extra`` (DCE/RPC
+        endpoint-mapper matches): (table, their ids)."""
+        keys = pd.MultiIndex.from_arrays([extra[c].to_numpy(dtype=object) for c in ("kind", "service", "rpc_interface", "rpc_interface_name", "detail")])
         codes, uniq = keys.factorize()
-        u = [np.asarray(uniq.get_level_values(i), dtype=object) for i in range(4)]
+        u = [np.asarray(uniq.get_level_values(i), dtype=object) for i in range(5)]
         blank = np.full(len(uniq), "", dtype=object)
         minus = np.full(len(uniq), -1, dtype=np.int8)
-        table = _Verdicts(np.concatenate([self.kind, u[0]]), np.concatenate([self.service, u[1]]), np.concatenate([self.detail, blank]),
+        table = _Verdicts(np.concatenate([self.kind, u[0]]), np.concatenate([self.service, u[1]]), np.concatenate([self.detail, u[4]]),
                           np.concatenate([self.iface, u[2]]), np.concatenate([self.name, u[3]]),
                           np.concatenate([self.server_is_sender, minus]), np.concatenate([self.client_is_sender, minus]),
                           np.concatenate([self.protocol, np.full(len(uniq), DCERPC, dtype=object)]), np.concatenate([self.proof, blank]))  # fmt: skip
@@ -471,7 +495,7 @@ def _decide(
     verdicts: _Verdicts,
     evidence: Evidence | None,
     port_code: npt.NDArray[np.int64],
-    service_ids: Sequence[str],
+    lookup: PortLookup,
     recs: Records,
     proto: npt.NDArray[np.int64],
     o: _Oriented,
@@ -482,23 +506,24 @@ def _decide(
     the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``.
     Between two hosts neither of which is an Exchange server, only evidence that is Exchange's
     alone (a ``conclusive`` kind of proof: an Exchange interface, an OWA path ...) names a
-    service. Every flow's
-    protocol is the one its strongest row names.
+    service. A connection seen only mid-stream (``dcerpc``: whole call PDUs, or one in each
+    direction) to an Exchange server takes the service of its port, else the rules' service for
+    an unnamed RPC interface. Every flow's protocol is the one its strongest row names.
 
     Decisions run on verdict ids: per flow, the strongest candidate row (by rank, proof, then
     order) of each kind of interest is taken; names are attached only at the end.
     """
     n = port_code.shape[0]
     has_port = port_code > 0
-    flows, vids = [], []
-    if rows is not None and rows.flow.size:
-        sis = verdicts.server_is_sender[rows.vid]
-        sender_is_server = rows.from_a != o.client_is_a[rows.flow]
-        ok = (sis == -1) | ((sis == 1) & sender_is_server) | ((sis == 0) & ~sender_is_server)
-        flows.append(rows.flow[ok])
-        vids.append(rows.vid[ok])
-    if evidence is not None and not evidence.epm.empty:
-        epm = _epm_rows(evidence, proto, o, recs["first_ns"])
+    service_ids = lookup.ids
+    exchange_end = o.client_ex | o.server_ex
+    f, vid, from_a = _agreeing(rows, verdicts, o)
+    verdicts, vid = _calls_both_ways(f, vid, from_a, verdicts, n)
+    flows, vids = [f], [vid]
+    if evidence is not None:
+        bound = shared.bound if shared is not None and shared.bound is not None else _bound_ports(recs, o, verdicts, f, vid)
+        learned = pd.concat([evidence.epm, bound], ignore_index=True) if len(bound) else evidence.epm
+        epm = _epm_rows(learned, evidence.epm_expiry_ns, proto, o, recs["first_ns"])
         if len(epm):
             verdicts, epm_vids = verdicts.extend(epm)
             flows.append(epm["flow"].to_numpy(np.int64))
@@ -511,7 +536,8 @@ def _decide(
     service = port_code.astype(np.int64)
     ev = np.where(has_port, _EV["port"], _EV["none"])
     detail, iface, protocol = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    exchange_end = o.client_ex | o.server_ex
+    # the service a blank DCE/RPC verdict takes: its port's, else an unnamed interface's (Exchange ends only)
+    rpc_code = np.where(has_port, port_code, np.where(exchange_end, lookup.unnamed_rpc, 0))
     if flows:
         f, vid = np.concatenate(flows), np.concatenate(vids)
         kinds = verdicts.kind
@@ -523,6 +549,7 @@ def _decide(
         decisive_of = np.isin(kinds, DECISIVE)
         # a signature that only confirms a port gives the port's service (none without one)
         blank_of = verdicts.service == ""
+        dcerpc_of = kinds == "dcerpc"
         # rank, then proof, then the order rows came in (rows number below 2**32 in a block)
         strength = (((rank_of[vid] << 1) | proof_of[vid]) << 32) | np.arange(f.size, dtype=np.int64)
         # the interface: the strongest row naming one
@@ -532,13 +559,14 @@ def _decide(
         w, r = _strongest(n, f, strength, verdicts.protocol[vid] != "")
         protocol[w] = vid[r] + 1
         proven = np.isin(verdicts.proof[vid], list(conclusive))
-        w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f]) & (exchange_end[f] | proven))
+        w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f] | (dcerpc_of[vid] & (rpc_code[f] > 0)))
+                          & (exchange_end[f] | proven))  # fmt: skip
         # a greeting's service yields to the rules' service of its port unless the port's
         # protocol is contradicted: it confirms the protocol family (a site's SMTP relay port)
         mismatched = np.zeros(n, dtype=bool)
         mismatched[f[mismatch_of[vid]]] = True
         confirms = (kinds[vid[r]] == "signature") & np.isin(verdicts.service[vid[r]], _TEXT_SERVICES) & has_port[w] & ~mismatched[w]
-        service[w] = np.where(blank_of[vid[r]] | confirms, port_code[w], ids + vid[r])
+        service[w] = np.where(blank_of[vid[r]] | confirms, np.where(dcerpc_of[vid[r]], rpc_code[w], port_code[w]), ids + vid[r])
         ev[w] = kind_code[vid[r]]
         detail[w] = vid[r] + 1
         w, r = _strongest(n, f, strength, mismatch_of[vid])
@@ -553,31 +581,82 @@ def _decide(
                     protocol, np.concatenate([blank, verdicts.protocol]))  # fmt: skip
 
 
-def _epm_rows(evidence: Evidence, proto: npt.NDArray[np.int64], o: _Sides, first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:
-    """Flows to a port an endpoint-mapper reply handed out, within the expiry of that reply."""
+def _agreeing(rows: FlowRows | None, verdicts: _Verdicts, s: _Sides) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """The rows (flow, verdict, sent by A) whose sender is the side the verdict expects."""
+    if rows is None or not rows.flow.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
+    sis = verdicts.server_is_sender[rows.vid]
+    sender_is_server = rows.from_a != s.client_is_a[rows.flow]
+    ok = (sis == -1) | ((sis == 1) & sender_is_server) | ((sis == 0) & ~sender_is_server)
+    return rows.flow[ok], rows.vid[ok], rows.from_a[ok]
+
+
+def _calls_both_ways(f: npt.NDArray[np.int64], vid: npt.NDArray[np.int64], from_a: npt.NDArray[np.bool_], verdicts: _Verdicts,
+                     n: int) -> tuple[_Verdicts, npt.NDArray[np.int64]]:  # fmt: skip
+    """A lone call PDU first in each direction of one flow is a DCE/RPC connection seen
+    mid-stream: those rows become ``dcerpc`` verdicts (the others stay as they are)."""
+    one = verdicts.kind[vid] == ONE_CALL
+    if not one.any():
+        return verdicts, vid
+    sides = np.zeros((n, 2), dtype=bool)
+    sides[f[one], from_a[one].astype(np.int64)] = True
+    both = one & sides[f].all(axis=1)
+    if not both.any():
+        return verdicts, vid
+    verdicts, promoted = verdicts.as_kind(vid[both], "dcerpc")
+    vid = vid.copy()
+    vid[both] = promoted
+    return verdicts, vid
+
+
+#: the detail of an ``epm`` decision learned from a bind on another connection to the port
+BOUND_ELSEWHERE = "bound-elsewhere"
+_EPM_ROWS = ["flow", "kind", "service", "detail", "rpc_interface", "rpc_interface_name"]
+
+
+def _bound_ports(recs: Records, o: _Sides, verdicts: _Verdicts, f: npt.NDArray[np.int64], vid: npt.NDArray[np.int64]) -> pd.DataFrame:
+    """What binds said of their port, as endpoint-mapper answers say it: (server, tcp, port) ->
+    the interface, over the bound flow's span, for dynamic ports (a bind inside RPC over HTTP
+    names the service behind the proxy, not the proxy's port)."""
+    bound = (verdicts.kind[vid] == "bind") & (o.s_port[f] >= _HIGH_PORT) & ~np.isin(o.s_port[f], list(EXPECTED_PROTOCOLS))
+    f, vid = f[bound], vid[bound]
+    return pd.DataFrame({
+        "server_hi": o.s_hi[f], "server_lo": o.s_lo[f], "transport": "tcp", "port": o.s_port[f].astype(np.int64),
+        "first_ns": recs["first_ns"][f], "last_ns": recs["last_ns"][f], "service": verdicts.service[vid],
+        "rpc_interface": verdicts.iface[vid], "rpc_interface_name": verdicts.name[vid], "exchange": False,
+        "detail": BOUND_ELSEWHERE,
+    })  # fmt: skip
+
+
+def _epm_rows(learned: pd.DataFrame, expiry_ns: int, proto: npt.NDArray[np.int64], o: _Sides, first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:
+    """Flows to a port an endpoint-mapper reply (or a bind elsewhere, ``_bound_ports``) named,
+    within the expiry of that answer, either side."""
     s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
-    # only flows to a port some reply handed out can match: the join runs on those alone
-    ported = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & np.isin(s_port, evidence.epm["port"].to_numpy(np.int64)))
+    if learned.empty:
+        return pd.DataFrame(columns=_EPM_ROWS)
+    # only flows to a port some answer handed out can match: the join runs on those alone
+    ported = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & np.isin(s_port, learned["port"].to_numpy(np.int64)))
     if not ported.size:
-        return pd.DataFrame(columns=["flow", "kind", "service", "rpc_interface", "rpc_interface_name"])
+        return pd.DataFrame(columns=_EPM_ROWS)
     flows = pd.DataFrame({
         "flow": ported, "server_hi": s_hi[ported], "server_lo": s_lo[ported], "port": s_port[ported].astype(np.int64),
         "transport": np.where(proto[ported] == IPPROTO_TCP, "tcp", "udp"), "flow_ns": first_ns[ported],
     })  # fmt: skip
-    m = flows.merge(evidence.epm, on=["server_hi", "server_lo", "port", "transport"], how="inner")
+    m = flows.merge(learned, on=["server_hi", "server_lo", "port", "transport"], how="inner")
     if m.empty:
-        return pd.DataFrame(columns=["flow", "kind", "service", "rpc_interface", "rpc_interface_name"])
-    return _nearest_epm(m, evidence)
+        return pd.DataFrame(columns=_EPM_ROWS)
+    return _nearest_epm(m, expiry_ns)
 
 
-def _nearest_epm(m: pd.DataFrame, evidence: Evidence) -> pd.DataFrame:
+def _nearest_epm(m: pd.DataFrame, expiry_ns: int) -> pd.DataFrame:
     """Per flow, the learned mapping nearest in time, if within the expiry either side."""
     at, first, last = m["flow_ns"].to_numpy(), m["first_ns"].to_numpy(), m["last_ns"].to_numpy()
     gap = np.maximum(first - at, 0) + np.maximum(at - last, 0)
-    m = m.assign(gap=gap)[gap <= evidence.epm_expiry_ns].sort_values(["flow", "gap"], kind="stable").drop_duplicates("flow")
+    m = m.assign(gap=gap)[gap <= expiry_ns].sort_values(["flow", "gap"], kind="stable").drop_duplicates("flow")
     return pd.DataFrame({
         "flow": m["flow"].to_numpy(), "kind": np.where(m["service"].to_numpy() != "", "epm", INTERFACE_ONLY).astype(object),
         "service": m["service"].to_numpy(dtype=object),
+        "detail": m["detail"].fillna("").to_numpy(dtype=object) if "detail" in m else np.full(len(m), "", dtype=object),
         "rpc_interface": m["rpc_interface"].to_numpy(dtype=object), "rpc_interface_name": m["rpc_interface_name"].to_numpy(dtype=object),
     })  # fmt: skip
 
@@ -590,7 +669,7 @@ def _notification_heuristic(
     a new-mail notification (docs/exchange-wire-facts.md §6), when nothing better decided the
     flow. Returns those flows."""
     if sessions is None:
-        sessions = _sessions(proto, o, (ev == _EV["bind"]) | (ev == _EV["epm"]), o.server_ex)
+        sessions = _sessions(proto, o, (ev == _EV["bind"]) | (ev == _EV["epm"]) | (ev == _EV["dcerpc"]), o.server_ex)
     c_hi, c_lo, c_port = o.c_hi, o.c_lo, o.c_port
     s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
     client_ex, server_ex = o.client_ex, o.server_ex

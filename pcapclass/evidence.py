@@ -96,14 +96,17 @@ from .sources.batch import PacketBatch
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 
 #: evidence values a flow can carry, strongest first (classify picks the first that applies)
-DECISIVE = ("bind", "epm", "rpc-http", "http", "signature", "registration")
+DECISIVE = ("bind", "epm", "rpc-http", "http", "signature", "registration", "dcerpc")
 EVIDENCE_VALUES = (*DECISIVE, "port", "port-mismatch", "heuristic", "none")
 #: a row that names an interface (unknown UUID, or one shared with non-Exchange software) only
 INTERFACE_ONLY = "interface"
 #: a row that names only the protocol its payload starts (see ``signatures.identify``)
 PROTOCOL_ONLY = "protocol"
+#: a first payload that is one whole DCE/RPC call PDU: the connection was bound before the
+#: capture began if the other direction's first payload is one too (classify makes it ``dcerpc``)
+ONE_CALL = "dcerpc-call"
 MISMATCH = "port-mismatch"
-RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, PROTOCOL_ONLY))}
+RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, ONE_CALL, PROTOCOL_ONLY))}
 
 DEFAULT_EPM_EXPIRY = 300.0
 #: TCP/UDP port of Direct Push (docs/exchange-wire-facts.md §6)
@@ -278,6 +281,23 @@ class _Verdict:
     protocol: str = ""
     #: the kind of Exchange server evidence it is for the flow's server (servers.KINDS), '' none
     proof: str = ""
+
+
+def _calls(pdus: list[bytes]) -> list[_Verdict]:
+    """What whole DCE/RPC PDUs with no bind among them say: a connection seen mid-stream.
+
+    Two or more well-formed PDUs in a row (one data representation, each fragment length
+    landing on the next header) are a DCE/RPC connection (``dcerpc``); one alone waits for the
+    other direction's first payload to agree (``ONE_CALL``). The detail is the first call seen.
+    """
+    calls = [(pdu[2], pdu) for pdu in pdus if pdu[2] in (PTYPE_REQUEST, PTYPE_RESPONSE)]
+    if not calls or len({pdu[4] for pdu in pdus}) != 1:
+        return []
+    ptype, first = calls[0]
+    req = parse_request(first) if ptype == PTYPE_REQUEST else None
+    detail = f"request opnum {req.opnum}" if req is not None else "response" if ptype == PTYPE_RESPONSE else "request"
+    kind = "dcerpc" if len(pdus) >= 2 else ONE_CALL
+    return [_Verdict(kind, "", detail, server_is_sender=int(ptype == PTYPE_RESPONSE), protocol=DCERPC)]
 
 
 #: an EHLO reply with Exchange's keywords
@@ -585,6 +605,8 @@ class EvidenceCollector:
                 v, fol = self._pdu_verdict(pdu)
                 verdicts += v
                 follow |= fol
+            if whole and not verdicts:
+                verdicts += _calls(pdus)
         elif payload.startswith(NCACN_HTTP_GREETING):
             # the back-end's first bytes on an RPC over HTTP leg: the service of its port
             port = server_port if server_is_src and server_port >= 0 else -1

@@ -65,6 +65,8 @@ class Service:
     #: reached through "135 & other RPC" (endpoint mapper, dynamic ports) on each side
     rpc_inbound: bool
     rpc_outbound: bool
+    #: the service of a DCE/RPC connection to an Exchange server whose interface nobody named
+    rpc_unnamed: bool
     #: port-less traffic the table describes, e.g. UDP new-mail notifications
     dynamic: tuple[Mapping[str, str], ...]
     notes: str
@@ -77,12 +79,14 @@ class PortLookup:
     """Port → service code arrays: ``table[transport, side, port]`` indexes ``ids``.
 
     Code 0 is ``other``. ``rule_port[transport, port]`` is true for a port any service names,
-    which orients flows whose SYN was not captured.
+    which orients flows whose SYN was not captured. ``unnamed_rpc`` is the code of the service a
+    DCE/RPC connection to an Exchange server is taken for when nothing named its interface.
     """
 
     ids: tuple[str, ...]
     table: npt.NDArray[np.int16]
     rule_port: npt.NDArray[np.bool_]
+    unnamed_rpc: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,8 @@ class RuleSet:
             for side_index, rules in enumerate((service.inbound, service.outbound)):
                 for rule in rules:
                     table[TRANSPORTS.index(rule.transport), side_index, rule.port] = code
-        return PortLookup(ids=self.ids, table=table, rule_port=(table != 0).any(axis=1))
+        unnamed = [code for code, service in enumerate(self.services, start=1) if service.rpc_unnamed]
+        return PortLookup(ids=self.ids, table=table, rule_port=(table != 0).any(axis=1), unnamed_rpc=unnamed[-1] if unnamed else 0)
 
 
 def load_rules(extra: Iterable[str | os.PathLike[str]] = (), *, base: str | os.PathLike[str] | None = DEFAULT_RULES) -> RuleSet:
@@ -178,8 +183,8 @@ def _parse_service(row: dict[str, Any], path: str, where: str) -> Service:
     if not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
         raise RulesError("must be a list of strings", path=path, key=f"{where}.depends_on")
     rpc = row.get("rpc", {})
-    if not isinstance(rpc, dict) or set(rpc) - set(SIDES) or not all(isinstance(v, bool) for v in rpc.values()):
-        raise RulesError("must be { inbound = true|false, outbound = true|false }", path=path, key=f"{where}.rpc")
+    if not isinstance(rpc, dict) or set(rpc) - {*SIDES, "unnamed"} or not all(isinstance(v, bool) for v in rpc.values()):
+        raise RulesError("must be { inbound = true|false, outbound = true|false, unnamed = true|false }", path=path, key=f"{where}.rpc")
     dynamic = row.get("dynamic", [])
     if not isinstance(dynamic, list):
         raise RulesError("must be an array of tables", path=path, key=f"{where}.dynamic")
@@ -197,6 +202,7 @@ def _parse_service(row: dict[str, Any], path: str, where: str) -> Service:
         outbound=_ports(row.get("outbound", []), path, f"{where}.outbound"),
         rpc_inbound=bool(rpc.get("inbound", False)),
         rpc_outbound=bool(rpc.get("outbound", False)),
+        rpc_unnamed=bool(rpc.get("unnamed", False)),
         dynamic=tuple(dict(d) for d in dynamic),
         notes=notes,
         source=path,

@@ -423,7 +423,8 @@ def _capture(path: Path, convs: list) -> Path:
     """The conversations, one a millisecond after the other, as an Ethernet pcap."""
     fx = load_script()
     net = fx.Net(fx.SEED)
-    pkts = sorted((p for k, c in enumerate(convs) for p in fx.mf.tcp_conversation(net, c, fx.T0 + k * 1_000_000)), key=lambda p: p.ts_ns)
+    build = {"tcp": fx.mf.tcp_conversation, "udp": fx.mf.udp_conversation}
+    pkts = sorted((p for k, c in enumerate(convs) for p in build[c.transport](net, c, fx.T0 + k * 1_000_000)), key=lambda p: p.ts_ns)
     path.write_bytes(fx.mf.pcap_file(fx.mf.records(pkts, fx.mf.eth), fx.mf.LINKTYPE_ETHERNET))
     return path
 
@@ -450,3 +451,47 @@ def test_rpc_over_http_under_any_virtual_directory_over_ipv6(tmp_path: Path) -> 
     assert flows[(client, 1401, 80)] == ("information-store", "rpc-http", "rpc-http:6001", "")
     assert flows[(client, 1402, 80)] == ("system-attendant", "rpc-http", "rpc-http:6004", "")
     assert flows[(client, 1404, 80)] == ("www", "rpc-http", "rpc-http:unknown-port", "")
+
+
+def _midstream(fx: object, client: str, cport: int, port: int) -> object:
+    """Outlook's MAPI connection seen from the middle: EcDoRpc (opnum 2) requests and their
+    responses, stubs encrypted (opaque bytes); its bind came before the capture."""
+    opaque = bytes(range(0x80, 0x80 + 96))
+    return fx.Conversation(client, cport, fx.BACKEND, port, "tcp", [  # type: ignore[attr-defined]
+        fx.Msg("c", fx.mf.dce_request(41, 2, opaque)), fx.Msg("s", fx.mf.dce_response(41, opaque)),  # type: ignore[attr-defined]
+        fx.Msg("c", fx.mf.dce_request(42, 2, opaque)), fx.Msg("s", fx.mf.dce_response(42, opaque)),  # type: ignore[attr-defined]
+    ])  # fmt: skip
+
+
+def test_a_mapi_connection_seen_mid_stream(tmp_path: Path) -> None:
+    """Without a bind anywhere, the connection is DCE/RPC to an Exchange server's dynamic port:
+    the rules' unnamed-RPC service (the store), no interface. With a bind to EMSMDB on an earlier
+    connection to the same port, the bind names the port's interface for it (evidence epm,
+    detail bound-elsewhere)."""
+    fx = load_script()
+    path = _capture(tmp_path / "midstream.pcap", [
+        _midstream(fx, "10.0.1.40", 1401, 1050),
+        fx.Conversation("10.0.1.41", 1402, fx.BACKEND, 1051, "tcp", [
+            fx.Msg("c", fx.mf.dce_bind(1, fx.EMSMDB, 0, 81)), fx.Msg("s", fx.mf.dce_bind_ack(1, "1051", 0x55))]),
+        _midstream(fx, "10.0.1.42", 1403, 1051),
+    ])  # fmt: skip
+    flows = decided(pcapclass.classify_file(path, servers=SERVERS).flows)
+    assert flows[("10.0.1.40", 1401, 1050)] == ("information-store", "dcerpc", "request opnum 2", "")
+    assert flows[("10.0.1.41", 1402, 1051)] == ("information-store", "bind", "", "EMSMDB (MAPI)")
+    assert flows[("10.0.1.42", 1403, 1051)] == ("information-store", "epm", "bound-elsewhere", "EMSMDB (MAPI)")
+
+
+def test_a_mid_stream_rpc_session_makes_the_store_s_datagram_a_notification(tmp_path: Path) -> None:
+    """An 8-byte UDP datagram from the store's high port to a client holding a mid-stream MAPI
+    connection with it is a new-mail notification; the same datagram to a host with no RPC
+    session and no registration stays other."""
+    fx = load_script()
+    blob = bytes.fromhex("0102030405060708")
+    path = _capture(tmp_path / "notify.pcap", [
+        _midstream(fx, "10.0.1.43", 1404, 1052),
+        fx.Conversation(fx.BACKEND, 3101, "10.0.1.43", 1061, "udp", [fx.Msg("c", blob)]),
+        fx.Conversation(fx.BACKEND, 3102, "10.0.1.44", 1062, "udp", [fx.Msg("c", blob)]),
+    ])  # fmt: skip
+    flows = decided(pcapclass.classify_file(path, servers=SERVERS).flows)
+    assert flows[(fx.BACKEND, 3101, 1061)] == ("information-store", "heuristic", "new-mail-notification", "")
+    assert flows[(fx.BACKEND, 3102, 1062)] == ("other", "none", "", "")
