@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     # what both classify and live take: the servers, the idle timeout and the flow cap
     flow_opts = argparse.ArgumentParser(add_help=False)
     flow_opts.add_argument("--server", action="append", default=[], metavar="ADDR|CIDR",
-                           help="an Exchange server address or network; repeatable (default: infer from who answers on Exchange inbound ports)")  # fmt: skip
+                           help="an Exchange server address or network; repeatable (default: infer them from Exchange evidence, rules/server_evidence.toml)")  # fmt: skip
     flow_opts.add_argument("--idle-timeout", type=_positive_float, default=DEFAULT_IDLE_TIMEOUT, metavar="SECONDS",
                            help="a 5-tuple idle this long starts a new flow (default: %(default)s)")  # fmt: skip
     flow_opts.add_argument("--max-flows", type=_positive_int, default=DEFAULT_MAX_FLOWS, metavar="N",
@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also group the breakdown by this flow column (detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...)")  # fmt: skip
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
 
+    e = sub.add_parser("explain", parents=[rules_opts, flow_opts],
+                       help="why a flow got its label: the evidence, and tshark's dissection of the packets that decided it")  # fmt: skip
+    e.add_argument("capture", metavar="CAPTURE", help="the capture file")
+    e.add_argument("flow", nargs="+", metavar="FLOW", help="the flow's row number in flows.csv (1 is the first), or its two endpoints ADDR:PORT ADDR:PORT")
     sub.add_parser("rules", parents=[rules_opts], help="print the service table the classifier uses")
     _add_live_parser(sub, [rules_opts, flow_opts])
     sub.add_parser("interfaces", help="list the network interfaces a live capture can use")
@@ -178,7 +182,19 @@ def _run(args: argparse.Namespace) -> int:
         return _print_rules(rules)
     if args.command == "live":
         return _live(args, rules)
+    if args.command == "explain":
+        return _explain(args)
     return _classify(args, rules)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import explain
+
+    servers = _parse_servers(args.server)
+    if servers is None:
+        return EXIT_USAGE
+    print("\n".join(explain(args.capture, args.flow, servers=servers, rules=args.rules)))
+    return EXIT_OK
 
 
 def _parse_servers(specs: list[str]) -> list[Network] | None:
