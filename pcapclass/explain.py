@@ -63,8 +63,8 @@ def explain(path: str | os.PathLike[str], spec: Sequence[str], *, servers: Seque
     i = find_flow(flows, spec)
     f = flows.iloc[i]
     lines = [
-        f"flow {i + 1} of {os.fspath(path)}: {f.transport} {_ep(f.client_addr, f.client_port)} -> {_ep(f.server_addr, f.server_port)}, "
-        f"{f.packets_c2s} packets / {f.bytes_c2s} bytes client->server, {f.packets_s2c} / {f.bytes_s2c} back",
+        (f"flow {i + 1} of {os.fspath(path)}: {f.transport} {_ep(f.client_addr, f.client_port)} -> {_ep(f.server_addr, f.server_port)}, "
+         f"{f.packets_c2s} packets / {f.bytes_c2s} bytes client->server, {f.packets_s2c} / {f.bytes_s2c} back"),
         f"  protocol   {f.protocol or '(no payload recognized)'}",
         f"  service    {f.service}, decided by {f.evidence}" + (f" ({f.detail})" if f.detail else ""),
     ]
