@@ -88,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long an endpoint-mapper reply vouches for the port it handed out, either side of it (default: %(default)s)")  # fmt: skip
     c.add_argument("--by", action="append", choices=["detail"], default=[],
                    help="also group the breakdown by this flow column (detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...)")  # fmt: skip
+    c.add_argument("--report", action="store_true", help="also write OUTDIR/report.html, a self-contained page with charts (see `report`)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
+
+    r = sub.add_parser("report", help="write OUTDIR/report.html (charts, top hosts, servers, captures) from a classify run's outputs")
+    r.add_argument("outdir", metavar="OUTDIR", help="the output directory of `pcapclass classify`")
 
     e = sub.add_parser("explain", parents=[rules_opts, flow_opts],
                        help="why a flow got its label: the evidence, and tshark's dissection of the packets that decided it")  # fmt: skip
@@ -177,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "interfaces":
         return _print_interfaces()
+    if args.command == "report":
+        return _report(args.outdir)
     rules = load_rules(args.rules)
     if args.command == "rules":
         return _print_rules(rules)
@@ -185,6 +191,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "explain":
         return _explain(args)
     return _classify(args, rules)
+
+
+def _report(outdir: str) -> int:
+    from .htmlreport import write_report
+
+    print(f"wrote {write_report(outdir)}")
+    return EXIT_OK
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -290,6 +303,8 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     if not args.quiet:
         print_table(result, sys.stdout)
         print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv, servers.csv")
+    if args.report:
+        _report(args.outdir)
     if clf.interrupted is not None:
         return 128 + clf.interrupted
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up and run pcapclass's tests on a fresh machine: the tools the tests check against
-# (tshark, tcpdump, dumpcap, ip, tcpreplay; Debian packages), the package with its test extras, then pytest.
+# (tshark, tcpdump, dumpcap, ip, tcpreplay, chromium; Debian packages), the package with its test extras, then pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,8 @@ command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 command -v dumpcap >/dev/null 2>&1 || need+=(wireshark-common)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v tcpreplay >/dev/null 2>&1 || need+=(tcpreplay)
+# the HTML report is checked in a real browser
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # the compiled kernels (Cython, built by pip) need a C compiler and Python's headers
 command -v cc >/dev/null 2>&1 || need+=(gcc)
 python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
