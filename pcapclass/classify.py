@@ -27,6 +27,7 @@ from .evidence import (
     ONE_CALL,
     RANK,
     SIGNATURE_SERVICES,
+    TIMED_NOTIFICATION,
     Evidence,
     FlowIndex,
     FlowRows,
@@ -574,7 +575,10 @@ def _decide(
         ev[w[keep]] = _EV[MISMATCH]
         detail[w[keep]] = vid[r[keep]] + 1
     if evidence is not None:
-        hit = _notification_heuristic(ev, proto, o, shared.sessions if shared is not None else None)
+        timed = np.zeros(n, dtype=bool)
+        if flows:
+            timed[f[verdicts.kind[vid] == TIMED_NOTIFICATION]] = True
+        hit = _notification_heuristic(ev, proto, o, shared.sessions if shared is not None else None, timed)
         service[hit], ev[hit], detail[hit] = ids + v, _EV["heuristic"], v + 1
     return _Decided(service, service_names, ev, detail, detail_names, iface,
                     np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]),
@@ -662,12 +666,14 @@ def _nearest_epm(m: pd.DataFrame, expiry_ns: int) -> pd.DataFrame:
 
 
 def _notification_heuristic(
-    ev: npt.NDArray[np.int64], proto: npt.NDArray[np.int64], o: _Oriented, sessions: pd.MultiIndex | None = None
+    ev: npt.NDArray[np.int64], proto: npt.NDArray[np.int64], o: _Oriented, sessions: pd.MultiIndex | None = None,
+    timed: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
     """UDP from an Exchange server's high port to a high port of a host holding an RPC session
-    with that server (see ``_sessions``; ``sessions``: those of every block, else this one's):
-    a new-mail notification (docs/exchange-wire-facts.md §6), when nothing better decided the
-    flow. Returns those flows."""
+    with that server (see ``_sessions``; ``sessions``: those of every block, else this one's),
+    or that the host's DCE/RPC request to it followed at once (``timed``, see
+    ``notification_timing``): a new-mail notification (docs/exchange-wire-facts.md §6), when
+    nothing better decided the flow. Returns those flows."""
     if sessions is None:
         sessions = _sessions(proto, o, (ev == _EV["bind"]) | (ev == _EV["epm"]) | (ev == _EV["dcerpc"]), o.server_ex)
     c_hi, c_lo, c_port = o.c_hi, o.c_lo, o.c_port
@@ -675,12 +681,13 @@ def _notification_heuristic(
     client_ex, server_ex = o.client_ex, o.server_ex
     cand = np.flatnonzero((proto == IPPROTO_UDP) & (ev == _EV["none"]) & (c_port > _HIGH_PORT) & (s_port > _HIGH_PORT)
                           & np.where(client_ex, o.packets_c2s > 0, server_ex & (o.packets_s2c > 0)))  # fmt: skip
+    in_time = timed[cand] if timed is not None else np.zeros(cand.size, dtype=bool)
     if not cand.size or not len(sessions):
-        return cand[:0]
+        return cand[in_time]
     ex_c = client_ex[cand]
     pairs = [np.where(ex_c, s_hi[cand], c_hi[cand]), np.where(ex_c, s_lo[cand], c_lo[cand]),
              np.where(ex_c, c_hi[cand], s_hi[cand]), np.where(ex_c, c_lo[cand], s_lo[cand])]  # fmt: skip
-    return cand[rows_in(pairs, sessions)]
+    return cand[rows_in(pairs, sessions) | in_time]
 
 
 def _sessions(proto: npt.NDArray[np.int64], s: _Sides, bound_or_mapped: npt.NDArray[np.bool_],

@@ -74,6 +74,7 @@ from .dcerpc import (
 from .decode import Packets
 from .flows import FlowKeys, Records
 from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
+from .notification_timing import NotificationTiming
 from .payload_memo import PayloadMemo
 from .servers import (
     EXCHANGE_GREETING,
@@ -106,7 +107,7 @@ PROTOCOL_ONLY = "protocol"
 #: capture began if the other direction's first payload is one too (classify makes it ``dcerpc``)
 ONE_CALL = "dcerpc-call"
 MISMATCH = "port-mismatch"
-RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, ONE_CALL, PROTOCOL_ONLY))}
+RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, ONE_CALL, PROTOCOL_ONLY, "notification-timing"))}
 
 DEFAULT_EPM_EXPIRY = 300.0
 #: TCP/UDP port of Direct Push (docs/exchange-wire-facts.md §6)
@@ -304,6 +305,10 @@ def _calls(pdus: list[bytes]) -> list[_Verdict]:
 _EXCHANGE_EHLO = _Verdict("signature", "smtp", "exchange-smtp", server_is_sender=1, protocol="smtp", proof=EXCHANGE_SMTP)
 #: a UDP datagram to a registered callback carrying the registered blob
 _NOTIFICATION = _Verdict("registration", "information-store", "new-mail-notification")
+#: a short datagram that its receiver's DCE/RPC request to its sender followed at once
+#: (``notification_timing``); classify makes it a notification when an Exchange server sent it
+TIMED_NOTIFICATION = "notification-timing"
+_TIMED = _Verdict(TIMED_NOTIFICATION, "", "new-mail-notification")
 
 
 @dataclass(slots=True)
@@ -426,6 +431,7 @@ class EvidenceCollector:
         self._epm: OrderedDict[tuple[int, int, str, int, str], list[int]] = OrderedDict()
         #: (callback hi, lo, port) -> {blob: ts}
         self._registrations: OrderedDict[tuple[int, int, int], dict[bytes, int]] = OrderedDict()
+        self._timing = NotificationTiming()
         self._reg_lengths: set[int] = set()
         self._reg_ports: set[int] = set()
         self._smtp_servers: set[tuple[int, int]] = set()
@@ -468,6 +474,9 @@ class EvidenceCollector:
             self._followed(data, pk, keys, pay)
         if self._registrations:
             self._notifications(data, pk, keys, pay)
+        timed = self._timing.feed(data, pk, pay)
+        if timed.size:
+            self._add_rows(keys, pk, timed, np.full(timed.size, self._vid(_TIMED), dtype=np.int32))
 
     def _first_payloads(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp],
                         looks: tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.uint64]]) -> None:  # fmt: skip

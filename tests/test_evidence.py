@@ -495,3 +495,29 @@ def test_a_mid_stream_rpc_session_makes_the_store_s_datagram_a_notification(tmp_
     flows = decided(pcapclass.classify_file(path, servers=SERVERS).flows)
     assert flows[(fx.BACKEND, 3101, 1061)] == ("information-store", "heuristic", "new-mail-notification", "")
     assert flows[(fx.BACKEND, 3102, 1062)] == ("other", "none", "", "")
+
+
+def test_a_datagram_that_the_client_s_request_follows_at_once_is_a_notification(tmp_path: Path) -> None:
+    """No registration and no RPC session seen: the store's 8-byte datagram to 10.0.1.45, then
+    (1 ms later) that client's DCE/RPC request to the store, is a notification; the same
+    datagram to 10.0.1.46, which sends nothing, and to 10.0.1.47, whose request came before it,
+    stay other."""
+    fx = load_script()
+    blob = bytes.fromhex("d027270278010900")  # mapi.pcap frame 564's payload
+    request = fx.mf.dce_request(7, 2, bytes(range(0x80, 0x80 + 64)))
+
+    def call(client: str, cport: int) -> object:
+        return fx.Conversation(client, cport, fx.BACKEND, 1053, "tcp", [fx.Msg("c", request)])
+
+    # one conversation a millisecond; a call's request goes 1.8 ms after its start (handshake first)
+    path = _capture(tmp_path / "timed.pcap", [
+        call("10.0.1.47", 1407),
+        fx.Conversation(fx.BACKEND, 3103, "10.0.1.45", 1063, "udp", [fx.Msg("c", blob)]),
+        call("10.0.1.45", 1405),
+        fx.Conversation(fx.BACKEND, 3104, "10.0.1.46", 1064, "udp", [fx.Msg("c", blob)]),
+        fx.Conversation(fx.BACKEND, 3105, "10.0.1.47", 1065, "udp", [fx.Msg("c", blob)]),
+    ])  # fmt: skip
+    flows = decided(pcapclass.classify_file(path, servers=SERVERS).flows)
+    assert flows[(fx.BACKEND, 3103, 1063)] == ("information-store", "heuristic", "new-mail-notification", "")
+    assert flows[(fx.BACKEND, 3104, 1064)] == ("other", "none", "", "")
+    assert flows[(fx.BACKEND, 3105, 1065)] == ("other", "none", "", "")

@@ -1,0 +1,69 @@
+"""New-mail notifications told by their timing: the store's datagram, then the client's call.
+
+When the Exchange store has new mail for an Outlook client it sends a short UDP datagram to the
+port the client registered, and the client answers it at once with a DCE/RPC request on its
+MAPI connection to the same server (docs/exchange-wire-facts.md §6; zeek's mapi.pcap: an 8-byte
+datagram 192.168.0.2:2571 -> 192.168.0.183:1054, the client's request 0.25 ms later). When the
+registration was not captured (or the server is Exchange 5.5 or 2000, whose registration looks
+otherwise), that pair in quick succession is what is left to see.
+
+``NotificationTiming.feed`` keeps the short datagrams between high ports of the last
+``WINDOW_NS`` across batches and returns those a DCE/RPC request from their receiver to their
+sender followed within it. Classify still requires the sender to be an Exchange server.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from .decode import Packets
+
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
+#: how soon the client's request must follow (measured: 0.25 ms; a client busy elsewhere or a
+#: slow network may take tens of milliseconds, and a wider window only admits coincidences)
+WINDOW_NS = 50_000_000
+#: a notification carries the registered context blob (8 bytes in every capture seen)
+MAX_DATAGRAM = 64
+#: ports below this are services', not the random ones a client registers
+HIGH_PORT = 1024
+#: a DCE/RPC request PDU starts version 5, minor 0, type 0 (C706 §12.6)
+REQUEST_HEAD = (5, 0, 0)
+MIN_REQUEST = 24
+#: datagrams held at most while they wait for a request (the oldest go first)
+MAX_PENDING = 65536
+
+
+class NotificationTiming:
+    """Short datagrams waiting for their receiver's DCE/RPC request to their sender."""
+
+    def __init__(self) -> None:
+        # per pending datagram: sender and receiver address halves, time, and its packet's row
+        # in the batch it came in (-1 once that batch is gone: then it can no longer be tagged)
+        self._cols = np.zeros((5, 0), dtype=np.uint64)
+        self._ts = np.zeros(0, dtype=np.int64)
+
+    def feed(self, data: npt.NDArray[np.uint8], pk: Packets, pay: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """The datagram packets of this batch that a request followed within the window."""
+        proto, plen = pk.proto[pay], pk.payload_len[pay]
+        dgram = pay[(proto == IPPROTO_UDP) & (plen <= MAX_DATAGRAM) & (pk.sport[pay] >= HIGH_PORT) & (pk.dport[pay] >= HIGH_PORT)]
+        calls = pay[(proto == IPPROTO_TCP) & (plen >= MIN_REQUEST)]
+        off = pk.payload_off[calls]
+        calls = calls[(data[off] == REQUEST_HEAD[0]) & (data[off + 1] == REQUEST_HEAD[1]) & (data[off + 2] == REQUEST_HEAD[2])]
+        cols = np.concatenate([self._cols, np.vstack([pk.src_hi[dgram], pk.src_lo[dgram], pk.dst_hi[dgram], pk.dst_lo[dgram],
+                                                      dgram.astype(np.uint64)])], axis=1)  # fmt: skip
+        ts = np.concatenate([self._ts, pk.ts_ns[dgram]])
+        fresh = np.zeros(ts.size, dtype=bool)
+        fresh[self._ts.size :] = True
+        hit = np.zeros(ts.size, dtype=bool)
+        if calls.size and ts.size:
+            # a request from the datagram's receiver to its sender, after it and within the window
+            for c in calls.tolist():
+                hit |= ((cols[2] == pk.src_hi[c]) & (cols[3] == pk.src_lo[c]) & (cols[0] == pk.dst_hi[c]) & (cols[1] == pk.dst_lo[c])
+                        & (pk.ts_ns[c] > ts) & (pk.ts_ns[c] - ts <= WINDOW_NS))  # fmt: skip
+        found = cols[4][hit & fresh].astype(np.intp)
+        # datagrams of this batch that may still be answered wait, without their batch row
+        now = int(pk.ts_ns[pay[-1]]) if pay.size else 0
+        keep = ~hit & (ts >= now - WINDOW_NS) & fresh
+        self._cols, self._ts = cols[:, keep][:, -MAX_PENDING:], ts[keep][-MAX_PENDING:]
+        return found
