@@ -14,7 +14,9 @@ mutation instead (``pip install atheris``) and prints its coverage of pcapclass'
 ``packet`` target under instrumentation, not without, so keep ``-runs`` there to some thousands
 or raise ``-rss_limit_mb``). A crash of the process itself (a signal from a compiled kernel)
 ends the run with that signal; run it in a child process when that matters, as
-tests/test_fuzz.py does. Exit status 0: no failure.
+tests/test_fuzz.py does. ``--boundscheck`` runs against a copy of the package whose kernels
+check every index, so that an out-of-bounds access fails the input instead of passing
+silently. Exit status 0: no failure.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import contextlib
 import functools
 import gzip
 import io
+import os
+import shutil
 import signal
 import struct
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
@@ -41,7 +46,10 @@ INTERESTING = (0, 1, 4, 11, 12, 15, 16, 28, 32, 0x7F, 0x80, 0xFF, 0xFFFF, 0x1000
 #: mutation operators: (position, operator, bytes)
 OPERATORS = ("overwrite", "insert", "delete", "truncate", "u32le", "u32be", "splice")
 
-sys.path.insert(0, str(REPO))
+#: where --boundscheck builds its copy of the package, and the variable that points a run at it
+CHECKED_TREE = Path(tempfile.gettempdir()) / "pcapclass-fuzz-boundscheck"
+CHECKED_ENV = "PCAPCLASS_FUZZ_TREE"
+sys.path.insert(0, os.environ.get(CHECKED_ENV, str(REPO)))
 if TYPE_CHECKING:
     from pcapclass.rules import RuleSet
 
@@ -157,11 +165,20 @@ class Hang(Exception):
 
 
 def answer(target: Callable[[bytes], None], data: bytes) -> None:
-    """Run one input: a pcapclass error is an answer; anything else escapes as a failure."""
+    """Run one input: a pcapclass error is an answer; anything else escapes as a failure, and
+    so does an exception Python could only report, not raise (an IndexError in a ``noexcept``
+    kernel function of a --boundscheck build)."""
     from pcapclass.errors import PcapclassError
 
-    with contextlib.suppress(PcapclassError):
-        target(data)
+    swallowed: list[BaseException | None] = []
+    previous, sys.unraisablehook = sys.unraisablehook, lambda u: swallowed.append(u.exc_value)
+    try:
+        with contextlib.suppress(PcapclassError):
+            target(data)
+    finally:
+        sys.unraisablehook = previous
+    if swallowed:
+        raise RuntimeError(f"an exception was swallowed: {swallowed[0]!r}")
 
 
 def check(target: Callable[[bytes], None], data: bytes, timeout: int) -> None:
@@ -220,6 +237,27 @@ def fuzz_atheris(name: str, runs: int, timeout: int, extra: list[str]) -> int:
     return 0
 
 
+def checked_build() -> Path:
+    """A copy of the package whose kernels check every index (``boundscheck=True`` in place of
+    the shipped ``False``), so that an out-of-bounds access is an IndexError instead of silent
+    corruption; built once into CHECKED_TREE, again when a kernel's source changes."""
+    CHECKED_TREE.mkdir(exist_ok=True)
+    sources = sorted((REPO / "pcapclass").rglob("*.pyx"))
+    stamp = "\n".join(f"{p}:{p.stat().st_mtime_ns}" for p in sources)
+    if (CHECKED_TREE / "STAMP").is_file() and (CHECKED_TREE / "STAMP").read_text() == stamp:
+        return CHECKED_TREE
+    shutil.rmtree(CHECKED_TREE / "pcapclass", ignore_errors=True)
+    shutil.copytree(REPO / "pcapclass", CHECKED_TREE / "pcapclass", ignore=shutil.ignore_patterns("*.so", "*.c", "__pycache__"))
+    kernels = [str(p.relative_to(REPO)) for p in sources]
+    for kernel in kernels:
+        path = CHECKED_TREE / kernel
+        path.write_text(path.read_text().replace("boundscheck=False", "boundscheck=True"))
+    build = f"from Cython.Build import cythonize; from setuptools import setup; setup(ext_modules=cythonize({kernels!r}, quiet=True))"
+    subprocess.run([sys.executable, "-c", build, "build_ext", "--inplace", "-q"], cwd=CHECKED_TREE, check=True, capture_output=True)
+    (CHECKED_TREE / "STAMP").write_text(stamp)
+    return CHECKED_TREE
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("target", choices=sorted(TARGETS))
@@ -227,7 +265,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed (default: %(default)s)")
     parser.add_argument("--timeout", type=int, default=10, help="seconds an input may take (default: %(default)s)")
     parser.add_argument("--engine", choices=("hypothesis", "atheris"), default="hypothesis")
+    parser.add_argument("--boundscheck", action="store_true", help="run against kernels built with bounds checks (built once, ~30 s)")
     args, extra = parser.parse_known_args(argv)
+    if args.boundscheck and CHECKED_ENV not in os.environ:
+        tree = checked_build()
+        env = {**os.environ, CHECKED_ENV: str(tree), "PYTHONPATH": str(tree)}
+        return subprocess.run([sys.executable, __file__, *(argv if argv is not None else sys.argv[1:])], env=env, check=False).returncode
     if args.engine == "atheris":
         return fuzz_atheris(args.target, args.runs, args.timeout, extra)
     return fuzz_hypothesis(args.target, args.runs, args.seed, args.timeout)

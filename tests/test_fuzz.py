@@ -43,9 +43,18 @@ def test_the_harness_lets_pcapclass_errors_pass_and_nothing_else():
     def broken(_data: bytes) -> None:
         raise IndexError("index 9 is out of bounds")
 
+    class Swallowed:
+        def __del__(self) -> None:
+            raise IndexError("Out of bounds on buffer access (axis 0)")  # as a bounds-checked kernel reports it
+
+    def swallowing(_data: bytes) -> None:
+        Swallowed()  # dropped at once: its __del__ raises where nothing can catch it
+
     fuzz.check(invalid, b"", timeout=5)
     with pytest.raises(IndexError):
         fuzz.check(broken, b"", timeout=5)
+    with pytest.raises(RuntimeError, match="swallowed: IndexError"):
+        fuzz.check(swallowing, b"", timeout=5)
     with pytest.raises(fuzz.Hang):
         fuzz.check(lambda _data: __import__("time").sleep(3), b"", timeout=1)
 
