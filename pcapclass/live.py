@@ -145,19 +145,21 @@ class LiveCapture:
     def run(self) -> LiveResult:
         """Capture until stopped; write the final outputs; return the totals."""
         make_outdir(self.outdir)
-        # both logs start anew, header first, so that they parse from the first moment on
-        for name, columns in (("flows.csv", schema.FLOWS), ("timeseries.csv", schema.TIMESERIES)):
-            (self.outdir / name).unlink(missing_ok=True)
-            self._append(pd.DataFrame(columns=schema.names(columns)), name, columns)
         source = open_live(self.interface, backend=self.backend, bpf=self.bpf, count=self.count)
         self._source = source
         if self._stop_requested:
             source.stop()
         counts = self.clf.begin(self.interface, source.format)
-        writer = PcapWriter(self.write_pcap) if self.write_pcap is not None else None
+        writer: PcapWriter | None = None
         start = time.monotonic()
         try:
             try:
+                # both logs start anew, header first, so that they parse from the first moment on
+                # (and say that the capture runs)
+                for name, columns in (("flows.csv", schema.FLOWS), ("timeseries.csv", schema.TIMESERIES)):
+                    (self.outdir / name).unlink(missing_ok=True)
+                    self._append(pd.DataFrame(columns=schema.names(columns)), name, columns)
+                writer = PcapWriter(self.write_pcap) if self.write_pcap is not None else None
                 error, interval_start = self._loop(source, writer, counts, start)
             finally:
                 source.close()
