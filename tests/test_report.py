@@ -173,15 +173,21 @@ def test_live_on_a_disk_that_fills_keeps_whole_rows_and_says_so(tmp_path, monkey
     """The flows.csv append at the end of the capture gets half its bytes onto the disk, then
     ENOSPC: the half row goes, the run ends with OutputError, capture.csv says partial."""
     monkeypatch.setattr(live_module, "open_live", lambda *a, **k: _FixtureSource(CAPTURE))
-    real_write = os.write
+    real_append, real_write = report.append_text, os.write
 
-    def disk_fills_in_flows_rows(fd: int, data) -> int:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("flows.csv") and os.fstat(fd).st_size:  # rows, after the header
-            real_write(fd, bytes(data[: len(data) // 2]))
-            raise OSError(28, "No space left on device")
-        return real_write(fd, data)
+    def half_then_full(fd: int, data) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, "write", disk_fills_in_flows_rows)
+    def append_to_a_filling_disk(path: Path, text: str) -> None:
+        if path.name == "flows.csv" and path.exists():  # rows, after the header
+            monkeypatch.setattr(os, "write", half_then_full)
+        try:
+            real_append(path, text)
+        finally:
+            monkeypatch.setattr(os, "write", real_write)
+
+    monkeypatch.setattr(live_module, "append_text", append_to_a_filling_disk)
     cap = live_module.LiveCapture("fixture", outdir=tmp_path / "out", interval=3600)
     with pytest.raises(OutputError, match="No space left on device"):
         cap.run()
