@@ -12,7 +12,8 @@ The engine is hypothesis by default (a test dependency: failures are shrunk to a
 mutation instead (``pip install atheris``) and prints its coverage of pcapclass's Python code
 (libFuzzer's own options pass through; its memory grows by about 0.2 MB an input on the
 ``packet`` target under instrumentation, not without, so keep ``-runs`` there to some thousands
-or raise ``-rss_limit_mb``). A crash of the process itself (a signal from a compiled kernel)
+or raise ``-rss_limit_mb``); its corpus stays in the temp dir, ``pcapclass-fuzz-corpus-TARGET``,
+for the next run to start from. A crash of the process itself (a signal from a compiled kernel)
 ends the run with that signal; run it in a child process when that matters, as
 tests/test_fuzz.py does. ``--boundscheck`` runs against a copy of the package whose kernels
 check every index, so that an out-of-bounds access fails the input instead of passing
@@ -227,13 +228,16 @@ def fuzz_atheris(name: str, runs: int, timeout: int, extra: list[str]) -> int:
         import pcapclass.api
         import pcapclass.sources.stream  # noqa: F401
     target = TARGETS[name]
-    with tempfile.TemporaryDirectory(prefix=f"pcapclass-fuzz-{name}-") as corpus:
-        for i, data in enumerate(seeds(name)):
-            (Path(corpus) / f"seed{i:04d}").write_bytes(data)
-        # libFuzzer's -timeout finds hangs (with SIGALRM: check's alarm would take it over)
-        atheris.Setup([sys.argv[0], f"-runs={runs}", f"-timeout={timeout}", f"-max_len={MAX_SEED}", *extra, corpus],
-                      lambda data: answer(target, data))  # fmt: skip
-        atheris.Fuzz()
+    # libFuzzer ends the process itself, so the corpus lives on: one directory per target, which
+    # the next run starts from (the seeds, and every input that reached new code)
+    corpus = Path(tempfile.gettempdir()) / f"pcapclass-fuzz-corpus-{name}"
+    corpus.mkdir(exist_ok=True)
+    for i, data in enumerate(seeds(name)):
+        (corpus / f"seed{i:04d}").write_bytes(data)
+    # libFuzzer's -timeout finds hangs (with SIGALRM: check's alarm would take it over)
+    atheris.Setup([sys.argv[0], f"-runs={runs}", f"-timeout={timeout}", f"-max_len={MAX_SEED}", *extra, str(corpus)],
+                  lambda data: answer(target, data))  # fmt: skip
+    atheris.Fuzz()
     return 0
 
 
