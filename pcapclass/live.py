@@ -150,55 +150,62 @@ class LiveCapture:
         if self._stop_requested:
             source.stop()
         counts = self.clf.begin(self.interface, source.format)
-        # both logs start anew, header first, so that they parse from the first moment on
-        for name, columns in (("flows.csv", schema.FLOWS), ("timeseries.csv", schema.TIMESERIES)):
-            (self.outdir / name).unlink(missing_ok=True)
-            self._append(pd.DataFrame(columns=schema.names(columns)), name, columns)
-        writer = PcapWriter(self.write_pcap) if self.write_pcap is not None else None
-        error: LiveCaptureError | None = None
+        writer: PcapWriter | None = None
         start = time.monotonic()
-        tick_at = start + self.interval
-        status_at = start
-        interval_start = time.time()
-        deadline = start + self.duration if self.duration is not None else None
         try:
-            while not source.finished:
-                now = time.monotonic()
-                if deadline is not None and now >= deadline:
-                    self.stop()
-                wait = min(tick_at, status_at + self.status_every, deadline or tick_at) - now
-                try:
-                    batch = source.poll(wait)
-                except LiveCaptureError as exc:
-                    error = exc
-                    break
-                if batch is not None:
-                    batch = self._take(batch, counts)
-                    if writer is not None:
-                        writer.write(batch)
-                    self.clf.feed(batch)
-                now = time.monotonic()
-                if now >= tick_at:
-                    interval_end = time.time()
-                    self._tick(counts, interval_start, interval_end, final=False)
-                    interval_start = interval_end
-                    tick_at += self.interval * max(1, int((now - tick_at) // self.interval) + 1)
-                if self.on_status is not None and now >= status_at + self.status_every:
-                    status_at = now
-                    self.on_status(self._status(counts, now - start))
+            try:
+                # both logs start anew, header first, so that they parse from the first moment on
+                # (and say that the capture runs)
+                for name, columns in (("flows.csv", schema.FLOWS), ("timeseries.csv", schema.TIMESERIES)):
+                    (self.outdir / name).unlink(missing_ok=True)
+                    self._append(pd.DataFrame(columns=schema.names(columns)), name, columns)
+                writer = PcapWriter(self.write_pcap) if self.write_pcap is not None else None
+                error, interval_start = self._loop(source, writer, counts, start)
+            finally:
+                source.close()
+                if writer is not None:
+                    writer.close()
+            self._tick(counts, interval_start, time.time(), final=True)
         except OutputError as exc:  # a full disk: capture.csv says where the run stopped, if that still fits
             with contextlib.suppress(OutputError):
                 self._write_capture(counts, exc)
             raise
-        finally:
-            source.close()
-            if writer is not None:
-                writer.close()
-        self._tick(counts, interval_start, time.time(), final=True)
         if self.on_status is not None:
             self.on_status(self._status(counts, time.monotonic() - start))
         captures = self._write_capture(counts, error)
         return LiveResult(breakdown=self._totals, captures=captures, servers=self._servers(), error=error, outdir=self.outdir)
+
+    def _loop(self, source: LiveSource, writer: PcapWriter | None, counts: CaptureCounts, start: float) -> tuple[LiveCaptureError | None, float]:
+        """Read, feed and tick until the source is finished; the fault that ended it (or None)
+        and the start of the interval still open."""
+        tick_at = start + self.interval
+        status_at = start
+        interval_start = time.time()
+        deadline = start + self.duration if self.duration is not None else None
+        while not source.finished:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                self.stop()
+            wait = min(tick_at, status_at + self.status_every, deadline or tick_at) - now
+            try:
+                batch = source.poll(wait)
+            except LiveCaptureError as exc:
+                return exc, interval_start
+            if batch is not None:
+                batch = self._take(batch, counts)
+                if writer is not None:
+                    writer.write(batch)
+                self.clf.feed(batch)
+            now = time.monotonic()
+            if now >= tick_at:
+                interval_end = time.time()
+                self._tick(counts, interval_start, interval_end, final=False)
+                interval_start = interval_end
+                tick_at += self.interval * max(1, int((now - tick_at) // self.interval) + 1)
+            if self.on_status is not None and now >= status_at + self.status_every:
+                status_at = now
+                self.on_status(self._status(counts, now - start))
+        return None, interval_start
 
     def _take(self, batch: PacketBatch, counts: CaptureCounts) -> PacketBatch:
         """The batch, cut at --count; asks the source to stop once the count is reached."""

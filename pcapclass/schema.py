@@ -78,7 +78,7 @@ CAPTURE: tuple[Column, ...] = (
     Column("drops", "int64", "packets the kernel or the capture process reported dropping (live capture; 0 for files)"),
     Column("servers", "string", "the Exchange servers used for direction, space-separated"),
     Column("servers_inferred", "bool", "true when the servers were inferred from Exchange evidence (no --server; see servers.csv)"),
-    Column("partial", "bool", "true when reading stopped at a fault: the counts cover the packets before it"),
+    Column("partial", "bool", "true when reading stopped early, at a fault or at SIGINT/SIGTERM: the counts cover the packets before it"),
     Column("error", "string", "the fault (file, byte offset, packet number, what was wrong), empty when none"),
 )
 

@@ -36,14 +36,15 @@ def _block(n: int) -> bytes:
 
 
 def _feed(pipe, sent: list[int]) -> None:
-    """Write blocks until the reader goes away."""
+    """Write blocks until the reader goes away; ``sent[0]``: the packets it may have had."""
     try:
         pipe.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
         n = 0
         while True:
-            pipe.write(_block(n))
+            block = _block(n)
             n += 1
-            sent[0] = n * PACKETS_PER_BLOCK
+            sent[0] = n * PACKETS_PER_BLOCK  # before the write: the reader may take some of it before it returns
+            pipe.write(block)
     except (BrokenPipeError, OSError, ValueError):
         pass
 

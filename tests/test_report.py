@@ -9,6 +9,7 @@ fails, at whatever point the limit falls.
 
 from __future__ import annotations
 
+import csv
 import os
 import resource
 import signal
@@ -21,8 +22,10 @@ import pytest
 from conftest import FIXTURES
 from test_bad_input import assert_one_line_error, run_cli
 
-from pcapclass import report
+from pcapclass import live as live_module
+from pcapclass import report, schema
 from pcapclass.errors import OutputError
+from pcapclass.sources import CaptureFile
 
 EXIT_OUTPUT = 7
 CAPTURE = FIXTURES / "exchange_services.pcap"
@@ -142,3 +145,54 @@ def test_an_append_that_does_not_fit_leaves_the_file_as_it_was(tmp_path):
 
 def test_output_errors_are_the_projects_and_the_systems():
     assert issubclass(OutputError, OSError) and OutputError.exit_code == EXIT_OUTPUT
+
+
+class _FixtureSource:
+    """A live source that hands over a capture file's batches, then is finished."""
+
+    format = "pcap"
+    drops = 0
+
+    def __init__(self, path: Path) -> None:
+        self._batches = iter(list(CaptureFile(path, keep_chunks=4)))
+        self.finished = False
+
+    def poll(self, _timeout: float):
+        batch = next(self._batches, None)
+        self.finished = batch is None
+        return batch
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_live_on_a_disk_that_fills_keeps_whole_rows_and_says_so(tmp_path, monkeypatch):
+    """The flows.csv append at the end of the capture gets half its bytes onto the disk, then
+    ENOSPC: the half row goes, the run ends with OutputError, capture.csv says partial."""
+    monkeypatch.setattr(live_module, "open_live", lambda *a, **k: _FixtureSource(CAPTURE))
+    real_append, real_write = report.append_text, os.write
+
+    def half_then_full(fd: int, data) -> int:
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(28, "No space left on device")
+
+    def append_to_a_filling_disk(path: Path, text: str) -> None:
+        if path.name == "flows.csv" and path.exists():  # rows, after the header
+            monkeypatch.setattr(os, "write", half_then_full)
+        try:
+            real_append(path, text)
+        finally:
+            monkeypatch.setattr(os, "write", real_write)
+
+    monkeypatch.setattr(live_module, "append_text", append_to_a_filling_disk)
+    cap = live_module.LiveCapture("fixture", outdir=tmp_path / "out", interval=3600)
+    with pytest.raises(OutputError, match="No space left on device"):
+        cap.run()
+    flows = (tmp_path / "out" / "flows.csv").read_text()
+    assert flows.splitlines() == [",".join(schema.names(schema.FLOWS))]  # the header, written at the start
+    with (tmp_path / "out" / "capture.csv").open(newline="") as f:
+        (row,) = csv.DictReader(f)
+    assert row["partial"] == "true" and "No space left on device" in row["error"]

@@ -68,10 +68,6 @@ class GzipStream(io.RawIOBase):
             if self._inflate.eof and not self._next_member():
                 break
             self._pending = self._pending or self._read_raw()
-            if not self._pending:
-                raise InvalidCaptureError(
-                    f"truncated gzip: the compressed data ends after {self.consumed} bytes, before its end-of-stream marker"
-                    " (the byte offset is in the decompressed data)", path=self.path, offset=self.produced)  # fmt: skip
             piece, rest = self._pending[: self._piece], self._pending[self._piece :]
             before = self._inflate.copy() if self._piece > GZIP_SALVAGE else None
             try:
@@ -87,6 +83,10 @@ class GzipStream(io.RawIOBase):
                 view[: len(out)] = out
                 self.produced += len(out)
                 return len(out)
+            if not piece and not self._inflate.eof:  # no input left, no output pending
+                raise InvalidCaptureError(
+                    f"truncated gzip: the compressed data ends after {self.consumed} bytes, before its end-of-stream marker"
+                    " (the byte offset is in the decompressed data)", path=self.path, offset=self.produced)  # fmt: skip
         return 0
 
     def _next_member(self) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import random
 import struct
 import subprocess
@@ -39,6 +40,21 @@ def _whole_records(pcap: bytes) -> int:
             break
         n += 1
     return n
+
+
+@pytest.mark.parametrize("read_size", [3, 4096, 1 << 20])
+def test_gzip_stream_gives_the_bytes_gzip_gives_whatever_the_read_size(read_size):
+    """Long runs and repeats (deflate matches far longer than a read) across two members."""
+    from pcapclass.sources.stream import GzipStream
+
+    rnd = random.Random(read_size)
+    plain = b"".join(rnd.choice([bytes(rnd.randrange(1, 70_000)), rnd.randbytes(300) * 200, rnd.randbytes(5000)]) for _ in range(12))
+    data = gzip.compress(plain[:123_457], compresslevel=9) + gzip.compress(plain[123_457:], compresslevel=1)
+    stream = GzipStream(io.BufferedReader(io.BytesIO(data)), path="mem")
+    got, buf = [], bytearray(read_size)
+    while n := stream.readinto(buf):
+        got.append(bytes(buf[:n]))
+    assert b"".join(got) == plain and stream.consumed == len(data) and stream.trailing_bytes == 0
 
 
 def test_gzip_on_a_pipe_is_read(tmp_path, tshark):
