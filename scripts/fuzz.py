@@ -69,7 +69,27 @@ def seeds(target: str) -> list[bytes]:
         return _fixtures(".gz") + [gzip.compress(s, compresslevel=1) for s in _fixtures(".pcap")[:8]]
     if target == "packet":
         return [bytes([i % 256]) + p for i, p in enumerate(_packets())]
+    if target in PAYLOAD_TARGETS:
+        return _payloads()
     raise ValueError(f"unknown target {target!r}")
+
+
+@functools.cache
+def _payloads() -> list[bytes]:
+    """The distinct TCP/UDP payloads of the fixtures' packets (what the payload parsers see)."""
+    from pcapclass.decode import decode
+    from pcapclass.sources import open_capture
+
+    out: dict[bytes, None] = {}
+    for path in sorted(FIXTURES.rglob("*.pcap*")):
+        if path.suffix == ".gz" or "bad" in path.parts or path.stat().st_size > MAX_SEED:
+            continue
+        for batch in open_capture(path):
+            pk = decode(batch)
+            for o, n in zip(pk.payload_off.tolist(), pk.payload_len.tolist()):
+                if n:
+                    out[bytes(batch.data[o : o + n])] = None
+    return list(out)
 
 
 def _packets() -> list[bytes]:
@@ -136,7 +156,51 @@ def run_packet(data: bytes) -> None:
     clf.end()
 
 
-TARGETS: dict[str, Callable[[bytes], None]] = {"pcap": run_capture, "pcapng": run_capture, "gzip": run_gzip, "packet": run_packet}
+def run_dcerpc(data: bytes) -> None:
+    """A byte stream through the PDU reassembler, each PDU through every DCE/RPC parser."""
+    from pcapclass import dcerpc
+
+    reassembler = dcerpc.PduReassembler(resync_segments=1)
+    for piece in (data[: len(data) // 2], data[len(data) // 2 :]):
+        for pdu in reassembler.feed(piece):
+            dcerpc.parse_header(pdu)
+            dcerpc.parse_bind(pdu)
+            dcerpc.parse_bind_ack(pdu)
+            req, resp = dcerpc.parse_request(pdu), dcerpc.parse_response(pdu)
+            if req is not None:
+                dcerpc.parse_register_push_notification(req.stub)
+            if resp is not None:
+                dcerpc.parse_epm_map_response(resp.stub)
+                dcerpc.parse_epm_lookup_response(resp.stub)
+
+
+def run_http(data: bytes) -> None:
+    """A payload through the request-line parser and the Exchange path table."""
+    from pcapclass import http
+
+    req = http.parse_request_line(data)
+    if req is not None:
+        http.classify_request(req)
+        http.parse_rpc_proxy_target(req)
+
+
+def run_signatures(data: bytes) -> None:
+    """A payload through every signature, from either side, on every port with an expectation."""
+    from pcapclass import signatures
+
+    for from_server in (False, True):
+        signatures.identify(data, from_server=from_server)
+        for port in signatures.EXPECTED_PROTOCOLS:
+            signatures.port_mismatch(port, data, from_server=from_server)
+    signatures.exchange_smtp_markers(data)
+    signatures.exchange_greeting(data)
+    signatures.shared_prefix(data)
+
+
+#: the payload parsers' targets (seeded with the fixtures' payloads)
+PAYLOAD_TARGETS = ("dcerpc", "http", "signatures")
+TARGETS: dict[str, Callable[[bytes], None]] = {"pcap": run_capture, "pcapng": run_capture, "gzip": run_gzip, "packet": run_packet,
+                                               "dcerpc": run_dcerpc, "http": run_http, "signatures": run_signatures}  # fmt: skip
 
 
 def mutate(data: bytes, edits: list[tuple[int, str, bytes]], donor: bytes) -> bytes:

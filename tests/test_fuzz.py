@@ -16,7 +16,7 @@ from conftest import REPO
 from pcapclass.errors import InvalidCaptureError
 
 FUZZ = REPO / "scripts" / "fuzz.py"
-RUNS = {"pcap": 300, "pcapng": 300, "gzip": 300, "packet": 300}
+RUNS = {"pcap": 300, "pcapng": 300, "gzip": 300, "packet": 300, "dcerpc": 300, "http": 300, "signatures": 300}
 
 
 @pytest.mark.parametrize("target", sorted(RUNS))
@@ -66,3 +66,12 @@ def test_mutations_are_the_edits_asked_for():
     assert fuzz.mutate(data, [(3, "truncate", b"")], b"") == bytes([0, 1, 2])
     assert fuzz.mutate(data, [(0, "u32be", bytes([fuzz.INTERESTING.index(12)]))], b"") == bytes([0, 0, 0, 12, 4, 5, 6, 7])
     assert fuzz.mutate(data, [(8, "splice", b"\x01")], b"abc") == data + b"bc"
+
+
+def test_fuzzed_packets_against_bounds_checked_kernels():
+    """The kernels built with bounds checks on: a read or write past an array is an exception
+    there, not silent corruption (about 30 s, most of it the build)."""
+    proc = subprocess.run([sys.executable, str(FUZZ), "packet", "--runs", "200", "--seed", "17", "--boundscheck"],
+                          capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert "packet: 200 inputs" in proc.stdout
