@@ -57,7 +57,7 @@ BREAKDOWN: tuple[Column, ...] = (
 )
 
 CAPTURE: tuple[Column, ...] = (
-    Column("capture", "string", "the input file (`-` for stdin)"),
+    Column("capture", "string", "the input file (`<stdin>` for standard input)"),
     Column("format", "string", "`pcap` or `pcapng` (empty if the file could not be opened)"),
     Column("packets", "int64", "packets read"),
     Column("bytes", "int64", "frame bytes read (original lengths)"),
