@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from pcapclass.errors import RulesError
-from pcapclass.rules import RULES_DIR, read_toml
+from pcapclass.rules import RULES_DIR, load_rules, read_toml
 
 __all__ = [
     "DEFAULT_INTERFACES_PATH",
@@ -197,27 +197,9 @@ _RTS_FIXED_VALUE_LEN: dict[int, int] = {
 }
 
 # --- Service ids ------------------------------------------------------------------------------
-# The seed table's services (issue 1/3) plus the endpoint mapper and a catch-all.
-SERVICE_IDS: frozenset[str] = frozenset(
-    {
-        "system-attendant",
-        "information-store",
-        "mta-stacks",
-        "smtp",
-        "routing-engine",
-        "www",
-        "activesync",
-        "pop3",
-        "imap4",
-        "nntp",
-        "site-replication",
-        "ad-connector",
-        "event",
-        "management",
-        "rpc-endpoint-mapper",
-        "other",
-    }
-)
+#: the services an interface may name: those of the shipped rules (rules/exchange2003.toml), one
+#: place, so that a new service is added there alone
+SERVICE_IDS: frozenset[str] = frozenset(load_rules(()).ids)
 
 #: rules/rpc_interfaces.toml of a source checkout
 DEFAULT_INTERFACES_PATH = RULES_DIR / "rpc_interfaces.toml"
