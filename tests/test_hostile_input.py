@@ -203,3 +203,43 @@ def test_an_epb_timestamp_with_its_high_bit_set_is_a_time_not_no_time(tmp_path):
     ts = np.concatenate([b.ts_ns for b in cap])
     assert ts.tolist() == [1_700_000_000 * 10**9, np.iinfo(np.int64).max, high // 1000]
     assert cap.anomalies.ts_out_of_range == 1
+
+
+def _epb(iface: int, ticks: int, packet: bytes) -> bytes:
+    body = struct.pack("<IIIII", iface, ticks >> 32, ticks & 0xFFFFFFFF, len(packet), len(packet)) + packet
+    return _block(6, body + bytes(-len(body) % 4))
+
+
+def _idb(*options: tuple[int, bytes], length_cut: int = 0) -> bytes:
+    """An Ethernet interface description block with ``options``; ``length_cut`` shortens the
+    first option's stated room so that it runs past the block."""
+    body = struct.pack("<HHI", 1, 0, 65535)
+    for code, value in options:
+        body += struct.pack("<HH", code, len(value) + length_cut) + value + bytes(-len(value) % 4)
+    return _block(1, body + struct.pack("<HH", 0, 0))
+
+
+ETH_FRAME = bytes(12) + b"\x08\x00" + bytes([0x45]) + bytes(19)
+
+
+@pytest.mark.parametrize(
+    ("idb", "needle"),
+    [
+        (_block(1, b""), "interface description block total length 12 is below the 20 bytes"),  # the 12-byte IDB
+        (_idb((9, bytes([30]))), "if_tsresol 10^-30"),  # exp10 > 18: no int64 nanoseconds
+        (_idb((9, bytes([0x80 | 63]))), "if_tsresol 2^-63"),
+        (_idb((14, struct.pack("<q", 1 << 62))), "if_tsoffset"),  # 1.5e11 years
+        (_idb((9, bytes([6])), length_cut=200), "runs past the end of its block"),
+    ],
+    ids=["idb-12-bytes", "tsresol-exp10", "tsresol-exp2", "tsoffset", "option-overrun"],
+)
+def test_an_interface_block_pcapclass_cannot_read_is_one_line(tmp_path: Path, idb: bytes, needle: str) -> None:
+    """Before, these raised OverflowError in the timestamp conversion, or took the link type
+    from the next block; now each is one line naming the file and the block's offset."""
+    path = tmp_path / "idb.pcapng"
+    path.write_bytes(SHB + idb + _epb(0, 1_000_000, ETH_FRAME))
+    proc = _classify_in_child(path, tmp_path)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == EXIT_UNREADABLE and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert str(path) in lines[0] and needle in lines[0], lines[0]
+    assert f"byte {len(SHB)}" in lines[0] or f"byte {len(SHB) + 4}" in lines[0], lines[0]
