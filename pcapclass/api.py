@@ -64,6 +64,7 @@ class CaptureCounts:
     ts_fraction_invalid: int = 0
     ts_out_of_range: int = 0
     wirelen_below_caplen: int = 0
+    wirelen_implausible: int = 0
     gzip_trailing_bytes: int = 0
     hash_collisions: int = 0
     flows_exported_early: int = 0
@@ -459,6 +460,7 @@ def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, An
         "ts_fraction_invalid": c.ts_fraction_invalid,
         "ts_out_of_range": c.ts_out_of_range,
         "wirelen_below_caplen": c.wirelen_below_caplen,
+        "wirelen_implausible": c.wirelen_implausible,
         "gzip_trailing_bytes": c.gzip_trailing_bytes,
         "hash_collisions": c.hash_collisions,
         "flows_exported_early": c.flows_exported_early,

@@ -72,6 +72,7 @@ CAPTURE: tuple[Column, ...] = (
     Column("ts_fraction_invalid", "int64", "pcap records whose fractional-second field is a second or more (10^6 µs, 10^9 in nanosecond files): the excess carries into the seconds, as libpcap has it (tshark flags these too)"),
     Column("ts_out_of_range", "int64", "pcapng timestamps past what int64 nanoseconds hold (year 2262; a 64-bit tick count with its high bit set among them): saturated to 2262-04-11"),
     Column("wirelen_below_caplen", "int64", "records whose original length is below their captured length (tshark: \"Frame length is less than captured length\"): `bytes` counts the original length as recorded"),
+    Column("wirelen_implausible", "int64", "records whose original length is above 262,144 bytes, which no link carries in one frame (0xffffffff in crafted files): `bytes` counts it as recorded"),
     Column("gzip_trailing_bytes", "int64", "bytes after the end of a gzip-compressed capture's last member that start no new member: ignored, as gzip(1) ignores them, and counted here"),
     Column("hash_collisions", "int64", "packets whose 64-bit flow-key hash matched another flow's (told apart by a second, independent 64-bit hash; expected 0)"),
     Column("flows_exported_early", "int64", "flows pushed out of the table by the flow cap before they went idle"),

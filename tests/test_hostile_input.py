@@ -243,3 +243,16 @@ def test_an_interface_block_pcapclass_cannot_read_is_one_line(tmp_path: Path, id
     assert proc.returncode == EXIT_UNREADABLE and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert str(path) in lines[0] and needle in lines[0], lines[0]
     assert f"byte {len(SHB)}" in lines[0] or f"byte {len(SHB) + 4}" in lines[0], lines[0]
+
+
+def test_an_original_length_no_link_carries_is_counted(tmp_path: Path) -> None:
+    """Two records of one Ethernet frame, the second claiming an original length of 0xffffffff:
+    read (as tshark reads it), and counted in capture.csv."""
+    import pcapclass
+
+    header = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    rec = lambda wire: struct.pack("<IIII", 1, 0, len(ETH_FRAME), wire) + ETH_FRAME
+    path = tmp_path / "huge_wirelen.pcap"
+    path.write_bytes(header + rec(len(ETH_FRAME)) + rec(0xFFFFFFFF))
+    stats = pcapclass.classify_file(path).stats
+    assert (stats["packets"], stats["wirelen_implausible"], stats["wirelen_below_caplen"]) == (2, 1, 0)

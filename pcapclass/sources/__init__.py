@@ -9,7 +9,7 @@ from typing import BinaryIO, Self
 import numpy as np
 
 from ..errors import InvalidCaptureError
-from .batch import PacketBatch, ReadAnomalies
+from .batch import MAX_CAPLEN, PacketBatch, ReadAnomalies
 from .pcap import is_pcap, read_pcap
 from .pcapng import is_pcapng, read_pcapng
 from .stream import ByteWindow, GzipStream, open_stream
@@ -82,6 +82,7 @@ class CaptureFile:
         try:
             for batch in reader(self._window):
                 self._window.anomalies.wirelen_below_caplen += int(np.count_nonzero(batch.wirelen < batch.caplen))
+                self._window.anomalies.wirelen_implausible += int(np.count_nonzero(batch.wirelen > MAX_CAPLEN))
                 yield batch
         finally:
             self.close()

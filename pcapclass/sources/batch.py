@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+#: libpcap's MAXIMUM_SNAPLEN: no record may claim more captured bytes than this, and no frame of a
+#: link pcapclass decodes is longer on the wire
+MAX_CAPLEN = 262144
 
 @dataclass(frozen=True, slots=True)
 class PacketBatch:
@@ -42,4 +45,5 @@ class ReadAnomalies:
     ts_fraction_invalid: int = 0
     ts_out_of_range: int = 0
     wirelen_below_caplen: int = 0
+    wirelen_implausible: int = 0
     gzip_trailing_bytes: int = 0

@@ -13,7 +13,7 @@ import numpy as np
 from .. import linktypes
 from ..errors import InvalidCaptureError
 from ._records import u32, walk_pcap
-from .batch import PacketBatch
+from .batch import MAX_CAPLEN, PacketBatch
 from .stream import ByteWindow
 
 PCAP_MAGIC_USEC = 0xA1B2C3D4
@@ -22,8 +22,6 @@ PCAP_MAGIC_NSEC = 0xA1B23C4D
 PCAP_MAGIC_MODIFIED = 0xA1B2CD34
 FILE_HEADER_LEN = 24
 RECORD_HEADER_LEN = 16
-#: libpcap's MAXIMUM_SNAPLEN: no record may claim more captured bytes than this
-MAX_CAPLEN = 262144
 
 
 

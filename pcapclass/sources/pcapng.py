@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from ..errors import InvalidCaptureError
 from ._records import MIN_EPB_LEN, MIN_SPB_LEN, walk_pcapng
-from .batch import PacketBatch
+from .batch import MAX_CAPLEN, PacketBatch
 from .stream import ByteWindow
 
 BT_SHB = 0x0A0D0D0A
@@ -31,7 +31,6 @@ IF_TSRESOL = 9
 IF_TSOFFSET = 14
 #: a block longer than this is taken as corrupt framing rather than buffered
 MAX_BLOCK_LEN = 16 << 20
-MAX_CAPLEN = 262144
 #: the latest time int64 nanoseconds can hold (2262-04-11); later timestamps saturate here
 TS_NS_MAX = np.iinfo(np.int64).max
 
