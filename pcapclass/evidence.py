@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from . import signatures as sig
 from ._firstlook import (
     LOOK,
     QUIET,
@@ -44,6 +45,21 @@ from ._firstlook import (
     same_payloads,
 )
 from ._flowhash import KeyIndex
+from ._identify import (
+    AS_CLIENT_SHIFT,
+    AS_SERVER_SHIFT,
+    EHLO_MARKERS,
+    LABEL_MASK,
+    LABEL_NAMES,
+    LONG,
+    REQUEST_LINE,
+    SHARED_MASK,
+    SHARED_NAMES,
+    SHARED_SHIFT,
+    SMTP_BANNER,
+    SignatureTables,
+)
+from ._identify import EXCHANGE_GREETING as GREETS_EXCHANGE
 from .dcerpc import (
     AUTH_LEVEL_PKT_PRIVACY,
     EMSMDB_INTERFACE,
@@ -59,6 +75,7 @@ from .dcerpc import (
     PTYPE_MAX,
     PTYPE_REQUEST,
     PTYPE_RESPONSE,
+    RPC_VERS_MINORS,
     Interface,
     PduReassembler,
     load_interfaces,
@@ -73,7 +90,14 @@ from .dcerpc import (
 )
 from .decode import Packets
 from .flows import FlowKeys, Records
-from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
+from .http import (
+    MAX_METHOD_LEN,
+    MAX_REQUEST_LINE,
+    HttpPathTable,
+    classify_request,
+    load_http_paths,
+    parse_request_line,
+)
 from .payload_memo import PayloadMemo
 from .servers import (
     EXCHANGE_GREETING,
@@ -85,11 +109,8 @@ from .servers import (
 )
 from .signatures import (
     EXPECTED_PROTOCOLS,
-    exchange_greeting,
     exchange_smtp_markers,
-    greeting_line,
-    identify,
-    port_mismatch,
+    label_contradicts_port,
 )
 from .sources.batch import PacketBatch
 
@@ -116,6 +137,21 @@ SIGNATURE_SERVICES = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4", "nntp": "
 DCERPC = "dcerpc"
 #: the Microsoft SMTP service's greeting (IIS; Exchange 2003 runs on it)
 MICROSOFT_SMTP_BANNER = b"MICROSOFT ESMTP MAIL SERVICE"
+
+#: signatures.py's byte strings and sets, for the compiled first look (``SignatureTables.facts``)
+SIGNATURE_TABLES = SignatureTables(
+    smtp_prefixes=sig.SMTP_SERVER_PREFIXES, smtp_words=sig.SMTP_GREETING_WORDS, ftp_words=sig.FTP_GREETING_WORDS,
+    smtp_commands=sig.SMTP_CLIENT_COMMANDS, pop3_prefixes=sig.POP3_SERVER_PREFIXES, pop3_shared=(sig.POP3_SHARED_PREFIX,),
+    imap_prefixes=sig.IMAP_SERVER_PREFIXES, nntp_prefixes=sig.NNTP_SERVER_PREFIXES, nntp_words=sig.NNTP_GREETING_WORDS,
+    http_status=(sig.HTTP_STATUS_PREFIX,), ssh=(sig.SSH_PREFIX,), resp_array=(sig.RESP_ARRAY,),
+    exchange_greeting=(sig.EXCHANGE_GREETING.upper(),), smtp_banner=(MICROSOFT_SMTP_BANNER,), ncacn_http=(NCACN_HTTP_GREETING,),
+    ehlo_keywords=tuple(k.encode("ascii") for k in sorted(sig.EXCHANGE_SMTP_KEYWORDS)), smb_ids=sig.SMB_PROTOCOL_IDS,
+    rdp_cookies=(sig.RDP_COOKIE, sig.RDP_ROUTING_TOKEN), cotp_codes=sig.COTP_CODES, rdp_neg_types=sig.RDP_NEG_TYPES,
+    rdp_neg_failure=sig.RDP_NEG_FAILURE, ldap_ops=sig.LDAP_OPS, ldap_primitive_ops=sig.LDAP_PRIMITIVE_OPS,
+    rpc_minors=RPC_VERS_MINORS, ptype_max=PTYPE_MAX, greeting_line=sig.GREETING_LINE, min_decisive=sig.MIN_DECISIVE_PAYLOAD,
+    max_request_line=MAX_REQUEST_LINE, max_method=MAX_METHOD_LEN,
+)  # fmt: skip
+_DCERPC_CODE, _NCACN_HTTP_CODE = LABEL_NAMES.index("dcerpc"), LABEL_NAMES.index("ncacn_http")
 
 #: packets a followed flow is looked at before it is let go
 MAX_TRACKED_PACKETS = 48
@@ -330,6 +366,12 @@ class _VerdictSets:
     def add(self, digest: int, context: int, payload: bytes, vids: list[int], follow: bool, marker: bool,
             preset: list[tuple[int, str]] | None) -> int:  # fmt: skip
         """The set of what ``payload`` says, which is remembered for it (in ``context``)."""
+        sid = self.set_of(vids, follow, marker, preset)
+        self.payloads.remember(digest, context, payload, sid)
+        return sid
+
+    def set_of(self, vids: list[int], follow: bool, marker: bool, preset: list[tuple[int, str]] | None) -> int:
+        """The set of these verdicts (added if new)."""
         key = (tuple(vids), follow, marker, tuple(preset) if preset is not None else None)
         sid = self._ids.get(key)
         if sid is None:
@@ -338,7 +380,6 @@ class _VerdictSets:
             self._follow.append(follow)
             self._marker.append(marker)
             self.presets.append(preset)
-        self.payloads.remember(digest, context, payload, sid)
         return sid
 
     def build(self) -> None:
@@ -397,6 +438,9 @@ class EvidenceCollector:
         self._sets = _VerdictSets()
         #: verdict id of an unrecognizable first payload, by server port * 2 + sent by the server (-1: none yet)
         self._quiet_vids = np.full(2 * 65536, -1, dtype=np.int32)
+        #: verdict set of a first payload that needs no parsing, by ``_fact_key`` (sorted; filled
+        #: once per distinct key)
+        self._fact_keys, self._fact_sids = np.zeros(0, np.int64), np.zeros(0, np.int64)
         #: followed flows with a stream waiting for the rest of a PDU (or of HTTP headers)
         self._cont: set[int] = set()
         #: this batch's newly followed flows: (hashes, index of the packet that started each)
@@ -474,29 +518,22 @@ class EvidenceCollector:
     def _inspect_distinct(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                           tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
                           server_is_src: npt.NDArray[np.bool_], group: npt.NDArray[np.uint64]) -> None:  # fmt: skip
-        # identical first payloads (same banner, same bind) are looked at once, ever: known by
-        # first_looks' digest, then by their bytes and context (port guess, transport, sender)
+        """Verdicts of first payloads ``sel``: those whose compiled facts decide them from a
+        table, the others (DCE/RPC, HTTP requests, ``ncacn_http``, EHLO replies, UDP) by one
+        Python look per distinct payload."""
         sets = self._sets
         off, plen = pk.payload_off[sel], pk.payload_len[sel]
-        context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8))
-        sid = sets.payloads.find(data, off, plen, group, context)
-        new = np.flatnonzero(sid < 0)
-        while new.size:
-            # one look per digest; the payloads that are its bytes share its verdicts, the others
-            # (a digest collision) go round again
-            _, first_of, which = np.unique(group[new], return_index=True, return_inverse=True)
-            looked = new[first_of]
-            got = []
-            # Python ints and bools made in one go, not a numpy scalar per payload and field
-            for digest, o, n, ctx, t, port, src in zip(*(a[looked].tolist() for a in (group, off, plen, context, tcp, server_port, server_is_src))):
-                payload = data[o : o + n].tobytes()
-                v, fol, mark = self._inspect(payload, t, port, src)
-                got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, mark, self._preset))
-            sid[looked] = got
-            rep = looked[which]
-            same = (context[new] == context[rep]) & same_payloads(data, off[new], plen[new], data, off[rep], plen[rep])
-            sid[new[same]] = sid[rep[same]]
-            new = new[sid[new] < 0]
+        facts = SIGNATURE_TABLES.facts(data, off, plen)
+        label = (facts >> AS_SERVER_SHIFT) & LABEL_MASK
+        parse = ~tcp | (facts & (REQUEST_LINE | EHLO_MARKERS) != 0) | (label == _DCERPC_CODE) | (label == _NCACN_HTTP_CODE)
+        sid = np.empty(sel.size, np.int64)
+        decided = np.flatnonzero(~parse)
+        if decided.size:
+            sid[decided] = self._fact_sets(facts[decided], server_port[decided], server_is_src[decided])
+        looked = np.flatnonzero(parse)
+        if looked.size:
+            sid[looked] = self._parsed_sets(data, off[looked], plen[looked], tcp[looked], server_port[looked],
+                                            server_is_src[looked], group[looked], facts[looked])  # fmt: skip
         sets.build()
         # spread each payload's verdicts over its packets
         per_pkt = sets.n[sid]
@@ -512,6 +549,53 @@ class EvidenceCollector:
         js = np.flatnonzero(sets.follow[sid])
         if js.size:
             self._start_following(data, pk, keys, sel, js, server_port, sid)
+
+    def _fact_sets(self, facts: npt.NDArray[np.int32], server_port: npt.NDArray[np.int64],
+                   server_is_src: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:  # fmt: skip
+        """The verdict set of each payload whose facts alone decide it, from the table of
+        distinct (facts, server port, sender) met so far; a key met for the first time is
+        decided here, once."""
+        key = (facts.astype(np.int64) << 18) | ((server_port + 1) << 1) | server_is_src
+        at = np.searchsorted(self._fact_keys, key)
+        known = self._fact_keys[np.minimum(at, self._fact_keys.size - 1)] == key if self._fact_keys.size else np.zeros(key.size, bool)
+        if not known.all():
+            new = np.unique(key[~known])
+            sids = [self._sets.set_of([self._vid(v)] if (v := self._facts_verdict(int(k) >> 18, (int(k) >> 1 & 0x1FFFF) - 1, bool(k & 1), False))
+                                      else [], False, False, None) for k in new.tolist()]  # fmt: skip
+            keys = np.concatenate([self._fact_keys, new])
+            order = np.argsort(keys)
+            self._fact_keys, self._fact_sids = keys[order], np.concatenate([self._fact_sids, sids]).astype(np.int64)[order]
+            at = np.searchsorted(self._fact_keys, key)
+        return self._fact_sids[at]
+
+    def _parsed_sets(self, data: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], plen: npt.NDArray[np.int64],
+                     tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64], server_is_src: npt.NDArray[np.bool_],
+                     group: npt.NDArray[np.uint64], facts: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:  # fmt: skip
+        """The verdict set of each payload that needs parsing: identical ones (same bind, same
+        request) are looked at once, ever, known by first_looks' digest, then by their bytes
+        and context (port guess, transport, sender)."""
+        sets = self._sets
+        context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8))
+        sid = sets.payloads.find(data, off, plen, group, context)
+        new = np.flatnonzero(sid < 0)
+        while new.size:
+            # one look per digest; the payloads that are its bytes share its verdicts, the others
+            # (a digest collision) go round again
+            _, first_of, which = np.unique(group[new], return_index=True, return_inverse=True)
+            looked = new[first_of]
+            got = []
+            # Python ints and bools made in one go, not a numpy scalar per payload and field
+            for digest, o, n, ctx, t, port, src, fact in zip(*(a[looked].tolist() for a in (group, off, plen, context, tcp, server_port,
+                                                                                                 server_is_src, facts))):  # fmt: skip
+                payload = data[o : o + n].tobytes()
+                v, fol, mark = self._inspect(payload, t, port, src, fact)
+                got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, mark, self._preset))
+            sid[looked] = got
+            rep = looked[which]
+            same = (context[new] == context[rep]) & same_payloads(data, off[new], plen[new], data, off[rep], plen[rep])
+            sid[new[same]] = sid[rep[same]]
+            new = new[sid[new] < 0]
+        return sid
 
     def _start_following(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                          js: npt.NDArray[np.intp], server_port: npt.NDArray[np.int64], sid: npt.NDArray[np.int64]) -> None:  # fmt: skip
@@ -562,11 +646,12 @@ class EvidenceCollector:
             vid = self._vid(_EXCHANGE_EHLO)
             self._add_rows(keys, pk, np.array(proven, dtype=np.intp), np.full(len(proven), vid, dtype=np.int32))
 
-    def _inspect(self, payload: bytes, tcp: bool, server_port: int, server_is_src: bool) -> tuple[list[_Verdict], bool, bool]:
-        """Verdicts of one first payload; whether to follow the flow; whether it proves an
-        Exchange SMTP server (its sender). Sets ``self._preset``: the contexts its binds
-        name when they are all it holds, or none for an IN channel's bare HTTP headers (a
-        followed flow then starts from them unparsed, at a PDU boundary)."""
+    def _inspect(self, payload: bytes, tcp: bool, server_port: int, server_is_src: bool, facts: int) -> tuple[list[_Verdict], bool, bool]:
+        """Verdicts of one first payload (``facts``: what ``SignatureTables.facts`` says of it);
+        whether to follow the flow; whether it proves an Exchange SMTP server (its sender).
+        Sets ``self._preset``: the contexts its binds name when they are all it holds, or none
+        for an IN channel's bare HTTP headers (a followed flow then starts from them unparsed,
+        at a PDU boundary)."""
         self._preset = None
         verdicts: list[_Verdict] = []
         if not tcp:
@@ -574,7 +659,6 @@ class EvidenceCollector:
                 verdicts.append(_Verdict("signature", "activesync", "direct-push", protocol="http", proof=EXCHANGE_HTTP))
             return verdicts, False, False
         follow = False
-        sender_srv = int(server_is_src) if server_port >= 0 else -1
         if payload[0] == 5 and looks_like_dcerpc(payload):
             pdus = PduReassembler(resync_segments=0).feed(payload)
             whole = sum(map(len, pdus)) == len(payload)
@@ -604,43 +688,52 @@ class EvidenceCollector:
                     follow = hv.evidence == "rpc-http" and req.method.upper() == "RPC_IN_DATA"
                     if follow and payload.find(b"\r\n\r\n") == len(payload) - 4:
                         self._preset = []  # headers only: the flow waits for its PDUs as a bind's does
-        markers = False
-        if payload.startswith(b"250") and exchange_smtp_markers(payload):
-            markers = True
+        markers = bool(facts & EHLO_MARKERS)
+        if markers:
             verdicts.append(_EXCHANGE_EHLO)
-        # the protocol the bytes start, and what the port expects
-        as_server, as_client = identify(payload, from_server=True), identify(payload, from_server=False)
+        v = self._facts_verdict(facts, server_port, server_is_src, any(v.protocol for v in verdicts))
+        return ([*verdicts, v] if v is not None else verdicts), follow, markers
+
+    @staticmethod
+    def _facts_verdict(facts: int, server_port: int, server_is_src: bool, protocol_known: bool) -> _Verdict | None:
+        """What a TCP first payload's facts (``SignatureTables.facts``) say about the protocol
+        its bytes start and what its server port expects; ``protocol_known``: a verdict of its
+        parsed content already names its protocol."""
+        as_server = LABEL_NAMES[(facts >> AS_SERVER_SHIFT) & LABEL_MASK]
+        as_client = LABEL_NAMES[(facts >> AS_CLIENT_SHIFT) & LABEL_MASK]
+        sender_srv = int(server_is_src) if server_port >= 0 else -1
         if as_server != as_client:  # text: the content says who sent it
             from_server = as_client is None
             label = as_server if from_server else as_client
             if sender_srv == -1 or bool(sender_srv) != from_server:
                 # the port guess disagrees, or there was none: the port expectation cannot be used
-                verdicts.append(self._named(payload, label, from_server))
-                return verdicts, follow, markers
+                return EvidenceCollector._named(facts, label, from_server)
         else:
             from_server, label = bool(server_is_src), as_server
         exp = EXPECTED_PROTOCOLS.get(server_port) if server_port >= 0 else None
-        if exp is not None and port_mismatch(server_port, payload, from_server=from_server):
-            verdicts.append(_Verdict(MISMATCH, "", f"{label or 'unrecognized payload'} on tcp/{server_port}", server_is_sender=int(from_server),
-                                     protocol=label or ""))  # fmt: skip
-        elif label is not None and label not in SIGNATURE_SERVICES and exp is not None:
+        shared = SHARED_NAMES[(facts >> SHARED_SHIFT) & SHARED_MASK] if from_server else None
+        if exp is not None and label_contradicts_port(server_port, label, shared, bool(facts & LONG), from_server=from_server):
+            return _Verdict(MISMATCH, "", f"{label or 'unrecognized payload'} on tcp/{server_port}", server_is_sender=int(from_server),
+                            protocol=label or "")  # fmt: skip
+        if label is not None and label not in SIGNATURE_SERVICES and exp is not None:
             # confirms the port: the port's service, decided by a signature
-            verdicts.append(_Verdict("signature", "", label, server_is_sender=int(from_server), protocol=label))
-        elif label is not None and not any(v.protocol for v in verdicts):
-            verdicts.append(self._named(payload, label, from_server))
-        return verdicts, follow, markers
+            return _Verdict("signature", "", label, server_is_sender=int(from_server), protocol=label)
+        if label is not None and not protocol_known:
+            return EvidenceCollector._named(facts, label, from_server)
+        return None
 
     @staticmethod
-    def _named(payload: bytes, label: str, from_server: bool) -> _Verdict:
+    def _named(facts: int, label: str | None, from_server: bool) -> _Verdict:
         """What a payload identified as ``label`` says: the service of a text protocol (with the
         proof an Exchange greeting is), else the protocol alone."""
         sender = int(from_server)
+        assert label is not None  # two different labels: one is not None
         if label not in SIGNATURE_SERVICES:
             return _Verdict(PROTOCOL_ONLY, "", label, server_is_sender=sender, protocol=label)
         service = SIGNATURE_SERVICES[label]
-        if from_server and exchange_greeting(payload):
+        if from_server and facts & GREETS_EXCHANGE:
             return _Verdict("signature", service, f"exchange-{service}", server_is_sender=sender, protocol=label, proof=EXCHANGE_GREETING)
-        if from_server and label == "smtp" and MICROSOFT_SMTP_BANNER in greeting_line(payload):
+        if from_server and label == "smtp" and facts & SMTP_BANNER:
             return _Verdict("signature", service, label, server_is_sender=sender, protocol=label, proof=MICROSOFT_SMTP_GREETING)
         return _Verdict("signature", service, label, server_is_sender=sender, protocol=label)
 

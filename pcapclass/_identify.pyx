@@ -1,0 +1,423 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""What ``signatures.identify`` and its helpers say of a whole batch of first payloads, in one call.
+
+Why compiled: on real traffic nearly every first payload is new, and looking at each in Python
+(``identify`` both ways, ``port_mismatch``, the greeting words) was most of the evidence
+stage's time. Here one pass per payload yields its labels and the few facts a verdict
+depends on (``facts``); Python keeps ``identify`` as the reference and decides the verdict of
+each distinct combination of facts once. The byte strings matched (greeting prefixes and
+words, command words, protocol ids...) are ``signatures.py``'s, handed to ``SignatureTables``;
+the layouts (TPKT/COTP, TLS, BER, NBSS, the DCE/RPC header, the request line) are those of
+the specs ``signatures.py`` and ``dcerpc.py`` cite. Every read stays inside the payload.
+"""
+
+import numpy as np
+
+cdef enum:
+    L_NONE, L_TPKT, L_RDP, L_SMTP, L_FTP, L_POP3, L_IMAP, L_NNTP, L_LDAP, L_SMB, L_DCERPC, L_HTTP, L_TLS, L_NCACN_HTTP, L_SSH, L_REDIS
+
+cdef enum:
+    F_LONG = 1 << 10
+    F_EXCHANGE_GREETING = 1 << 11
+    F_SMTP_BANNER = 1 << 12
+    F_EHLO_MARKERS = 1 << 13
+    F_REQUEST_LINE = 1 << 14
+
+#: ``identify``'s label of each code ``facts`` gives (code 0: None)
+LABEL_NAMES = (None, "tpkt", "rdp", "smtp", "ftp", "pop3", "imap", "nntp", "ldap", "smb", "dcerpc", "http", "tls",
+               "ncacn_http", "ssh", "redis")
+
+#: where each fact sits in ``facts``' numbers: the label as a server's payload (4 bits), as a
+#: client's (4 bits), the shared reply prefix (2 bits: ``SHARED_NAMES``), then one bit each
+AS_SERVER_SHIFT, AS_CLIENT_SHIFT, SHARED_SHIFT = 0, 4, 8
+LABEL_MASK, SHARED_MASK = 0xF, 0x3
+#: ``shared_prefix``'s answer of each code (code 0: None)
+SHARED_NAMES = (None, "smtp", "pop3", "nntp")
+#: at least ``min_decisive`` bytes long
+LONG = F_LONG
+#: ``exchange_greeting``
+EXCHANGE_GREETING = F_EXCHANGE_GREETING
+#: the Microsoft SMTP banner is in the greeting line
+SMTP_BANNER = F_SMTP_BANNER
+#: starts with "250" and ``exchange_smtp_markers`` finds one
+EHLO_MARKERS = F_EHLO_MARKERS
+#: ``parse_request_line`` finds a request line
+REQUEST_LINE = F_REQUEST_LINE
+
+cdef struct Group:
+    # byte strings packed as (length byte, bytes) one after the other
+    const unsigned char* p
+    Py_ssize_t n
+
+
+cdef inline unsigned char _up(unsigned char c) noexcept nogil:
+    """ASCII upper case, as ``bytes.upper``."""
+    return c - 32 if 0x61 <= c <= 0x7A else c
+
+
+cdef bint _starts_any(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
+    """Whether ``p[:n]`` starts with one of ``g``."""
+    cdef Py_ssize_t at = 0, m, k
+    while at < g.n:
+        m = g.p[at]
+        if m <= n:
+            k = 0
+            while k < m and p[k] == g.p[at + 1 + k]:
+                k += 1
+            if k == m:
+                return True
+        at += 1 + m
+    return False
+
+
+cdef bint _in_upper(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
+    """Whether one of ``g`` occurs in ``p[:n].upper()``."""
+    cdef Py_ssize_t at = 0, m, i, k
+    while at < g.n:
+        m = g.p[at]
+        for i in range(n - m + 1):
+            k = 0
+            while k < m and _up(p[i + k]) == g.p[at + 1 + k]:
+                k += 1
+            if k == m:
+                return True
+        at += 1 + m
+    return False
+
+
+cdef bint _is_word(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
+    """Whether ``p[:n].upper()`` is one of ``g``."""
+    cdef Py_ssize_t at = 0, m, k
+    while at < g.n:
+        m = g.p[at]
+        if m == n:
+            k = 0
+            while k < m and _up(p[k]) == g.p[at + 1 + k]:
+                k += 1
+            if k == m:
+                return True
+        at += 1 + m
+    return False
+
+
+cdef inline bint _space(unsigned char c) noexcept nogil:
+    """What ``bytes.strip`` strips."""
+    return c == 0x20 or 0x09 <= c <= 0x0D
+
+
+cdef inline bint _token(unsigned char c) noexcept nogil:
+    """An RFC 9110 tchar (a method's)."""
+    return (0x30 <= c <= 0x39 or 0x41 <= c <= 0x5A or 0x61 <= c <= 0x7A or c == 0x21 or 0x23 <= c <= 0x27
+            or c == 0x2A or c == 0x2B or c == 0x2D or c == 0x2E or c == 0x5E or c == 0x5F or c == 0x60 or c == 0x7C
+            or c == 0x7E)
+
+
+cdef class SignatureTables:
+    """``signatures.py``'s byte strings and sets, held for ``facts`` (see ``evidence.SIGNATURE_TABLES``)."""
+
+    cdef object _keep
+    cdef Group smtp_prefixes, smtp_words, ftp_words, smtp_commands, pop3_prefixes, pop3_shared, imap_prefixes
+    cdef Group nntp_prefixes, nntp_words, http_status, ssh, resp_array, exchange, banner, ncacn, markers
+    cdef Group smb_ids, rdp_cookies
+    cdef unsigned char cotp[16]
+    cdef unsigned char rdp_neg[16]
+    cdef unsigned char ldap_ops[32]
+    cdef unsigned char ldap_primitive[32]
+    cdef unsigned char rpc_minors[256]
+    cdef Py_ssize_t greeting_line, min_decisive, max_request_line, max_method
+    cdef int rdp_neg_failure, ptype_max
+
+    def __init__(self, *, smtp_prefixes, smtp_words, ftp_words, smtp_commands, pop3_prefixes, pop3_shared,
+                 imap_prefixes, nntp_prefixes, nntp_words, http_status, ssh, resp_array, exchange_greeting,
+                 smtp_banner, ncacn_http, ehlo_keywords, smb_ids, rdp_cookies, cotp_codes, rdp_neg_types,
+                 rdp_neg_failure, ldap_ops, ldap_primitive_ops, rpc_minors, ptype_max, greeting_line,
+                 min_decisive, max_request_line, max_method):
+        """Each text argument is a tuple of byte strings (words matched in an upper-cased line
+        must be upper case, as ``signatures`` writes them); ``cotp_codes`` etc. are sets of ints."""
+        self._keep = []
+        self.smtp_prefixes = self._group(smtp_prefixes)
+        self.smtp_words = self._group(smtp_words)
+        self.ftp_words = self._group(ftp_words)
+        self.smtp_commands = self._group(smtp_commands)
+        self.pop3_prefixes = self._group(pop3_prefixes)
+        self.pop3_shared = self._group(pop3_shared)
+        self.imap_prefixes = self._group(imap_prefixes)
+        self.nntp_prefixes = self._group(nntp_prefixes)
+        self.nntp_words = self._group(nntp_words)
+        self.http_status = self._group(http_status)
+        self.ssh = self._group(ssh)
+        self.resp_array = self._group(resp_array)
+        self.exchange = self._group(exchange_greeting)
+        self.banner = self._group(smtp_banner)
+        self.ncacn = self._group(ncacn_http)
+        self.markers = self._group(ehlo_keywords)
+        self.smb_ids = self._group(smb_ids)
+        self.rdp_cookies = self._group(rdp_cookies)
+        cdef int i
+        for i in range(16):
+            self.cotp[i] = (i << 4) in cotp_codes
+            self.rdp_neg[i] = rdp_neg_types.get(i << 4, 0)
+        for i in range(32):
+            self.ldap_ops[i] = i in ldap_ops
+            self.ldap_primitive[i] = i in ldap_primitive_ops
+        for i in range(256):
+            self.rpc_minors[i] = i in rpc_minors
+        self.rdp_neg_failure, self.ptype_max = rdp_neg_failure, ptype_max
+        self.greeting_line, self.min_decisive = greeting_line, min_decisive
+        self.max_request_line, self.max_method = max_request_line, max_method
+
+    cdef Group _group(self, words):
+        cdef Group g
+        if any(not 0 < len(w) < 256 for w in words):
+            raise ValueError(f"signature strings must be 1 to 255 bytes: {words!r}")
+        packed = b"".join(bytes([len(w)]) + bytes(w) for w in words)
+        self._keep.append(packed)
+        g.p = packed
+        g.n = len(packed)
+        return g
+
+    def facts(self, const unsigned char[::1] data, const long long[:] off, const long long[:] plen):
+        """Per payload ``data[off[i]:off[i] + plen[i]]`` (cut at the end of ``data``), its facts
+        as one int32: the labels ``identify`` gives it as a server's and as a client's payload,
+        ``shared_prefix``, and the flags ``LONG`` .. ``REQUEST_LINE``."""
+        cdef Py_ssize_t n = off.shape[0], size = data.shape[0], i, avail
+        cdef long long o
+        out_a = np.zeros(n, np.int32)
+        cdef int[::1] out = out_a
+        cdef const unsigned char* p
+        with nogil:
+            for i in range(n):
+                o = off[i]
+                if o >= size or plen[i] <= 0:
+                    continue
+                avail = min(<Py_ssize_t>plen[i], size - <Py_ssize_t>o)
+                p = &data[o]
+                out[i] = self._facts(p, avail)
+        return out_a
+
+    cdef int _facts(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        cdef int f = self._label(p, n, True) | (self._label(p, n, False) << 4)
+        cdef Py_ssize_t line = self._line(p, n)
+        if _starts_any(p, n, self.smtp_prefixes):
+            f |= 1 << 8
+        elif _starts_any(p, n, self.pop3_shared):
+            f |= 2 << 8
+        elif _starts_any(p, n, self.nntp_prefixes):
+            f |= 3 << 8
+        if n >= self.min_decisive:
+            f |= F_LONG
+        if (_starts_any(p, n, self.pop3_prefixes) or _starts_any(p, n, self.imap_prefixes)) and _in_upper(p, line, self.exchange):
+            f |= F_EXCHANGE_GREETING
+        if _in_upper(p, line, self.banner):
+            f |= F_SMTP_BANNER
+        if n >= 3 and p[0] == 0x32 and p[1] == 0x35 and p[2] == 0x30 and self._ehlo_markers(p, n):
+            f |= F_EHLO_MARKERS
+        if self._request_line(p, n):
+            f |= F_REQUEST_LINE
+        return f
+
+    cdef Py_ssize_t _line(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        """Length of ``greeting_line``: up to the first LF of the first GREETING_LINE bytes."""
+        cdef Py_ssize_t k, end = min(n, self.greeting_line)
+        for k in range(end):
+            if p[k] == 0x0A:
+                return k
+        return end
+
+    cdef int _label(self, const unsigned char* p, Py_ssize_t n, bint from_server) noexcept nogil:
+        """``identify(p[:n], from_server=from_server)``, as a code of LABEL_NAMES."""
+        if n < 3:
+            return L_NONE
+        cdef unsigned char b0 = p[0]
+        cdef Py_ssize_t line
+        if b0 == 0x05:
+            return L_DCERPC if self._dcerpc(p, n) else L_NONE
+        if b0 == 0x03:
+            return L_NONE if not self._tpkt(p, n) else L_RDP if self._rdp(p, n) else L_TPKT
+        if b0 == 0x16 or (b0 & 0x80 and b0 != 0x81 and b0 != 0x82 and b0 != 0x83):
+            return L_TLS if _tls(p, n, from_server) else L_NONE
+        if b0 == 0x30:
+            return L_LDAP if self._ldap(p, n) else L_NONE
+        if b0 == 0x00 or b0 == 0x81 or b0 == 0x82 or b0 == 0x83:
+            if self._smb(p, n):
+                return L_SMB
+            if b0 != 0x00:
+                return L_TLS if _tls(p, n, from_server) else L_NONE
+            return L_NONE
+        if _starts_any(p, n, self.ncacn):
+            return L_NCACN_HTTP
+        if _starts_any(p, n, self.ssh):
+            return L_SSH
+        if from_server:
+            if _starts_any(p, n, self.http_status):
+                return L_HTTP
+            if _starts_any(p, n, self.pop3_prefixes):
+                return L_POP3
+            if _starts_any(p, n, self.imap_prefixes):
+                return L_IMAP
+            line = self._line(p, n)
+            if _starts_any(p, n, self.smtp_prefixes):
+                return L_FTP if _in_upper(p, line, self.ftp_words) else L_SMTP if _in_upper(p, line, self.smtp_words) else L_NONE
+            if _starts_any(p, n, self.nntp_prefixes):
+                return L_NNTP if _in_upper(p, line, self.nntp_words) else L_NONE
+            return L_NONE
+        if _is_word(p, min(n, 4), self.smtp_commands) and (n == 4 or (n > 4 and (p[4] == 0x20 or p[4] == 0x0D or p[4] == 0x0A))):
+            return L_SMTP
+        if self._resp_command(p, n):
+            return L_REDIS
+        if b0 >= 0x21 and self._request_line(p, n):
+            return L_HTTP
+        return L_NONE
+
+    cdef bint _dcerpc(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        """``dcerpc.looks_like_dcerpc``: a CO header (C706 12.6.3.1) whose lengths are sane."""
+        if n < 16 or not self.rpc_minors[p[1]] or p[2] > self.ptype_max:
+            return False
+        cdef unsigned char rep = p[4] & 0xF0
+        cdef int frag, auth
+        if rep == 0x10:
+            frag, auth = p[8] | (p[9] << 8), p[10] | (p[11] << 8)
+        elif rep == 0x00:
+            frag, auth = (p[8] << 8) | p[9], (p[10] << 8) | p[11]
+        else:
+            return False
+        return frag >= 16 and auth + 16 <= frag
+
+    cdef bint _tpkt(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        if n < 4 or p[1] != 0:
+            return False
+        cdef int length = (p[2] << 8) | p[3]
+        if length < 7:
+            return False
+        if n >= 5 and not 2 <= p[4] <= length - 5:
+            return False
+        return n < 6 or self.cotp[p[5] >> 4]
+
+    cdef bint _rdp(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        if n < 11 or not self.rdp_neg[p[5] >> 4]:
+            return False
+        cdef Py_ssize_t end = min(n, <Py_ssize_t>((p[2] << 8) | p[3])), user = end - 11
+        if user > 0 and _starts_any(p + 11, user, self.rdp_cookies):
+            return True
+        if user < 8:
+            return False
+        cdef const unsigned char* neg = p + end - 8
+        return (neg[0] == self.rdp_neg[p[5] >> 4] or neg[0] == self.rdp_neg_failure) and neg[2] == 0x08 and neg[3] == 0x00
+
+    cdef bint _ldap(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        if n < 7:
+            return False
+        cdef Py_ssize_t i = 1, k
+        cdef unsigned char tag
+        if p[1] & 0x80:
+            k = p[1] & 0x7F
+            if not 1 <= k <= 4:
+                return False
+            i += 1 + k
+        else:
+            i += 1
+        if i + 2 > n or p[i] != 0x02 or not 1 <= p[i + 1] <= 4:
+            return False
+        i += 2 + p[i + 1]
+        if i >= n:
+            return False
+        tag = p[i]
+        return (tag & 0xC0) == 0x40 and self.ldap_ops[tag & 0x1F] and (tag & 0x20 != 0) != self.ldap_primitive[tag & 0x1F]
+
+    cdef bint _smb(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        cdef unsigned char kind = p[0]
+        if kind == 0x00:
+            return n >= 8 and _is_exact(p + 4, 4, self.smb_ids)
+        if kind == 0x81:
+            return n >= 5 and p[1] == 0 and p[4] == 0x20
+        return n >= 4 and p[1] == 0 and ((p[2] << 8) | p[3]) <= 1
+
+    cdef bint _resp_command(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        """``*<digits>\\r\\n$<digit>`` within the first 16 bytes (``signatures._is_resp_command``)."""
+        if not _starts_any(p, n, self.resp_array):
+            return False
+        cdef Py_ssize_t end = min(n, 16), k = 1, i
+        while k + 1 < end and not (p[k] == 0x0D and p[k + 1] == 0x0A):
+            k += 1
+        if k + 1 >= end or k == 1:
+            return False
+        for i in range(1, k):
+            if not 0x30 <= p[i] <= 0x39:
+                return False
+        return k + 3 < end and p[k + 2] == 0x24 and 0x30 <= p[k + 3] <= 0x39
+
+    cdef bint _ehlo_markers(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        """``signatures.exchange_smtp_markers`` finds a keyword on one of the ``250`` lines."""
+        cdef Py_ssize_t s = 0, e, a, b, w
+        while s <= n:
+            e = s
+            while e < n and p[e] != 0x0A:
+                e += 1
+            if e - s >= 5 and p[s] == 0x32 and p[s + 1] == 0x35 and p[s + 2] == 0x30 and (p[s + 3] == 0x2D or p[s + 3] == 0x20):
+                a, b = s + 4, e
+                while a < b and _space(p[a]):
+                    a += 1
+                while b > a and _space(p[b - 1]):
+                    b -= 1
+                w = a
+                while w < b and p[w] != 0x20 and p[w] != 0x3D:
+                    w += 1
+                if _is_word(p + a, w - a, self.markers):
+                    return True
+            s = e + 1
+        return False
+
+    cdef bint _request_line(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        """``http.parse_request_line`` finds ``method SP target SP HTTP/d.d`` as the first line."""
+        cdef Py_ssize_t head = min(n, self.max_request_line), end = 0, k, sp1 = -1, sp2 = -1
+        while end < head and p[end] != 0x0A:
+            end += 1
+        if end == head and n > self.max_request_line:
+            return False
+        if end > 0 and p[end - 1] == 0x0D:
+            end -= 1
+        for k in range(end):
+            if p[k] == 0x20:
+                if sp1 < 0:
+                    sp1 = k
+                elif sp2 < 0:
+                    sp2 = k
+                else:
+                    return False
+        if sp2 < 0 or sp1 == 0 or sp1 > self.max_method or sp2 == sp1 + 1 or end - sp2 - 1 != 8:
+            return False
+        for k in range(sp1):
+            if not _token(p[k]):
+                return False
+        for k in range(sp1 + 1, sp2):
+            if not 0x21 <= p[k] <= 0x7E:
+                return False
+        k = sp2 + 1
+        return (p[k] == 0x48 and p[k + 1] == 0x54 and p[k + 2] == 0x54 and p[k + 3] == 0x50 and p[k + 4] == 0x2F
+                and 0x30 <= p[k + 5] <= 0x39 and p[k + 6] == 0x2E and 0x30 <= p[k + 7] <= 0x39)
+
+
+cdef bint _is_exact(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
+    """Whether ``p[:n]`` is one of ``g``."""
+    cdef Py_ssize_t at = 0, m, k
+    while at < g.n:
+        m = g.p[at]
+        if m == n:
+            k = 0
+            while k < m and p[k] == g.p[at + 1 + k]:
+                k += 1
+            if k == m:
+                return True
+        at += 1 + m
+    return False
+
+
+cdef bint _tls(const unsigned char* p, Py_ssize_t n, bint from_server) noexcept nogil:
+    """``signatures._is_tls``: a TLS handshake record (RFC 8446 5.1) or an SSL 2.0 CLIENT-HELLO."""
+    if p[0] == 0x16:
+        if n < 3 or p[1] != 0x03 or p[2] > 0x04:
+            return False
+        if n >= 6:
+            return p[5] == (2 if from_server else 1) and ((p[3] << 8) | p[4]) >= 4
+        return True
+    return not from_server and n >= 5 and p[0] & 0x80 != 0 and p[2] == 1 and (p[3] == 0x00 or p[3] == 0x03) and p[4] <= 0x04

@@ -1,0 +1,159 @@
+"""Tests for pcapclass._identify: the compiled first look says what ``signatures.identify`` and
+its helpers say, on every payload of the fixtures and on bytes near each signature, and reads
+nothing past a payload's end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oracle import capture_files
+
+from pcapclass import _identify as ki
+from pcapclass.decode import decode
+from pcapclass.evidence import MICROSOFT_SMTP_BANNER, SIGNATURE_TABLES
+from pcapclass.http import parse_request_line
+from pcapclass.signatures import (
+    LABELS,
+    MIN_DECISIVE_PAYLOAD,
+    exchange_greeting,
+    exchange_smtp_markers,
+    greeting_line,
+    identify,
+    shared_prefix,
+)
+from pcapclass.sources import CaptureFile
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def reference(payload: bytes) -> int:
+    """The facts of ``payload`` as the Python reference functions give them."""
+    facts = ki.LABEL_NAMES.index(identify(payload, from_server=True)) << ki.AS_SERVER_SHIFT
+    facts |= ki.LABEL_NAMES.index(identify(payload, from_server=False)) << ki.AS_CLIENT_SHIFT
+    facts |= ki.SHARED_NAMES.index(shared_prefix(payload)) << ki.SHARED_SHIFT
+    flags = {
+        ki.LONG: len(payload) >= MIN_DECISIVE_PAYLOAD,
+        ki.EXCHANGE_GREETING: exchange_greeting(payload),
+        ki.SMTP_BANNER: MICROSOFT_SMTP_BANNER in greeting_line(payload),
+        ki.EHLO_MARKERS: payload.startswith(b"250") and bool(exchange_smtp_markers(payload)),
+        ki.REQUEST_LINE: parse_request_line(payload) is not None,
+    }
+    return facts | sum(bit for bit, on in flags.items() if on)
+
+
+def compiled(payloads: list[bytes]) -> list[int]:
+    length = np.array([len(p) for p in payloads], dtype=np.int64)
+    data = np.frombuffer(b"".join(payloads) or b"\0", dtype=np.uint8)
+    return SIGNATURE_TABLES.facts(data, np.cumsum(length) - length, length).tolist()  # type: ignore[no-any-return]
+
+
+def explain(facts: int) -> tuple[object, ...]:
+    return (ki.LABEL_NAMES[facts >> ki.AS_SERVER_SHIFT & ki.LABEL_MASK], ki.LABEL_NAMES[facts >> ki.AS_CLIENT_SHIFT & ki.LABEL_MASK],
+            ki.SHARED_NAMES[facts >> ki.SHARED_SHIFT & ki.SHARED_MASK], facts >> 10)  # fmt: skip
+
+
+def assert_agree(payloads: list[bytes]) -> None:
+    for payload, got in zip(payloads, compiled(payloads)):
+        want = reference(payload)
+        assert got == want, (payload[:80], explain(got), explain(want))
+
+
+def test_every_label_has_a_code() -> None:
+    assert set(ki.LABEL_NAMES[1:]) == LABELS and ki.LABEL_NAMES[0] is None
+
+
+def fixture_payloads() -> list[bytes]:
+    """Every distinct TCP/UDP payload of the fixture captures (first payloads and the rest)."""
+    seen: set[bytes] = set()
+    for path in capture_files(FIXTURES):
+        if "bad" in path.parts:
+            continue
+        for batch in CaptureFile(path):
+            pk = decode(batch)
+            data = batch.data.tobytes()
+            for o, n in zip(pk.payload_off.tolist(), pk.payload_len.tolist()):
+                if n > 0:
+                    seen.add(data[o : o + n])
+    return sorted(seen)
+
+
+def test_agrees_with_identify_on_every_fixture_payload() -> None:
+    payloads = fixture_payloads()
+    assert len(payloads) > 1000
+    facts = compiled(payloads)
+    labels = {ki.LABEL_NAMES[f & ki.LABEL_MASK] for f in facts} | {ki.LABEL_NAMES[f >> 4 & ki.LABEL_MASK] for f in facts}
+    assert labels >= {"smtp", "pop3", "imap", "nntp", "ldap", "smb", "dcerpc", "http", "tls", "tpkt", "ncacn_http"}
+    assert_agree(payloads)
+
+
+#: starts of each signature (and of near misses) that the property test mutates
+SEEDS = [
+    b"220 mail.example.com Microsoft ESMTP MAIL Service, Version: 6.0.3790.3959 ready\r\n",
+    b"220-ftp.example.com FTP server ready\r\n",
+    b"220 news.example.com NNTP ready\r\n",
+    b"200 news.example.com InterNetNews NNRP server ready (posting ok)\r\n",
+    b"554 no SMTP service here\r\n",
+    b"+OK Microsoft Exchange Server 2003 POP3 server version 6.5.7638.1 ready.\r\n",
+    b"+OK\r\n",
+    b"* OK Microsoft Exchange Server 2003 IMAP4rev1 server version 6.5.7638.1 ready.\r\n",
+    b"* PREAUTH ready\r\n",
+    b"250-mail Hello [10.0.0.1]\r\n250-X-EXPS GSSAPI NTLM\r\n250-X-LINK2STATE\r\n250-XEXCH50\r\n250 OK\r\n",
+    b"250 XEXCH50=1\r\n",
+    b"EHLO client.example.com\r\n",
+    b"helo x\r\n",
+    b"GET /exchange/jo/Inbox/ HTTP/1.1\r\nHost: mail\r\n\r\n",
+    b"RPC_IN_DATA /rpc/rpcproxy.dll?mail:6001 HTTP/1.1\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\n",
+    b"ncacn_http/1.0",
+    b"SSH-2.0-OpenSSH_9.6\r\n",
+    b"*1\r\n$4\r\nPING\r\n",
+    bytes.fromhex("160301004a0100004603015f"),
+    bytes.fromhex("160301004a0200004603015f"),
+    bytes.fromhex("802e0103010015000000100100800300800700c0"),
+    bytes.fromhex("0300002b26e00000000000436f6f6b69653a206d737473686173683d6a6f0d0a0100080003000000"),
+    bytes.fromhex("030000130ed00000123400020f080001000000"),
+    bytes.fromhex("0300001611e00000000100c1020100c2020102c0010a"),
+    bytes.fromhex("300c020101600702010304008000"),
+    bytes.fromhex("30840000000c020400000001420000"),
+    bytes.fromhex("00000054ff534d4272000000001853c8"),
+    bytes.fromhex("000000a4fe534d4240000000000000000000"),
+    bytes.fromhex("81000044204546454246434543414341434143414341"),
+    bytes.fromhex("82000000"),
+    bytes.fromhex("05000b0310000000480000000100000000"),
+    bytes.fromhex("05000b0300000010004800000000000100"),
+    bytes.fromhex("05001400100000001c000000ffffffff"),
+]
+
+
+@st.composite
+def near_signatures(draw: st.DrawFn) -> bytes:
+    """A seed, cut somewhere, with a few bytes changed and some bytes after it."""
+    seed = draw(st.sampled_from(SEEDS))
+    payload = bytearray(seed[: draw(st.integers(0, len(seed)))])
+    for at, value in draw(st.lists(st.tuples(st.integers(0, 63), st.sampled_from([0, 1, 2, 3, 5, 8, 0x0A, 0x0D, 0x20, 0x24, 0x2F, 0x30, 0x31, 0x3D,
+                                                                                  0x41, 0x61, 0x7F, 0x80, 0xFF])), max_size=4)):  # fmt: skip
+        if at < len(payload):
+            payload[at] = value
+    return bytes(payload) + draw(st.binary(max_size=24))
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(near_signatures(), min_size=1, max_size=8))
+def test_agrees_with_identify_near_each_signature(payloads: list[bytes]) -> None:
+    assert_agree(payloads)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_reads_nothing_past_a_payload(seed: bytes) -> None:
+    """Each cut of a payload, followed in the buffer by the rest of it (the next record) or cut
+    by the buffer's end, has the facts of the cut bytes alone."""
+    data = np.frombuffer(seed, dtype=np.uint8)
+    cuts = np.arange(len(seed) + 1, dtype=np.int64)
+    followed = SIGNATURE_TABLES.facts(data, np.zeros_like(cuts), cuts).tolist()
+    past_end = SIGNATURE_TABLES.facts(data[: len(seed) // 2].copy(), np.zeros_like(cuts), cuts).tolist()
+    assert followed == [reference(seed[:n]) for n in cuts.tolist()]
+    assert past_end == [reference(seed[: min(n, len(seed) // 2)]) for n in cuts.tolist()]
