@@ -17,11 +17,14 @@ cdef enum:
     L_NONE, L_TPKT, L_RDP, L_SMTP, L_FTP, L_POP3, L_IMAP, L_NNTP, L_LDAP, L_SMB, L_DCERPC, L_HTTP, L_TLS, L_NCACN_HTTP, L_SSH, L_REDIS
 
 cdef enum:
+    F_LABEL_MASK = 0xF
     F_LONG = 1 << 10
     F_EXCHANGE_GREETING = 1 << 11
     F_SMTP_BANNER = 1 << 12
     F_EHLO_MARKERS = 1 << 13
     F_REQUEST_LINE = 1 << 14
+    F_DCERPC_PLAIN = 1 << 15
+    F_NOTIFY = 1 << 16
 
 #: ``identify``'s label of each code ``facts`` gives (code 0: None)
 LABEL_NAMES = (None, "tpkt", "rdp", "smtp", "ftp", "pop3", "imap", "nntp", "ldap", "smb", "dcerpc", "http", "tls",
@@ -30,7 +33,7 @@ LABEL_NAMES = (None, "tpkt", "rdp", "smtp", "ftp", "pop3", "imap", "nntp", "ldap
 #: where each fact sits in ``facts``' numbers: the label as a server's payload (4 bits), as a
 #: client's (4 bits), the shared reply prefix (2 bits: ``SHARED_NAMES``), then one bit each
 AS_SERVER_SHIFT, AS_CLIENT_SHIFT, SHARED_SHIFT = 0, 4, 8
-LABEL_MASK, SHARED_MASK = 0xF, 0x3
+LABEL_MASK, SHARED_MASK = F_LABEL_MASK, 0x3
 #: ``shared_prefix``'s answer of each code (code 0: None)
 SHARED_NAMES = (None, "smtp", "pop3", "nntp")
 #: at least ``min_decisive`` bytes long
@@ -43,6 +46,10 @@ SMTP_BANNER = F_SMTP_BANNER
 EHLO_MARKERS = F_EHLO_MARKERS
 #: ``parse_request_line`` finds a request line
 REQUEST_LINE = F_REQUEST_LINE
+#: whole DCE/RPC PDUs end to end (as ``PduReassembler`` cuts them), none a bind or alter_context
+DCERPC_PLAIN = F_DCERPC_PLAIN
+#: starts with a Direct Push ``NOTIFY`` request
+NOTIFY = F_NOTIFY
 
 cdef struct Group:
     # byte strings packed as (length byte, bytes) one after the other
@@ -118,19 +125,20 @@ cdef class SignatureTables:
     cdef object _keep
     cdef Group smtp_prefixes, smtp_words, ftp_words, smtp_commands, pop3_prefixes, pop3_shared, imap_prefixes
     cdef Group nntp_prefixes, nntp_words, http_status, ssh, resp_array, exchange, banner, ncacn, markers
-    cdef Group smb_ids, rdp_cookies
+    cdef Group smb_ids, rdp_cookies, notify
     cdef unsigned char cotp[16]
     cdef unsigned char rdp_neg[16]
     cdef unsigned char ldap_ops[32]
     cdef unsigned char ldap_primitive[32]
     cdef unsigned char rpc_minors[256]
+    cdef unsigned char bind_ptypes[256]
     cdef Py_ssize_t greeting_line, min_decisive, max_request_line, max_method
     cdef int rdp_neg_failure, ptype_max
 
     def __init__(self, *, smtp_prefixes, smtp_words, ftp_words, smtp_commands, pop3_prefixes, pop3_shared,
                  imap_prefixes, nntp_prefixes, nntp_words, http_status, ssh, resp_array, exchange_greeting,
                  smtp_banner, ncacn_http, ehlo_keywords, smb_ids, rdp_cookies, cotp_codes, rdp_neg_types,
-                 rdp_neg_failure, ldap_ops, ldap_primitive_ops, rpc_minors, ptype_max, greeting_line,
+                 rdp_neg_failure, ldap_ops, ldap_primitive_ops, rpc_minors, ptype_max, bind_ptypes, notify, greeting_line,
                  min_decisive, max_request_line, max_method):
         """Each text argument is a tuple of byte strings (words matched in an upper-cased line
         must be upper case, as ``signatures`` writes them); ``cotp_codes`` etc. are sets of ints."""
@@ -153,6 +161,7 @@ cdef class SignatureTables:
         self.markers = self._group(ehlo_keywords)
         self.smb_ids = self._group(smb_ids)
         self.rdp_cookies = self._group(rdp_cookies)
+        self.notify = self._group(notify)
         cdef int i
         for i in range(16):
             self.cotp[i] = (i << 4) in cotp_codes
@@ -162,6 +171,7 @@ cdef class SignatureTables:
             self.ldap_primitive[i] = i in ldap_primitive_ops
         for i in range(256):
             self.rpc_minors[i] = i in rpc_minors
+            self.bind_ptypes[i] = i in bind_ptypes
         self.rdp_neg_failure, self.ptype_max = rdp_neg_failure, ptype_max
         self.greeting_line, self.min_decisive = greeting_line, min_decisive
         self.max_request_line, self.max_method = max_request_line, max_method
@@ -214,6 +224,10 @@ cdef class SignatureTables:
             f |= F_EHLO_MARKERS
         if self._request_line(p, n):
             f |= F_REQUEST_LINE
+        if (f & F_LABEL_MASK) == L_DCERPC and self._plain_pdus(p, n):
+            f |= F_DCERPC_PLAIN
+        if _starts_any(p, n, self.notify):
+            f |= F_NOTIFY
         return f
 
     cdef Py_ssize_t _line(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
@@ -271,17 +285,31 @@ cdef class SignatureTables:
 
     cdef bint _dcerpc(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
         """``dcerpc.looks_like_dcerpc``: a CO header (C706 12.6.3.1) whose lengths are sane."""
-        if n < 16 or not self.rpc_minors[p[1]] or p[2] > self.ptype_max:
+        if n < 16 or not self._header(p):
             return False
-        cdef unsigned char rep = p[4] & 0xF0
         cdef int frag, auth
-        if rep == 0x10:
+        if p[4] & 0xF0 == 0x10:
             frag, auth = p[8] | (p[9] << 8), p[10] | (p[11] << 8)
-        elif rep == 0x00:
-            frag, auth = (p[8] << 8) | p[9], (p[10] << 8) | p[11]
         else:
-            return False
+            frag, auth = (p[8] << 8) | p[9], (p[10] << 8) | p[11]
         return frag >= 16 and auth + 16 <= frag
+
+    cdef bint _plain_pdus(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
+        """Whether ``p[:n]`` is whole PDUs end to end, as ``PduReassembler`` steps through them
+        by frag_length, none of them a bind or alter_context (whose contexts need parsing)."""
+        cdef Py_ssize_t pos = 0, frag
+        while pos < n:
+            if n - pos < 16 or not self._header(p + pos):
+                return False
+            frag = (p[pos + 8] | (p[pos + 9] << 8)) if p[pos + 4] & 0xF0 == 0x10 else ((p[pos + 8] << 8) | p[pos + 9])
+            if frag < 16 or frag > n - pos or self.bind_ptypes[p[pos + 2]]:
+                return False
+            pos += frag
+        return True
+
+    cdef bint _header(self, const unsigned char* p) noexcept nogil:
+        """Whether 16 bytes can begin a CO PDU header (``dcerpc._plausible_prefix``)."""
+        return p[0] == 0x05 and self.rpc_minors[p[1]] and p[2] <= self.ptype_max and (p[4] & 0xF0 == 0x10 or p[4] & 0xF0 == 0x00)
 
     cdef bint _tpkt(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
         if n < 4 or p[1] != 0:

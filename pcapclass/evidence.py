@@ -48,10 +48,12 @@ from ._flowhash import KeyIndex
 from ._identify import (
     AS_CLIENT_SHIFT,
     AS_SERVER_SHIFT,
+    DCERPC_PLAIN,
     EHLO_MARKERS,
     LABEL_MASK,
     LABEL_NAMES,
     LONG,
+    NOTIFY,
     REQUEST_LINE,
     SHARED_MASK,
     SHARED_NAMES,
@@ -129,6 +131,8 @@ RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, P
 DEFAULT_EPM_EXPIRY = 300.0
 #: TCP/UDP port of Direct Push (docs/exchange-wire-facts.md §6)
 DIRECT_PUSH_PORT = 2883
+#: what a Direct Push request starts with (docs/exchange-wire-facts.md §6)
+DIRECT_PUSH_NOTIFY = (b"NOTIFY ", b"NOTIFY\t")
 #: endpoint-mapper ports (TCP 135; 593 for ncacn_http)
 EPM_PORTS = (135, 593)
 #: protocols a text signature names whatever the port (others only confirm or contradict one)
@@ -148,7 +152,8 @@ SIGNATURE_TABLES = SignatureTables(
     ehlo_keywords=tuple(k.encode("ascii") for k in sorted(sig.EXCHANGE_SMTP_KEYWORDS)), smb_ids=sig.SMB_PROTOCOL_IDS,
     rdp_cookies=(sig.RDP_COOKIE, sig.RDP_ROUTING_TOKEN), cotp_codes=sig.COTP_CODES, rdp_neg_types=sig.RDP_NEG_TYPES,
     rdp_neg_failure=sig.RDP_NEG_FAILURE, ldap_ops=sig.LDAP_OPS, ldap_primitive_ops=sig.LDAP_PRIMITIVE_OPS,
-    rpc_minors=RPC_VERS_MINORS, ptype_max=PTYPE_MAX, greeting_line=sig.GREETING_LINE, min_decisive=sig.MIN_DECISIVE_PAYLOAD,
+    rpc_minors=RPC_VERS_MINORS, ptype_max=PTYPE_MAX, bind_ptypes=(PTYPE_BIND, PTYPE_ALTER_CONTEXT), notify=DIRECT_PUSH_NOTIFY,
+    greeting_line=sig.GREETING_LINE, min_decisive=sig.MIN_DECISIVE_PAYLOAD,
     max_request_line=MAX_REQUEST_LINE, max_method=MAX_METHOD_LEN,
 )  # fmt: skip
 _DCERPC_CODE, _NCACN_HTTP_CODE = LABEL_NAMES.index("dcerpc"), LABEL_NAMES.index("ncacn_http")
@@ -318,6 +323,8 @@ class _Verdict:
 
 #: an EHLO reply with Exchange's keywords
 _EXCHANGE_EHLO = _Verdict("signature", "smtp", "exchange-smtp", server_is_sender=1, protocol="smtp", proof=EXCHANGE_SMTP)
+#: a Direct Push request
+_DIRECT_PUSH = _Verdict("signature", "activesync", "direct-push", protocol="http", proof=EXCHANGE_HTTP)
 #: a UDP datagram to a registered callback carrying the registered blob
 _NOTIFICATION = _Verdict("registration", "information-store", "new-mail-notification")
 
@@ -519,17 +526,18 @@ class EvidenceCollector:
                           tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
                           server_is_src: npt.NDArray[np.bool_], group: npt.NDArray[np.uint64]) -> None:  # fmt: skip
         """Verdicts of first payloads ``sel``: those whose compiled facts decide them from a
-        table, the others (DCE/RPC, HTTP requests, ``ncacn_http``, EHLO replies, UDP) by one
+        table, the others (DCE/RPC binds, HTTP requests, ``ncacn_http``, EHLO replies) by one
         Python look per distinct payload."""
         sets = self._sets
         off, plen = pk.payload_off[sel], pk.payload_len[sel]
         facts = SIGNATURE_TABLES.facts(data, off, plen)
         label = (facts >> AS_SERVER_SHIFT) & LABEL_MASK
-        parse = ~tcp | (facts & (REQUEST_LINE | EHLO_MARKERS) != 0) | (label == _DCERPC_CODE) | (label == _NCACN_HTTP_CODE)
+        parse = tcp & ((facts & (REQUEST_LINE | EHLO_MARKERS) != 0) | ((label == _DCERPC_CODE) & (facts & DCERPC_PLAIN == 0))
+                       | (label == _NCACN_HTTP_CODE))  # fmt: skip
         sid = np.empty(sel.size, np.int64)
         decided = np.flatnonzero(~parse)
         if decided.size:
-            sid[decided] = self._fact_sets(facts[decided], server_port[decided], server_is_src[decided])
+            sid[decided] = self._fact_sets(facts[decided], tcp[decided], server_port[decided], server_is_src[decided])
         looked = np.flatnonzero(parse)
         if looked.size:
             sid[looked] = self._parsed_sets(data, off[looked], plen[looked], tcp[looked], server_port[looked],
@@ -550,23 +558,32 @@ class EvidenceCollector:
         if js.size:
             self._start_following(data, pk, keys, sel, js, server_port, sid)
 
-    def _fact_sets(self, facts: npt.NDArray[np.int32], server_port: npt.NDArray[np.int64],
+    def _fact_sets(self, facts: npt.NDArray[np.int32], tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
                    server_is_src: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:  # fmt: skip
         """The verdict set of each payload whose facts alone decide it, from the table of
-        distinct (facts, server port, sender) met so far; a key met for the first time is
-        decided here, once."""
-        key = (facts.astype(np.int64) << 18) | ((server_port + 1) << 1) | server_is_src
+        distinct (facts, transport, server port, sender) met so far; a key met for the first
+        time is decided here, once."""
+        key = (facts.astype(np.int64) << 19) | (tcp.astype(np.int64) << 18) | ((server_port + 1) << 1) | server_is_src
         at = np.searchsorted(self._fact_keys, key)
         known = self._fact_keys[np.minimum(at, self._fact_keys.size - 1)] == key if self._fact_keys.size else np.zeros(key.size, bool)
         if not known.all():
             new = np.unique(key[~known])
-            sids = [self._sets.set_of([self._vid(v)] if (v := self._facts_verdict(int(k) >> 18, (int(k) >> 1 & 0x1FFFF) - 1, bool(k & 1), False))
-                                      else [], False, False, None) for k in new.tolist()]  # fmt: skip
+            sids = [self._fact_set(k >> 19, bool(k >> 18 & 1), (k >> 1 & 0x1FFFF) - 1, bool(k & 1)) for k in new.tolist()]
             keys = np.concatenate([self._fact_keys, new])
             order = np.argsort(keys)
             self._fact_keys, self._fact_sids = keys[order], np.concatenate([self._fact_sids, sids]).astype(np.int64)[order]
             at = np.searchsorted(self._fact_keys, key)
         return self._fact_sids[at]
+
+    def _fact_set(self, facts: int, tcp: bool, server_port: int, server_is_src: bool) -> int:
+        """The verdict set of a payload its facts decide: a UDP Direct Push request, a TCP
+        payload by its labels (a DCE/RPC one of whole PDUs without binds also by whether its
+        flow is followed: on an endpoint-mapper port, for the reply towers)."""
+        if not tcp:
+            return self._sets.set_of([self._vid(_DIRECT_PUSH)] if facts & NOTIFY else [], False, False, None)
+        v = self._facts_verdict(facts, server_port, server_is_src, False)
+        follow = (facts >> AS_SERVER_SHIFT) & LABEL_MASK == _DCERPC_CODE and server_port in EPM_PORTS
+        return self._sets.set_of([self._vid(v)] if v is not None else [], follow, False, None)
 
     def _parsed_sets(self, data: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], plen: npt.NDArray[np.int64],
                      tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64], server_is_src: npt.NDArray[np.bool_],
@@ -585,10 +602,10 @@ class EvidenceCollector:
             looked = new[first_of]
             got = []
             # Python ints and bools made in one go, not a numpy scalar per payload and field
-            for digest, o, n, ctx, t, port, src, fact in zip(*(a[looked].tolist() for a in (group, off, plen, context, tcp, server_port,
-                                                                                                 server_is_src, facts))):  # fmt: skip
+            for digest, o, n, ctx, port, src, fact in zip(*(a[looked].tolist() for a in (group, off, plen, context, server_port, server_is_src,
+                                                                                              facts))):  # fmt: skip
                 payload = data[o : o + n].tobytes()
-                v, fol, mark = self._inspect(payload, t, port, src, fact)
+                v, fol, mark = self._inspect(payload, port, src, fact)
                 got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, mark, self._preset))
             sid[looked] = got
             rep = looked[which]
@@ -646,18 +663,14 @@ class EvidenceCollector:
             vid = self._vid(_EXCHANGE_EHLO)
             self._add_rows(keys, pk, np.array(proven, dtype=np.intp), np.full(len(proven), vid, dtype=np.int32))
 
-    def _inspect(self, payload: bytes, tcp: bool, server_port: int, server_is_src: bool, facts: int) -> tuple[list[_Verdict], bool, bool]:
-        """Verdicts of one first payload (``facts``: what ``SignatureTables.facts`` says of it);
+    def _inspect(self, payload: bytes, server_port: int, server_is_src: bool, facts: int) -> tuple[list[_Verdict], bool, bool]:
+        """Verdicts of one TCP first payload (``facts``: what ``SignatureTables.facts`` says of it);
         whether to follow the flow; whether it proves an Exchange SMTP server (its sender).
         Sets ``self._preset``: the contexts its binds name when they are all it holds, or none
         for an IN channel's bare HTTP headers (a followed flow then starts from them unparsed,
         at a PDU boundary)."""
         self._preset = None
         verdicts: list[_Verdict] = []
-        if not tcp:
-            if payload.startswith((b"NOTIFY ", b"NOTIFY\t")):
-                verdicts.append(_Verdict("signature", "activesync", "direct-push", protocol="http", proof=EXCHANGE_HTTP))
-            return verdicts, False, False
         follow = False
         if payload[0] == 5 and looks_like_dcerpc(payload):
             pdus = PduReassembler(resync_segments=0).feed(payload)

@@ -13,8 +13,13 @@ from hypothesis import strategies as st
 from oracle import capture_files
 
 from pcapclass import _identify as ki
+from pcapclass.dcerpc import PTYPE_ALTER_CONTEXT, PTYPE_BIND, PduReassembler
 from pcapclass.decode import decode
-from pcapclass.evidence import MICROSOFT_SMTP_BANNER, SIGNATURE_TABLES
+from pcapclass.evidence import (
+    DIRECT_PUSH_NOTIFY,
+    MICROSOFT_SMTP_BANNER,
+    SIGNATURE_TABLES,
+)
 from pcapclass.http import parse_request_line
 from pcapclass.signatures import (
     LABELS,
@@ -30,6 +35,11 @@ from pcapclass.sources import CaptureFile
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def plain_pdus(payload: bytes) -> bool:
+    pdus = PduReassembler(resync_segments=0).feed(payload)
+    return sum(map(len, pdus)) == len(payload) and not any(pdu[2] in (PTYPE_BIND, PTYPE_ALTER_CONTEXT) for pdu in pdus)
+
+
 def reference(payload: bytes) -> int:
     """The facts of ``payload`` as the Python reference functions give them."""
     facts = ki.LABEL_NAMES.index(identify(payload, from_server=True)) << ki.AS_SERVER_SHIFT
@@ -41,6 +51,8 @@ def reference(payload: bytes) -> int:
         ki.SMTP_BANNER: MICROSOFT_SMTP_BANNER in greeting_line(payload),
         ki.EHLO_MARKERS: payload.startswith(b"250") and bool(exchange_smtp_markers(payload)),
         ki.REQUEST_LINE: parse_request_line(payload) is not None,
+        ki.DCERPC_PLAIN: identify(payload, from_server=True) == "dcerpc" and plain_pdus(payload),
+        ki.NOTIFY: payload.startswith(DIRECT_PUSH_NOTIFY),
     }
     return facts | sum(bit for bit, on in flags.items() if on)
 
@@ -126,6 +138,9 @@ SEEDS = [
     bytes.fromhex("05000b0310000000480000000100000000"),
     bytes.fromhex("05000b0300000010004800000000000100"),
     bytes.fromhex("05001400100000001c000000ffffffff"),
+    bytes.fromhex("05000c0310000000400000000100000000") + bytes(48),
+    bytes.fromhex("05000c0310000000200000000100000000") + bytes(16) + bytes.fromhex("05000203100000001800000002000000") + bytes(8),
+    b"NOTIFY 2.0.0.0:0 HTTP/1.1\r\n",
 ]
 
 
