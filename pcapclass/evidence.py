@@ -38,6 +38,7 @@ from ._firstlook import (
     LOOK,
     QUIET,
     WaitingFlows,
+    deciding_bytes,
     first_looks,
     follow_scan,
     later_starts,
@@ -157,6 +158,9 @@ SIGNATURE_TABLES = SignatureTables(
     max_request_line=MAX_REQUEST_LINE, max_method=MAX_METHOD_LEN,
 )  # fmt: skip
 _DCERPC_CODE, _NCACN_HTTP_CODE = LABEL_NAMES.index("dcerpc"), LABEL_NAMES.index("ncacn_http")
+#: PDU types whose contexts a verdict reads (``deciding_bytes`` keeps those bytes)
+_BIND_PTYPES = np.zeros(256, np.uint8)
+_BIND_PTYPES[[PTYPE_BIND, PTYPE_ALTER_CONTEXT]] = 1
 
 #: packets a followed flow is looked at before it is let go
 MAX_TRACKED_PACKETS = 48
@@ -501,10 +505,10 @@ class EvidenceCollector:
             self._notifications(data, pk, keys, pay)
 
     def _first_payloads(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp],
-                        looks: tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.uint64]]) -> None:  # fmt: skip
+                        looks: tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.bool_]]) -> None:  # fmt: skip
         """First payload of a flow in one direction (``looks``: what ``first_looks`` said of
         them): vectorized shortcuts, then one look per distinct payload."""
-        kind, server_port, server_is_src, group = looks
+        kind, server_port, server_is_src = looks
         # an unrecognizable first payload on a port whose protocol must show: port-mismatch
         quiet = np.flatnonzero(kind == QUIET)
         if quiet.size:
@@ -520,11 +524,11 @@ class EvidenceCollector:
         if not look.size:
             return
         sel = idx[look]
-        self._inspect_distinct(data, pk, keys, sel, pk.proto[sel] == IPPROTO_TCP, server_port[look], server_is_src[look], group[look])
+        self._inspect_distinct(data, pk, keys, sel, pk.proto[sel] == IPPROTO_TCP, server_port[look], server_is_src[look])
 
     def _inspect_distinct(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                           tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
-                          server_is_src: npt.NDArray[np.bool_], group: npt.NDArray[np.uint64]) -> None:  # fmt: skip
+                          server_is_src: npt.NDArray[np.bool_]) -> None:  # fmt: skip
         """Verdicts of first payloads ``sel``: those whose compiled facts decide them from a
         table, the others (DCE/RPC binds, HTTP requests, ``ncacn_http``, EHLO replies) by one
         Python look per distinct payload."""
@@ -541,7 +545,7 @@ class EvidenceCollector:
         looked = np.flatnonzero(parse)
         if looked.size:
             sid[looked] = self._parsed_sets(data, off[looked], plen[looked], tcp[looked], server_port[looked],
-                                            server_is_src[looked], group[looked], facts[looked])  # fmt: skip
+                                            server_is_src[looked], facts[looked])  # fmt: skip
         sets.build()
         # spread each payload's verdicts over its packets
         per_pkt = sets.n[sid]
@@ -587,13 +591,14 @@ class EvidenceCollector:
 
     def _parsed_sets(self, data: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], plen: npt.NDArray[np.int64],
                      tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64], server_is_src: npt.NDArray[np.bool_],
-                     group: npt.NDArray[np.uint64], facts: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:  # fmt: skip
-        """The verdict set of each payload that needs parsing: identical ones (same bind, same
-        request) are looked at once, ever, known by first_looks' digest, then by their bytes
-        and context (port guess, transport, sender)."""
+                     facts: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:  # fmt: skip
+        """The verdict set of each payload that needs parsing: those that say the same (same
+        deciding bytes, as ``deciding_bytes`` leaves them, same context: port guess, transport,
+        sender) are looked at once, ever, found by digest, then by those bytes and context."""
         sets = self._sets
         context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8))
-        sid = sets.payloads.find(data, off, plen, group, context)
+        buf, off, plen, group = deciding_bytes(data, off, plen, context, _BIND_PTYPES)
+        sid = sets.payloads.find(buf, off, plen, group, context)
         new = np.flatnonzero(sid < 0)
         while new.size:
             # one look per digest; the payloads that are its bytes share its verdicts, the others
@@ -604,12 +609,12 @@ class EvidenceCollector:
             # Python ints and bools made in one go, not a numpy scalar per payload and field
             for digest, o, n, ctx, port, src, fact in zip(*(a[looked].tolist() for a in (group, off, plen, context, server_port, server_is_src,
                                                                                               facts))):  # fmt: skip
-                payload = data[o : o + n].tobytes()
+                payload = buf[o : o + n].tobytes()
                 v, fol, mark = self._inspect(payload, port, src, fact)
                 got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, mark, self._preset))
             sid[looked] = got
             rep = looked[which]
-            same = (context[new] == context[rep]) & same_payloads(data, off[new], plen[new], data, off[rep], plen[rep])
+            same = (context[new] == context[rep]) & same_payloads(buf, off[new], plen[new], buf, off[rep], plen[rep])
             sid[new[same]] = sid[rep[same]]
             new = new[sid[new] < 0]
         return sid
