@@ -11,7 +11,7 @@ belonging to a followed flow, and most of those need no Python look: one pass, n
 numpy calls and a loop per batch.
 """
 
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp
 
 import numpy as np
 
@@ -78,82 +78,6 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
             elif (tcp and not silent) or (not tcp and (sp == direct_push_port or dp == direct_push_port) and b[0] == 0x4E):
                 kind[i] = K_LOOK
     return kind_a, port_a, src_a
-
-
-cdef unsigned long long _digest(const unsigned char* p, Py_ssize_t n, long long context) noexcept nogil:
-    """A multiply-rotate over the 8-byte words (native order) of ``p[:n]``, and ``context``."""
-    cdef unsigned long long digest = <unsigned long long>n * GOLDEN, w
-    cdef Py_ssize_t k = 0, j
-    while k < n:
-        if n - k >= 8:
-            memcpy(&w, &p[k], 8)
-        else:
-            w = 0
-            for j in range(n - k):
-                w |= <unsigned long long>p[k + j] << (8 * j)
-        digest ^= w * 0x87C37B91114253D5ULL
-        digest = ((digest << 31) | (digest >> 33)) * 0x4CF5AD432745937FULL
-        k += 8
-    digest ^= <unsigned long long>context * 0xC2B2AE3D27D4EB4FULL
-    digest = (digest ^ (digest >> 33)) * 0xFF51AFD7ED558CCDULL
-    return digest ^ (digest >> 29)
-
-
-def deciding_bytes(const unsigned char[::1] data, const long long[:] off, const long long[:] plen,
-                   const long long[:] context, const unsigned char[::1] bind_ptypes):
-    """The first payloads ``data[off[i]:off[i] + plen[i]]`` (cut at the end of ``data``) with
-    the bytes no verdict depends on zeroed: ``(buf, buf_off, length, group)``, each payload
-    copied to ``buf[buf_off[i]:buf_off[i] + length[i]]``, and ``group`` a digest of those bytes and of its
-    ``look_context``, which finds a remembered verdict (``same_payloads`` then confirms it:
-    a digest alone can collide).
-
-    Why: a DCE/RPC connection's binds differ by their call id and association group (and an
-    authenticated one by its token) while naming the same interfaces, so payloads that say
-    the same would each be looked at in Python. Zeroed, in each whole PDU from the start (C706
-    12.6.3.1, 12.6.4.3): the call id; in binds and alter_contexts (``bind_ptypes``), the
-    fragment sizes, the association group and the auth value (its length stays). A payload
-    that does not start with a PDU is copied as it is.
-    """
-    cdef Py_ssize_t n = off.shape[0], size = data.shape[0], i, total = 0, at = 0, pos, avail
-    cdef long long o
-    cdef unsigned int frag, auth
-    cdef bint little
-    length_a = np.zeros(n, np.int64)
-    cdef long long[::1] length = length_a
-    for i in range(n):
-        o = off[i]
-        length[i] = max(min(plen[i], <long long>size - o), 0)
-        total += length[i]
-    buf_a = np.empty(max(total, 1), np.uint8)
-    buf_off_a = np.empty(n, np.int64)
-    group_a = np.empty(n, np.uint64)
-    cdef unsigned char[::1] buf = buf_a
-    cdef long long[::1] buf_off = buf_off_a
-    cdef unsigned long long[::1] group = group_a
-    cdef unsigned char* p
-    with nogil:
-        for i in range(n):
-            avail = length[i]
-            buf_off[i] = at
-            p = &buf[at]
-            if avail:
-                memcpy(p, &data[off[i]], avail)
-            pos = 0
-            while avail - pos >= 16 and p[pos] == 5:
-                little = p[pos + 4] & 0xF0 == 0x10
-                frag = (p[pos + 8] | (p[pos + 9] << 8)) if little else ((p[pos + 8] << 8) | p[pos + 9])
-                auth = (p[pos + 10] | (p[pos + 11] << 8)) if little else ((p[pos + 10] << 8) | p[pos + 11])
-                if frag < 16 or frag > avail - pos:
-                    break
-                memset(p + pos + 12, 0, 4)
-                if bind_ptypes[p[pos + 2]] and frag >= 24:
-                    memset(p + pos + 16, 0, 8)
-                    if 24 + auth <= frag:
-                        memset(p + pos + frag - auth, 0, auth)
-                pos += frag
-            group[i] = _digest(p, avail, context[i])
-            at += avail
-    return buf_a, buf_off_a, length_a, group_a
 
 
 cdef inline long long _context(long long server_port, bint tcp, bint server_is_src) noexcept nogil:

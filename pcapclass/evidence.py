@@ -38,7 +38,6 @@ from ._firstlook import (
     LOOK,
     QUIET,
     WaitingFlows,
-    deciding_bytes,
     first_looks,
     follow_scan,
     later_starts,
@@ -60,6 +59,7 @@ from ._identify import (
     SHARED_NAMES,
     SHARED_SHIFT,
     SMTP_BANNER,
+    PathRules,
     SignatureTables,
 )
 from ._identify import EXCHANGE_GREETING as GREETS_EXCHANGE
@@ -158,9 +158,6 @@ SIGNATURE_TABLES = SignatureTables(
     max_request_line=MAX_REQUEST_LINE, max_method=MAX_METHOD_LEN,
 )  # fmt: skip
 _DCERPC_CODE, _NCACN_HTTP_CODE = LABEL_NAMES.index("dcerpc"), LABEL_NAMES.index("ncacn_http")
-#: PDU types whose contexts a verdict reads (``deciding_bytes`` keeps those bytes)
-_BIND_PTYPES = np.zeros(256, np.uint8)
-_BIND_PTYPES[[PTYPE_BIND, PTYPE_ALTER_CONTEXT]] = 1
 
 #: packets a followed flow is looked at before it is let go
 MAX_TRACKED_PACKETS = 48
@@ -426,6 +423,10 @@ class EvidenceCollector:
     ) -> None:
         self.interfaces = interfaces if interfaces is not None else load_interfaces()
         self.http_paths = http_paths if http_paths is not None else load_http_paths()
+        rpc = self.http_paths.rpc_http
+        self._path_rules = PathRules(prefixes=[r.prefix for r in self.http_paths.paths], queries=[[(q.param, q.value) for q in r.queries]
+                                                                                                    for r in self.http_paths.paths],
+                                     rpc_path=rpc.path, rpc_methods=sorted(rpc.methods))  # fmt: skip
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
@@ -593,11 +594,12 @@ class EvidenceCollector:
                      tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64], server_is_src: npt.NDArray[np.bool_],
                      facts: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:  # fmt: skip
         """The verdict set of each payload that needs parsing: those that say the same (same
-        deciding bytes, as ``deciding_bytes`` leaves them, same context: port guess, transport,
-        sender) are looked at once, ever, found by digest, then by those bytes and context."""
+        deciding bytes, as ``deciding_bytes`` leaves them, same facts, same context: port guess,
+        transport, sender) are looked at once, ever, found by digest, then by those bytes and
+        context; ``_inspect`` reads the deciding bytes and the facts of the payload itself."""
         sets = self._sets
-        context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8))
-        buf, off, plen, group = deciding_bytes(data, off, plen, context, _BIND_PTYPES)
+        context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8)) | (facts.astype(np.int64) << 20)
+        buf, off, plen, group = SIGNATURE_TABLES.deciding_bytes(data, off, plen, context, self._path_rules)
         sid = sets.payloads.find(buf, off, plen, group, context)
         new = np.flatnonzero(sid < 0)
         while new.size:

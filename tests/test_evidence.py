@@ -416,12 +416,15 @@ def test_forgetting_remembered_payloads_inside_a_batch_gives_no_other_payload_ve
 def test_a_digest_shared_by_every_payload_changes_no_verdict(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With deciding_bytes' digest forced to one value for every payload, verdicts are still
     those of each payload's own bytes: a digest only finds candidates, the bytes decide."""
-    real = evidence_module.deciding_bytes
+    real = evidence_module.SIGNATURE_TABLES
 
-    def colliding(*args: object) -> tuple[np.ndarray, ...]:
-        buf, off, length, group = real(*args)
-        return buf, off, length, np.full_like(group, 12345)
+    class Colliding:
+        facts = real.facts
 
-    monkeypatch.setattr(evidence_module, "deciding_bytes", colliding)
+        def deciding_bytes(self, *args: object) -> tuple[np.ndarray, ...]:
+            buf, off, length, group = real.deciding_bytes(*args)
+            return buf, off, length, np.full_like(group, 12345)
+
+    monkeypatch.setattr(evidence_module, "SIGNATURE_TABLES", Colliding())
     result = pcapclass.classify_file(EVIDENCE / name, servers=SERVERS)
     assert decided(result.flows) == EXPECTED[name]

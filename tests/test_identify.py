@@ -1,9 +1,10 @@
 """Tests for pcapclass._identify: the compiled first look says what ``signatures.identify`` and
 its helpers say, on every payload of the fixtures and on bytes near each signature, and reads
-nothing past a payload's end."""
+nothing past a payload's end; the deciding bytes of a payload get the verdicts of the payload."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from pcapclass.evidence import (
     DIRECT_PUSH_NOTIFY,
     MICROSOFT_SMTP_BANNER,
     SIGNATURE_TABLES,
+    EvidenceCollector,
 )
 from pcapclass.http import parse_request_line
 from pcapclass.signatures import (
@@ -172,3 +174,84 @@ def test_reads_nothing_past_a_payload(seed: bytes) -> None:
     past_end = SIGNATURE_TABLES.facts(data[: len(seed) // 2].copy(), np.zeros_like(cuts), cuts).tolist()
     assert followed == [reference(seed[:n]) for n in cuts.tolist()]
     assert past_end == [reference(seed[: min(n, len(seed) // 2)]) for n in cuts.tolist()]
+
+
+# --- deciding bytes -------------------------------------------------------------------------------
+
+EMSMDB = bytes.fromhex("00dbf1a447ca6710b31f00dd010662da")
+OTHER = bytes.fromhex("083afce1f4051fd0b1a60000000000dd")  # some other interface
+NDR = bytes.fromhex("045d888aeb1cc9119fe808002b10486002000000")
+COLLECTOR = EvidenceCollector()
+
+
+def deciding(*payloads: bytes) -> list[bytes]:
+    length = np.array([len(p) for p in payloads], dtype=np.int64)
+    data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+    buf, off, cut, _ = SIGNATURE_TABLES.deciding_bytes(data, np.cumsum(length) - length, length, np.zeros(len(payloads), np.int64),
+                                                       COLLECTOR._path_rules)  # fmt: skip
+    return [buf[o : o + n].tobytes() for o, n in zip(off.tolist(), cut.tolist())]
+
+
+def bind(call_id: int, assoc: int, interface: bytes, token: bytes = b"") -> bytes:
+    """A little-endian bind (C706 12.6.4.3) with one context, and an auth verifier when ``token``."""
+    body = struct.pack("<HHIB3x", 5840, 5840, assoc, 1) + struct.pack("<HBx", 0, 1) + interface + struct.pack("<I", 0x510000) + NDR
+    auth = struct.pack("<BBBBI", 10, 2, 0, 0, 0) + token if token else b""
+    return struct.pack("<BBBB4sHHI", 5, 0, 11, 3, b"\x10\x00\x00\x00", 16 + len(body) + len(auth), len(token), call_id) + body + auth
+
+
+def test_binds_that_differ_only_by_call_id_association_or_token_are_the_same() -> None:
+    a, b, other = deciding(bind(1, 0x1234, EMSMDB, b"A" * 40), bind(7, 0x9999, EMSMDB, b"B" * 40), bind(1, 0x1234, OTHER, b"A" * 40))
+    assert a == b and a != other
+    assert a[32:48] == EMSMDB  # the context list is kept (after the 16-byte header, 12 bytes of bind fields, 4 of context item)
+
+
+def test_requests_that_differ_only_by_what_no_rule_reads_are_the_same() -> None:
+    got = deciding(
+        b"POST /Microsoft-Server-ActiveSync?User=jo&DeviceId=A1&Cmd=Ping HTTP/1.1\r\nHost: a\r\n\r\n",
+        b"POST /microsoft-server-activesync/x?Cmd=PING&User=al HTTP/1.1\r\nHost: b\r\nCookie: c\r\n\r\n",
+        b"RPC_IN_DATA /rpc/rpcproxy.dll?mail01.example.com:6001 HTTP/1.1\r\n\r\n",
+        b"RPC_IN_DATA /rpc/RpcProxy.dll?mail02:6001 HTTP/1.1\r\n\r\n",
+        b"GET /exchange/jo/Inbox/?Cmd=contents HTTP/1.1\r\nHost: a\r\n",
+        b"GET /somewhere/else HTTP/1.1\r\n",
+    )
+    assert got[:5] == [b"POST /microsoft-server-activesync?cmd=ping HTTP/1.1\r\n\r\n"] * 2 + [
+        b"RPC_IN_DATA /rpc/rpcproxy.dll?h:6001 HTTP/1.1\r\n\r\n"] * 2 + [b"GET /exchange HTTP/1.1"]
+    assert got[5] == b"GET / HTTP/1.1"
+
+
+def verdicts(payloads: list[bytes], server_port: int, server_is_src: bool) -> None:
+    """Each payload and its deciding bytes get the same verdicts (with its own facts)."""
+    facts = compiled(payloads)
+    for payload, kept, fact in zip(payloads, deciding(*payloads), facts):
+        want = COLLECTOR._inspect(payload, server_port, server_is_src, fact), COLLECTOR._preset
+        assert (COLLECTOR._inspect(kept, server_port, server_is_src, fact), COLLECTOR._preset) == want, (payload, kept)
+
+
+@pytest.mark.parametrize(("server_port", "server_is_src"), [(135, False), (135, True), (6001, False), (80, False), (-1, False)])
+def test_a_fixture_payload_and_its_deciding_bytes_get_the_same_verdicts(server_port: int, server_is_src: bool) -> None:
+    payloads = [p for p in fixture_payloads() if p[0] == 5 or parse_request_line(p) is not None]
+    payloads += [bind(3, 77, EMSMDB, b"T" * 24), bind(3, 77, EMSMDB) + bind(4, 77, OTHER)[:30]]
+    assert len(payloads) > 300
+    verdicts(payloads, server_port, server_is_src)
+
+
+@st.composite
+def requests(draw: st.DrawFn) -> bytes:
+    """Request lines near the rules of rules/http_paths.toml: their paths in any case, absolute
+    forms, queries with and without the parameters and ports they read, escapes."""
+    method = draw(st.sampled_from(["GET", "POST", "RPC_IN_DATA", "rpc_out_data", "PROPFIND", "OPTIONS"]))
+    scheme = draw(st.sampled_from(["", "http://mail.example.com", "https://h:443", "http://h?x=1&"]))
+    path = draw(st.sampled_from(["/Microsoft-Server-ActiveSync", "/rpc/rpcproxy.dll", "/exchange", "/Exchange/jo/", "/public;x",
+                                 "/exchweb/bin", "/ExAdmin", "/oma", "/exchangefoo", "/", "/rpc/rpcproxy.dll/x", ""]))  # fmt: skip
+    path = "".join(c.upper() if draw(st.booleans()) else c for c in path)
+    items = draw(st.lists(st.sampled_from(["Cmd=Ping", "cmd=PING", "Cmd=Sync", "User=jo", "Cmd", "=", "mail:6001", "h:6002", "h:0",
+                                           "h:99999", ":6001", "h:60a1", "h%3A6001", "a+b=c", "Cmd=Pi%6eg", ""]), max_size=4))  # fmt: skip
+    query = ("?" + "&".join(items) if items or draw(st.booleans()) else "") + draw(st.sampled_from(["", "#frag", "#?Cmd=Ping"]))
+    tail = draw(st.sampled_from(["", "\r\n", "\r\n\r\n", "\r\nHost: a\r\n\r\n", "\r\nHost: a\r\n", "\n\n"]))
+    return f"{method} {scheme}{path or '/'}{query} HTTP/1.1{tail}".encode()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(requests(), min_size=1, max_size=6), st.sampled_from([(80, False), (6001, True), (-1, False)]))
+def test_a_request_and_its_deciding_bytes_get_the_same_verdicts(payloads: list[bytes], side: tuple[int, bool]) -> None:
+    verdicts(payloads, *side)
