@@ -42,7 +42,7 @@ SHARED_NAMES = (None, "smtp", "pop3", "nntp")
 LONG = F_LONG
 #: ``exchange_greeting``
 EXCHANGE_GREETING = F_EXCHANGE_GREETING
-#: the Microsoft SMTP banner is in the greeting line
+#: an SMTP greeting's prefix, and the Microsoft SMTP banner in its line
 SMTP_BANNER = F_SMTP_BANNER
 #: starts with "250" and ``exchange_smtp_markers`` finds one
 EHLO_MARKERS = F_EHLO_MARKERS
@@ -211,23 +211,23 @@ cdef class SignatureTables:
         return out_a
 
     cdef int _facts(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
-        cdef int f = self._label(p, n, True) | (self._label(p, n, False) << 4)
-        cdef Py_ssize_t line = self._line(p, n)
+        cdef bint request = self._request_line(p, n)
+        cdef int f = self._label(p, n, True, request) | (self._label(p, n, False, request) << 4)
         if _starts_any(p, n, self.smtp_prefixes):
             f |= 1 << 8
+            if _in_upper(p, self._line(p, n), self.banner):
+                f |= F_SMTP_BANNER
         elif _starts_any(p, n, self.pop3_shared):
             f |= 2 << 8
         elif _starts_any(p, n, self.nntp_prefixes):
             f |= 3 << 8
         if n >= self.min_decisive:
             f |= F_LONG
-        if (_starts_any(p, n, self.pop3_prefixes) or _starts_any(p, n, self.imap_prefixes)) and _in_upper(p, line, self.exchange):
+        if (_starts_any(p, n, self.pop3_prefixes) or _starts_any(p, n, self.imap_prefixes)) and _in_upper(p, self._line(p, n), self.exchange):
             f |= F_EXCHANGE_GREETING
-        if _in_upper(p, line, self.banner):
-            f |= F_SMTP_BANNER
         if n >= 3 and p[0] == 0x32 and p[1] == 0x35 and p[2] == 0x30 and self._ehlo_markers(p, n):
             f |= F_EHLO_MARKERS
-        if self._request_line(p, n):
+        if request:
             f |= F_REQUEST_LINE
         if (f & F_LABEL_MASK) == L_DCERPC and self._plain_pdus(p, n):
             f |= F_DCERPC_PLAIN
@@ -243,8 +243,9 @@ cdef class SignatureTables:
                 return k
         return end
 
-    cdef int _label(self, const unsigned char* p, Py_ssize_t n, bint from_server) noexcept nogil:
-        """``identify(p[:n], from_server=from_server)``, as a code of LABEL_NAMES."""
+    cdef int _label(self, const unsigned char* p, Py_ssize_t n, bint from_server, bint request) noexcept nogil:
+        """``identify(p[:n], from_server=from_server)``, as a code of LABEL_NAMES (``request``:
+        ``_request_line(p, n)``)."""
         if n < 3:
             return L_NONE
         cdef unsigned char b0 = p[0]
@@ -284,7 +285,7 @@ cdef class SignatureTables:
             return L_SMTP
         if self._resp_command(p, n):
             return L_REDIS
-        if b0 >= 0x21 and self._request_line(p, n):
+        if b0 >= 0x21 and request:
             return L_HTTP
         return L_NONE
 

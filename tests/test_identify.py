@@ -26,6 +26,7 @@ from pcapclass.http import parse_request_line
 from pcapclass.signatures import (
     LABELS,
     MIN_DECISIVE_PAYLOAD,
+    SMTP_SERVER_PREFIXES,
     exchange_greeting,
     exchange_smtp_markers,
     greeting_line,
@@ -50,7 +51,7 @@ def reference(payload: bytes) -> int:
     flags = {
         ki.LONG: len(payload) >= MIN_DECISIVE_PAYLOAD,
         ki.EXCHANGE_GREETING: exchange_greeting(payload),
-        ki.SMTP_BANNER: MICROSOFT_SMTP_BANNER in greeting_line(payload),
+        ki.SMTP_BANNER: payload.startswith(SMTP_SERVER_PREFIXES) and MICROSOFT_SMTP_BANNER in greeting_line(payload),
         ki.EHLO_MARKERS: payload.startswith(b"250") and bool(exchange_smtp_markers(payload)),
         ki.REQUEST_LINE: parse_request_line(payload) is not None,
         ki.DCERPC_PLAIN: identify(payload, from_server=True) == "dcerpc" and plain_pdus(payload),
