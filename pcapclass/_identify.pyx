@@ -62,54 +62,55 @@ cdef struct Group:
     Py_ssize_t n
 
 
+cdef Group _pack(list keep, words):
+    """``words`` packed for the matchers below (the bytes object is kept alive in ``keep``)."""
+    cdef Group g
+    if any(not 0 < len(w) < 256 for w in words):
+        raise ValueError(f"signature strings must be 1 to 255 bytes: {words!r}")
+    packed = b"".join(bytes([len(w)]) + bytes(w) for w in words)
+    keep.append(packed)
+    g.p = packed
+    g.n = len(packed)
+    return g
+
+
 cdef inline unsigned char _up(unsigned char c) noexcept nogil:
     """ASCII upper case, as ``bytes.upper``."""
     return c - 32 if 0x61 <= c <= 0x7A else c
 
 
-cdef bint _starts_any(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
-    """Whether ``p[:n]`` starts with one of ``g``."""
+cdef bint _one_of(const unsigned char* p, Py_ssize_t n, Group g, bint prefix, bint upper) noexcept nogil:
+    """Whether ``p[:n]`` (upper-cased when ``upper``) is one of ``g``, or starts with one when ``prefix``."""
     cdef Py_ssize_t at = 0, m, k
     while at < g.n:
         m = g.p[at]
-        if m <= n:
+        if m == n or (prefix and m < n):
             k = 0
-            while k < m and p[k] == g.p[at + 1 + k]:
+            while k < m and (_up(p[k]) if upper else p[k]) == g.p[at + 1 + k]:
                 k += 1
             if k == m:
                 return True
         at += 1 + m
     return False
+
+
+cdef inline bint _starts_any(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
+    """Whether ``p[:n]`` starts with one of ``g``."""
+    return _one_of(p, n, g, True, False)
 
 
 cdef bint _in_upper(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
     """Whether one of ``g`` occurs in ``p[:n].upper()``."""
-    cdef Py_ssize_t at = 0, m, i, k
-    while at < g.n:
-        m = g.p[at]
-        for i in range(n - m + 1):
-            k = 0
-            while k < m and _up(p[i + k]) == g.p[at + 1 + k]:
-                k += 1
-            if k == m:
-                return True
-        at += 1 + m
+    cdef Py_ssize_t i
+    for i in range(n):
+        if _one_of(p + i, n - i, g, True, True):
+            return True
     return False
 
 
-cdef bint _is_word(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
+cdef inline bint _is_word(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
     """Whether ``p[:n].upper()`` is one of ``g``."""
-    cdef Py_ssize_t at = 0, m, k
-    while at < g.n:
-        m = g.p[at]
-        if m == n:
-            k = 0
-            while k < m and _up(p[k]) == g.p[at + 1 + k]:
-                k += 1
-            if k == m:
-                return True
-        at += 1 + m
-    return False
+    return _one_of(p, n, g, False, True)
 
 
 cdef inline bint _space(unsigned char c) noexcept nogil:
@@ -127,7 +128,7 @@ cdef inline bint _token(unsigned char c) noexcept nogil:
 cdef class SignatureTables:
     """``signatures.py``'s byte strings and sets, held for ``facts`` (see ``evidence.SIGNATURE_TABLES``)."""
 
-    cdef object _keep
+    cdef list _keep
     cdef Group smtp_prefixes, smtp_words, ftp_words, smtp_commands, pop3_prefixes, pop3_shared, imap_prefixes
     cdef Group nntp_prefixes, nntp_words, http_status, ssh, resp_array, exchange, banner, ncacn, markers
     cdef Group smb_ids, rdp_cookies, notify
@@ -182,14 +183,7 @@ cdef class SignatureTables:
         self.max_request_line, self.max_method = max_request_line, max_method
 
     cdef Group _group(self, words):
-        cdef Group g
-        if any(not 0 < len(w) < 256 for w in words):
-            raise ValueError(f"signature strings must be 1 to 255 bytes: {words!r}")
-        packed = b"".join(bytes([len(w)]) + bytes(w) for w in words)
-        self._keep.append(packed)
-        g.p = packed
-        g.n = len(packed)
-        return g
+        return _pack(self._keep, words)
 
     def facts(self, const unsigned char[::1] data, const long long[:] off, const long long[:] plen):
         """Per payload ``data[off[i]:off[i] + plen[i]]`` (cut at the end of ``data``), its facts
@@ -361,7 +355,7 @@ cdef class SignatureTables:
     cdef bint _smb(self, const unsigned char* p, Py_ssize_t n) noexcept nogil:
         cdef unsigned char kind = p[0]
         if kind == 0x00:
-            return n >= 8 and _is_exact(p + 4, 4, self.smb_ids)
+            return n >= 8 and _one_of(p + 4, 4, self.smb_ids, False, False)
         if kind == 0x81:
             return n >= 5 and p[1] == 0 and p[4] == 0x20
         return n >= 4 and p[1] == 0 and ((p[2] << 8) | p[3]) <= 1
@@ -626,7 +620,7 @@ cdef class PathRules:
     requests are then kept as they are.
     """
 
-    cdef object _keep
+    cdef list _keep
     cdef Group prefixes, params, values, rpc_path, methods
     cdef long long[::1] query_start, query_count
     cdef readonly bint usable
@@ -650,12 +644,7 @@ cdef class PathRules:
         self.root_free = rpc_path != "/" and all(x not in ("", "/") for x in prefixes)
 
     cdef Group _group(self, words):
-        cdef Group g
-        packed = b"".join(bytes([len(w)]) + bytes(w) for w in words)
-        self._keep.append(packed)
-        g.p = packed
-        g.n = len(packed)
-        return g
+        return _pack(self._keep, words)
 
     cdef Py_ssize_t query(self, const unsigned char* s, Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t rule, unsigned char* d,
                           Py_ssize_t o, Py_ssize_t room) noexcept nogil:
@@ -760,21 +749,6 @@ cdef unsigned long long _digest(const unsigned char* p, Py_ssize_t n, long long 
     digest ^= <unsigned long long>context * 0xC2B2AE3D27D4EB4FULL
     digest = (digest ^ (digest >> 33)) * 0xFF51AFD7ED558CCDULL
     return digest ^ (digest >> 29)
-
-
-cdef bint _is_exact(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
-    """Whether ``p[:n]`` is one of ``g``."""
-    cdef Py_ssize_t at = 0, m, k
-    while at < g.n:
-        m = g.p[at]
-        if m == n:
-            k = 0
-            while k < m and p[k] == g.p[at + 1 + k]:
-                k += 1
-            if k == m:
-                return True
-        at += 1 + m
-    return False
 
 
 cdef bint _tls(const unsigned char* p, Py_ssize_t n, bint from_server) noexcept nogil:

@@ -711,8 +711,8 @@ class EvidenceCollector:
         markers = bool(facts & EHLO_MARKERS)
         if markers:
             verdicts.append(_EXCHANGE_EHLO)
-        v = self._facts_verdict(facts, server_port, server_is_src, any(v.protocol for v in verdicts))
-        return ([*verdicts, v] if v is not None else verdicts), follow, markers
+        label = self._facts_verdict(facts, server_port, server_is_src, any(x.protocol for x in verdicts))
+        return ([*verdicts, label] if label is not None else verdicts), follow, markers
 
     @staticmethod
     def _facts_verdict(facts: int, server_port: int, server_is_src: bool, protocol_known: bool) -> _Verdict | None:
