@@ -1,12 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The first look at each flow's first payloads (which deserve a Python look, and a digest
-that finds identical ones), at the later packets of the flows the evidence stage follows, and
-the table of followed flows that wait unparsed.
+"""The first look at each flow's first payloads (which deserve a closer look, by their first
+bytes and ports), at the later packets of the flows the evidence stage follows, and the table
+of followed flows that wait unparsed (what the payloads say is ``_identify``'s).
 
 Why compiled: every flow has up to two first payloads, and for each the evidence stage needs
-a dozen facts from its first bytes and ports plus a 64-bit digest of all its bytes. With
-numpy that was some thirty passes over the batch and a gather of bytes per payload; here it
-is one pass that reads each byte once. Likewise every payload packet is checked for
+a dozen facts from its first bytes and ports. With numpy that was some thirty passes over the
+batch and a gather of bytes per payload; here it is one pass. Likewise every payload packet is checked for
 belonging to a followed flow, and most of those need no Python look: one pass, not fifteen
 numpy calls and a loop per batch.
 """

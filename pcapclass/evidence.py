@@ -3,9 +3,12 @@
 ``EvidenceCollector.feed`` sees every decoded batch (with its flow keys) and looks at payloads
 only where vectorized prefilters point: the first payload of each flow in each direction, and
 the packets of the few flows it follows further (DCE/RPC connections that may still reveal an
-endpoint-mapper reply or a push-notification registration, RPC over HTTP IN channels). Identical
-first payloads (the same banner, the same bind, in the same context) are inspected once, and
-their verdicts are remembered with their bytes and spread over every later one with numpy.
+endpoint-mapper reply or a push-notification registration, RPC over HTTP IN channels). A first
+payload is looked at in compiled code (``SignatureTables.facts``): most are decided by their
+facts alone (labels, greeting flags, port, sender), from a table filled once per distinct
+combination; the few that need parsing (binds, HTTP requests, EHLO replies) are inspected in
+Python once per distinct deciding bytes (``SignatureTables.deciding_bytes``), their verdicts
+remembered with those bytes. Either way verdicts are spread over the packets with numpy.
 What it learns is kept as small tables keyed by the flow key (``hash``, ``check``) and a
 timestamp, so that ``classify`` can attach it to the right flow at the end — whichever read
 chunk, and whichever order, the pieces came in:
