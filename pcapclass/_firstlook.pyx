@@ -1,17 +1,16 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""The first look at each flow's first payloads (which deserve a Python look, and a digest
-that finds identical ones), at the later packets of the flows the evidence stage follows, and
-the table of followed flows that wait unparsed.
+"""The first look at each flow's first payloads (which deserve a closer look, by their first
+bytes and ports), at the later packets of the flows the evidence stage follows, and the table
+of followed flows that wait unparsed (what the payloads say is ``_identify``'s).
 
 Why compiled: every flow has up to two first payloads, and for each the evidence stage needs
-a dozen facts from its first bytes and ports plus a 64-bit digest of all its bytes. With
-numpy that was some thirty passes over the batch and a gather of bytes per payload; here it
-is one pass that reads each byte once. Likewise every payload packet is checked for
+a dozen facts from its first bytes and ports. With numpy that was some thirty passes over the
+batch and a gather of bytes per payload; here it is one pass. Likewise every payload packet is checked for
 belonging to a followed flow, and most of those need no Python look: one pass, not fifteen
 numpy calls and a loop per batch.
 """
 
-from libc.string cimport memcmp, memcpy
+from libc.string cimport memcmp
 
 import numpy as np
 
@@ -30,7 +29,7 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
                 const unsigned char[::1] must_client, long long direct_push_port,
                 long long min_decisive):
     """For each first payload (packet ``first[i]`` of the batch's columns): ``(kind, server_port,
-    server_is_src, group)``.
+    server_is_src)``.
 
     * ``kind``: LOOK when its first bytes could start something ``identify`` knows (TCP), or
       it may be a Direct Push NOTIFY (UDP to or from ``direct_push_port``); QUIET when it is
@@ -39,21 +38,16 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
       by sender): an unrecognizable payload that contradicts its port; SKIP otherwise.
     * ``server_port``: the side on a service port (the lower one if both), -1 if neither;
       ``server_is_src``: that side sent the payload.
-    * ``group``: for a payload to LOOK at (0 for the others), a digest of all its bytes (8-byte
-      words in native order) and of ``look_context``: what finds a remembered verdict, which
-      ``same_payloads`` then confirms (a digest alone can collide).
     """
-    cdef Py_ssize_t n = first.shape[0], size = data.shape[0], i, k, j, avail, o, p
+    cdef Py_ssize_t n = first.shape[0], size = data.shape[0], i, k, avail, o, p
     kind_a = np.zeros(n, np.int8)
     port_a = np.empty(n, np.int64)
     src_a = np.zeros(n, np.bool_)
-    group_a = np.empty(n, np.uint64)
     cdef signed char[::1] kind = kind_a
     cdef long long[::1] server_port = port_a
     cdef unsigned char[::1] server_is_src = src_a.view(np.uint8)
-    cdef unsigned long long[::1] group = group_a
     cdef unsigned char b[8]
-    cdef unsigned long long word1, digest, w
+    cdef unsigned long long word1
     cdef long long sp, dp, length, spt
     cdef bint tcp, s_svc, d_svc, sis, smb0, silent, must
     with nogil:
@@ -82,26 +76,7 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
                 kind[i] = K_QUIET
             elif (tcp and not silent) or (not tcp and (sp == direct_push_port or dp == direct_push_port) and b[0] == 0x4E):
                 kind[i] = K_LOOK
-            if kind[i] != K_LOOK:  # only a payload to look at needs its digest
-                group[i] = 0
-                continue
-            # the digest: a multiply-rotate over the 8-byte words of every byte _inspect reads
-            digest = <unsigned long long>avail * GOLDEN
-            k = 0
-            while k < avail:
-                if avail - k >= 8:
-                    memcpy(&w, &data[o + k], 8)  # native order
-                else:
-                    w = 0
-                    for j in range(avail - k):
-                        w |= <unsigned long long>data[o + k + j] << (8 * j)
-                digest ^= w * 0x87C37B91114253D5ULL
-                digest = ((digest << 31) | (digest >> 33)) * 0x4CF5AD432745937FULL
-                k += 8
-            digest ^= <unsigned long long>_context(spt, tcp, sis) * 0xC2B2AE3D27D4EB4FULL
-            digest = (digest ^ (digest >> 33)) * 0xFF51AFD7ED558CCDULL
-            group[i] = digest ^ (digest >> 29)
-    return kind_a, port_a, src_a, group_a
+    return kind_a, port_a, src_a
 
 
 cdef inline long long _context(long long server_port, bint tcp, bint server_is_src) noexcept nogil:

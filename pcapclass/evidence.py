@@ -3,9 +3,12 @@
 ``EvidenceCollector.feed`` sees every decoded batch (with its flow keys) and looks at payloads
 only where vectorized prefilters point: the first payload of each flow in each direction, and
 the packets of the few flows it follows further (DCE/RPC connections that may still reveal an
-endpoint-mapper reply or a push-notification registration, RPC over HTTP IN channels). Identical
-first payloads (the same banner, the same bind, in the same context) are inspected once, and
-their verdicts are remembered with their bytes and spread over every later one with numpy.
+endpoint-mapper reply or a push-notification registration, RPC over HTTP IN channels). A first
+payload is looked at in compiled code (``SignatureTables.facts``): most are decided by their
+facts alone (labels, greeting flags, port, sender), from a table filled once per distinct
+combination; the few that need parsing (binds, HTTP requests, EHLO replies) are inspected in
+Python once per distinct deciding bytes (``SignatureTables.deciding_bytes``), their verdicts
+remembered with those bytes. Either way verdicts are spread over the packets with numpy.
 What it learns is kept as small tables keyed by the flow key (``hash``, ``check``) and a
 timestamp, so that ``classify`` can attach it to the right flow at the end — whichever read
 chunk, and whichever order, the pieces came in:
@@ -33,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from . import signatures as sig
 from ._firstlook import (
     LOOK,
     QUIET,
@@ -44,6 +48,24 @@ from ._firstlook import (
     same_payloads,
 )
 from ._flowhash import KeyIndex
+from ._identify import (
+    AS_CLIENT_SHIFT,
+    AS_SERVER_SHIFT,
+    DCERPC_PLAIN,
+    EHLO_MARKERS,
+    LABEL_MASK,
+    LABEL_NAMES,
+    LONG,
+    NOTIFY,
+    REQUEST_LINE,
+    SHARED_MASK,
+    SHARED_NAMES,
+    SHARED_SHIFT,
+    SMTP_BANNER,
+    PathRules,
+    SignatureTables,
+)
+from ._identify import EXCHANGE_GREETING as GREETS_EXCHANGE
 from .dcerpc import (
     AUTH_LEVEL_PKT_PRIVACY,
     EMSMDB_INTERFACE,
@@ -59,6 +81,7 @@ from .dcerpc import (
     PTYPE_MAX,
     PTYPE_REQUEST,
     PTYPE_RESPONSE,
+    RPC_VERS_MINORS,
     Interface,
     PduReassembler,
     load_interfaces,
@@ -73,7 +96,14 @@ from .dcerpc import (
 )
 from .decode import Packets
 from .flows import FlowKeys, Records
-from .http import HttpPathTable, classify_request, load_http_paths, parse_request_line
+from .http import (
+    MAX_METHOD_LEN,
+    MAX_REQUEST_LINE,
+    HttpPathTable,
+    classify_request,
+    load_http_paths,
+    parse_request_line,
+)
 from .notification_timing import NotificationTiming
 from .payload_memo import PayloadMemo
 from .servers import (
@@ -86,11 +116,8 @@ from .servers import (
 )
 from .signatures import (
     EXPECTED_PROTOCOLS,
-    exchange_greeting,
     exchange_smtp_markers,
-    greeting_line,
-    identify,
-    port_mismatch,
+    label_contradicts_port,
 )
 from .sources.batch import PacketBatch
 
@@ -103,6 +130,8 @@ EVIDENCE_VALUES = (*DECISIVE, "port", "port-mismatch", "heuristic", "none")
 INTERFACE_ONLY = "interface"
 #: a row that names only the protocol its payload starts (see ``signatures.identify``)
 PROTOCOL_ONLY = "protocol"
+#: the PDU types of calls (a connection's traffic once bound)
+_CALL_PTYPES = np.array([PTYPE_REQUEST, PTYPE_RESPONSE], dtype=np.uint8)
 #: a first payload that is one whole DCE/RPC call PDU: the connection was bound before the
 #: capture began if the other direction's first payload is one too (classify makes it ``dcerpc``)
 ONE_CALL = "dcerpc-call"
@@ -112,6 +141,8 @@ RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, O
 DEFAULT_EPM_EXPIRY = 300.0
 #: TCP/UDP port of Direct Push (docs/exchange-wire-facts.md §6)
 DIRECT_PUSH_PORT = 2883
+#: what a Direct Push request starts with (docs/exchange-wire-facts.md §6)
+DIRECT_PUSH_NOTIFY = (b"NOTIFY ", b"NOTIFY\t")
 #: endpoint-mapper ports (TCP 135; 593 for ncacn_http)
 EPM_PORTS = (135, 593)
 #: protocols a text signature names whatever the port (others only confirm or contradict one)
@@ -120,6 +151,22 @@ SIGNATURE_SERVICES = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4", "nntp": "
 DCERPC = "dcerpc"
 #: the Microsoft SMTP service's greeting (IIS; Exchange 2003 runs on it)
 MICROSOFT_SMTP_BANNER = b"MICROSOFT ESMTP MAIL SERVICE"
+
+#: signatures.py's byte strings and sets, for the compiled first look (``SignatureTables.facts``)
+SIGNATURE_TABLES = SignatureTables(
+    smtp_prefixes=sig.SMTP_SERVER_PREFIXES, smtp_words=sig.SMTP_GREETING_WORDS, ftp_words=sig.FTP_GREETING_WORDS,
+    smtp_commands=sig.SMTP_CLIENT_COMMANDS, pop3_prefixes=sig.POP3_SERVER_PREFIXES, pop3_shared=(sig.POP3_SHARED_PREFIX,),
+    imap_prefixes=sig.IMAP_SERVER_PREFIXES, nntp_prefixes=sig.NNTP_SERVER_PREFIXES, nntp_words=sig.NNTP_GREETING_WORDS,
+    http_status=(sig.HTTP_STATUS_PREFIX,), ssh=(sig.SSH_PREFIX,), resp_array=(sig.RESP_ARRAY,),
+    exchange_greeting=(sig.EXCHANGE_GREETING.upper(),), smtp_banner=(MICROSOFT_SMTP_BANNER,), ncacn_http=(NCACN_HTTP_GREETING,),
+    ehlo_keywords=tuple(k.encode("ascii") for k in sorted(sig.EXCHANGE_SMTP_KEYWORDS)), smb_ids=sig.SMB_PROTOCOL_IDS,
+    rdp_cookies=(sig.RDP_COOKIE, sig.RDP_ROUTING_TOKEN), cotp_codes=sig.COTP_CODES, rdp_neg_types=sig.RDP_NEG_TYPES,
+    rdp_neg_failure=sig.RDP_NEG_FAILURE, ldap_ops=sig.LDAP_OPS, ldap_primitive_ops=sig.LDAP_PRIMITIVE_OPS,
+    rpc_minors=RPC_VERS_MINORS, ptype_max=PTYPE_MAX, bind_ptypes=(PTYPE_BIND, PTYPE_ALTER_CONTEXT), notify=DIRECT_PUSH_NOTIFY,
+    greeting_line=sig.GREETING_LINE, min_decisive=sig.MIN_DECISIVE_PAYLOAD,
+    max_request_line=MAX_REQUEST_LINE, max_method=MAX_METHOD_LEN,
+)  # fmt: skip
+_DCERPC_CODE, _NCACN_HTTP_CODE = LABEL_NAMES.index("dcerpc"), LABEL_NAMES.index("ncacn_http")
 
 #: packets a followed flow is looked at before it is let go
 MAX_TRACKED_PACKETS = 48
@@ -303,6 +350,8 @@ def _calls(pdus: list[bytes]) -> list[_Verdict]:
 
 #: an EHLO reply with Exchange's keywords
 _EXCHANGE_EHLO = _Verdict("signature", "smtp", "exchange-smtp", server_is_sender=1, protocol="smtp", proof=EXCHANGE_SMTP)
+#: a Direct Push request
+_DIRECT_PUSH = _Verdict("signature", "activesync", "direct-push", protocol="http", proof=EXCHANGE_HTTP)
 #: a UDP datagram to a registered callback carrying the registered blob
 _NOTIFICATION = _Verdict("registration", "information-store", "new-mail-notification")
 #: a short datagram that its receiver's DCE/RPC request to its sender followed at once
@@ -355,6 +404,12 @@ class _VerdictSets:
     def add(self, digest: int, context: int, payload: bytes, vids: list[int], follow: bool, marker: bool,
             preset: list[tuple[int, str]] | None) -> int:  # fmt: skip
         """The set of what ``payload`` says, which is remembered for it (in ``context``)."""
+        sid = self.set_of(vids, follow, marker, preset)
+        self.payloads.remember(digest, context, payload, sid)
+        return sid
+
+    def set_of(self, vids: list[int], follow: bool, marker: bool, preset: list[tuple[int, str]] | None) -> int:
+        """The set of these verdicts (added if new)."""
         key = (tuple(vids), follow, marker, tuple(preset) if preset is not None else None)
         sid = self._ids.get(key)
         if sid is None:
@@ -363,7 +418,6 @@ class _VerdictSets:
             self._follow.append(follow)
             self._marker.append(marker)
             self.presets.append(preset)
-        self.payloads.remember(digest, context, payload, sid)
         return sid
 
     def build(self) -> None:
@@ -399,6 +453,10 @@ class EvidenceCollector:
     ) -> None:
         self.interfaces = interfaces if interfaces is not None else load_interfaces()
         self.http_paths = http_paths if http_paths is not None else load_http_paths()
+        rpc = self.http_paths.rpc_http
+        self._path_rules = PathRules(prefixes=[r.prefix for r in self.http_paths.paths], queries=[[(q.param, q.value) for q in r.queries]
+                                                                                                    for r in self.http_paths.paths],
+                                     rpc_methods=sorted(rpc.methods))  # fmt: skip
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
@@ -422,6 +480,9 @@ class EvidenceCollector:
         self._sets = _VerdictSets()
         #: verdict id of an unrecognizable first payload, by server port * 2 + sent by the server (-1: none yet)
         self._quiet_vids = np.full(2 * 65536, -1, dtype=np.int32)
+        #: verdict set of a first payload that needs no parsing, by ``_fact_key`` (sorted; filled
+        #: once per distinct key)
+        self._fact_keys, self._fact_sids = np.zeros(0, np.int64), np.zeros(0, np.int64)
         #: followed flows with a stream waiting for the rest of a PDU (or of HTTP headers)
         self._cont: set[int] = set()
         #: this batch's newly followed flows: (hashes, index of the packet that started each)
@@ -479,10 +540,10 @@ class EvidenceCollector:
             self._add_rows(keys, pk, timed, np.full(timed.size, self._vid(_TIMED), dtype=np.int32))
 
     def _first_payloads(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp],
-                        looks: tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.uint64]]) -> None:  # fmt: skip
+                        looks: tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.bool_]]) -> None:  # fmt: skip
         """First payload of a flow in one direction (``looks``: what ``first_looks`` said of
         them): vectorized shortcuts, then one look per distinct payload."""
-        kind, server_port, server_is_src, group = looks
+        kind, server_port, server_is_src = looks
         # an unrecognizable first payload on a port whose protocol must show: port-mismatch
         quiet = np.flatnonzero(kind == QUIET)
         if quiet.size:
@@ -498,34 +559,33 @@ class EvidenceCollector:
         if not look.size:
             return
         sel = idx[look]
-        self._inspect_distinct(data, pk, keys, sel, pk.proto[sel] == IPPROTO_TCP, server_port[look], server_is_src[look], group[look])
+        self._inspect_distinct(data, pk, keys, sel, pk.proto[sel] == IPPROTO_TCP, server_port[look], server_is_src[look])
 
     def _inspect_distinct(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                           tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
-                          server_is_src: npt.NDArray[np.bool_], group: npt.NDArray[np.uint64]) -> None:  # fmt: skip
-        # identical first payloads (same banner, same bind) are looked at once, ever: known by
-        # first_looks' digest, then by their bytes and context (port guess, transport, sender)
+                          server_is_src: npt.NDArray[np.bool_]) -> None:  # fmt: skip
+        """Verdicts of first payloads ``sel``: those whose compiled facts decide them from a
+        table, the others (DCE/RPC binds, HTTP requests, ``ncacn_http``, EHLO replies) by one
+        Python look per distinct payload."""
         sets = self._sets
         off, plen = pk.payload_off[sel], pk.payload_len[sel]
-        context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8))
-        sid = sets.payloads.find(data, off, plen, group, context)
-        new = np.flatnonzero(sid < 0)
-        while new.size:
-            # one look per digest; the payloads that are its bytes share its verdicts, the others
-            # (a digest collision) go round again
-            _, first_of, which = np.unique(group[new], return_index=True, return_inverse=True)
-            looked = new[first_of]
-            got = []
-            # Python ints and bools made in one go, not a numpy scalar per payload and field
-            for digest, o, n, ctx, t, port, src in zip(*(a[looked].tolist() for a in (group, off, plen, context, tcp, server_port, server_is_src))):
-                payload = data[o : o + n].tobytes()
-                v, fol, mark = self._inspect(payload, t, port, src)
-                got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, mark, self._preset))
-            sid[looked] = got
-            rep = looked[which]
-            same = (context[new] == context[rep]) & same_payloads(data, off[new], plen[new], data, off[rep], plen[rep])
-            sid[new[same]] = sid[rep[same]]
-            new = new[sid[new] < 0]
+        facts = SIGNATURE_TABLES.facts(data, off, plen)
+        label = (facts >> AS_SERVER_SHIFT) & LABEL_MASK
+        dcerpc = label == _DCERPC_CODE
+        # whole PDUs with no bind decide by their facts, unless they are calls: a connection
+        # seen mid-stream, whose PDU count and first operation the verdict names (few per capture)
+        calls = dcerpc & (facts & DCERPC_PLAIN != 0)
+        calls[calls] = np.isin(data[off[calls] + 2], _CALL_PTYPES)
+        parse = tcp & ((facts & (REQUEST_LINE | EHLO_MARKERS) != 0) | (dcerpc & (facts & DCERPC_PLAIN == 0)) | calls
+                       | (label == _NCACN_HTTP_CODE))  # fmt: skip
+        sid = np.empty(sel.size, np.int64)
+        decided = np.flatnonzero(~parse)
+        if decided.size:
+            sid[decided] = self._fact_sets(facts[decided], tcp[decided], server_port[decided], server_is_src[decided])
+        looked = np.flatnonzero(parse)
+        if looked.size:
+            sid[looked] = self._parsed_sets(data, off[looked], plen[looked], tcp[looked], server_port[looked],
+                                            server_is_src[looked], facts[looked])  # fmt: skip
         sets.build()
         # spread each payload's verdicts over its packets
         per_pkt = sets.n[sid]
@@ -541,6 +601,64 @@ class EvidenceCollector:
         js = np.flatnonzero(sets.follow[sid])
         if js.size:
             self._start_following(data, pk, keys, sel, js, server_port, sid)
+
+    def _fact_sets(self, facts: npt.NDArray[np.int32], tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
+                   server_is_src: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:  # fmt: skip
+        """The verdict set of each payload whose facts alone decide it, from the table of
+        distinct (facts, transport, server port, sender) met so far; a key met for the first
+        time is decided here, once."""
+        key = (facts.astype(np.int64) << 19) | (tcp.astype(np.int64) << 18) | ((server_port + 1) << 1) | server_is_src
+        at = np.searchsorted(self._fact_keys, key)
+        known = self._fact_keys[np.minimum(at, self._fact_keys.size - 1)] == key if self._fact_keys.size else np.zeros(key.size, bool)
+        if not known.all():
+            new = np.unique(key[~known])
+            sids = [self._fact_set(k >> 19, bool(k >> 18 & 1), (k >> 1 & 0x1FFFF) - 1, bool(k & 1)) for k in new.tolist()]
+            keys = np.concatenate([self._fact_keys, new])
+            order = np.argsort(keys)
+            self._fact_keys, self._fact_sids = keys[order], np.concatenate([self._fact_sids, sids]).astype(np.int64)[order]
+            at = np.searchsorted(self._fact_keys, key)
+        return self._fact_sids[at]
+
+    def _fact_set(self, facts: int, tcp: bool, server_port: int, server_is_src: bool) -> int:
+        """The verdict set of a payload its facts decide: a UDP Direct Push request, a TCP
+        payload by its labels (a DCE/RPC one of whole PDUs without binds also by whether its
+        flow is followed: on an endpoint-mapper port, for the reply towers)."""
+        if not tcp:
+            return self._sets.set_of([self._vid(_DIRECT_PUSH)] if facts & NOTIFY else [], False, False, None)
+        v = self._facts_verdict(facts, server_port, server_is_src, False)
+        follow = (facts >> AS_SERVER_SHIFT) & LABEL_MASK == _DCERPC_CODE and server_port in EPM_PORTS
+        return self._sets.set_of([self._vid(v)] if v is not None else [], follow, False, None)
+
+    def _parsed_sets(self, data: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], plen: npt.NDArray[np.int64],
+                     tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64], server_is_src: npt.NDArray[np.bool_],
+                     facts: npt.NDArray[np.int32]) -> npt.NDArray[np.int64]:  # fmt: skip
+        """The verdict set of each payload that needs parsing: those that say the same (same
+        deciding bytes, as ``deciding_bytes`` leaves them, same facts, same context: port guess,
+        transport, sender) are looked at once, ever, found by digest, then by those bytes and
+        context; ``_inspect`` reads the deciding bytes and the facts of the payload itself."""
+        sets = self._sets
+        context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8)) | (facts.astype(np.int64) << 20)
+        buf, off, plen, group = SIGNATURE_TABLES.deciding_bytes(data, off, plen, context, self._path_rules)
+        sid = sets.payloads.find(buf, off, plen, group, context)
+        new = np.flatnonzero(sid < 0)
+        while new.size:
+            # one look per digest; the payloads that are its bytes share its verdicts, the others
+            # (a digest collision) go round again
+            _, first_of, which = np.unique(group[new], return_index=True, return_inverse=True)
+            looked = new[first_of]
+            got = []
+            # Python ints and bools made in one go, not a numpy scalar per payload and field
+            for digest, o, n, ctx, port, src, fact in zip(*(a[looked].tolist() for a in (group, off, plen, context, server_port, server_is_src,
+                                                                                              facts))):  # fmt: skip
+                payload = buf[o : o + n].tobytes()
+                v, fol, mark = self._inspect(payload, port, src, fact)
+                got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, mark, self._preset))
+            sid[looked] = got
+            rep = looked[which]
+            same = (context[new] == context[rep]) & same_payloads(buf, off[new], plen[new], buf, off[rep], plen[rep])
+            sid[new[same]] = sid[rep[same]]
+            new = new[sid[new] < 0]
+        return sid
 
     def _start_following(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                          js: npt.NDArray[np.intp], server_port: npt.NDArray[np.int64], sid: npt.NDArray[np.int64]) -> None:  # fmt: skip
@@ -591,19 +709,15 @@ class EvidenceCollector:
             vid = self._vid(_EXCHANGE_EHLO)
             self._add_rows(keys, pk, np.array(proven, dtype=np.intp), np.full(len(proven), vid, dtype=np.int32))
 
-    def _inspect(self, payload: bytes, tcp: bool, server_port: int, server_is_src: bool) -> tuple[list[_Verdict], bool, bool]:
-        """Verdicts of one first payload; whether to follow the flow; whether it proves an
-        Exchange SMTP server (its sender). Sets ``self._preset``: the contexts its binds
-        name when they are all it holds, or none for an IN channel's bare HTTP headers (a
-        followed flow then starts from them unparsed, at a PDU boundary)."""
+    def _inspect(self, payload: bytes, server_port: int, server_is_src: bool, facts: int) -> tuple[list[_Verdict], bool, bool]:
+        """Verdicts of one TCP first payload (``facts``: what ``SignatureTables.facts`` says of it);
+        whether to follow the flow; whether it proves an Exchange SMTP server (its sender).
+        Sets ``self._preset``: the contexts its binds name when they are all it holds, or none
+        for an IN channel's bare HTTP headers (a followed flow then starts from them unparsed,
+        at a PDU boundary)."""
         self._preset = None
         verdicts: list[_Verdict] = []
-        if not tcp:
-            if payload.startswith((b"NOTIFY ", b"NOTIFY\t")):
-                verdicts.append(_Verdict("signature", "activesync", "direct-push", protocol="http", proof=EXCHANGE_HTTP))
-            return verdicts, False, False
         follow = False
-        sender_srv = int(server_is_src) if server_port >= 0 else -1
         if payload[0] == 5 and looks_like_dcerpc(payload):
             pdus = PduReassembler(resync_segments=0).feed(payload)
             whole = sum(map(len, pdus)) == len(payload)
@@ -635,43 +749,52 @@ class EvidenceCollector:
                     follow = hv.evidence == "rpc-http" and req.method.upper() == "RPC_IN_DATA"
                     if follow and payload.find(b"\r\n\r\n") == len(payload) - 4:
                         self._preset = []  # headers only: the flow waits for its PDUs as a bind's does
-        markers = False
-        if payload.startswith(b"250") and exchange_smtp_markers(payload):
-            markers = True
+        markers = bool(facts & EHLO_MARKERS)
+        if markers:
             verdicts.append(_EXCHANGE_EHLO)
-        # the protocol the bytes start, and what the port expects
-        as_server, as_client = identify(payload, from_server=True), identify(payload, from_server=False)
+        label = self._facts_verdict(facts, server_port, server_is_src, any(x.protocol for x in verdicts))
+        return ([*verdicts, label] if label is not None else verdicts), follow, markers
+
+    @staticmethod
+    def _facts_verdict(facts: int, server_port: int, server_is_src: bool, protocol_known: bool) -> _Verdict | None:
+        """What a TCP first payload's facts (``SignatureTables.facts``) say about the protocol
+        its bytes start and what its server port expects; ``protocol_known``: a verdict of its
+        parsed content already names its protocol."""
+        as_server = LABEL_NAMES[(facts >> AS_SERVER_SHIFT) & LABEL_MASK]
+        as_client = LABEL_NAMES[(facts >> AS_CLIENT_SHIFT) & LABEL_MASK]
+        sender_srv = int(server_is_src) if server_port >= 0 else -1
         if as_server != as_client:  # text: the content says who sent it
             from_server = as_client is None
             label = as_server if from_server else as_client
             if sender_srv == -1 or bool(sender_srv) != from_server:
                 # the port guess disagrees, or there was none: the port expectation cannot be used
-                verdicts.append(self._named(payload, label, from_server))
-                return verdicts, follow, markers
+                return EvidenceCollector._named(facts, label, from_server)
         else:
             from_server, label = bool(server_is_src), as_server
         exp = EXPECTED_PROTOCOLS.get(server_port) if server_port >= 0 else None
-        if exp is not None and port_mismatch(server_port, payload, from_server=from_server):
-            verdicts.append(_Verdict(MISMATCH, "", f"{label or 'unrecognized payload'} on tcp/{server_port}", server_is_sender=int(from_server),
-                                     protocol=label or ""))  # fmt: skip
-        elif label is not None and label not in SIGNATURE_SERVICES and exp is not None:
+        shared = SHARED_NAMES[(facts >> SHARED_SHIFT) & SHARED_MASK] if from_server else None
+        if exp is not None and label_contradicts_port(server_port, label, shared, bool(facts & LONG), from_server=from_server):
+            return _Verdict(MISMATCH, "", f"{label or 'unrecognized payload'} on tcp/{server_port}", server_is_sender=int(from_server),
+                            protocol=label or "")  # fmt: skip
+        if label is not None and label not in SIGNATURE_SERVICES and exp is not None:
             # confirms the port: the port's service, decided by a signature
-            verdicts.append(_Verdict("signature", "", label, server_is_sender=int(from_server), protocol=label))
-        elif label is not None and not any(v.protocol for v in verdicts):
-            verdicts.append(self._named(payload, label, from_server))
-        return verdicts, follow, markers
+            return _Verdict("signature", "", label, server_is_sender=int(from_server), protocol=label)
+        if label is not None and not protocol_known:
+            return EvidenceCollector._named(facts, label, from_server)
+        return None
 
     @staticmethod
-    def _named(payload: bytes, label: str, from_server: bool) -> _Verdict:
+    def _named(facts: int, label: str | None, from_server: bool) -> _Verdict:
         """What a payload identified as ``label`` says: the service of a text protocol (with the
         proof an Exchange greeting is), else the protocol alone."""
         sender = int(from_server)
+        assert label is not None  # two different labels: one is not None
         if label not in SIGNATURE_SERVICES:
             return _Verdict(PROTOCOL_ONLY, "", label, server_is_sender=sender, protocol=label)
         service = SIGNATURE_SERVICES[label]
-        if from_server and exchange_greeting(payload):
+        if from_server and facts & GREETS_EXCHANGE:
             return _Verdict("signature", service, f"exchange-{service}", server_is_sender=sender, protocol=label, proof=EXCHANGE_GREETING)
-        if from_server and label == "smtp" and MICROSOFT_SMTP_BANNER in greeting_line(payload):
+        if from_server and label == "smtp" and facts & SMTP_BANNER:
             return _Verdict("signature", service, label, server_is_sender=sender, protocol=label, proof=MICROSOFT_SMTP_GREETING)
         return _Verdict("signature", service, label, server_is_sender=sender, protocol=label)
 

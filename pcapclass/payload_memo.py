@@ -1,7 +1,7 @@
 """First payloads remembered byte for byte, so that a verdict is reused only for the same bytes.
 
 A payload's verdict depends on all its bytes and on its context (port guess, transport, which
-side sent it: ``_firstlook.look_context``). ``first_looks`` digests both; a digest finds a
+side sent it: ``_firstlook.look_context``). ``deciding_bytes`` digests both; a digest finds a
 remembered payload with one binary search per batch, and ``same_payloads`` then compares the
 bytes and the context, because two different payloads can share a digest. What is remembered
 is capped by count and by bytes; past either cap it is all forgotten at once (a payload not

@@ -29,6 +29,7 @@ __all__ = [
     "exchange_smtp_markers",
     "expected_protocols",
     "identify",
+    "label_contradicts_port",
     "port_mismatch",
     "shared_prefix",
 ]
@@ -215,16 +216,29 @@ def port_mismatch(port: int, payload: bytes, *, from_server: bool) -> bool:
     >>> port_mismatch(691, b"anything", from_server=True)
     False
     """
-    exp = EXPECTED_PROTOCOLS.get(port)
-    if exp is None or not payload:
+    if not payload:
         return False
     label = identify(payload, from_server=from_server)
+    return label_contradicts_port(port, label, shared_prefix(payload), len(payload) >= MIN_DECISIVE_PAYLOAD, from_server=from_server)
+
+
+def label_contradicts_port(port: int, label: str | None, shared: str | None, decisive: bool, *, from_server: bool) -> bool:
+    """``port_mismatch`` from what is known of the payload: its ``identify`` label, its
+    ``shared_prefix`` and whether it is at least MIN_DECISIVE_PAYLOAD bytes long (the
+    compiled first look gives these for a whole batch).
+
+    >>> label_contradicts_port(110, None, "pop3", True, from_server=True)
+    False
+    """
+    exp = EXPECTED_PROTOCOLS.get(port)
+    if exp is None:
+        return False
     if label is not None:
         return label not in exp.labels
-    if from_server and shared_prefix(payload) in exp.labels:
+    if from_server and shared in exp.labels:
         return False  # a reply code the port's protocol shares with others: consistent, not proof
     must = exp.server_must_match if from_server else exp.client_must_match
-    return must and len(payload) >= MIN_DECISIVE_PAYLOAD
+    return must and decisive
 
 
 def shared_prefix(payload: bytes) -> str | None:

@@ -82,6 +82,26 @@ with PcapReader(sys.argv[1]) as reader:
 print(n, time.perf_counter() - t0, s)
 """
 
+#: how many first payloads the evidence stage looks at, and how many of them in Python (one
+#: ``_inspect`` call each: DCE/RPC PDUs, HTTP requests, EHLO replies...; the others are decided
+#: by the compiled first look), counted in a classify run of its own
+INSPECT_COUNT = r"""
+import sys
+import pcapclass
+from pcapclass.evidence import EvidenceCollector
+count = {"first": 0, "python": 0}
+distinct, inspect = EvidenceCollector._inspect_distinct, EvidenceCollector._inspect
+def counted_distinct(self, data, pk, keys, sel, *rest):
+    count["first"] += sel.size
+    return distinct(self, data, pk, keys, sel, *rest)
+def counted_inspect(self, *args):
+    count["python"] += 1
+    return inspect(self, *args)
+EvidenceCollector._inspect_distinct, EvidenceCollector._inspect = counted_distinct, counted_inspect
+pcapclass.classify_file(sys.argv[1])
+print(count["first"], count["python"])
+"""
+
 
 @dataclass
 class Run:
@@ -546,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scapy-packets", type=int, default=20_000,
                     help="size of the slice scapy reads (20,000)")
     ap.add_argument("--skip", action="append", default=[],
-                    choices=["tshark", "scapy", "tcpdump", "double", "no-payload"],
+                    choices=["tshark", "scapy", "tcpdump", "double", "no-payload", "looks"],
                     help="leave out one measurement (repeatable)")
     ap.add_argument("--skip-live", action="store_true",
                     help="skip the live replay benchmark (tcpreplay onto a veth pair)")
@@ -618,6 +638,14 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
             runs["pc"], runs["pc_np"] = best_of(a.repeat, mode(), mode("--no-payload"))
         else:
             runs["pc"], = best_of(a.repeat, mode())
+    looks = None
+    if pc_ok and "looks" not in a.skip:
+        log("  counting the evidence stage's looks at first payloads (a classify run of its own)")
+        r = subprocess.run([sys.executable, "-c", INSPECT_COUNT, str(capture)], capture_output=True, text=True, env=env,
+                           timeout=a.timeout, check=False)
+        looks = tuple(map(int, r.stdout.split())) if r.returncode == 0 else None
+        if looks is None:
+            log(f"  counting looks failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
     if "tshark" not in a.skip:
         warm(capture)
         cmd = ["tshark", "-n", "-r", str(capture), "-T", "fields", "-e", "ip.src", "-e", "ip.dst",
@@ -687,6 +715,9 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
             notes.append(f"  check: {runs[k].name}: breakdown.csv counts "
                          f"{x['packets_counted']:,} packets in {x.get('breakdown_rows', 0)} rows, "
                          f"flows.csv has {x.get('flows_rows', 0):,} flows")
+    if looks is not None:
+        notes.append(f"  looks: {looks[0]:,} first payloads looked at, {looks[1]:,} of them in Python "
+                     f"(EvidenceCollector._inspect calls; the others decided by the compiled first look)")
     print("\n".join(notes))
 
     def rate(k: str) -> float | None:

@@ -310,6 +310,7 @@ def checked_build() -> Path:
     the shipped ``False``), so that an out-of-bounds access is an IndexError instead of silent
     corruption; built once into CHECKED_TREE, again when a kernel's source changes."""
     CHECKED_TREE.mkdir(exist_ok=True)
+    shutil.copytree(REPO / "rules", CHECKED_TREE / "rules", dirs_exist_ok=True)  # the tables the package reads
     sources = sorted((REPO / "pcapclass").rglob("*.pyx"))
     stamp = "\n".join(f"{p}:{p.stat().st_mtime_ns}" for p in sources)
     if (CHECKED_TREE / "STAMP").is_file() and (CHECKED_TREE / "STAMP").read_text() == stamp:

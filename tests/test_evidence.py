@@ -347,11 +347,11 @@ def test_flow_index_joins_rows_to_the_flow_whose_key_and_span_fit() -> None:
     assert index.flows(h, check, ts).tolist() == [0, 2, -1, 1, -1, -1, -1]
 
 
-def _first_payload_capture(path: Path, payloads: list[tuple[int, bytes]]) -> Path:
-    """One TCP connection per (server port, server's first payload), a millisecond apart, all
-    in one read batch."""
+def _first_payload_capture(path: Path, payloads: list[tuple[int, bytes]], sender: str = "s") -> Path:
+    """One TCP connection per (server port, first payload of ``sender``: "s" server, "c"
+    client), a millisecond apart, all in one read batch."""
     fx = load_script()
-    convs = [fx.Conversation(f"10.0.1.{60 + k}", 1600 + k, fx.BACKEND, port, "tcp", [fx.Msg("s", p)])
+    convs = [fx.Conversation(f"10.0.1.{60 + k}", 1600 + k, fx.BACKEND, port, "tcp", [fx.Msg(sender, p)])
              for k, (port, p) in enumerate(payloads)]  # fmt: skip
     net = fx.Net(fx.SEED)
     pkts = sorted((p for k, c in enumerate(convs) for p in fx.mf.tcp_conversation(net, c, fx.T0 + k * 1_000_000)), key=lambda p: p.ts_ns)
@@ -393,8 +393,16 @@ def test_a_payload_colliding_with_another_under_the_old_digest_gets_its_own_verd
 def test_forgetting_remembered_payloads_inside_a_batch_gives_no_other_payload_verdict(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """Three greetings in one batch with room for two remembered payloads: the memory is
-    forgotten while the third is added, and each flow still keeps its own greeting's verdict."""
+    forgotten while the third is added, and each flow still keeps its own greeting's verdict.
+    Greetings are decided by their compiled facts; HTTP requests, parsed in Python, are what
+    is remembered, and they too keep their own verdicts."""
     monkeypatch.setattr(payload_memo, "MAX_PAYLOADS", 2)
+    requests = [b"GET /exchange/jo/ HTTP/1.1\r\n\r\n", b"GET /public/x HTTP/1.1\r\n\r\n", b"GET /ExAdmin/ HTTP/1.1\r\n\r\n"]
+    path = _first_payload_capture(tmp_path / "three_requests.pcap", [(80, r) for r in requests], sender="c")
+    flows = decided(pcapclass.classify_file(path, servers=SERVERS).flows)
+    assert [flows[(f"10.0.1.{60 + k}", 1600 + k, 80)][:3] for k in range(3)] == [
+        ("www", "http", "owa"), ("www", "http", "public-folders"), ("www", "http", "admin"),
+    ]  # fmt: skip
     path = _first_payload_capture(tmp_path / "three.pcap", [
         (110, b"+OK POP3 server ready\r\n"), (143, b"* OK IMAP4rev1 server ready\r\n"), (119, b"200 NNTP Service ready\r\n"),
     ])  # fmt: skip
@@ -406,15 +414,18 @@ def test_forgetting_remembered_payloads_inside_a_batch_gives_no_other_payload_ve
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_a_digest_shared_by_every_payload_changes_no_verdict(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With first_looks' digest forced to one value for every payload, verdicts are still
+    """With deciding_bytes' digest forced to one value for every payload, verdicts are still
     those of each payload's own bytes: a digest only finds candidates, the bytes decide."""
-    real = evidence_module.first_looks
+    real = evidence_module.SIGNATURE_TABLES
 
-    def colliding(*args: object) -> tuple[np.ndarray, ...]:
-        kind, port, src, group = real(*args)
-        return kind, port, src, np.where(group != 0, np.uint64(12345), group)
+    class Colliding:
+        facts = real.facts
 
-    monkeypatch.setattr(evidence_module, "first_looks", colliding)
+        def deciding_bytes(self, *args: object) -> tuple[np.ndarray, ...]:
+            buf, off, length, group = real.deciding_bytes(*args)
+            return buf, off, length, np.full_like(group, 12345)
+
+    monkeypatch.setattr(evidence_module, "SIGNATURE_TABLES", Colliding())
     result = pcapclass.classify_file(EVIDENCE / name, servers=SERVERS)
     assert decided(result.flows) == EXPECTED[name]
 
