@@ -38,7 +38,7 @@ from .report import Outputs, write_outputs
 from .rules import RuleSet, load_rules
 from .servers import load_server_evidence, merged
 from .sources import CaptureFile, PacketBatch
-from .summarize import breakdown, merge, partial_breakdown
+from .summarize import DEFAULT_BY, breakdown, grouping, merge, partial_breakdown, top
 
 DEFAULT_IDLE_TIMEOUT = 120.0
 DEFAULT_MAX_FLOWS = 2_000_000
@@ -351,8 +351,14 @@ class Classifier:
             self.end()
         return counts
 
-    def result(self, *, by: Sequence[str] = ("service", "direction")) -> Result:
-        """Classify every finished flow and summarize, all in memory (``flows`` has them all)."""
+    def result(self, *, by: Sequence[str] = DEFAULT_BY, top_groups: int | None = None) -> Result:
+        """Classify every finished flow and summarize, all in memory (``flows`` has them all).
+
+        ``by``: the flow label columns the breakdown groups by; ``top_groups``: keep the
+        largest groups of each service, the rest summed in one row (``summarize.top``).
+        Raises ValueError for a ``by`` column that is not a flow label.
+        """
+        by = grouping(by)
         blocks = list(self.store.blocks())
         recs = Records.concat([r for r, _, _ in blocks])
         index = np.concatenate([i for _, i, _ in blocks]) if blocks else np.zeros(0, np.int64)
@@ -366,9 +372,10 @@ class Classifier:
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows, server_rules=self.server_rules)
         flows = self._labelled(flows, index)
-        return self._result(flows, breakdown(flows, self._order, by), np.bincount(index, minlength=len(self.counts)), servers)
+        summary = top(breakdown(flows, self._order, by), top_groups, by)
+        return self._result(flows, summary, np.bincount(index, minlength=len(self.counts)), servers)
 
-    def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = ("service", "direction")) -> Result:
+    def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = DEFAULT_BY, top_groups: int | None = None) -> Result:
         """Classify and write flows.csv, breakdown.csv and capture.csv to ``outdir``.
 
         Flows are classified and written block by block, so memory stays bounded however
@@ -377,9 +384,11 @@ class Classifier:
         decided as if all flows were one. The returned Result carries the breakdown and the
         per-capture rows; its ``flows`` is empty (they are in flows.csv). The three files
         appear together, when all are written; raises OutputError when they cannot be.
+        ``by`` and ``top_groups`` as for ``result``.
         """
+        by = grouping(by)
         if self.store.one_block:
-            result = self.result(by=by)
+            result = self.result(by=by, top_groups=top_groups)
             write_outputs(result, outdir)
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
@@ -406,7 +415,7 @@ class Classifier:
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
                 counts += np.bincount(index, minlength=len(self.counts))
-            result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
+            result = self._result(empty_flows(), top(merge(parts, self._order, by), top_groups, by), counts, servers)
             out.write("breakdown.csv", result.breakdown)
             out.write("servers.csv", servers.evidence)
             out.write("capture.csv", result.captures)
@@ -479,7 +488,8 @@ def classify_file(
     max_flows: int = DEFAULT_MAX_FLOWS,
     payload: bool = True,
     epm_expiry: float = DEFAULT_EPM_EXPIRY,
-    by: Sequence[str] = ("service", "direction"),
+    by: Sequence[str] = DEFAULT_BY,
+    top_groups: int | None = None,
 ) -> Result:
     """Classify one capture file (pcap, pcapng, gzip; ``-`` for stdin).
 
@@ -487,8 +497,9 @@ def classify_file(
     it, ``partial`` is true and ``error`` says where. A file that cannot be opened, or is
     not a capture at all, raises CaptureError. ``payload=False`` skips the payload stage
     (services by port only); ``epm_expiry`` is how long an endpoint-mapper reply vouches for
-    the port it handed out; ``by`` groups the breakdown (add ``"detail"`` for OWA / ActiveSync /
-    RPC over HTTP ... rows).
+    the port it handed out; ``by`` groups the breakdown by any flow label columns (add
+    ``"detail"`` for OWA / ActiveSync / RPC over HTTP ... rows; ValueError for others);
+    ``top_groups`` keeps the largest groups of each service, the rest summed in one row.
 
     >>> r = classify_file("tests/fixtures/pcaps/exchange_services.pcap")  # doctest: +SKIP
     >>> r.breakdown[["service", "direction", "packets"]]  # doctest: +SKIP
@@ -496,4 +507,4 @@ def classify_file(
     clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows,
                      payload=payload, epm_expiry=epm_expiry)  # fmt: skip
     clf.read(path)
-    return clf.result(by=by)
+    return clf.result(by=by, top_groups=top_groups)

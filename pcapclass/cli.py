@@ -38,6 +38,7 @@ from .report import make_outdir, print_table
 from .rules import RuleSet, load_rules
 from .sources import ReadAnomalies
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
+from .summarize import DEFAULT_BY, grouping
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -86,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the payload stage: services by port only (no bind, epm, http, signature evidence)")  # fmt: skip
     c.add_argument("--epm-expiry", type=_positive_float, default=DEFAULT_EPM_EXPIRY, metavar="SECONDS",
                    help="how long an endpoint-mapper reply vouches for the port it handed out, either side of it (default: %(default)s)")  # fmt: skip
-    c.add_argument("--by", action="append", choices=["detail"], default=[],
-                   help="also group the breakdown by this flow column (detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...)")  # fmt: skip
+    c.add_argument("--by", action="extend", type=_columns, default=[], metavar="COLUMN[,COLUMN...]",
+                   help="also group the breakdown by these flow label columns, after service and direction; repeatable "
+                        "(detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...; server_addr, client_addr, protocol, capture ...)")
+    c.add_argument("--top", type=_positive_int, metavar="N",
+                   help="keep the N largest groups (by bytes) of each service in the breakdown, the rest summed in one (other) row")  # fmt: skip
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
 
     sub.add_parser("rules", parents=[rules_opts], help="print the service table the classifier uses")
@@ -120,6 +124,14 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
     return value
+
+
+def _columns(text: str) -> list[str]:
+    """``--by``'s comma-separated flow label columns."""
+    try:
+        return list(grouping([c.strip() for c in text.split(",") if c.strip()]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -270,7 +282,7 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
             _warn(f"{counts.capture}: read anyway, counted in capture.csv: {odd}")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
-    result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))
+    result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top)
     if not args.quiet:
         print_table(result, sys.stdout)
         print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv, servers.csv")

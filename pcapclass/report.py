@@ -14,8 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
+from . import schema
 from .classify import Servers
 from .errors import OutputError, PcapclassError
+from .summarize import DEFAULT_BY
 
 if TYPE_CHECKING:
     from .api import Result
@@ -182,19 +184,21 @@ def human(n: float) -> str:
 
 
 def print_table(result: Result, stream: TextIO) -> None:
-    """The breakdown as an aligned text table, with totals and the servers used."""
+    """The breakdown as an aligned text table (its grouping columns, then the counts), with
+    totals and the servers used."""
     b = result.breakdown
-    headers = ["service", "direction", "flows", "packets", "bytes", "c→s bytes", "s→c bytes", "share"]
+    keys = [c for c in b.columns if c not in schema.names(schema.BREAKDOWN) or c in DEFAULT_BY]
+    headers = [*keys, "flows", "packets", "bytes", "c→s bytes", "s→c bytes", "share"]
     total_bytes = int(b["bytes"].sum()) if len(b) else 0
     rows = [
-        [r.service, r.direction, f"{r.flows:,}", f"{r.packets:,}", human(r.bytes), human(r.bytes_c2s), human(r.bytes_s2c),
-         f"{(r.bytes / total_bytes if total_bytes else 0):.1%}"]
-        for r in b.itertuples(index=False)
+        [*(r[k] for k in keys), f"{r['flows']:,}", f"{r['packets']:,}", human(r["bytes"]), human(r["bytes_c2s"]), human(r["bytes_s2c"]),
+         f"{(r['bytes'] / total_bytes if total_bytes else 0):.1%}"]
+        for r in b.to_dict("records")
     ]  # fmt: skip
-    rows.append(["total", "", f"{int(b['flows'].sum()) if len(b) else 0:,}", f"{int(b['packets'].sum()) if len(b) else 0:,}",
-                 human(total_bytes), "", "", ""])  # fmt: skip
+    rows.append(["total", *[""] * (len(keys) - 1), f"{int(b['flows'].sum()) if len(b) else 0:,}",
+                 f"{int(b['packets'].sum()) if len(b) else 0:,}", human(total_bytes), "", "", ""])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    right = {2, 3, 4, 5, 6, 7}
+    right = range(len(keys), len(headers))
     fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     print(fmt(headers), file=stream)
     print("  ".join("-" * w for w in widths), file=stream)

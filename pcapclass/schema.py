@@ -41,6 +41,11 @@ FLOWS: tuple[Column, ...] = (
     Column("tcp_flags_s2c", "category", "TCP flags the server sent"),
 )
 
+#: the flow columns a breakdown can be grouped by (``--by``): the labels, not the counters or times
+GROUP_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in FLOWS if not c.name.startswith(("packets_", "bytes_")) and c.name not in ("first_ts", "last_ts")
+)
+
 BREAKDOWN: tuple[Column, ...] = (
     Column("service", "string", "service id (as in flows)"),
     Column("direction", "string", "`inbound`, `outbound` or `other`"),
