@@ -34,7 +34,7 @@ from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError, CaptureInterruptedError, OutputError
 from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
 from .flows import FlowKeys, FlowTable, Records, flow_keys
-from .report import Outputs, write_outputs
+from .report import Format, Outputs, write_outputs
 from .rules import RuleSet, load_rules
 from .servers import load_server_evidence, merged
 from .sources import CaptureFile, PacketBatch
@@ -375,8 +375,10 @@ class Classifier:
         summary = top(breakdown(flows, self._order, by), top_groups, by)
         return self._result(flows, summary, np.bincount(index, minlength=len(self.counts)), servers)
 
-    def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = DEFAULT_BY, top_groups: int | None = None) -> Result:
-        """Classify and write flows.csv, breakdown.csv and capture.csv to ``outdir``.
+    def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = DEFAULT_BY, top_groups: int | None = None,
+              fmt: Format = Format.CSV) -> Result:
+        """Classify and write flows, breakdown, servers and capture to ``outdir`` (files
+        ``flows.csv`` ... or, with ``fmt``, ``.parquet`` or ``.jsonl``).
 
         Flows are classified and written block by block, so memory stays bounded however
         many flows the captures had; the Exchange servers and the RPC sessions that the
@@ -389,7 +391,7 @@ class Classifier:
         by = grouping(by)
         if self.store.one_block:
             result = self.result(by=by, top_groups=top_groups)
-            write_outputs(result, outdir)
+            write_outputs(result, outdir, fmt)
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
@@ -406,7 +408,7 @@ class Classifier:
             candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
             shared.sessions = rpc_sessions_among(candidates, self.networks, shared.known)
         with Outputs(outdir) as out:
-            writer = out.appender("flows.csv")
+            writer = out.appender(fmt.file("flows"))
             parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
             servers = Servers(networks=(), addresses=(), inferred=not self.networks)
             for recs, index, rows in self.store.blocks():
@@ -416,9 +418,9 @@ class Classifier:
                 parts.append(partial_breakdown(flows, by))
                 counts += np.bincount(index, minlength=len(self.counts))
             result = self._result(empty_flows(), top(merge(parts, self._order, by), top_groups, by), counts, servers)
-            out.write("breakdown.csv", result.breakdown)
-            out.write("servers.csv", servers.evidence)
-            out.write("capture.csv", result.captures)
+            out.write(fmt.file("breakdown"), result.breakdown)
+            out.write(fmt.file("servers"), servers.evidence)
+            out.write(fmt.file("capture"), result.captures)
         return result
 
     def close(self) -> None:

@@ -34,7 +34,7 @@ from .errors import CaptureError, CaptureInterruptedError, PcapclassError, Rules
 from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .progress import Progress
-from .report import make_outdir, print_table
+from .report import Format, make_outdir, print_table
 from .rules import RuleSet, load_rules
 from .sources import ReadAnomalies
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...; server_addr, client_addr, protocol, capture ...)")
     c.add_argument("--top", type=_positive_int, metavar="N",
                    help="keep the N largest groups (by bytes) of each service in the breakdown, the rest summed in one (other) row")  # fmt: skip
+    c.add_argument("--format", choices=[f.value for f in Format], default=Format.CSV.value,
+                   help="the tables' file format: csv and jsonl with ISO 8601 times beside the epoch ones, parquet typed (default: %(default)s)")  # fmt: skip
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
 
     sub.add_parser("rules", parents=[rules_opts], help="print the service table the classifier uses")
@@ -282,10 +284,10 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
             _warn(f"{counts.capture}: read anyway, counted in capture.csv: {odd}")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
-    result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top)
+    result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
     if not args.quiet:
         print_table(result, sys.stdout)
-        print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv, servers.csv")
+        print(f"wrote {args.outdir}/" + ", ".join(Format(args.format).file(t) for t in ("flows", "breakdown", "capture", "servers")))
     if clf.interrupted is not None:
         return 128 + clf.interrupted
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK

@@ -106,6 +106,26 @@ TIMESERIES: tuple[Column, ...] = (
 )
 
 
+#: epoch-seconds columns, and the ISO 8601 UTC text written beside each in CSV and JSONL
+#: (Parquet keeps the epoch alone: a reader's own types convert it)
+READABLE_TIMES: dict[str, str] = {
+    "first_ts": "first_time",
+    "last_ts": "last_time",
+    "interval_start": "interval_start_time",
+    "interval_end": "interval_end_time",
+}
+
+
+def with_readable_times(columns: tuple[Column, ...]) -> tuple[Column, ...]:
+    """``columns`` with each epoch column followed by its ISO 8601 twin: a text file's columns."""
+    out: list[Column] = []
+    for c in columns:
+        out.append(c)
+        if c.name in READABLE_TIMES:
+            out.append(Column(READABLE_TIMES[c.name], "string", f"`{c.name}` as ISO 8601 UTC, to the microsecond (`2004-05-13T10:17:07.311224Z`; CSV and JSONL only)"))
+    return tuple(out)
+
+
 def names(columns: tuple[Column, ...]) -> list[str]:
     """The column names, in order."""
     return [c.name for c in columns]

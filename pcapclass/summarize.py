@@ -142,5 +142,5 @@ def _text(column: pd.Series) -> pd.Series:
     """A key column as plain strings, as the flows' CSV writes it: booleans ``true``/``false``,
     missing values empty."""
     if pd.api.types.is_bool_dtype(column):
-        return column.map({True: "true", False: "false"}).astype(object)
-    return column.astype("string").fillna("").astype(object)
+        return column.map({True: "true", False: "false"}).astype(str)
+    return column.astype("string").fillna("").astype(str)
