@@ -39,6 +39,7 @@ from .rules import RuleSet, load_rules
 from .servers import load_server_evidence, merged
 from .sources import CaptureFile, PacketBatch
 from .summarize import DEFAULT_BY, breakdown, grouping, merge, partial_breakdown, top
+from .timeseries import PacketIntervals
 
 DEFAULT_IDLE_TIMEOUT = 120.0
 DEFAULT_MAX_FLOWS = 2_000_000
@@ -94,6 +95,8 @@ class Result:
     captures: pd.DataFrame
     servers: Servers
     errors: list[CaptureError] = field(default_factory=list)
+    #: per interval, service and direction (schema.TIMESERIES), when an interval was asked for
+    timeseries: pd.DataFrame | None = None
 
     @property
     def error(self) -> CaptureError | None:
@@ -245,6 +248,7 @@ class Classifier:
         max_flows: int = DEFAULT_MAX_FLOWS,
         payload: bool = True,
         epm_expiry: float = DEFAULT_EPM_EXPIRY,
+        interval: float | None = None,
     ) -> None:
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules or ())
         #: the payload stage (None with ``payload=False``: services by port only)
@@ -260,6 +264,8 @@ class Classifier:
         self.table = self._new_table()
         #: the signal that asked reading to stop (``interrupt``), or None
         self.interrupted: int | None = None
+        #: each packet's counts per interval, for the time series (``interval`` seconds), or None
+        self.intervals = PacketIntervals(interval) if interval is not None else None
 
     def _new_table(self) -> FlowTable:
         return FlowTable(idle_timeout_ns=self.idle_timeout_ns, max_flows=self.max_flows)
@@ -280,7 +286,12 @@ class Classifier:
     def _add(self, pk: Packets, keys: FlowKeys) -> npt.NDArray[np.intp]:
         """Count a decoded batch and add it to the flow table; its first payloads per flow."""
         self.counts[-1].add(pk)
-        return self.table.update(pk, keys)
+        if self.intervals is None:
+            return self.table.update(pk, keys)
+        started = np.empty(len(pk), dtype=np.int64)
+        first = self.table.update(pk, keys, started)
+        self.intervals.add(pk.ts_ns, pk.wirelen, keys, started)
+        return first
 
     def _look(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
         """The payload evidence of a batch the flow table has taken."""
@@ -373,7 +384,8 @@ class Classifier:
         flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows, server_rules=self.server_rules)
         flows = self._labelled(flows, index)
         summary = top(breakdown(flows, self._order, by), top_groups, by)
-        return self._result(flows, summary, np.bincount(index, minlength=len(self.counts)), servers)
+        series = [self.intervals.part(recs, flows)] if self.intervals is not None else []
+        return self._result(flows, summary, np.bincount(index, minlength=len(self.counts)), servers, series)
 
     def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = DEFAULT_BY, top_groups: int | None = None,
               fmt: Format = Format.CSV) -> Result:
@@ -409,17 +421,20 @@ class Classifier:
             shared.sessions = rpc_sessions_among(candidates, self.networks, shared.known)
         with Outputs(outdir) as out:
             writer = out.appender(fmt.file("flows"))
-            parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
+            parts, series, counts = [], [], np.zeros(len(self.counts), dtype=np.int64)
             servers = Servers(networks=(), addresses=(), inferred=not self.networks)
             for recs, index, rows in self.store.blocks():
                 flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows, self.server_rules)
                 flows = self._labelled(flows, index)
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
+                series += [self.intervals.part(recs, flows)] if self.intervals is not None else []
                 counts += np.bincount(index, minlength=len(self.counts))
-            result = self._result(empty_flows(), top(merge(parts, self._order, by), top_groups, by), counts, servers)
+            result = self._result(empty_flows(), top(merge(parts, self._order, by), top_groups, by), counts, servers, series)
             out.write(fmt.file("breakdown"), result.breakdown)
             out.write(fmt.file("servers"), servers.evidence)
+            if result.timeseries is not None:
+                out.write(fmt.file("timeseries"), result.timeseries)
             out.write(fmt.file("capture"), result.captures)
         return result
 
@@ -439,7 +454,8 @@ class Classifier:
         flows.insert(0, "capture", pd.Categorical.from_codes(code.reshape(-1)[index], categories=pd.Index(names, dtype="str")))
         return flows
 
-    def _result(self, flows: pd.DataFrame, summary: pd.DataFrame, flow_count: npt.NDArray[np.int64], servers: Servers) -> Result:
+    def _result(self, flows: pd.DataFrame, summary: pd.DataFrame, flow_count: npt.NDArray[np.int64], servers: Servers,
+                series: list[pd.DataFrame]) -> Result:
         captures = pd.DataFrame(
             [_capture_row(c, int(flow_count[i]), servers) for i, c in enumerate(self.counts)],
             columns=schema.names(schema.CAPTURE),
@@ -450,6 +466,7 @@ class Classifier:
             captures=captures,
             servers=servers,
             errors=[c.error for c in self.counts if c.error is not None],
+            timeseries=self.intervals.table(series, self._order) if self.intervals is not None else None,
         )
 
 
@@ -490,6 +507,7 @@ def classify_file(
     max_flows: int = DEFAULT_MAX_FLOWS,
     payload: bool = True,
     epm_expiry: float = DEFAULT_EPM_EXPIRY,
+    interval: float | None = None,
     by: Sequence[str] = DEFAULT_BY,
     top_groups: int | None = None,
 ) -> Result:
@@ -501,12 +519,13 @@ def classify_file(
     (services by port only); ``epm_expiry`` is how long an endpoint-mapper reply vouches for
     the port it handed out; ``by`` groups the breakdown by any flow label columns (add
     ``"detail"`` for OWA / ActiveSync / RPC over HTTP ... rows; ValueError for others);
-    ``top_groups`` keeps the largest groups of each service, the rest summed in one row.
+    ``top_groups`` keeps the largest groups of each service, the rest summed in one row;
+    ``interval`` (seconds) adds the time series (``Result.timeseries``).
 
     >>> r = classify_file("tests/fixtures/pcaps/exchange_services.pcap")  # doctest: +SKIP
     >>> r.breakdown[["service", "direction", "packets"]]  # doctest: +SKIP
     """
     clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows,
-                     payload=payload, epm_expiry=epm_expiry)  # fmt: skip
+                     payload=payload, epm_expiry=epm_expiry, interval=interval)  # fmt: skip
     clf.read(path)
     return clf.result(by=by, top_groups=top_groups)

@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...; server_addr, client_addr, protocol, capture ...)")
     c.add_argument("--top", type=_positive_int, metavar="N",
                    help="keep the N largest groups (by bytes) of each service in the breakdown, the rest summed in one (other) row")  # fmt: skip
+    c.add_argument("--interval", type=_positive_float, metavar="SECONDS",
+                   help="also write timeseries: traffic per service and direction in intervals of SECONDS from the first packet, each packet in its own")  # fmt: skip
     c.add_argument("--format", choices=[f.value for f in Format], default=Format.CSV.value,
                    help="the tables' file format: csv and jsonl with ISO 8601 times beside the epoch ones, parquet typed (default: %(default)s)")  # fmt: skip
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
@@ -233,7 +235,7 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
         return EXIT_USAGE
     make_outdir(args.outdir)  # before minutes of reading, not after
     clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows,
-                     payload=not args.no_payload, epm_expiry=args.epm_expiry)  # fmt: skip
+                     payload=not args.no_payload, epm_expiry=args.epm_expiry, interval=args.interval)  # fmt: skip
 
     def stop(signum: int) -> None:
         if clf.interrupted is not None:  # a second signal: give up at once (temporaries go)
@@ -287,7 +289,8 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
     if not args.quiet:
         print_table(result, sys.stdout)
-        print(f"wrote {args.outdir}/" + ", ".join(Format(args.format).file(t) for t in ("flows", "breakdown", "capture", "servers")))
+        tables = ("flows", "breakdown", "capture", "servers", *(("timeseries",) if args.interval else ()))
+        print(f"wrote {args.outdir}/" + ", ".join(Format(args.format).file(t) for t in tables))
     if clf.interrupted is not None:
         return 128 + clf.interrupted
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK

@@ -284,13 +284,16 @@ APPENDERS: dict[str, type[Appender]] = {".csv": CsvAppender, ".parquet": Parquet
 
 
 def write_outputs(result: Result, outdir: str | os.PathLike[str], fmt: Format = Format.CSV) -> list[Path]:
-    """flows, breakdown, servers and capture in ``outdir``, in format ``fmt``, renamed into place together."""
-    tables = {fmt.file("flows"): result.flows, fmt.file("breakdown"): result.breakdown,
-              fmt.file("servers"): result.servers.evidence, fmt.file("capture"): result.captures}  # fmt: skip
+    """flows, breakdown, servers, timeseries (if any) and capture in ``outdir``, in format
+    ``fmt``, renamed into place together."""
+    tables = {"flows": result.flows, "breakdown": result.breakdown, "servers": result.servers.evidence}
+    if result.timeseries is not None:
+        tables["timeseries"] = result.timeseries
+    tables["capture"] = result.captures
     with Outputs(outdir) as out:
         for name, df in tables.items():
-            out.write(name, df)
-    return [out.outdir / name for name in tables]
+            out.write(fmt.file(name), df)
+    return [out.outdir / fmt.file(name) for name in tables]
 
 
 def human(n: float) -> str:

@@ -118,9 +118,9 @@ def top(b: pd.DataFrame, n: int | None, by: Sequence[str] = DEFAULT_BY) -> pd.Da
 
 
 def _ordered(out: pd.DataFrame, service_order: Sequence[str], keys: list[str]) -> pd.DataFrame:
-    """Rows in the rules' service order, then direction, then the other keys; the keys as
-    text (a small table: plain strings read better than the flows' categoricals), then the
-    schema's columns."""
+    """Rows in the order of the keys (service in the rules' order, direction as DIRECTIONS);
+    the flow label keys as text (a small table: plain strings read better than the flows'
+    categoricals); service and direction first, then the other keys, then the counts."""
     rank = {s: i for i, s in enumerate(service_order)}
     out = out.astype({k: str for k in keys if isinstance(out[k].dtype, pd.CategoricalDtype)})
     order: dict[str, pd.Series] = {}
@@ -132,7 +132,7 @@ def _ordered(out: pd.DataFrame, service_order: Sequence[str], keys: list[str]) -
         order[k] = out[k]
     out = out.assign(**{k: v for k, v in order.items() if k.startswith("_")})
     out = out.sort_values(list(order), kind="stable", na_position="first")
-    out = out.assign(**{k: _text(out[k]) for k in keys})
+    out = out.assign(**{k: _text(out[k]) for k in keys if k in schema.GROUP_COLUMNS})
     lead = [k for k in DEFAULT_BY if k in keys] + [k for k in keys if k not in DEFAULT_BY]
     rest = [c for c in schema.names(schema.BREAKDOWN) if c not in DEFAULT_BY]
     return out[lead + rest].reset_index(drop=True)
