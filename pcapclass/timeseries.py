@@ -2,9 +2,10 @@
 then summed per service and direction once the flows are classified (timeseries.csv).
 
 A flow that spans several intervals is split by its packets, as tshark's ``-z io,stat``
-splits a capture. Reading keeps one row per (interval, flow, direction) that had packets,
-not one per packet: batches are reduced as they come and the rows folded together whenever
-they have doubled. Intervals start at the first packet read, every ``interval`` seconds.
+splits a capture. Reading keeps about one row per (interval, flow, direction) that had
+packets, not one per packet: the packets' rows are summed per (interval, flow, direction)
+whenever they have doubled since the last sum (one large groupby is cheaper than one per
+batch). Intervals start at the first packet read, every ``interval`` seconds.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ class PacketIntervals:
         self.interval_ns = round(interval * 1e9)
         #: the first packet read: where interval 0 starts
         self.origin_ns: int | None = None
+        #: rows summed per key, and the packets' rows added since
+        self._held = pd.DataFrame({c: pd.Series(dtype=np.int64) for c in [*_KEY, "packets", "bytes"]})
         self._parts: list[pd.DataFrame] = []
         self._rows = 0
         self._fold_at = _FOLD_AT
@@ -47,19 +50,20 @@ class PacketIntervals:
             self.origin_ns = int(ts_ns[0])
         batch = pd.DataFrame({"interval": (ts_ns - self.origin_ns) // self.interval_ns, "hash": keys.hash, "check": keys.check,
                               "started": started, "from_a": keys.from_a, "packets": np.ones(len(ts_ns), np.int64), "bytes": wirelen})  # fmt: skip
-        self._parts.append(_summed(batch))
-        self._rows += len(self._parts[-1])
+        self._parts.append(batch)
+        self._rows += len(batch)
         if self._rows >= self._fold_at:
             self._fold()
             self._fold_at = max(_FOLD_AT, 2 * self._rows)
 
     def _fold(self) -> pd.DataFrame:
-        """The rows held, folded into one frame (kept so)."""
-        if len(self._parts) != 1:
-            held = pd.concat(self._parts, ignore_index=True) if self._parts else pd.DataFrame(columns=[*_KEY, "packets", "bytes"], dtype=np.int64)
-            self._parts = [_summed(held)]
-        self._rows = len(self._parts[0])
-        return self._parts[0]
+        """The rows held, summed per key (kept so)."""
+        if self._parts:
+            rows = pd.concat([self._held, *self._parts], ignore_index=True)
+            self._held = rows.groupby(_KEY, sort=False).sum().reset_index()
+            self._parts = []
+        self._rows = len(self._held)
+        return self._held
 
     def part(self, recs: Records, flows: pd.DataFrame) -> pd.DataFrame:
         """The time series of one block of flows (``flows`` classified from ``recs``, row for
@@ -69,7 +73,7 @@ class PacketIntervals:
         flow = FlowIndex(recs).flows(held["hash"].to_numpy().view(np.uint64), held["check"].to_numpy().view(np.uint64),
                                      held["started"].to_numpy())  # fmt: skip
         mine = flow >= 0
-        self._parts, self._rows = [held[~mine]], int(np.count_nonzero(~mine))
+        self._held, self._rows = held[~mine], int(np.count_nonzero(~mine))
         rows, flow = held[mine], flow[mine]
         c2s = rows["from_a"].to_numpy() == _client_is_a(recs, flows)[flow]
         packets, nbytes = rows["packets"].to_numpy(), rows["bytes"].to_numpy()
@@ -91,10 +95,6 @@ class PacketIntervals:
         start = origin + np.minimum(ts["interval"].to_numpy(np.int64), last) * self.interval_ns
         ts = ts.assign(interval_start=start / 1e9, interval_end=(start + self.interval_ns) / 1e9, drops=0)
         return ts[schema.names(schema.TIMESERIES)].astype({c.name: c.dtype for c in schema.TIMESERIES})
-
-
-def _summed(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows.groupby(_KEY, sort=False).sum().reset_index()
 
 
 def _client_is_a(recs: Records, flows: pd.DataFrame) -> npt.NDArray[np.bool_]:
