@@ -272,11 +272,9 @@ def _json_cells(column: pd.Series, prefix: str) -> list[str]:
     if pd.api.types.is_bool_dtype(column):
         return [prefix + ("true" if v else "false") for v in column.tolist()]
     missing = column.isna().tolist()
-    if pd.api.types.is_numeric_dtype(column):
-        text = map(repr, column.astype(object).tolist())  # Python's repr: the shortest round-trip float
-    else:
-        text = (json.dumps(v, ensure_ascii=False) for v in column.astype(object).tolist())
-    return [prefix + ("null" if m else t) for t, m in zip(text, missing, strict=True)]
+    # numbers by Python's repr (the shortest round-trip float), anything else as a JSON string
+    dump = repr if pd.api.types.is_numeric_dtype(column) else lambda v: json.dumps(v, ensure_ascii=False)
+    return [prefix + ("null" if m else dump(v)) for v, m in zip(column.astype(object).tolist(), missing, strict=True)]
 
 
 #: the writer of each file suffix

@@ -101,8 +101,9 @@ def _client_is_a(recs: Records, flows: pd.DataFrame) -> npt.NDArray[np.bool_]:
     """Which end of each record ``classify`` took for the client: the one whose address and
     port are the client's; where both ends read the same (pseudo-flows of non-IP frames),
     the end whose counts are the client's."""
-    blank = recs["proto"] >= NON_FLOW_BASE
-    a, b = format_addresses(recs["a_hi"], recs["a_lo"], blank), format_addresses(recs["b_hi"], recs["b_lo"], blank)
+    blank = np.asarray(recs["proto"], np.int64) >= NON_FLOW_BASE
+    u64 = lambda name: np.asarray(recs[name], np.uint64)
+    a, b = format_addresses(u64("a_hi"), u64("a_lo"), blank), format_addresses(u64("b_hi"), u64("b_lo"), blank)
     client, port = flows["client_addr"].to_numpy(object), flows["client_port"].to_numpy()
     as_a = (client == np.asarray(a, dtype=object)) & (port == recs["port_a"])
     as_b = (client == np.asarray(b, dtype=object)) & (port == recs["port_b"])

@@ -63,7 +63,7 @@ def test_parquet_of_spilled_blocks_reads_back_the_same_flows(tmp_path: Path) -> 
         for path in CAPTURES:
             clf.read(path)
         outs.append(tmp_path / str(spill))
-        clf.write(outs[-1], fmt=pcapclass.report.Format.PARQUET)
+        clf.write(outs[-1], fmt=pcapclass.Format.PARQUET)
         clf.close()
     whole, blocks = (pd.read_parquet(o / "flows.parquet") for o in outs)
     pd.testing.assert_frame_equal(whole, blocks, check_exact=True, check_categorical=False)

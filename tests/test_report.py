@@ -80,13 +80,15 @@ def test_a_set_that_cannot_be_finished_leaves_the_previous_set_whole(tmp_path, c
     assert {p.name: p.read_bytes() for p in out.iterdir()} == old
 
 
-def test_a_full_disk_mid_write_leaves_the_previous_set_and_no_temporary(tmp_path):
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_a_full_disk_mid_write_leaves_the_previous_set_and_no_temporary(tmp_path, fmt):
     out = tmp_path / "out"
-    rc = _classify_in_child([str(CAPTURE), "-o", "fresh"], tmp_path, max_file_bytes=1 << 30).returncode
+    options = ["--format", fmt, "--interval", "1"]
+    rc = _classify_in_child([str(CAPTURE), "-o", "fresh", *options], tmp_path, max_file_bytes=1 << 30).returncode
     assert rc == 0
-    flows_size = (tmp_path / "fresh" / "flows.csv").stat().st_size
+    flows_size = (tmp_path / "fresh" / f"flows.{fmt}").stat().st_size
     old = _old_outputs(out)
-    proc = _classify_in_child([str(CAPTURE), "-o", str(out)], tmp_path, max_file_bytes=flows_size // 2)
+    proc = _classify_in_child([str(CAPTURE), "-o", str(out), *options], tmp_path, max_file_bytes=flows_size // 2)
     assert proc.returncode == EXIT_OUTPUT, proc.stderr[-2000:]
     assert_one_line_error(proc.stderr, str(out), "File too large")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == old

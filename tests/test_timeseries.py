@@ -79,7 +79,7 @@ def test_spilled_blocks_give_the_same_time_series(tmp_path: Path) -> None:
             clf.store.spill_flows = spill
         for path in captures:
             clf.read(path)
-        results.append(clf.write(tmp_path / str(spill), fmt=pcapclass.report.Format.PARQUET))
+        results.append(clf.write(tmp_path / str(spill), fmt=pcapclass.Format.PARQUET))
         clf.close()
     whole, blocks = (r.timeseries for r in results)
     pd.testing.assert_frame_equal(whole, blocks, check_exact=True)
