@@ -17,6 +17,7 @@ from .errors import (
     PcapclassError,
     RulesError,
 )
+from .report import Format
 from .rules import RuleSet, load_rules
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __all__ = [
     "CaptureError",
     "CaptureOpenError",
     "Classifier",
+    "Format",
     "InvalidCaptureError",
     "LiveCaptureError",
     "OutputError",

@@ -175,15 +175,21 @@ cdef class FlowHash:
                const unsigned long long[:] b_hi, const unsigned long long[:] b_lo,
                const long long[:] port_a, const long long[:] port_b, const unsigned char[:] from_a,
                const long long[:] ts, const long long[:] wirelen, const long long[:] flags,
-               const long long[:] payload, unsigned char[:] first_payload):
+               const long long[:] payload, unsigned char[:] first_payload, long long[:] started=None):
         """Add packets (their flow keys, direction, time, length and TCP flags), in order.
 
         ``first_payload[i]`` is set where packet ``i`` has ``payload`` bytes and is the first
         of its record's direction that has: what payload evidence looks at. The row is being
         updated anyway, so the question costs two bits of it (``payload_seen``: 1 A to B,
-        2 B to A) instead of a table of its own.
+        2 B to A) instead of a table of its own. ``started[i]``, if given, is set to a time
+        inside the span of packet ``i``'s record (its first packet so far): with the key, it
+        names the record among those of a reused 5-tuple, so that per-packet counts (a time
+        series) join the finished record later.
         """
         cdef Py_ssize_t n = h.shape[0]
+        cdef bint want_started = started is not None
+        if not want_started:
+            started = np.empty(0, np.int64)
         # room for every packet to start or end a flow, made first, so that the loop allocates
         # nothing and runs without the GIL (the decoding thread goes on meanwhile)
         if self.n + n > self.rows.shape[0]:
@@ -193,14 +199,15 @@ cdef class FlowHash:
         self._reserve(n)
         with nogil:
             self._update(n, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts, wirelen, flags,
-                         payload, first_payload)
+                         payload, first_payload, started, want_started)
 
     cdef void _update(self, Py_ssize_t n, const long long[:] h, const long long[:] check, const long long[:] proto,
                       const unsigned long long[:] a_hi, const unsigned long long[:] a_lo,
                       const unsigned long long[:] b_hi, const unsigned long long[:] b_lo,
                       const long long[:] port_a, const long long[:] port_b, const unsigned char[:] from_a,
                       const long long[:] ts, const long long[:] wirelen, const long long[:] flags,
-                      const long long[:] payload, unsigned char[:] first_payload) noexcept nogil:
+                      const long long[:] payload, unsigned char[:] first_payload, long long[:] started,
+                      bint want_started) noexcept nogil:
         cdef Py_ssize_t i, s, r, ahead
         cdef long long t, f, gap
         cdef long long *row
@@ -233,6 +240,8 @@ cdef class FlowHash:
                 self.index[s] = r
                 row = &self.rows[r, 0]
                 self._start(row, i, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts)
+            if want_started:
+                started[i] = row[C_FIRST]
             if payload[i] > 0:
                 side = 1 if from_a[i] else 2
                 if not row[C_PAYLOAD_SEEN] & side:

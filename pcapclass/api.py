@@ -34,11 +34,12 @@ from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError, CaptureInterruptedError, OutputError
 from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
 from .flows import FlowKeys, FlowTable, Records, flow_keys
-from .report import Outputs, write_outputs
+from .report import Format, Outputs, write_outputs
 from .rules import RuleSet, load_rules
 from .servers import load_server_evidence, merged
 from .sources import CaptureFile, PacketBatch
-from .summarize import breakdown, merge, partial_breakdown
+from .summarize import DEFAULT_BY, breakdown, grouping, merge, partial_breakdown, top
+from .timeseries import PacketIntervals
 
 DEFAULT_IDLE_TIMEOUT = 120.0
 DEFAULT_MAX_FLOWS = 2_000_000
@@ -95,6 +96,8 @@ class Result:
     captures: pd.DataFrame
     servers: Servers
     errors: list[CaptureError] = field(default_factory=list)
+    #: per interval, service and direction (schema.TIMESERIES), when an interval was asked for
+    timeseries: pd.DataFrame | None = None
 
     @property
     def error(self) -> CaptureError | None:
@@ -246,6 +249,7 @@ class Classifier:
         max_flows: int = DEFAULT_MAX_FLOWS,
         payload: bool = True,
         epm_expiry: float = DEFAULT_EPM_EXPIRY,
+        interval: float | None = None,
     ) -> None:
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules or ())
         #: the payload stage (None with ``payload=False``: services by port only)
@@ -261,6 +265,8 @@ class Classifier:
         self.table = self._new_table()
         #: the signal that asked reading to stop (``interrupt``), or None
         self.interrupted: int | None = None
+        #: each packet's counts per interval, for the time series (``interval`` seconds), or None
+        self.intervals = PacketIntervals(interval) if interval is not None else None
 
     def _new_table(self) -> FlowTable:
         return FlowTable(idle_timeout_ns=self.idle_timeout_ns, max_flows=self.max_flows)
@@ -281,7 +287,12 @@ class Classifier:
     def _add(self, pk: Packets, keys: FlowKeys) -> npt.NDArray[np.intp]:
         """Count a decoded batch and add it to the flow table; its first payloads per flow."""
         self.counts[-1].add(pk)
-        return self.table.update(pk, keys)
+        if self.intervals is None:
+            return self.table.update(pk, keys)
+        started = np.empty(len(pk), dtype=np.int64)
+        first = self.table.update(pk, keys, started)
+        self.intervals.add(pk.ts_ns, pk.wirelen, keys, started)
+        return first
 
     def _look(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
         """The payload evidence of a batch the flow table has taken."""
@@ -352,8 +363,14 @@ class Classifier:
             self.end()
         return counts
 
-    def result(self, *, by: Sequence[str] = ("service", "direction")) -> Result:
-        """Classify every finished flow and summarize, all in memory (``flows`` has them all)."""
+    def result(self, *, by: Sequence[str] = DEFAULT_BY, top_groups: int | None = None) -> Result:
+        """Classify every finished flow and summarize, all in memory (``flows`` has them all).
+
+        ``by``: the flow label columns the breakdown groups by; ``top_groups``: keep the
+        largest groups of each service, the rest summed in one row (``summarize.top``).
+        Raises ValueError for a ``by`` column that is not a flow label.
+        """
+        by = grouping(by)
         blocks = list(self.store.blocks())
         recs = Records.concat([r for r, _, _ in blocks])
         index = np.concatenate([i for _, i, _ in blocks]) if blocks else np.zeros(0, np.int64)
@@ -367,10 +384,14 @@ class Classifier:
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         flows, servers = classify(recs, self.lookup, self.networks, evidence, rows=rows, server_rules=self.server_rules)
         flows = self._labelled(flows, index)
-        return self._result(flows, breakdown(flows, self._order, by), np.bincount(index, minlength=len(self.counts)), servers)
+        summary = top(breakdown(flows, self._order, by), top_groups, by)
+        series = [self.intervals.part(recs, flows)] if self.intervals is not None else []
+        return self._result(flows, summary, np.bincount(index, minlength=len(self.counts)), servers, series)
 
-    def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = ("service", "direction")) -> Result:
-        """Classify and write flows.csv, breakdown.csv and capture.csv to ``outdir``.
+    def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = DEFAULT_BY, top_groups: int | None = None,
+              fmt: Format = Format.CSV) -> Result:
+        """Classify and write flows, breakdown, servers and capture to ``outdir`` (files
+        ``flows.csv`` ... or, with ``fmt``, ``.parquet`` or ``.jsonl``).
 
         Flows are classified and written block by block, so memory stays bounded however
         many flows the captures had; the Exchange servers and the RPC sessions that the
@@ -378,10 +399,12 @@ class Classifier:
         decided as if all flows were one. The returned Result carries the breakdown and the
         per-capture rows; its ``flows`` is empty (they are in flows.csv). The three files
         appear together, when all are written; raises OutputError when they cannot be.
+        ``by`` and ``top_groups`` as for ``result``.
         """
+        by = grouping(by)
         if self.store.one_block:
-            result = self.result(by=by)
-            write_outputs(result, outdir)
+            result = self.result(by=by, top_groups=top_groups)
+            write_outputs(result, outdir, fmt)
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
@@ -398,19 +421,22 @@ class Classifier:
             candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
             shared.sessions = rpc_sessions_among(candidates, self.networks, shared.known)
         with Outputs(outdir) as out:
-            writer = out.appender("flows.csv")
-            parts, counts = [], np.zeros(len(self.counts), dtype=np.int64)
+            writer = out.appender(fmt.file("flows"))
+            parts, series, counts = [], [], np.zeros(len(self.counts), dtype=np.int64)
             servers = Servers(networks=(), addresses=(), inferred=not self.networks)
             for recs, index, rows in self.store.blocks():
                 flows, servers = classify(recs, self.lookup, self.networks, evidence, shared, rows, self.server_rules)
                 flows = self._labelled(flows, index)
                 writer.write(flows)
                 parts.append(partial_breakdown(flows, by))
+                series += [self.intervals.part(recs, flows)] if self.intervals is not None else []
                 counts += np.bincount(index, minlength=len(self.counts))
-            result = self._result(empty_flows(), merge(parts, self._order, by), counts, servers)
-            out.write("breakdown.csv", result.breakdown)
-            out.write("servers.csv", servers.evidence)
-            out.write("capture.csv", result.captures)
+            result = self._result(empty_flows(), top(merge(parts, self._order, by), top_groups, by), counts, servers, series)
+            out.write(fmt.file("breakdown"), result.breakdown)
+            out.write(fmt.file("servers"), servers.evidence)
+            if result.timeseries is not None:
+                out.write(fmt.file("timeseries"), result.timeseries)
+            out.write(fmt.file("capture"), result.captures)
         return result
 
     def close(self) -> None:
@@ -429,7 +455,8 @@ class Classifier:
         flows.insert(0, "capture", pd.Categorical.from_codes(code.reshape(-1)[index], categories=pd.Index(names, dtype="str")))
         return flows
 
-    def _result(self, flows: pd.DataFrame, summary: pd.DataFrame, flow_count: npt.NDArray[np.int64], servers: Servers) -> Result:
+    def _result(self, flows: pd.DataFrame, summary: pd.DataFrame, flow_count: npt.NDArray[np.int64], servers: Servers,
+                series: list[pd.DataFrame]) -> Result:
         captures = pd.DataFrame(
             [_capture_row(c, int(flow_count[i]), servers) for i, c in enumerate(self.counts)],
             columns=schema.names(schema.CAPTURE),
@@ -440,6 +467,7 @@ class Classifier:
             captures=captures,
             servers=servers,
             errors=[c.error for c in self.counts if c.error is not None],
+            timeseries=self.intervals.table(series, self._order) if self.intervals is not None else None,
         )
 
 
@@ -481,7 +509,9 @@ def classify_file(
     max_flows: int = DEFAULT_MAX_FLOWS,
     payload: bool = True,
     epm_expiry: float = DEFAULT_EPM_EXPIRY,
-    by: Sequence[str] = ("service", "direction"),
+    interval: float | None = None,
+    by: Sequence[str] = DEFAULT_BY,
+    top_groups: int | None = None,
 ) -> Result:
     """Classify one capture file (pcap, pcapng, gzip; ``-`` for stdin).
 
@@ -489,13 +519,15 @@ def classify_file(
     it, ``partial`` is true and ``error`` says where. A file that cannot be opened, or is
     not a capture at all, raises CaptureError. ``payload=False`` skips the payload stage
     (services by port only); ``epm_expiry`` is how long an endpoint-mapper reply vouches for
-    the port it handed out; ``by`` groups the breakdown (add ``"detail"`` for OWA / ActiveSync /
-    RPC over HTTP ... rows).
+    the port it handed out; ``by`` groups the breakdown by any flow label columns (add
+    ``"detail"`` for OWA / ActiveSync / RPC over HTTP ... rows; ValueError for others);
+    ``top_groups`` keeps the largest groups of each service, the rest summed in one row;
+    ``interval`` (seconds) adds the time series (``Result.timeseries``).
 
     >>> r = classify_file("tests/fixtures/pcaps/exchange_services.pcap")  # doctest: +SKIP
     >>> r.breakdown[["service", "direction", "packets"]]  # doctest: +SKIP
     """
     clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows,
-                     payload=payload, epm_expiry=epm_expiry)  # fmt: skip
+                     payload=payload, epm_expiry=epm_expiry, interval=interval)  # fmt: skip
     clf.read(path)
-    return clf.result(by=by)
+    return clf.result(by=by, top_groups=top_groups)

@@ -34,10 +34,11 @@ from .errors import CaptureError, CaptureInterruptedError, PcapclassError, Rules
 from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .progress import Progress
-from .report import make_outdir, print_table
+from .report import Format, make_outdir, print_table
 from .rules import RuleSet, load_rules
 from .sources import ReadAnomalies
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
+from .summarize import DEFAULT_BY, grouping
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -86,9 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the payload stage: services by port only (no bind, epm, http, signature evidence)")  # fmt: skip
     c.add_argument("--epm-expiry", type=_positive_float, default=DEFAULT_EPM_EXPIRY, metavar="SECONDS",
                    help="how long an endpoint-mapper reply vouches for the port it handed out, either side of it (default: %(default)s)")  # fmt: skip
-    c.add_argument("--by", action="append", choices=["detail"], default=[],
-                   help="also group the breakdown by this flow column (detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...)")  # fmt: skip
-    c.add_argument("--report", action="store_true", help="also write OUTDIR/report.html, a self-contained page with charts (see `report`)")
+    c.add_argument("--by", action="extend", type=_columns, default=[], metavar="COLUMN[,COLUMN...]",
+                   help="also group the breakdown by these flow label columns, after service and direction; repeatable "
+                        "(detail: OWA, ActiveSync, Direct Push, RPC over HTTP ...; server_addr, client_addr, protocol, capture ...)")
+    c.add_argument("--top", type=_positive_int, metavar="N",
+                   help="keep the N largest groups (by bytes) of each service in the breakdown, the rest summed in one (other) row")  # fmt: skip
+    c.add_argument("--interval", type=_positive_float, metavar="SECONDS",
+                   help="also write timeseries: traffic per service and direction in intervals of SECONDS from the first packet, each packet in its own")  # fmt: skip
+    c.add_argument("--format", choices=[f.value for f in Format], default=Format.CSV.value,
+                   help="the tables' file format: csv and jsonl with ISO 8601 times beside the epoch ones, parquet typed (default: %(default)s)")  # fmt: skip
+    c.add_argument("--report", action="store_true", help="also write OUTDIR/report.html, a self-contained page with charts (see `report`; CSV tables)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
 
     r = sub.add_parser("report", help="write OUTDIR/report.html (charts, top hosts, servers, captures) from a classify run's outputs")
@@ -128,6 +136,14 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
     return value
+
+
+def _columns(text: str) -> list[str]:
+    """``--by``'s comma-separated flow label columns."""
+    try:
+        return list(grouping([c.strip() for c in text.split(",") if c.strip()]))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -248,7 +264,7 @@ def _classify(args: argparse.Namespace, rules: RuleSet) -> int:
         return EXIT_USAGE
     make_outdir(args.outdir)  # before minutes of reading, not after
     clf = Classifier(servers=servers, rules=rules, idle_timeout=args.idle_timeout, max_flows=args.max_flows,
-                     payload=not args.no_payload, epm_expiry=args.epm_expiry)  # fmt: skip
+                     payload=not args.no_payload, epm_expiry=args.epm_expiry, interval=args.interval)  # fmt: skip
 
     def stop(signum: int) -> None:
         if clf.interrupted is not None:  # a second signal: give up at once (temporaries go)
@@ -299,10 +315,11 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
             _warn(f"{counts.capture}: read anyway, counted in capture.csv: {odd}")
     if unreadable == len(args.captures):
         return EXIT_UNREADABLE
-    result = clf.write(args.outdir, by=("service", "direction", *dict.fromkeys(args.by)))
+    result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
     if not args.quiet:
         print_table(result, sys.stdout)
-        print(f"wrote {args.outdir}/flows.csv, breakdown.csv, capture.csv, servers.csv")
+        tables = ("flows", "breakdown", "capture", "servers", *(("timeseries",) if args.interval else ()))
+        print(f"wrote {args.outdir}/" + ", ".join(Format(args.format).file(t) for t in tables))
     if args.report:
         _report(args.outdir)
     if clf.interrupted is not None:

@@ -136,12 +136,13 @@ class FlowTable:
         """Open flows."""
         return len(self._hash)
 
-    def update(self, pk: Packets, keys: FlowKeys | None = None) -> npt.NDArray[np.intp]:
+    def update(self, pk: Packets, keys: FlowKeys | None = None, started: npt.NDArray[np.int64] | None = None) -> npt.NDArray[np.intp]:
         """Add one decoded batch (``keys``: its ``flow_keys``, if already computed).
 
         Returns the packets that carry the first TCP/UDP payload of their flow in their
         direction (a reused 5-tuple after the idle timeout is a new flow): the ones payload
-        evidence looks at.
+        evidence looks at. ``started``, if given (one int64 per packet), receives a time
+        inside each packet's flow's span: with the key, what finds the flow's record later.
         """
         if not len(pk):
             return np.zeros(0, dtype=np.intp)
@@ -160,7 +161,7 @@ class FlowTable:
                 self._hash.reserve(3 * (len(self._hash) + len(pk)) // 2)
         first = np.zeros(len(pk), dtype=np.uint8)
         self._hash.update(k.hash, k.check, k.proto, k.a_hi, k.a_lo, k.b_hi, k.b_lo, k.port_a, k.port_b,
-                          k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, pk.payload_len, first)  # fmt: skip
+                          k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, pk.payload_len, first, started)  # fmt: skip
         self.stats.hash_collisions = self._hash.collisions
         if len(self._hash) > self.max_flows:
             self._sweep(self._hash.watermark, CLOSED_GRACE_NS)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import OutputError
+from .report import Format
 
 #: groups named per service in the top clients / servers tables
 TOP = 10
@@ -42,18 +43,26 @@ class Tables:
 
     @staticmethod
     def read(outdir: Path) -> Tables:
-        def table(name: str, required: bool = True, usecols: list[str] | None = None) -> pd.DataFrame | None:
-            path = outdir / name
-            if not path.exists():
-                if required:
-                    raise OutputError(f"{name} is missing: run `pcapclass classify ... -o {outdir}` first", path=str(path))
-                return None
-            return pd.read_csv(path, keep_default_na=False, na_values=[""], usecols=usecols, engine="pyarrow" if usecols else "c")
+        """The tables in OUTDIR, in whichever format classify wrote them (``--format``)."""
 
-        found = [table(n, usecols=FLOW_COLUMNS if n == "flows.csv" else None) for n in ("flows.csv", "breakdown.csv", "capture.csv", "servers.csv")]
+        def table(name: str, required: bool = True, usecols: list[str] | None = None) -> pd.DataFrame | None:
+            for fmt in Format:
+                path = outdir / fmt.file(name)
+                if path.exists():
+                    if fmt is Format.PARQUET:
+                        return pd.read_parquet(path, columns=usecols)
+                    if fmt is Format.JSONL:
+                        df = pd.read_json(path, lines=True)
+                        return df[usecols] if usecols and len(df) else df
+                    return pd.read_csv(path, keep_default_na=False, na_values=[""], usecols=usecols, engine="pyarrow" if usecols else "c")
+            if required:
+                raise OutputError(f"{name}.csv is missing: run `pcapclass classify ... -o {outdir}` first", path=str(outdir / f"{name}.csv"))
+            return None
+
+        found = [table(n, usecols=FLOW_COLUMNS if n == "flows" else None) for n in ("flows", "breakdown", "capture", "servers")]
         assert all(t is not None for t in found)
         flows, breakdown, captures, servers = (t for t in found if t is not None)
-        return Tables(flows, breakdown, captures, servers, table("timeseries.csv", required=False))
+        return Tables(flows, breakdown, captures, servers, table("timeseries", required=False))
 
 
 def write_report(outdir: str | os.PathLike[str]) -> Path:

@@ -34,7 +34,7 @@ from .classify import Servers, classify, flow_rows
 from .errors import LiveCaptureError, OutputError, PcapclassError
 from .evidence import Evidence, FlowRows
 from .flows import KEY_COLUMNS, Records
-from .report import TS_FORMAT, append_text, make_outdir, write_csv
+from .report import TS_FORMAT, append_text, make_outdir, with_readable_times, write_csv
 from .rules import RuleSet
 from .sources import PacketBatch
 from .sources.live import DEFAULT_BACKEND, LiveSource, open_live
@@ -310,7 +310,7 @@ class LiveCapture:
         """Append rows in one write (header first when the file is new): readers see whole rows."""
         path = self.outdir / name
         header = not path.exists()
-        text = df[schema.names(columns)].to_csv(index=False, header=header, float_format=TS_FORMAT)
+        text = with_readable_times(df[schema.names(columns)]).to_csv(index=False, header=header, float_format=TS_FORMAT)
         if text:
             append_text(path, text)
 

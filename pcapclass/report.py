@@ -1,21 +1,28 @@
-"""Outputs: the CSV files (a run's set renamed into place together) and the terminal table."""
+"""Outputs: the files of a run (CSV, Parquet or JSON Lines; the set renamed into place together) and the terminal table."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self, TextIO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 
+from . import schema
 from .classify import Servers
 from .errors import OutputError, PcapclassError
+from .summarize import DEFAULT_BY
 
 if TYPE_CHECKING:
     from .api import Result
@@ -35,9 +42,22 @@ def make_outdir(outdir: str | os.PathLike[str]) -> Path:
     return out
 
 
+class Format(StrEnum):
+    """The file format of a run's tables (``--format``)."""
+
+    CSV = "csv"
+    PARQUET = "parquet"
+    JSONL = "jsonl"
+
+    def file(self, table: str) -> str:
+        """The file name of ``table`` (``flows``) in this format."""
+        return f"{table}.{self.value}"
+
+
 class Outputs:
     """The files of one run, written to hidden temporaries in ``outdir`` and renamed into place
-    together once every one is complete.
+    together once every one is complete; each file's format follows its suffix (``.csv``,
+    ``.parquet``, ``.jsonl``).
 
     A fault on the way (a full disk, an exception, Ctrl-C) removes the temporaries and leaves
     the previous files as they were; OSError leaves as OutputError. The renames, in one
@@ -50,14 +70,18 @@ class Outputs:
 
     def __init__(self, outdir: str | os.PathLike[str]) -> None:
         self.outdir = make_outdir(outdir)
-        self._files: list[CsvAppender] = []
+        self._files: list[Appender] = []
 
-    def appender(self, name: str) -> CsvAppender:
+    def appender(self, name: str) -> Appender:
         """A file of the set, to be written block by block."""
+        path = self.outdir / name
+        kind = APPENDERS.get(path.suffix)
+        if kind is None:
+            raise ValueError(f"no writer for {name!r}: the suffix is none of {', '.join(APPENDERS)}")
         try:
-            self._files.append(CsvAppender(self.outdir / name))
+            self._files.append(kind(path))
         except OSError as exc:
-            raise OutputError.from_os(exc, "cannot write the outputs", path=self.outdir / name) from None
+            raise OutputError.from_os(exc, "cannot write the outputs", path=path) from None
         return self._files[-1]
 
     def write(self, name: str, df: pd.DataFrame) -> None:
@@ -108,17 +132,32 @@ def append_text(path: Path, text: str) -> None:
         os.close(fd)
 
 
-class CsvAppender:
-    """A CSV file written block by block (header once) to a hidden temporary beside ``path``,
-    which ``commit`` renames into place.
+def with_readable_times(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the ISO 8601 UTC text of each epoch column beside it (``schema.READABLE_TIMES``),
+    to the microsecond; empty where the epoch is missing. For the text formats only.
 
-    pyarrow's CSV writer is about six times faster than ``DataFrame.to_csv``, which matters
-    for the flows file of a large capture; it writes to a native file without holding the
-    GIL, so a worker thread formats and writes a block while the caller classifies the next
-    one (one worker keeps the blocks in order; at most one block waits in memory). Floats are
-    written in their shortest round-trip form; booleans as ``true``/``false``; missing values
-    as empty fields. The temporary is made with the mode the umask gives (``mkstemp`` would
-    make it 0600, and the rename would keep that).
+    >>> with_readable_times(pd.DataFrame({"first_ts": [1084443427.311224]}))["first_time"].tolist()
+    ['2004-05-13T10:17:07.311224Z']
+    """
+    out = df
+    for ts, text in schema.READABLE_TIMES.items():
+        if ts in df.columns:
+            us = np.round(df[ts].to_numpy(np.float64) * 1e6)
+            iso = np.datetime_as_string(np.where(np.isnan(us), 0, us).astype("datetime64[us]"), unit="us", timezone="UTC")
+            column = pd.Series(np.where(np.isnan(us), "", iso.astype(object)), index=df.index, dtype=object)
+            out = out.copy() if out is df else out
+            out.insert(out.columns.get_loc(ts) + 1, text, column)
+    return out
+
+
+class Appender:
+    """A file written block by block to a hidden temporary beside ``path``, which ``commit``
+    renames into place; a subclass says how a block is encoded.
+
+    A worker thread writes a block while the caller classifies the next one (one worker
+    keeps the blocks in order; at most one block waits in memory): pyarrow's writers hold
+    no GIL. The temporary is made with the mode the umask gives (``mkstemp`` would make it
+    0600, and the rename would keep that).
     """
 
     def __init__(self, path: Path) -> None:
@@ -126,16 +165,20 @@ class CsvAppender:
         self._tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
         os.close(os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         self._fh = pa.OSFile(str(self._tmp), "wb")
-        self._header = True
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapclass-csv")
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pcapclass-out")
         self._pending: Future[None] | None = None
 
     def write(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        options = pa_csv.WriteOptions(include_header=self._header, quoting_style="needed")
+        work = self._encode(df)
         self._wait()
-        self._pending = self._worker.submit(pa_csv.write_csv, table, self._fh, options)
-        self._header = False
+        self._pending = self._worker.submit(work)
+
+    def _encode(self, df: pd.DataFrame) -> Callable[[], None]:
+        """The block made ready in the caller's thread; what the worker then does with it."""
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        """Once every block is written: what the format writes last."""
 
     def _wait(self) -> None:
         """Let the block being written finish; its error, if any, is raised here."""
@@ -147,6 +190,7 @@ class CsvAppender:
         """Write what is pending and close the temporary."""
         try:
             self._wait()
+            self._close()
         finally:
             self._worker.shutdown()
             self._fh.close()
@@ -163,13 +207,91 @@ class CsvAppender:
         self._tmp.unlink(missing_ok=True)
 
 
-def write_outputs(result: Result, outdir: str | os.PathLike[str]) -> list[Path]:
-    """flows.csv, breakdown.csv, servers.csv and capture.csv in ``outdir``, renamed into place together."""
-    tables = {"flows.csv": result.flows, "breakdown.csv": result.breakdown, "servers.csv": result.servers.evidence, "capture.csv": result.captures}
+class CsvAppender(Appender):
+    """CSV, header once, through pyarrow's CSV writer: about six times faster than
+    ``DataFrame.to_csv``, which matters for the flows file of a large capture. Floats are
+    written in their shortest round-trip form; booleans as ``true``/``false``; missing values
+    as empty fields; the epoch columns have their ISO 8601 twins."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._header = True
+
+    def _encode(self, df: pd.DataFrame) -> Callable[[], None]:
+        table = pa.Table.from_pandas(with_readable_times(df), preserve_index=False)
+        options = pa_csv.WriteOptions(include_header=self._header, quoting_style="needed")
+        self._header = False
+        return lambda: pa_csv.write_csv(table, self._fh, options)
+
+
+class ParquetAppender(Appender):
+    """Parquet, a row group per block, typed as the DataFrame is (categories stay dictionary
+    columns, read back as categoricals; pandas' own metadata brings back ``Int64`` and the
+    string dtype): ``pandas.read_parquet`` gives the frame written. Epoch columns stay numbers."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self._schema: pa.Schema | None = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def _encode(self, df: pd.DataFrame) -> Callable[[], None]:
+        if self._schema is None:
+            # one type per column for every block: dictionary indices as wide as any block needs
+            inferred = pa.Schema.from_pandas(df, preserve_index=False)
+            fields = [f.with_type(pa.dictionary(pa.int32(), f.type.value_type)) if pa.types.is_dictionary(f.type) else f for f in inferred]
+            self._schema = pa.schema(fields, metadata=inferred.metadata)
+        table = pa.Table.from_pandas(df, schema=self._schema, preserve_index=False)
+        return lambda: self._write_table(table)
+
+    def _write_table(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._fh, table.schema)
+        self._writer.write_table(table)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+class JsonlAppender(Appender):
+    """JSON Lines: one object per row, numbers as numbers (epoch seconds in their shortest
+    round-trip form), missing values ``null``, the epoch columns' ISO 8601 twins as strings."""
+
+    def _encode(self, df: pd.DataFrame) -> Callable[[], None]:
+        df = with_readable_times(df)
+        cells = [_json_cells(df[name], ("{" if i == 0 else ",") + json.dumps(name) + ":") for i, name in enumerate(df.columns)]
+        data = "".join(map("".join, zip(*cells, ["}\n"] * len(df), strict=True))).encode()
+        return lambda: self._fh.write(data)
+
+
+def _json_cells(column: pd.Series, prefix: str) -> list[str]:
+    """Each value of ``column`` as JSON after ``prefix`` (its key); categories encoded once."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        names = [prefix + json.dumps(str(c), ensure_ascii=False) for c in column.cat.categories] + [prefix + "null"]
+        return [names[code] for code in column.cat.codes.tolist()]  # code -1 (missing) takes the last
+    if pd.api.types.is_bool_dtype(column):
+        return [prefix + ("true" if v else "false") for v in column.tolist()]
+    missing = column.isna().tolist()
+    # numbers by Python's repr (the shortest round-trip float), anything else as a JSON string
+    dump = repr if pd.api.types.is_numeric_dtype(column) else lambda v: json.dumps(v, ensure_ascii=False)
+    return [prefix + ("null" if m else dump(v)) for v, m in zip(column.astype(object).tolist(), missing, strict=True)]
+
+
+#: the writer of each file suffix
+APPENDERS: dict[str, type[Appender]] = {".csv": CsvAppender, ".parquet": ParquetAppender, ".jsonl": JsonlAppender}
+
+
+def write_outputs(result: Result, outdir: str | os.PathLike[str], fmt: Format = Format.CSV) -> list[Path]:
+    """flows, breakdown, servers, timeseries (if any) and capture in ``outdir``, in format
+    ``fmt``, renamed into place together."""
+    tables = {"flows": result.flows, "breakdown": result.breakdown, "servers": result.servers.evidence}
+    if result.timeseries is not None:
+        tables["timeseries"] = result.timeseries
+    tables["capture"] = result.captures
     with Outputs(outdir) as out:
         for name, df in tables.items():
-            out.write(name, df)
-    return [out.outdir / name for name in tables]
+            out.write(fmt.file(name), df)
+    return [out.outdir / fmt.file(name) for name in tables]
 
 
 def human(n: float) -> str:
@@ -182,19 +304,21 @@ def human(n: float) -> str:
 
 
 def print_table(result: Result, stream: TextIO) -> None:
-    """The breakdown as an aligned text table, with totals and the servers used."""
+    """The breakdown as an aligned text table (its grouping columns, then the counts), with
+    totals and the servers used."""
     b = result.breakdown
-    headers = ["service", "direction", "flows", "packets", "bytes", "c→s bytes", "s→c bytes", "share"]
+    keys = [c for c in b.columns if c not in schema.names(schema.BREAKDOWN) or c in DEFAULT_BY]
+    headers = [*keys, "flows", "packets", "bytes", "c→s bytes", "s→c bytes", "share"]
     total_bytes = int(b["bytes"].sum()) if len(b) else 0
     rows = [
-        [r.service, r.direction, f"{r.flows:,}", f"{r.packets:,}", human(r.bytes), human(r.bytes_c2s), human(r.bytes_s2c),
-         f"{(r.bytes / total_bytes if total_bytes else 0):.1%}"]
-        for r in b.itertuples(index=False)
+        [*(r[k] for k in keys), f"{r['flows']:,}", f"{r['packets']:,}", human(r["bytes"]), human(r["bytes_c2s"]), human(r["bytes_s2c"]),
+         f"{(r['bytes'] / total_bytes if total_bytes else 0):.1%}"]
+        for r in b.to_dict("records")
     ]  # fmt: skip
-    rows.append(["total", "", f"{int(b['flows'].sum()) if len(b) else 0:,}", f"{int(b['packets'].sum()) if len(b) else 0:,}",
-                 human(total_bytes), "", "", ""])  # fmt: skip
+    rows.append(["total", *[""] * (len(keys) - 1), f"{int(b['flows'].sum()) if len(b) else 0:,}",
+                 f"{int(b['packets'].sum()) if len(b) else 0:,}", human(total_bytes), "", "", ""])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    right = {2, 3, 4, 5, 6, 7}
+    right = range(len(keys), len(headers))
     fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     print(fmt(headers), file=stream)
     print("  ".join("-" * w for w in widths), file=stream)

@@ -41,6 +41,11 @@ FLOWS: tuple[Column, ...] = (
     Column("tcp_flags_s2c", "category", "TCP flags the server sent"),
 )
 
+#: the flow columns a breakdown can be grouped by (``--by``): the labels, not the counters or times
+GROUP_COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in FLOWS if not c.name.startswith(("packets_", "bytes_")) and c.name not in ("first_ts", "last_ts")
+)
+
 BREAKDOWN: tuple[Column, ...] = (
     Column("service", "string", "service id (as in flows)"),
     Column("direction", "string", "`inbound`, `outbound` or `other`"),
@@ -100,6 +105,26 @@ TIMESERIES: tuple[Column, ...] = (
     *BREAKDOWN,
     Column("drops", "int64", "packets the capture reported dropped during the interval (repeated on each row of it)"),
 )
+
+
+#: epoch-seconds columns, and the ISO 8601 UTC text written beside each in CSV and JSONL
+#: (Parquet keeps the epoch alone: a reader's own types convert it)
+READABLE_TIMES: dict[str, str] = {
+    "first_ts": "first_time",
+    "last_ts": "last_time",
+    "interval_start": "interval_start_time",
+    "interval_end": "interval_end_time",
+}
+
+
+def with_readable_times(columns: tuple[Column, ...]) -> tuple[Column, ...]:
+    """``columns`` with each epoch column followed by its ISO 8601 twin: a text file's columns."""
+    out: list[Column] = []
+    for c in columns:
+        out.append(c)
+        if c.name in READABLE_TIMES:
+            out.append(Column(READABLE_TIMES[c.name], "string", f"`{c.name}` as ISO 8601 UTC, to the microsecond (`2004-05-13T10:17:07.311224Z`; CSV and JSONL only)"))
+    return tuple(out)
 
 
 def names(columns: tuple[Column, ...]) -> list[str]:

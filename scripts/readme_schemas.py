@@ -1,6 +1,7 @@
 """Rewrite the README's output-schema tables from pcapclass/schema.py (the one place columns
 are defined). The tables appear in the README in this order: flows, breakdown, capture,
-servers, timeseries. tests/test_schema.py fails when they drift."""
+servers, timeseries; each as the text formats write it (ISO 8601 twins of the epoch columns).
+tests/test_schema.py fails when they drift."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def render(text: str) -> str:
     i = 0
     while i < len(lines):
         if lines[i] == HEADER:
-            out.extend(schema.markdown(next(tables)).split("\n"))
+            out.extend(schema.markdown(schema.with_readable_times(next(tables))).split("\n"))
             i += 1
             while i < len(lines) and lines[i].startswith("|"):
                 i += 1

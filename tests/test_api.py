@@ -21,7 +21,8 @@ RUNS = {
 }
 
 
-def written(tmp_path: Path, captures: list[Path], spill_flows: int | None, servers: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+def written(tmp_path: Path, captures: list[Path], spill_flows: int | None, servers: tuple[str, ...],
+            by: tuple[str, ...] = ("service", "direction", "detail"), top_groups: int | None = None) -> dict[str, pd.DataFrame]:
     clf = Classifier(servers=servers)
     if spill_flows is not None:
         clf.store.spill_flows = spill_flows
@@ -31,7 +32,7 @@ def written(tmp_path: Path, captures: list[Path], spill_flows: int | None, serve
     if spill_flows is not None:
         assert len(list(clf.store.blocks())) > 2
     out = tmp_path / f"out-{spill_flows}-{len(servers)}"
-    clf.write(out, by=("service", "direction", "detail"))
+    clf.write(out, by=by, top_groups=top_groups)
     clf.close()
     frames = {}
     for name in ("flows", "breakdown", "capture"):
@@ -48,6 +49,15 @@ def test_spilled_blocks_write_the_same_outputs(tmp_path: Path, run: str, servers
     for name in whole:
         pd.testing.assert_frame_equal(whole[name], blocks[name], check_exact=True, obj=f"{run} {name}.csv")
     assert len(whole["flows"]) > 6
+
+
+@pytest.mark.parametrize(("by", "top_groups"), [(("server_addr", "service", "protocol"), None), (("service", "client_addr", "server_port"), 2)])
+def test_spilled_blocks_write_the_same_grouping_by_several_columns(tmp_path: Path, by: tuple[str, ...], top_groups: int | None) -> None:
+    whole = written(tmp_path, RUNS["several"], None, (), by, top_groups)
+    blocks = written(tmp_path, RUNS["several"], 3, (), by, top_groups)
+    pd.testing.assert_frame_equal(whole["breakdown"], blocks["breakdown"], check_exact=True)
+    assert list(whole["breakdown"].columns[: len(by)]) == ["service", *[k for k in by if k != "service"]]
+    assert whole["breakdown"]["bytes"].sum() == whole["capture"]["bytes"].sum()
 
 
 def test_flow_store_joins_at_most_a_block_and_holds_a_captures_last_flows() -> None:
