@@ -540,10 +540,15 @@ cdef class SignatureTables:
             while q1 < t1 and s[q1] != 0x23:
                 escaped |= s[q1] == 0x25 or s[q1] == 0x2B  # unquote_plus would change it
                 q1 += 1
-        if _is_word(s, sp1, r.methods):
-            return -1  # RPC over HTTP: rare (a connection's start), its path and query read as sent
         memcpy(d, s, t0)
         o = t0
+        if _is_word(s, sp1, r.methods):
+            # RPC over HTTP: only whether the path's last segment is the proxy's file, and then
+            # the ?server:port query's port, decide (classify_request)
+            o = _rpc_target(s, ps, pe, q0, q1, escaped, r.proxy.p + 1, r.proxy.p[0], d, o, n)
+            if o < 0:
+                return -1
+            return _request_tail(s, n, sp2, d, o)
         rule = -1
         at = 0
         k = 0
@@ -570,26 +575,82 @@ cdef class SignatureTables:
                 o = r.query(s, q0, q1, rule, d, o, n)
                 if o < 0:
                     return -1
-        # the version, then an empty line when the payload ends with the request's headers
-        if o + 9 > n:
+        return _request_tail(s, n, sp2, d, o)
+
+
+cdef Py_ssize_t _request_tail(const unsigned char* s, Py_ssize_t n, Py_ssize_t sp2, unsigned char* d, Py_ssize_t o) noexcept nogil:
+    """Append the version, then an empty line when the payload ends with the request's headers;
+    the new length, or -1 past ``n``."""
+    cdef Py_ssize_t k
+    if o + 9 > n:
+        return -1
+    memcpy(d + o, s + sp2, 9)
+    o += 9
+    k = 0
+    while k + 4 <= n and not (s[k] == 0x0D and s[k + 1] == 0x0A and s[k + 2] == 0x0D and s[k + 3] == 0x0A):
+        k += 1
+    if k + 4 == n:
+        if o + 4 > n:
             return -1
-        memcpy(d + o, s + sp2, 9)
-        o += 9
-        k = 0
-        while k + 4 <= n and not (s[k] == 0x0D and s[k + 1] == 0x0A and s[k + 2] == 0x0D and s[k + 3] == 0x0A):
-            k += 1
-        if k + 4 == n:
-            if o + 4 > n:
-                return -1
-            memcpy(d + o, b"\r\n\r\n", 4)
-            o += 4
+        memcpy(d + o, b"\r\n\r\n", 4)
+        o += 4
+    return o
+
+
+cdef Py_ssize_t _rpc_target(const unsigned char* s, Py_ssize_t ps, Py_ssize_t pe, Py_ssize_t q0, Py_ssize_t q1, bint escaped,
+                            const unsigned char* proxy, Py_ssize_t m, unsigned char* d, Py_ssize_t o, Py_ssize_t n) noexcept nogil:
+    """Append an RPC over HTTP request's target as ``classify_request`` reads it: ``/<proxy>``
+    and ``?h:<port>`` when the path's last segment is the proxy's file, else ``/``; the new
+    length, or -1 (past ``n``, or a query with escapes: kept as sent)."""
+    cdef Py_ssize_t k = pe, first_end, colon = -1
+    if ps >= 0:
+        while k > ps and s[k - 1] != 0x2F:
+            k -= 1
+    if ps < 0 or pe - k != m or not _same_lower(s + k, proxy, m):
+        if o + 1 > n:
+            return -1
+        d[o] = 0x2F
+        return o + 1
+    if o + 1 + m > n:
+        return -1
+    d[o] = 0x2F
+    memcpy(d + o + 1, proxy, m)
+    o += 1 + m
+    if q0 < 0:
         return o
+    if escaped:
+        return -1
+    first_end = q0
+    while first_end < q1 and s[first_end] != 0x26:
+        if s[first_end] == 0x3A:
+            colon = first_end
+        first_end += 1
+    if colon > q0 and _port(s + colon + 1, first_end - colon - 1):
+        if o + 3 + first_end - colon - 1 > n:
+            return -1
+        d[o], d[o + 1], d[o + 2] = 0x3F, 0x68, 0x3A  # ?h:<port digits as sent>
+        memcpy(d + o + 3, s + colon + 1, first_end - colon - 1)
+        o += 3 + first_end - colon - 1
+    return o
+
+
+cdef inline bint _port(const unsigned char* s, Py_ssize_t m) noexcept nogil:
+    """Digits of a port ``parse_rpc_proxy_target`` accepts (1 to 65535)."""
+    cdef long long value = 0
+    cdef Py_ssize_t k
+    if m == 0:
+        return False
+    for k in range(m):
+        if not 0x30 <= s[k] <= 0x39:
+            return False
+        value = min(value * 10 + s[k] - 0x30, 1 << 20)
+    return 0 < value < 65536
 
 
 cdef class PathRules:
     """rules/http_paths.toml (an ``http.HttpPathTable``) as ``SignatureTables.deciding_bytes``
     reads it: the path prefixes in the table's order (longest first), each rule's query
-    parameters and values, RPC over HTTP's methods (whose requests are kept as sent).
+    parameters and values, RPC over HTTP's methods and the proxy's file name.
 
     ``usable`` is False when a string of the table could not be written back into a request
     line that ``classify_request`` reads the same way (non-ASCII, '?', '#', escapes...):
@@ -597,15 +658,15 @@ cdef class PathRules:
     """
 
     cdef list _keep
-    cdef Group prefixes, params, values, methods
+    cdef Group prefixes, params, values, methods, proxy
     cdef long long[::1] query_start, query_count
     cdef readonly bint usable
     cdef bint root_free
 
-    def __init__(self, *, prefixes, queries, rpc_methods):
+    def __init__(self, *, prefixes, queries, rpc_proxy, rpc_methods):
         """``prefixes``: str per rule; ``queries``: per rule, a tuple of (param, value)."""
         self._keep = []
-        self.usable = all(_plain(x, b"?#") and b"://" not in x.encode("ascii") for x in prefixes) and all(
+        self.usable = all(_plain(x, b"?#") and b"://" not in x.encode("ascii") for x in prefixes) and _plain(rpc_proxy, b"?#/") and all(
             _plain(param, b"?#&=%+") and _plain(value, b"?#&%+") for qs in queries for param, value in qs)
         if not self.usable:
             return
@@ -613,6 +674,7 @@ cdef class PathRules:
         self.params = self._group([param.encode("ascii") for qs in queries for param, _ in qs])
         self.values = self._group([value.encode("ascii") for qs in queries for _, value in qs])
         self.methods = self._group([m.encode("ascii") for m in rpc_methods])
+        self.proxy = self._group([rpc_proxy.encode("ascii")])
         count = np.array([len(qs) for qs in queries], dtype=np.int64)
         self.query_count, self.query_start = count, np.cumsum(count) - count
         # a request matching no rule becomes "/": only while "/" matches none either

@@ -456,7 +456,7 @@ class EvidenceCollector:
         rpc = self.http_paths.rpc_http
         self._path_rules = PathRules(prefixes=[r.prefix for r in self.http_paths.paths], queries=[[(q.param, q.value) for q in r.queries]
                                                                                                     for r in self.http_paths.paths],
-                                     rpc_methods=sorted(rpc.methods))  # fmt: skip
+                                     rpc_proxy=rpc.proxy, rpc_methods=sorted(rpc.methods))  # fmt: skip
         self.epm_expiry_ns = int(epm_expiry * 1e9)
         self.idle_ns = int(idle_timeout * 1e9)
         self._flows: OrderedDict[int, _Flow] = OrderedDict()

@@ -110,13 +110,25 @@ def merged(parts: list[pd.DataFrame]) -> pd.DataFrame:
 
 def infer(evidence: pd.DataFrame, rules: ServerEvidenceRules) -> pd.DataFrame:
     """Per host with any evidence: hi, lo, kinds (sorted, space-separated), flows (that showed
-    any), score and whether it is an Exchange server; strongest first."""
+    any), score and whether it is an Exchange server; strongest first.
+
+    Vectorized over hosts: each kind is a bit, a host's kinds their OR, and the names and
+    scores are worked out once per distinct set of kinds."""
     if not len(evidence):
         return pd.DataFrame({"hi": np.zeros(0, np.uint64), "lo": np.zeros(0, np.uint64), "kinds": np.zeros(0, object),
                              "flows": np.zeros(0, np.int64), "score": np.zeros(0, np.int64), "exchange": np.zeros(0, bool)})  # fmt: skip
-    ev = merged([evidence])
-    ev["weight"] = ev["kind"].map(rules.weights).fillna(0).astype(np.int64)
-    hosts = ev.groupby(["hi", "lo"], as_index=False, sort=True).agg(
-        kinds=("kind", lambda k: " ".join(sorted(k))), flows=("flows", "sum"), score=("weight", "sum"))
+    kinds = sorted(rules.weights)
+    bit = {k: 1 << i for i, k in enumerate(kinds)}
+    hi, lo = evidence["hi"].to_numpy(np.uint64), evidence["lo"].to_numpy(np.uint64)
+    order = np.lexsort((lo, hi))
+    hi, lo = hi[order], lo[order]
+    bits = evidence["kind"].map(bit).fillna(0).to_numpy(np.int64)[order]
+    flows = evidence["flows"].to_numpy(np.int64)[order]
+    start = np.flatnonzero(np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+    masks, which = np.unique(np.bitwise_or.reduceat(bits, start), return_inverse=True)
+    names = np.array([" ".join(k for k in kinds if m & bit[k]) for m in masks.tolist()], dtype=object)
+    scores = np.array([sum(rules.weights[k] for k in kinds if m & bit[k]) for m in masks.tolist()], dtype=np.int64)
+    hosts = pd.DataFrame({"hi": hi[start], "lo": lo[start], "kinds": names[which], "flows": np.add.reduceat(flows, start),
+                          "score": scores[which]})  # fmt: skip
     hosts["exchange"] = hosts["score"] >= rules.threshold
     return hosts.sort_values(["score", "flows"], ascending=False, kind="stable").reset_index(drop=True)
