@@ -523,8 +523,11 @@ def _decide(
     flows, vids = [f], [vid]
     if evidence is not None:
         bound = shared.bound if shared is not None and shared.bound is not None else _bound_ports(recs, o, verdicts, f, vid)
-        learned = pd.concat([evidence.epm, bound], ignore_index=True) if len(bound) else evidence.epm
-        epm = _epm_rows(learned, evidence.epm_expiry_ns, proto, o, recs["first_ns"])
+        # what a bind elsewhere said matters only to connections that did not bind themselves
+        unbound = np.ones(n, dtype=bool)
+        unbound[f[verdicts.kind[vid] == "bind"]] = False
+        epm = pd.concat([_epm_rows(evidence.epm, evidence.epm_expiry_ns, proto, o, recs["first_ns"]),
+                         _epm_rows(bound, evidence.epm_expiry_ns, proto, o, recs["first_ns"], among=unbound)], ignore_index=True)
         if len(epm):
             verdicts, epm_vids = verdicts.extend(epm)
             flows.append(epm["flow"].to_numpy(np.int64))
@@ -632,14 +635,16 @@ def _bound_ports(recs: Records, o: _Sides, verdicts: _Verdicts, f: npt.NDArray[n
     })  # fmt: skip
 
 
-def _epm_rows(learned: pd.DataFrame, expiry_ns: int, proto: npt.NDArray[np.int64], o: _Sides, first_ns: npt.NDArray[np.int64]) -> pd.DataFrame:
-    """Flows to a port an endpoint-mapper reply (or a bind elsewhere, ``_bound_ports``) named,
-    within the expiry of that answer, either side."""
+def _epm_rows(learned: pd.DataFrame, expiry_ns: int, proto: npt.NDArray[np.int64], o: _Sides, first_ns: npt.NDArray[np.int64],
+              among: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Flows (``among`` them) to a port an endpoint-mapper reply (or a bind elsewhere,
+    ``_bound_ports``) named, within the expiry of that answer, either side."""
     s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
     if learned.empty:
         return pd.DataFrame(columns=_EPM_ROWS)
     # only flows to a port some answer handed out can match: the join runs on those alone
-    ported = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & np.isin(s_port, learned["port"].to_numpy(np.int64)))
+    candidates = ((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & (among if among is not None else True)
+    ported = np.flatnonzero(candidates & np.isin(s_port, learned["port"].to_numpy(np.int64)))
     if not ported.size:
         return pd.DataFrame(columns=_EPM_ROWS)
     flows = pd.DataFrame({

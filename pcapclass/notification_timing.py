@@ -47,6 +47,8 @@ class NotificationTiming:
         """The datagram packets of this batch that a request followed within the window."""
         proto, plen = pk.proto[pay], pk.payload_len[pay]
         dgram = pay[(proto == IPPROTO_UDP) & (plen <= MAX_DATAGRAM) & (pk.sport[pay] >= HIGH_PORT) & (pk.dport[pay] >= HIGH_PORT)]
+        if not dgram.size and not self._ts.size:
+            return dgram  # nothing waits for a request
         calls = pay[(proto == IPPROTO_TCP) & (plen >= MIN_REQUEST)]
         off = pk.payload_off[calls]
         calls = calls[(data[off] == REQUEST_HEAD[0]) & (data[off + 1] == REQUEST_HEAD[1]) & (data[off + 2] == REQUEST_HEAD[2])]
