@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from .flows import FlowKeys, FlowTable, Records, flow_keys
 from .report import Format, Outputs, write_outputs
 from .rules import RuleSet, load_rules
 from .servers import load_server_evidence, merged
-from .sources import CaptureFile, PacketBatch
+from .sources import CaptureFile, PacketBatch, ReadAnomalies
 from .summarize import DEFAULT_BY, breakdown, grouping, merge, partial_breakdown, top
 from .timeseries import PacketIntervals
 
@@ -47,9 +47,9 @@ DEFAULT_MAX_FLOWS = 2_000_000
 ProgressFn = Callable[[int, int], None]
 
 
-@dataclass
-class CaptureCounts:
-    """What one input contributed: the capture.csv row."""
+@dataclass(kw_only=True)
+class CaptureCounts(ReadAnomalies):
+    """What one input contributed: the capture.csv row (the reader's anomaly counters, and these)."""
 
     capture: str
     format: str = ""
@@ -61,12 +61,6 @@ class CaptureCounts:
     truncated_packets: int = 0
     undecoded_packets: int = 0
     fragment_packets: int = 0
-    caplen_over_snaplen: int = 0
-    ts_fraction_invalid: int = 0
-    ts_out_of_range: int = 0
-    wirelen_below_caplen: int = 0
-    wirelen_implausible: int = 0
-    gzip_trailing_bytes: int = 0
     hash_collisions: int = 0
     flows_exported_early: int = 0
     #: packets a live capture's kernel or capture process reported dropping
@@ -484,12 +478,7 @@ def _capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, An
         "truncated_packets": c.truncated_packets,
         "undecoded_packets": c.undecoded_packets,
         "fragment_packets": c.fragment_packets,
-        "caplen_over_snaplen": c.caplen_over_snaplen,
-        "ts_fraction_invalid": c.ts_fraction_invalid,
-        "ts_out_of_range": c.ts_out_of_range,
-        "wirelen_below_caplen": c.wirelen_below_caplen,
-        "wirelen_implausible": c.wirelen_implausible,
-        "gzip_trailing_bytes": c.gzip_trailing_bytes,
+        **{f.name: getattr(c, f.name) for f in fields(ReadAnomalies)},
         "hash_collisions": c.hash_collisions,
         "flows_exported_early": c.flows_exported_early,
         "drops": c.drops,
