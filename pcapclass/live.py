@@ -273,7 +273,7 @@ class LiveCapture:
         return evidence, FlowRows.concat([taken, still], [0, len(done)])
 
     def _learn_servers(self, recs: Records, evidence: Evidence | None, rows: FlowRows | None) -> list[Network]:
-        """The --server networks, or every host seen answering on an Exchange port so far."""
+        """The --server networks, or every host the Exchange evidence so far names (rules/server_evidence.toml)."""
         if self._given:
             return self._given
         _, found = classify(recs, self.clf.lookup, (), evidence, rows=rows)
