@@ -1,7 +1,12 @@
-"""Tests for the compiled ``server_names`` (TLS SNI, else HTTP ``Host``) against a pure-Python
-reference parser on hand-built payloads."""
+"""Tests for the flows' ``server_name`` (TLS SNI, else HTTP ``Host``): the compiled
+``server_names`` against a pure-Python reference parser on hand-built payloads, and whole
+captures against tshark's ``tls.handshake.extensions_server_name`` and ``http.host``."""
 
 from __future__ import annotations
+
+import subprocess
+from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +14,8 @@ from conftest import FIXTURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pcapclass._identify import MAX_SERVER_NAME, same_names, server_names
+
+import pcapclass
 
 PAYLOADS = FIXTURES.parent / "payloads"
 
@@ -177,3 +184,60 @@ def test_digests_ignore_case_and_same_names_confirms() -> None:
     start, length, digest = server_names(data, np.cumsum(plen) - plen, plen)
     assert digest[0] == digest[1] and len(set(digest.tolist())) == 3
     assert same_names(data, start, length, start[[1, 0, 0, 0]], length[[1, 0, 0, 0]]).tolist() == [True, True, False, False]
+
+
+# --- whole captures against tshark --------------------------------------------------------------
+
+CAPTURES = [
+    PAYLOADS / "ndpi-sites.pcapng",
+    PAYLOADS / "ndpi-pops.pcapng",
+    PAYLOADS / "mapi.pcap",
+    PAYLOADS / "zeek-http-proxy.pcap",
+    PAYLOADS / "zeek-var-services-std-ports.pcap",
+    PAYLOADS / "ndpi-windowsupdate_over_http.pcap",
+    FIXTURES / "exchange_services.pcap",
+]
+
+
+def tshark_names(tshark: str, capture: Path) -> dict[tuple[str, int, str, int], list[str]]:
+    """Per (client, client port, server, server port), the names of its TCP streams: the
+    first ClientHello's SNI, else the first request's ``Host`` without its port, lower-cased."""
+    fields = ["tcp.stream", "ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport",
+              "tls.handshake.extensions_server_name", "http.host"]  # fmt: skip
+    out = subprocess.run([tshark, "-n", "-r", str(capture), "-Y", "tcp && (tls.handshake.type == 1 || http.request)", "-T", "fields",
+                          "-E", "occurrence=f", *(a for f in fields for a in ("-e", f))],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    first: dict[str, tuple[tuple[str, int, str, int], str]] = {}
+    for line in out.splitlines():
+        stream, s4, s6, sport, d4, d6, dport, sni, host = line.split("\t")
+        if stream in first:
+            continue
+        if host and not sni:
+            host = host[: host.index("]") + 1] if host.startswith("[") else host.split(":")[0]
+        first[stream] = ((s4 or s6, int(sport), d4 or d6, int(dport)), (sni or host).lower())
+    names: dict[tuple[str, int, str, int], list[str]] = defaultdict(list)
+    for key, name in first.values():
+        if name:
+            names[key].append(name)
+    return names
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_server_names_are_tsharks(tshark: str, capture: Path) -> None:
+    expected = tshark_names(tshark, capture)
+    assert expected, "the capture must hold names for this test to mean something"
+    flows = pcapclass.classify_file(capture).flows
+    got: dict[tuple[str, int, str, int], list[str]] = defaultdict(list)
+    for c, cp, s, sp, name in zip(flows.client_addr, flows.client_port, flows.server_addr, flows.server_port, flows.server_name):
+        if name:
+            got[(c, int(cp), s, int(sp))].append(name)
+    assert {k: sorted(v) for k, v in got.items()} == {k: sorted(v) for k, v in expected.items()}
+
+
+def test_a_server_name_decides_nothing_else() -> None:
+    """The name rides on an evidence row of its own kind, ranked after every other: the flow's
+    protocol, service and evidence are those of its other rows."""
+    flows = pcapclass.classify_file(PAYLOADS / "ndpi-pops.pcapng").flows
+    row = flows[flows.server_name != ""].iloc[0]
+    assert (row.server_name, row.protocol, row.server_port) == ("pop.secureserver.net", "tls", 995)
+    assert row.evidence in ("signature", "port", "none")
