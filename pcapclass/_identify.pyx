@@ -11,7 +11,7 @@ the layouts (TPKT/COTP, TLS, BER, NBSS, the DCE/RPC header, the request line) ar
 the specs ``signatures.py`` and ``dcerpc.py`` cite. Every read stays inside the payload.
 """
 
-from libc.string cimport memcpy, memset
+from libc.string cimport memchr, memcpy, memset
 
 import numpy as np
 
@@ -853,16 +853,16 @@ cdef Py_ssize_t _host(const unsigned char* p, Py_ssize_t n, Py_ssize_t* length) 
     (its length, without a ``:port``, into ``length``), or -1: the first header line named
     ``Host`` among those after the first line, before the empty line that ends them; the line
     must end inside ``p[:n]`` (a value cut short is no name)."""
-    cdef Py_ssize_t pos = 0, eol, a, b, k
-    while pos < n and p[pos] != 0x0A:
-        pos += 1
-    pos += 1
+    cdef Py_ssize_t pos, eol, a, b, k
+    cdef const unsigned char* lf = <const unsigned char*>memchr(p, 0x0A, n)
+    if lf == NULL:
+        return -1
+    pos = lf - p + 1
     while pos < n:
-        eol = pos
-        while eol < n and p[eol] != 0x0A:
-            eol += 1
-        if eol >= n:
+        lf = <const unsigned char*>memchr(p + pos, 0x0A, n - pos)
+        if lf == NULL:
             return -1
+        eol = lf - p
         b = eol
         if b > pos and p[b - 1] == 0x0D:
             b -= 1

@@ -565,7 +565,7 @@ def _decide(
         w, r = _strongest(n, f, strength, verdicts.protocol[vid] != "")
         protocol[w] = vid[r] + 1
         # the server name: the detail of the first server-name row (the client's first payload)
-        w, r = _strongest(n, f, strength, kinds[vid] == SERVER_NAME)
+        w, r = _strongest(n, f, strength, (kinds == SERVER_NAME)[vid])
         server_name[w] = vid[r] + 1
         proven = np.isin(verdicts.proof[vid], list(conclusive))
         w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f] | (dcerpc_of[vid] & (rpc_code[f] > 0)))
