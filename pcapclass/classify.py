@@ -26,6 +26,7 @@ from .evidence import (
     MISMATCH,
     ONE_CALL,
     RANK,
+    SERVER_NAME,
     SIGNATURE_SERVICES,
     TIMED_NOTIFICATION,
     Evidence,
@@ -382,10 +383,13 @@ class _Decided:
     rpc_interface_name_names: npt.NDArray[np.object_]
     protocol: npt.NDArray[np.int64]
     protocol_names: npt.NDArray[np.object_]
+    server_name: npt.NDArray[np.int64]
+    server_name_names: npt.NDArray[np.object_]
 
     def columns(self) -> dict[str, pd.Categorical]:
-        """The flows' protocol, service, evidence, detail and interface columns."""
+        """The flows' server name, protocol, service, evidence, detail and interface columns."""
         return {
+            "server_name": _categorical(self.server_name, self.server_name_names),
             "protocol": _categorical(self.protocol, self.protocol_names),
             "service": _categorical(self.service, self.service_names),
             "evidence": _categorical(self.evidence, _EVIDENCE_NAMES),
@@ -540,6 +544,7 @@ def _decide(
     service = port_code.astype(np.int64)
     ev = np.where(has_port, _EV["port"], _EV["none"])
     detail, iface, protocol = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    server_name = np.zeros(n, dtype=np.int64)
     # the service a blank DCE/RPC verdict takes: its port's, else an unnamed interface's (Exchange ends only)
     rpc_code = np.where(has_port, port_code, np.where(exchange_end, lookup.unnamed_rpc, 0))
     if flows:
@@ -562,6 +567,9 @@ def _decide(
         no_service = blank_of[vid] & ~mismatch_of[vid]
         w, r = _strongest(n, f, strength, verdicts.protocol[vid] != "")
         protocol[w] = vid[r] + 1
+        # the server name: the detail of the first server-name row (the client's first payload)
+        w, r = _strongest(n, f, strength, (kinds == SERVER_NAME)[vid])
+        server_name[w] = vid[r] + 1
         proven = np.isin(verdicts.proof[vid], list(conclusive))
         w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f] | (dcerpc_of[vid] & (rpc_code[f] > 0)))
                           & (exchange_end[f] | proven))  # fmt: skip
@@ -585,7 +593,7 @@ def _decide(
         service[hit], ev[hit], detail[hit] = ids + v, _EV["heuristic"], v + 1
     return _Decided(service, service_names, ev, detail, detail_names, iface,
                     np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]),
-                    protocol, np.concatenate([blank, verdicts.protocol]))  # fmt: skip
+                    protocol, np.concatenate([blank, verdicts.protocol]), server_name, np.concatenate([blank, verdicts.detail]))  # fmt: skip
 
 
 def _agreeing(rows: FlowRows | None, verdicts: _Verdicts, s: _Sides) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:

@@ -64,6 +64,8 @@ from ._identify import (
     SMTP_BANNER,
     PathRules,
     SignatureTables,
+    same_names,
+    server_names,
 )
 from ._identify import EXCHANGE_GREETING as GREETS_EXCHANGE
 from .dcerpc import (
@@ -136,7 +138,11 @@ _CALL_PTYPES = np.array([PTYPE_REQUEST, PTYPE_RESPONSE], dtype=np.uint8)
 #: capture began if the other direction's first payload is one too (classify makes it ``dcerpc``)
 ONE_CALL = "dcerpc-call"
 MISMATCH = "port-mismatch"
-RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, ONE_CALL, PROTOCOL_ONLY, "notification-timing"))}
+#: a row that names the server a client asked for (TLS SNI, HTTP ``Host``): the detail is the
+#: name, lower-cased; it decides nothing else, so it ranks after every other kind
+SERVER_NAME = "server-name"
+RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, ONE_CALL, PROTOCOL_ONLY, "notification-timing",
+                                          SERVER_NAME))}  # fmt: skip
 
 DEFAULT_EPM_EXPIRY = 300.0
 #: TCP/UDP port of Direct Push (docs/exchange-wire-facts.md §6)
@@ -166,7 +172,7 @@ SIGNATURE_TABLES = SignatureTables(
     greeting_line=sig.GREETING_LINE, min_decisive=sig.MIN_DECISIVE_PAYLOAD,
     max_request_line=MAX_REQUEST_LINE, max_method=MAX_METHOD_LEN,
 )  # fmt: skip
-_DCERPC_CODE, _NCACN_HTTP_CODE = LABEL_NAMES.index("dcerpc"), LABEL_NAMES.index("ncacn_http")
+_DCERPC_CODE, _NCACN_HTTP_CODE, _TLS_CODE = LABEL_NAMES.index("dcerpc"), LABEL_NAMES.index("ncacn_http"), LABEL_NAMES.index("tls")
 
 #: packets a followed flow is looked at before it is let go
 MAX_TRACKED_PACKETS = 48
@@ -578,6 +584,9 @@ class EvidenceCollector:
         calls[calls] = np.isin(data[off[calls] + 2], _CALL_PTYPES)
         parse = tcp & ((facts & (REQUEST_LINE | EHLO_MARKERS) != 0) | (dcerpc & (facts & DCERPC_PLAIN == 0)) | calls
                        | (label == _NCACN_HTTP_CODE))  # fmt: skip
+        named = np.flatnonzero(tcp & ((facts & REQUEST_LINE != 0) | ((facts >> AS_CLIENT_SHIFT) & LABEL_MASK == _TLS_CODE)))
+        if named.size:
+            self._server_names(data, pk, keys, sel[named], off[named], plen[named])
         sid = np.empty(sel.size, np.int64)
         decided = np.flatnonzero(~parse)
         if decided.size:
@@ -601,6 +610,30 @@ class EvidenceCollector:
         js = np.flatnonzero(sets.follow[sid])
         if js.size:
             self._start_following(data, pk, keys, sel, js, server_port, sid)
+
+    def _server_names(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
+                      off: npt.NDArray[np.int64], plen: npt.NDArray[np.int64]) -> None:  # fmt: skip
+        """A ``server-name`` row for each first payload ``sel`` (TLS client hellos and HTTP
+        requests) that names its server (``server_names``): one string per distinct name."""
+        start, length, digest = server_names(data, off, plen)
+        has = np.flatnonzero(length > 0)
+        if not has.size:
+            return
+        start, length, digest = start[has], length[has], digest[has]
+        vid = np.full(has.size, -1, dtype=np.int32)
+        new = np.arange(has.size)
+        while new.size:
+            # one string per digest; the names that are its bytes (but for case) share its row,
+            # the others (a digest collision) go round again
+            _, first_of, which = np.unique(digest[new], return_index=True, return_inverse=True)
+            looked = new[first_of]
+            for i, s, n in zip(looked.tolist(), start[looked].tolist(), length[looked].tolist()):
+                vid[i] = self._vid(_Verdict(SERVER_NAME, "", data[s : s + n].tobytes().decode("ascii").lower()))
+            rep = looked[which.reshape(-1)]
+            same = same_names(data, start[new], length[new], start[rep], length[rep])
+            vid[new[same]] = vid[rep[same]]
+            new = new[vid[new] < 0]
+        self._add_rows(keys, pk, sel[has], vid)
 
     def _fact_sets(self, facts: npt.NDArray[np.int32], tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
                    server_is_src: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:  # fmt: skip
@@ -1095,4 +1128,4 @@ class EvidenceCollector:
                         self.epm_expiry_ns)  # fmt: skip
 
 
-__all__ = ["DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "Evidence", "EvidenceCollector", "FlowIndex", "FlowRows"]
+__all__ = ["DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "SERVER_NAME", "Evidence", "EvidenceCollector", "FlowIndex", "FlowRows"]
