@@ -7,7 +7,7 @@ datagram 192.168.0.2:2571 -> 192.168.0.183:1054, the client's request 0.25 ms la
 registration was not captured (or the server is Exchange 5.5 or 2000, whose registration looks
 otherwise), that pair in quick succession is what is left to see.
 
-``NotificationTiming.feed`` keeps the short datagrams between high ports of the last
+``NotificationTiming.feed`` keeps the short datagrams (16 bytes at most) between high ports of the last
 ``WINDOW_NS`` across batches and returns those a DCE/RPC request from their receiver to their
 sender followed within it. Classify still requires the sender to be an Exchange server.
 """
@@ -23,8 +23,9 @@ IPPROTO_TCP, IPPROTO_UDP = 6, 17
 #: how soon the client's request must follow (measured: 0.25 ms; a client busy elsewhere or a
 #: slow network may take tens of milliseconds, and a wider window only admits coincidences)
 WINDOW_NS = 50_000_000
-#: a notification carries the registered context blob (8 bytes in every capture seen)
-MAX_DATAGRAM = 64
+#: a notification carries the context blob the client registered, which MS-OXCRPC caps at 16
+#: bytes (cbContext of EcRRegisterPushNotification; 8 in every capture seen)
+MAX_DATAGRAM = 16
 #: ports below this are services', not the random ones a client registers
 HIGH_PORT = 1024
 #: a DCE/RPC request PDU starts version 5, minor 0, type 0 (C706 §12.6)
@@ -45,11 +46,12 @@ class NotificationTiming:
 
     def feed(self, data: npt.NDArray[np.uint8], pk: Packets, pay: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
         """The datagram packets of this batch that a request followed within the window."""
-        proto, plen = pk.proto[pay], pk.payload_len[pay]
-        dgram = pay[(proto == IPPROTO_UDP) & (plen <= MAX_DATAGRAM) & (pk.sport[pay] >= HIGH_PORT) & (pk.dport[pay] >= HIGH_PORT)]
+        proto = pk.proto[pay]
+        udp = pay[proto == IPPROTO_UDP]
+        dgram = udp[(pk.payload_len[udp] <= MAX_DATAGRAM) & (pk.sport[udp] >= HIGH_PORT) & (pk.dport[udp] >= HIGH_PORT)]
         if not dgram.size and not self._ts.size:
             return dgram  # nothing waits for a request
-        calls = pay[(proto == IPPROTO_TCP) & (plen >= MIN_REQUEST)]
+        calls = pay[(proto == IPPROTO_TCP) & (pk.payload_len[pay] >= MIN_REQUEST)]
         off = pk.payload_off[calls]
         calls = calls[(data[off] == REQUEST_HEAD[0]) & (data[off + 1] == REQUEST_HEAD[1]) & (data[off + 2] == REQUEST_HEAD[2])]
         cols = np.concatenate([self._cols, np.vstack([pk.src_hi[dgram], pk.src_lo[dgram], pk.dst_hi[dgram], pk.dst_lo[dgram],
