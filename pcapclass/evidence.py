@@ -17,8 +17,7 @@ chunk, and whichever order, the pieces came in:
   ``signature``, ``registration``, ``port-mismatch``, or interface-only), with service, detail
   and interface;
 * ``epm``: (server address, transport, port) → interface learned from endpoint-mapper replies,
-  with the interval it was seen in (it applies ``epm_expiry`` either side);
-* ``smtp_servers``: hosts whose EHLO reply advertised Exchange-only keywords.
+  with the interval it was seen in (it applies ``epm_expiry`` either side).
 
 Learned tables are bounded: tracked flows expire after the idle timeout and are capped,
 endpoint-mapper entries are merged per (server, transport, port, interface), registrations
@@ -234,13 +233,11 @@ class Evidence:
     #: server_hi, server_lo, transport ('tcp'/'udp'), port, first_ns, last_ns, service,
     #: rpc_interface, rpc_interface_name, exchange (the interface is Exchange's alone)
     epm: pd.DataFrame
-    #: (hi, lo) of hosts proven Exchange SMTP servers by their EHLO keywords
-    smtp_servers: frozenset[tuple[int, int]]
     epm_expiry_ns: int
 
     @staticmethod
     def empty(epm_expiry: float = DEFAULT_EPM_EXPIRY) -> Evidence:
-        return Evidence(_rows_frame([]), _verdict_frame([]), _epm_frame([]), frozenset(), int(epm_expiry * 1e9))
+        return Evidence(_rows_frame([]), _verdict_frame([]), _epm_frame([]), int(epm_expiry * 1e9))
 
 
 VERDICT_COLUMNS = ("kind", "service", "detail", "rpc_interface", "rpc_interface_name", "server_is_sender",
@@ -385,7 +382,7 @@ class _VerdictSets:
     """What distinct first payloads said, found for a whole batch with one binary search.
 
     A first payload is found again by its bytes and context (``PayloadMemo``); payloads that
-    say the same (the same rows, follow or not, marker, preset binds) share a set. Every set is
+    say the same (the same rows, follow or not, preset binds) share a set. Every set is
     stored flat (its verdict ids one after the other), so that spreading a batch's verdicts over
     its packets is a few numpy calls whatever the mix, with no Python per payload or per
     verdict. Sets are kept for the run (a waiting flow names its preset by set number; they
@@ -396,33 +393,31 @@ class _VerdictSets:
     def __init__(self) -> None:
         #: per set, the contexts a flow that follows from it starts with (None: parse its payload)
         self.presets: list[list[tuple[int, str]] | None] = []
-        self._ids: dict[tuple[tuple[int, ...], bool, bool, tuple[tuple[int, str], ...] | None], int] = {}
+        self._ids: dict[tuple[tuple[int, ...], bool, tuple[tuple[int, str], ...] | None], int] = {}
         self.payloads = PayloadMemo()
         self._vids: list[tuple[int, ...]] = []
         self._follow: list[bool] = []
-        self._marker: list[bool] = []
         #: the sets as arrays, extended by the sets added since (never rebuilt from the start)
         self._built = 0
         self.n, self.start = np.zeros(0, np.int64), np.zeros(0, np.int64)
         self.flat = np.zeros(0, np.int32)
-        self.follow, self.marker, self.preset = np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, bool)
+        self.follow, self.preset = np.zeros(0, bool), np.zeros(0, bool)
 
-    def add(self, digest: int, context: int, payload: bytes, vids: list[int], follow: bool, marker: bool,
+    def add(self, digest: int, context: int, payload: bytes, vids: list[int], follow: bool,
             preset: list[tuple[int, str]] | None) -> int:  # fmt: skip
         """The set of what ``payload`` says, which is remembered for it (in ``context``)."""
-        sid = self.set_of(vids, follow, marker, preset)
+        sid = self.set_of(vids, follow, preset)
         self.payloads.remember(digest, context, payload, sid)
         return sid
 
-    def set_of(self, vids: list[int], follow: bool, marker: bool, preset: list[tuple[int, str]] | None) -> int:
+    def set_of(self, vids: list[int], follow: bool, preset: list[tuple[int, str]] | None) -> int:
         """The set of these verdicts (added if new)."""
-        key = (tuple(vids), follow, marker, tuple(preset) if preset is not None else None)
+        key = (tuple(vids), follow, tuple(preset) if preset is not None else None)
         sid = self._ids.get(key)
         if sid is None:
             sid = self._ids[key] = len(self._vids)
             self._vids.append(key[0])
             self._follow.append(follow)
-            self._marker.append(marker)
             self.presets.append(preset)
         return sid
 
@@ -435,7 +430,6 @@ class _VerdictSets:
             self.n = np.concatenate([self.n, n])
             self.flat = np.concatenate([self.flat, np.fromiter((v for vs in new for v in vs), dtype=np.int32, count=int(n.sum()))])
             self.follow = np.concatenate([self.follow, np.array(self._follow[b:], dtype=bool)])
-            self.marker = np.concatenate([self.marker, np.array(self._marker[b:], dtype=bool)])
             self.preset = np.concatenate([self.preset, np.array([p is not None for p in self.presets[b:]], dtype=bool)])
             self._built = len(self._vids)
 
@@ -501,11 +495,10 @@ class EvidenceCollector:
         self._timing = NotificationTiming()
         self._reg_lengths: set[int] = set()
         self._reg_ports: set[int] = set()
-        self._smtp_servers: set[tuple[int, int]] = set()
 
     def new_capture(self) -> None:
         """A new input starts: forget per-flow state (flows never span captures), keep what
-        was learned (endpoint-mapper ports, registrations, Exchange SMTP servers)."""
+        was learned (endpoint-mapper ports, registrations)."""
         self._flows.clear()
         self._waiting.clear()
         self._cont.clear()
@@ -602,11 +595,6 @@ class EvidenceCollector:
             pkt = np.repeat(np.arange(sid.size), per_pkt)
             within = np.arange(pkt.size) - np.repeat(np.cumsum(per_pkt) - per_pkt, per_pkt)
             self._add_rows(keys, pk, sel[pkt], sets.flat[sets.start[sid[pkt]] + within])
-        marked = sets.marker[sid]
-        if marked.any():
-            m = sel[marked]
-            for hi, lo in set(zip(pk.src_hi[m].tolist(), pk.src_lo[m].tolist())):
-                self._smtp_servers.add((hi, lo))
         js = np.flatnonzero(sets.follow[sid])
         if js.size:
             self._start_following(data, pk, keys, sel, js, server_port, sid)
@@ -657,10 +645,10 @@ class EvidenceCollector:
         payload by its labels (a DCE/RPC one of whole PDUs without binds also by whether its
         flow is followed: on an endpoint-mapper port, for the reply towers)."""
         if not tcp:
-            return self._sets.set_of([self._vid(_DIRECT_PUSH)] if facts & NOTIFY else [], False, False, None)
+            return self._sets.set_of([self._vid(_DIRECT_PUSH)] if facts & NOTIFY else [], False, None)
         v = self._facts_verdict(facts, server_port, server_is_src, False)
         follow = (facts >> AS_SERVER_SHIFT) & LABEL_MASK == _DCERPC_CODE and server_port in EPM_PORTS
-        return self._sets.set_of([self._vid(v)] if v is not None else [], follow, False, None)
+        return self._sets.set_of([self._vid(v)] if v is not None else [], follow, None)
 
     def _parsed_sets(self, data: npt.NDArray[np.uint8], off: npt.NDArray[np.int64], plen: npt.NDArray[np.int64],
                      tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64], server_is_src: npt.NDArray[np.bool_],
@@ -684,8 +672,8 @@ class EvidenceCollector:
             for digest, o, n, ctx, port, src, fact in zip(*(a[looked].tolist() for a in (group, off, plen, context, server_port, server_is_src,
                                                                                               facts))):  # fmt: skip
                 payload = buf[o : o + n].tobytes()
-                v, fol, mark = self._inspect(payload, port, src, fact)
-                got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, mark, self._preset))
+                v, fol = self._inspect(payload, port, src, fact)
+                got.append(sets.add(digest, ctx, payload, [self._vid(x) for x in v], fol, self._preset))
             sid[looked] = got
             rep = looked[which]
             same = (context[new] == context[rep]) & same_payloads(buf, off[new], plen[new], buf, off[rep], plen[rep])
@@ -737,14 +725,13 @@ class EvidenceCollector:
             o = int(pk.payload_off[p])
             if exchange_smtp_markers(data[o : o + int(pk.payload_len[p])].tobytes()):
                 proven.append(p)
-                self._smtp_servers.add((int(pk.src_hi[p]), int(pk.src_lo[p])))
         if proven:
             vid = self._vid(_EXCHANGE_EHLO)
             self._add_rows(keys, pk, np.array(proven, dtype=np.intp), np.full(len(proven), vid, dtype=np.int32))
 
-    def _inspect(self, payload: bytes, server_port: int, server_is_src: bool, facts: int) -> tuple[list[_Verdict], bool, bool]:
-        """Verdicts of one TCP first payload (``facts``: what ``SignatureTables.facts`` says of it);
-        whether to follow the flow; whether it proves an Exchange SMTP server (its sender).
+    def _inspect(self, payload: bytes, server_port: int, server_is_src: bool, facts: int) -> tuple[list[_Verdict], bool]:
+        """Verdicts of one TCP first payload (``facts``: what ``SignatureTables.facts`` says of it),
+        and whether to follow the flow.
         Sets ``self._preset``: the contexts its binds name when they are all it holds, or none
         for an IN channel's bare HTTP headers (a followed flow then starts from them unparsed,
         at a PDU boundary)."""
@@ -782,11 +769,10 @@ class EvidenceCollector:
                     follow = hv.evidence == "rpc-http" and req.method.upper() == "RPC_IN_DATA"
                     if follow and payload.find(b"\r\n\r\n") == len(payload) - 4:
                         self._preset = []  # headers only: the flow waits for its PDUs as a bind's does
-        markers = bool(facts & EHLO_MARKERS)
-        if markers:
+        if facts & EHLO_MARKERS:
             verdicts.append(_EXCHANGE_EHLO)
         label = self._facts_verdict(facts, server_port, server_is_src, any(x.protocol for x in verdicts))
-        return ([*verdicts, label] if label is not None else verdicts), follow, markers
+        return ([*verdicts, label] if label is not None else verdicts), follow
 
     @staticmethod
     def _facts_verdict(facts: int, server_port: int, server_is_src: bool, protocol_known: bool) -> _Verdict | None:
@@ -1124,7 +1110,7 @@ class EvidenceCollector:
             iface = self.interfaces.get(uuid)
             service = iface.service if iface is not None and iface.decisive else ""
             epm_rows.append((hi, lo, transport, port, first, last, service, uuid, iface.name if iface else "", iface is not None and iface.exchange))
-        return Evidence(_rows_frame(parts), _verdict_frame(self._verdicts), _epm_frame(epm_rows), frozenset(self._smtp_servers),
+        return Evidence(_rows_frame(parts), _verdict_frame(self._verdicts), _epm_frame(epm_rows),
                         self.epm_expiry_ns)  # fmt: skip
 
 
