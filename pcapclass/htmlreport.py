@@ -101,15 +101,20 @@ def write_report(outdir: str | os.PathLike[str]) -> Path:
 
 
 def _bars(b: pd.DataFrame, column: str, unit: str):  # type: ignore[no-untyped-def]
+    """The breakdown's ``column`` per service, stacked by direction."""
+    return _stacked(b.pivot_table(index="service", columns="direction", values=column, aggfunc="sum", fill_value=0, sort=False), unit)
+
+
+def _stacked(table: pd.DataFrame, unit: str):  # type: ignore[no-untyped-def]
+    """Horizontal bars per service (largest on top), stacked by ``table``'s columns."""
     import matplotlib.pyplot as plt
 
-    table = b.pivot_table(index="service", columns="direction", values=column, aggfunc="sum", fill_value=0, sort=False)
     table = table.loc[table.sum(axis=1).sort_values().index]
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(table) + 1.2))
     table.plot.barh(stacked=True, ax=ax, width=0.75)
     ax.set_xlabel(unit)
     ax.set_ylabel("")
-    ax.legend(title="direction", loc="lower right", fontsize=8)
+    ax.legend(title=table.columns.name, loc="lower right", fontsize=8)
     return fig
 
 
@@ -137,16 +142,8 @@ def _timeseries(t: Tables):  # type: ignore[no-untyped-def]
 
 
 def _evidence(f: pd.DataFrame):  # type: ignore[no-untyped-def]
-    import matplotlib.pyplot as plt
-
-    table = f.pivot_table(index="service", columns="evidence", values="packets_c2s", aggfunc="size", fill_value=0, sort=False)
-    table = table.loc[table.sum(axis=1).sort_values().index]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(table) + 1.2))
-    table.plot.barh(stacked=True, ax=ax, width=0.75)
-    ax.set_xlabel("flows")
-    ax.set_ylabel("")
-    ax.legend(title="evidence", loc="lower right", fontsize=8)
-    return fig
+    """Flows per service, stacked by the evidence that decided them."""
+    return _stacked(f.pivot_table(index="service", columns="evidence", values="packets_c2s", aggfunc="size", fill_value=0, sort=False), "flows")
 
 
 def _top(f: pd.DataFrame, side: str) -> pd.DataFrame:
