@@ -197,10 +197,27 @@ def run_signatures(data: bytes) -> None:
     signatures.shared_prefix(data)
 
 
+def run_certificate(data: bytes) -> None:
+    """A server payload through the certificate-subject kernel, whole and cut short, and each
+    subject it finds through the DER name reader."""
+    import numpy as np
+    from pcapclass._certificate import certificate_subjects
+
+    from pcapclass.certificate import subject_text
+
+    buf = np.frombuffer(data or b"\0", dtype=np.uint8)
+    cuts = np.unique(np.array([len(data), len(data) // 2, len(data) - 1, 0]).clip(0))
+    start, length, _ = certificate_subjects(buf, np.zeros(cuts.size, np.int64), cuts)
+    for s, n in zip(start.tolist(), length.tolist()):
+        if n:
+            subject_text(data[s : s + n])
+
+
 #: the payload parsers' targets (seeded with the fixtures' payloads)
-PAYLOAD_TARGETS = ("dcerpc", "http", "signatures")
+PAYLOAD_TARGETS = ("dcerpc", "http", "signatures", "certificate")
 TARGETS: dict[str, Callable[[bytes], None]] = {"pcap": run_capture, "pcapng": run_capture, "gzip": run_gzip, "packet": run_packet,
-                                               "dcerpc": run_dcerpc, "http": run_http, "signatures": run_signatures}  # fmt: skip
+                                               "dcerpc": run_dcerpc, "http": run_http, "signatures": run_signatures,
+                                               "certificate": run_certificate}  # fmt: skip
 
 
 def mutate(data: bytes, edits: list[tuple[int, str, bytes]], donor: bytes) -> bytes:
