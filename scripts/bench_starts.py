@@ -18,6 +18,7 @@ docs/exchange-wire-facts.md §6.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import struct
 import time
@@ -139,10 +140,47 @@ def tls_client_hello(c: Conn) -> bytes:
 
 
 def tls_server_hello(c: Conn) -> bytes:
+    """ServerHello, then the server's certificate in a record of its own (the same segment)."""
     random = struct.pack(">I", c.ts_us // 1_000_000) + c.rand("server-random", 28)
     hello = _hello(c, 2, b"\x03\x01" + random + b"\x20" + c.rand("sid", 32) + b"\x00\x04\x00")
-    cert = c.rand("cert", 64) * 12  # stands for the certificate that follows in the same segment
-    return hello + b"\x16\x03\x01" + (len(cert) + 4).to_bytes(2, "big") + b"\x0b" + len(cert).to_bytes(3, "big") + cert
+    cert = certificate(c.server)
+    chain = (len(cert) + 3).to_bytes(3, "big") + len(cert).to_bytes(3, "big") + cert
+    return hello + b"\x16\x03\x01" + (len(chain) + 4).to_bytes(2, "big") + b"\x0b" + len(chain).to_bytes(3, "big") + chain
+
+
+def certificate_subject(server: str) -> str:
+    """The subject of ``certificate(server)`` as RFC 4514 text (the last RDN first)."""
+    return f"CN={server},OU=Messaging,O=Example Corp,C=US"
+
+
+def _der(tag: int, body: bytes) -> bytes:
+    n = len(body)
+    size = b"" if n < 0x80 else n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size) if size else n]) + size + body
+
+
+def _name(*rdns: tuple[bytes, int, str]) -> bytes:
+    """A DER Name of one-attribute RDNs (OID content, string tag, value), first to last."""
+    return _der(0x30, b"".join(_der(0x31, _der(0x30, _der(0x06, oid) + _der(tag, value.encode()))) for oid, tag, value in rdns))
+
+
+CN, OU, O, C = (bytes([0x55, 0x04, n]) for n in (3, 11, 10, 6))  # 2.5.4.x (X.520)
+SHA256_RSA = _der(0x30, _der(0x06, bytes.fromhex("2a864886f70d01010b")) + b"\x05\x00")  # RFC 4055 sha256WithRSAEncryption
+RSA = _der(0x30, _der(0x06, bytes.fromhex("2a864886f70d010101")) + b"\x05\x00")
+
+
+@functools.cache
+def certificate(server: str) -> bytes:
+    """An X.509 v3 certificate (RFC 5280 4.1) for ``server``, issued by the corporate CA: the
+    same for every connection to the server, as a server's certificate is; key and signature
+    are bytes that stand for an RSA-2048 key and signature."""
+    key = hashlib.shake_256(server.encode()).digest(256)
+    tbs = (_der(0xA0, _der(0x02, b"\x02")) + _der(0x02, hashlib.sha1(server.encode()).digest()[:16]) + SHA256_RSA
+           + _name((C, 0x13, "US"), (O, 0x0C, "Example Corp"), (CN, 0x0C, "Example Corp Issuing CA 01"))
+           + _der(0x30, _der(0x17, b"060101000000Z") + _der(0x17, b"080101000000Z"))
+           + _name((C, 0x13, "US"), (O, 0x0C, "Example Corp"), (OU, 0x0C, "Messaging"), (CN, 0x0C, server))
+           + _der(0x30, RSA + _der(0x03, b"\x00" + _der(0x30, _der(0x02, b"\x00" + key) + _der(0x02, b"\x01\x00\x01")))))
+    return _der(0x30, _der(0x30, tbs) + SHA256_RSA + _der(0x03, b"\x00" + hashlib.shake_256(b"sig" + key).digest(256)))
 
 
 # -- text greetings and first commands --------------------------------------------------------------

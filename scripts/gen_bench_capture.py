@@ -568,7 +568,7 @@ def generate(out: str | Path, packets: int = 2_000_000, flows: int = 50_000, see
     if progress:
         print(file=sys.stderr)
     if truth is not None:
-        write_truth(truth, gen.truth())
+        write_truth(truth, gen.truth(), canned=canned)
     return {
         "packets": done,
         "frame_bytes": frame_bytes,
@@ -581,7 +581,7 @@ def generate(out: str | Path, packets: int = 2_000_000, flows: int = 50_000, see
 
 
 TRUTH_COLUMNS = ("client", "client_port", "server", "server_port", "transport", "profile", "start1", "start2",
-                 "starts_written", "evidence")
+                 "starts_written", "evidence", "cert_subject")
 
 
 def _address(addr: int, v6: bool) -> str:
@@ -590,11 +590,12 @@ def _address(addr: int, v6: bool) -> str:
     return str(ipaddress.IPv4Address(addr))
 
 
-def write_truth(path: str | Path, t: dict[str, np.ndarray]) -> None:
+def write_truth(path: str | Path, t: dict[str, np.ndarray], canned: bool = False) -> None:
     """One CSV row per flow, what was written: its endpoints, profile, protocol starts (the
     client's or server's first payload, in the order sent; empty: none), whether every start was
     written (not cut off by the end of the capture), and the evidence those starts prove (the
-    starts' own ``evidence`` on the profile's port, '|'-joined; empty: none that names a service)."""
+    starts' own ``evidence`` on the profile's port, '|'-joined; empty: none that names a service),
+    and the subject of the certificate its server sent (empty: none)."""
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(TRUTH_COLUMNS)
@@ -607,7 +608,15 @@ def write_truth(path: str | Path, t: dict[str, np.ndarray]) -> None:
                         int(t["sport"][fid]), "udp" if udp else "tcp", PROFILES[int(t["prof"][fid])].name,
                         *(st.name for st in sigs), *([""] * (2 - len(sigs))),
                         int(bool(sigs) and t["packets"][fid] > last),
-                        "|".join(sorted(_evidence(sigs, PROFILES[int(t["prof"][fid])])))])
+                        "|".join(sorted(_evidence(sigs, PROFILES[int(t["prof"][fid])]))),
+                        _cert_subject(sigs, int(t["saddr"][fid]), int(t["sport"][fid]), canned)])
+
+
+def _cert_subject(starts: list, saddr: int, sport: int, canned: bool) -> str:
+    """The subject of the certificate in the flow's starts (as ``bench_starts`` names it)."""
+    if not any(st.build is bench_starts.tls_server_hello for st in starts):
+        return ""
+    return bench_starts.certificate_subject(bench_starts.Conn.canned(sport).server if canned else _host(saddr))
 
 
 def _evidence(starts: list, profile: Profile) -> set[str]:
