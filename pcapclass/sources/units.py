@@ -9,8 +9,9 @@ and interface descriptions of its section -- followed by its byte range, so that
 readers give, unit after unit, exactly the packets of the whole file. A pcapng cut never falls
 before a Simple Packet Block, which takes its time from the packet before it.
 
-Not split (one unit, read as ``open_capture`` reads it): gzip, stdin, and what is not a pcap or
-pcapng (whose error then comes from reading it). Where the walk meets corrupt framing it stops
+A file no larger than ``unit_size`` is one unit, not walked. Not split either (one unit, read as
+``open_capture`` reads it): gzip, stdin, and what is not a pcap or pcapng (whose error then comes
+from reading it). Where the walk meets corrupt framing it stops
 cutting; the last unit runs to the end of the file and reading it raises the error a whole-file
 read raises.
 
@@ -112,6 +113,8 @@ def split_capture(path: str | os.PathLike[str], *, unit_size: int = DEFAULT_UNIT
     with stream:
         if position is not None:  # gzip
             return [WorkUnit(name, 0, 0, None, 0)]
+        if total is not None and total <= unit_size:
+            return [WorkUnit(name, 0, 0, total, 0)]  # nothing to cut: not walked
         window = ByteWindow(stream, path=name, chunk_size=WALK_CHUNK)
         window.refill(0, FILE_HEADER_LEN)
         head = bytes(window.buf[: min(4, window.end)])
