@@ -11,11 +11,16 @@ from __future__ import annotations
 import itertools
 import logging
 import pickle
+import random
 import struct
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 from conftest import BAD, FIXTURES, bad_cases
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from oracle import WTAP_ENCAP_BY_LINKTYPE, tshark_packets
 
 from pcapclass.errors import CaptureError
@@ -211,3 +216,86 @@ def test_units_travel_by_pickle():
     units = split_capture(FIXTURES / "pcapng_two_sections.pcapng", unit_size=500)
     assert pickle.loads(pickle.dumps(units)) == units
     assert split_capture("-") == [pickle.loads(pickle.dumps(split_capture("-")[0]))]
+
+
+# -- property tests: random captures, random unit sizes ------------------------------------------
+
+
+def make_fixtures():
+    import importlib.util
+    import sys
+
+    if "make_fixtures" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("make_fixtures", FIXTURES.parents[2] / "scripts" / "make_fixtures.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["make_fixtures"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["make_fixtures"]
+
+
+payload_sizes = st.one_of(st.integers(0, 200), st.integers(1400, 1600), st.integers(60_000, 70_000))
+
+
+@st.composite
+def random_pcapngs(draw):
+    """Sections of either byte order whose interfaces are described before and between packets,
+    with Simple Packet Blocks and blocks to skip; returns the bytes and the packets' payloads."""
+    mf = make_fixtures()
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    data, payloads = b"", []
+    for _section in range(draw(st.integers(1, 3))):
+        w = mf.Pcapng(draw(st.booleans()))
+        data += w.shb() + w.idb(1, 0)
+        interfaces = 1
+        for kind in draw(st.lists(st.sampled_from(["epb", "epb", "epb", "spb", "idb", "skip"]), max_size=20)):
+            if kind == "idb":
+                data += w.idb(draw(st.sampled_from([1, 101, 113])), 0, [(mf.IF_TSRESOL, w.u8(draw(st.sampled_from([6, 9]))))])
+                interfaces += 1
+            elif kind == "skip":
+                data += w.custom(rng.randbytes(draw(st.integers(0, 40))))
+            else:
+                payload = rng.randbytes(draw(payload_sizes))
+                rec = mf.Rec(0, payload, len(payload))
+                ticks = draw(st.integers(0, 2**62))
+                data += w.spb(rec) if kind == "spb" else w.epb(draw(st.integers(0, interfaces - 1)), ticks, rec)
+                payloads.append(payload)
+    return data, payloads
+
+
+@st.composite
+def random_pcaps(draw):
+    mf = make_fixtures()
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    big_endian, nsec = draw(st.booleans()), draw(st.booleans())
+    payloads = [rng.randbytes(draw(payload_sizes)) for _ in range(draw(st.integers(0, 30)))]
+    recs = [mf.Rec(draw(st.integers(0, 2**32 - 1)) * 10**9 + k, p, len(p)) for k, p in enumerate(payloads)]
+    return mf.pcap_file(recs, 1, nsec=nsec, big_endian=big_endian), payloads
+
+
+def whole_read(path):
+    got = []
+    for batch in open_capture(path):
+        for i in range(len(batch)):
+            off, cap = int(batch.offset[i]), int(batch.caplen[i])
+            got.append((int(batch.ts_ns[i]), int(batch.wirelen[i]), cap, int(batch.linktype[i]), bytes(batch.data[off : off + cap])))
+    return got
+
+
+@settings(max_examples=80, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(capture=st.one_of(random_pcaps(), random_pcapngs()), unit_size=st.integers(1, 200_000), walk_chunk=st.sampled_from([64, 1000, 1 << 20]))
+def test_random_captures_read_alike_whole_and_in_units(capture, unit_size, walk_chunk):
+    data, payloads = capture
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "capture"
+        path.write_bytes(data)
+        saved, units.WALK_CHUNK = units.WALK_CHUNK, walk_chunk
+        try:
+            pieces = split_capture(path, unit_size=unit_size)
+        finally:
+            units.WALK_CHUNK = saved
+        got, consumed = read_units(pieces, chunk_size=1 << 20)
+        want = whole_read(path)
+    assert [p[4] for p in want] == payloads
+    assert got == want
+    assert consumed == len(data)
+    assert all(u.start < v.start for u, v in itertools.pairwise(pieces))
