@@ -62,18 +62,17 @@ def resolve_captures(arguments: Sequence[str | os.PathLike[str]]) -> list[Captur
         if argument == STDIN:
             stdin = True
             continue
-        for path, named in _expand(argument, found):
-            key = os.path.realpath(path)
-            if key not in seen and (named or _is_capture(path, found)):
+        for path in _expand(argument, found):
+            if (key := os.path.realpath(path)) not in seen:
                 seen.add(key)
                 found.append(_first_packet(path))
     found.sort(key=lambda c: (c.first_ns is None, c.first_ns or 0, c.path))
     return found + [CaptureInput(STDIN)] * stdin
 
 
-def _expand(argument: str, errors: list[CaptureInput]) -> Iterator[tuple[str, bool]]:
-    """(path, named) for each file ``argument`` stands for; ``named`` is False for the members
-    of a directory, which are taken only when their bytes are a capture."""
+def _expand(argument: str, errors: list[CaptureInput]) -> Iterator[str]:
+    """The files ``argument`` stands for: itself, what it matches, and the members of a directory
+    whose bytes are a capture."""
     if os.path.lexists(argument):
         paths = [argument]
     elif glob.has_magic(argument):
@@ -84,13 +83,13 @@ def _expand(argument: str, errors: list[CaptureInput]) -> Iterator[tuple[str, bo
         paths = [argument]  # missing: reading it reports it
     for path in paths:
         if not os.path.isdir(path):
-            yield path, True
+            yield path
             continue
         before = len(errors)
-        members = sorted(_walk(path, errors))
+        members = [member for member in sorted(_walk(path, errors)) if _is_capture(member, errors)]
         if not members and len(errors) == before:
             errors.append(CaptureInput(path, error=CaptureOpenError("no capture file in this directory", path=path)))
-        yield from ((member, False) for member in members)
+        yield from members
 
 
 def _walk(directory: str, errors: list[CaptureInput]) -> Iterator[str]:

@@ -80,6 +80,7 @@ def test_globs_links_and_repeats_name_each_file_once(tmp_path, tshark):
 def test_what_cannot_be_read_is_reported_and_does_not_stop_the_rest(tmp_path, tshark):
     empty_dir = tmp_path / "empty"
     empty_dir.mkdir()
+    (empty_dir / "README").write_text("captures go here\n")  # no capture in it all the same
     header_only = tmp_path / "header_only.pcap"
     header_only.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
     good = FIXTURES / "pcap_le_nsec.pcap"
