@@ -11,9 +11,11 @@ before a Simple Packet Block, which takes its time from the packet before it.
 
 A file no larger than ``unit_size`` is one unit, not walked. Not split either (one unit, read as
 ``open_capture`` reads it): gzip, stdin, and what is not a pcap or pcapng (whose error then comes
-from reading it). Where the walk meets corrupt framing it stops
-cutting; the last unit runs to the end of the file and reading it raises the error a whole-file
-read raises.
+from reading it). Where the walk meets corrupt framing it stops cutting: the last unit runs to
+the end of the file, and reading it raises the error a whole-file read raises. Faults the walk
+does not look for (a packet block naming an undescribed interface, a read error) are raised by
+the unit that meets them; as a whole-file read stops there, the units after the first that
+raises must be dropped.
 
 ``UnitCapture`` reads a unit: batches and errors are numbered in the whole file (packet numbers,
 byte offsets), so messages name the file's packets whichever unit met them.

@@ -299,3 +299,26 @@ def test_random_captures_read_alike_whole_and_in_units(capture, unit_size, walk_
     assert got == want
     assert consumed == len(data)
     assert all(u.start < v.start for u, v in itertools.pairwise(pieces))
+
+
+def test_units_up_to_the_first_fault_give_what_the_whole_file_gives(tmp_path):
+    """A packet block naming an interface never described: the walk cuts on past it, the unit
+    holding it raises the whole-file error, and the units before it hold the packets before it."""
+    mf = make_fixtures()
+    w = mf.Pcapng(False)
+    good = [w.epb(0, 1_000_000 + k, mf.Rec(0, bytes(60), 60)) for k in range(6)]
+    bad = w.epb(5, 2_000_000, mf.Rec(0, bytes(60), 60))  # interface 5: only interface 0 is described
+    path = tmp_path / "bad_interface.pcapng"
+    path.write_bytes(w.shb() + w.idb(1, 0) + b"".join(good[:4]) + bad + b"".join(good[4:]))
+    head = len(w.shb() + w.idb(1, 0))
+    with pytest.raises(CaptureError) as whole:
+        for _ in open_capture(path):
+            pass
+    assert (whole.value.offset, whole.value.packet) == (head + 4 * len(bad), 5)  # by the blocks' lengths
+    got = []
+    with pytest.raises(CaptureError) as split:
+        for unit in split_capture(path, unit_size=1):
+            with UnitCapture(unit) as capture:
+                got.extend(n for batch in capture for n in range(batch.first_packet, batch.first_packet + len(batch)))
+    assert got == [0, 1, 2, 3]
+    assert (type(split.value), str(split.value)) == (type(whole.value), str(whole.value))
