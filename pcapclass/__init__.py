@@ -17,7 +17,7 @@ from .errors import (
     PcapclassError,
     RulesError,
 )
-from .report import Format
+from .output import Format
 from .rules import RuleSet, load_rules
 
 __version__ = "0.1.0"

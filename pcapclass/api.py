@@ -34,7 +34,7 @@ from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError, CaptureInterruptedError, OutputError
 from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
 from .flows import FlowKeys, FlowTable, Records, flow_keys
-from .report import Format, Outputs, write_outputs
+from .output import Format, Outputs, Table, write_tables
 from .rules import RuleSet, load_rules
 from .servers import load_server_evidence, merged
 from .sources import CaptureFile, PacketBatch, ReadAnomalies
@@ -92,6 +92,14 @@ class Result:
     errors: list[CaptureError] = field(default_factory=list)
     #: per interval, service and direction (schema.TIMESERIES), when an interval was asked for
     timeseries: pd.DataFrame | None = None
+
+    def tables(self) -> dict[Table, pd.DataFrame]:
+        """The tables a run writes, by name, in the order written (capture last)."""
+        tables = {Table.FLOWS: self.flows, Table.BREAKDOWN: self.breakdown, Table.SERVERS: self.servers.evidence}
+        if self.timeseries is not None:
+            tables[Table.TIMESERIES] = self.timeseries
+        tables[Table.CAPTURE] = self.captures
+        return tables
 
     @property
     def error(self) -> CaptureError | None:
@@ -398,7 +406,7 @@ class Classifier:
         by = grouping(by)
         if self.store.one_block:
             result = self.result(by=by, top_groups=top_groups)
-            write_outputs(result, outdir, fmt)
+            write_tables(result.tables(), outdir, fmt)
             return result
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         shared = Shared()
@@ -415,7 +423,7 @@ class Classifier:
             candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
             shared.sessions = rpc_sessions_among(candidates, self.networks, shared.known)
         with Outputs(outdir) as out:
-            writer = out.appender(fmt.file("flows"))
+            writer = out.appender(fmt.file(Table.FLOWS))
             parts, series, counts = [], [], np.zeros(len(self.counts), dtype=np.int64)
             servers = Servers(networks=(), addresses=(), inferred=not self.networks)
             for recs, index, rows in self.store.blocks():
@@ -426,11 +434,9 @@ class Classifier:
                 series += [self.intervals.part(recs, flows)] if self.intervals is not None else []
                 counts += np.bincount(index, minlength=len(self.counts))
             result = self._result(empty_flows(), top(merge(parts, self._order, by), top_groups, by), counts, servers, series)
-            out.write(fmt.file("breakdown"), result.breakdown)
-            out.write(fmt.file("servers"), servers.evidence)
-            if result.timeseries is not None:
-                out.write(fmt.file("timeseries"), result.timeseries)
-            out.write(fmt.file("capture"), result.captures)
+            for name, df in result.tables().items():
+                if name is not Table.FLOWS:
+                    out.write(fmt.file(name), df)
         return result
 
     def close(self) -> None:

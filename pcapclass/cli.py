@@ -28,13 +28,21 @@ import pyarrow as pa
 
 from . import __version__
 from .addresses import Network, parse_networks
-from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier, Result
-from .classify import empty_flows
+from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
 from .errors import CaptureError, CaptureInterruptedError, PcapclassError, RulesError
 from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
+from .output import (
+    BREAKDOWN_CSV,
+    CAPTURE_CSV,
+    FLOWS_CSV,
+    TIMESERIES_CSV,
+    Format,
+    Table,
+    make_outdir,
+    print_table,
+)
 from .progress import Progress
-from .report import Format, make_outdir, print_table
 from .rules import RuleSet, load_rules
 from .sources import ReadAnomalies
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
@@ -317,8 +325,8 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
         return EXIT_UNREADABLE
     result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
     if not args.quiet:
-        print_table(result, sys.stdout)
-        tables = ("flows", "breakdown", "capture", "servers", *(("timeseries",) if args.interval else ()))
+        print_table(result.breakdown, result.servers, sys.stdout)
+        tables = (Table.FLOWS, Table.BREAKDOWN, Table.CAPTURE, Table.SERVERS, *((Table.TIMESERIES,) if args.interval else ()))
         print(f"wrote {args.outdir}/" + ", ".join(Format(args.format).file(t) for t in tables))
     if args.report:
         _report(args.outdir)
@@ -347,8 +355,8 @@ def _live(args: argparse.Namespace, rules: RuleSet) -> int:
         view.close()
     row = result.captures.iloc[0]
     if not args.quiet:
-        print_table(Result(flows=empty_flows(), breakdown=result.breakdown, captures=result.captures, servers=result.servers), sys.stdout)
-        print(f"{row['packets']:,} packets captured on {args.interface}, {row['drops']:,} dropped; wrote {args.outdir}/flows.csv, timeseries.csv, breakdown.csv, capture.csv")
+        print_table(result.breakdown, result.servers, sys.stdout)
+        print(f"{row['packets']:,} packets captured on {args.interface}, {row['drops']:,} dropped; wrote {args.outdir}/{FLOWS_CSV}, {TIMESERIES_CSV}, {BREAKDOWN_CSV}, {CAPTURE_CSV}")
     if row["drops"]:
         _warn(f"{row['drops']:,} packets were dropped by the kernel or the capture process (counted in capture.csv)")
     if result.error is not None:

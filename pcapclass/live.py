@@ -34,7 +34,15 @@ from .classify import Servers, classify, flow_rows
 from .errors import LiveCaptureError, OutputError, PcapclassError
 from .evidence import Evidence, FlowRows
 from .flows import KEY_COLUMNS, Records
-from .report import TS_FORMAT, append_text, make_outdir, with_readable_times, write_csv
+from .output import (
+    BREAKDOWN_CSV,
+    CAPTURE_CSV,
+    FLOWS_CSV,
+    TIMESERIES_CSV,
+    append_rows,
+    make_outdir,
+    write_csv,
+)
 from .rules import RuleSet
 from .sources import PacketBatch
 from .sources.live import DEFAULT_BACKEND, LiveSource, open_live
@@ -156,7 +164,7 @@ class LiveCapture:
             try:
                 # both logs start anew, header first, so that they parse from the first moment on
                 # (and say that the capture runs)
-                for name, columns in (("flows.csv", schema.FLOWS), ("timeseries.csv", schema.TIMESERIES)):
+                for name, columns in ((FLOWS_CSV, schema.FLOWS), (TIMESERIES_CSV, schema.TIMESERIES)):
                     (self.outdir / name).unlink(missing_ok=True)
                     self._append(pd.DataFrame(columns=schema.names(columns)), name, columns)
                 writer = PcapWriter(self.write_pcap) if self.write_pcap is not None else None
@@ -246,11 +254,11 @@ class LiveCapture:
         self._prev = self._snapshot(opened)
         part, _ = classify(delta, self.clf.lookup, nets, evidence, rows=rows)
         moved = (part["packets_c2s"] + part["packets_s2c"]).to_numpy() > 0
-        self._append(self._interval_rows(part[moved], start, end, new_drops), "timeseries.csv", schema.TIMESERIES)
+        self._append(self._interval_rows(part[moved], start, end, new_drops), TIMESERIES_CSV, schema.TIMESERIES)
         if n_done:
             finished = flows.iloc[:n_done]
             finished.insert(0, "capture", self.interface)
-            self._append(finished, "flows.csv", schema.FLOWS)
+            self._append(finished, FLOWS_CSV, schema.FLOWS)
         totals_part = breakdown(part[moved], self.order)
         fresh = part[moved & new].groupby(["service", "direction"], observed=True).size()
         index = pd.MultiIndex.from_frame(totals_part[["service", "direction"]])
@@ -308,20 +316,16 @@ class LiveCapture:
 
     def _append(self, df: pd.DataFrame, name: str, columns: tuple[schema.Column, ...]) -> None:
         """Append rows in one write (header first when the file is new): readers see whole rows."""
-        path = self.outdir / name
-        header = not path.exists()
-        text = with_readable_times(df[schema.names(columns)]).to_csv(index=False, header=header, float_format=TS_FORMAT)
-        if text:
-            append_text(path, text)
+        append_rows(self.outdir / name, df[schema.names(columns)])
 
     def _write_breakdown(self) -> None:
-        write_csv(self._totals, self.outdir / "breakdown.csv")
+        write_csv(self._totals, self.outdir / BREAKDOWN_CSV)
 
     def _write_capture(self, counts: CaptureCounts, error: PcapclassError | None) -> pd.DataFrame:
         row: dict[str, Any] = _capture_row(counts, self._flows_total, self._servers())
         row.update(partial=error is not None, error=str(error) if error is not None else "")
         captures = pd.DataFrame([row], columns=schema.names(schema.CAPTURE))
-        write_csv(captures, self.outdir / "capture.csv")
+        write_csv(captures, self.outdir / CAPTURE_CSV)
         return captures
 
     def _status(self, counts: CaptureCounts, elapsed: float) -> LiveStatus:

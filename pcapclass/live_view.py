@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .live import LiveStatus
-from .report import human
+from .output import human
 
 
 class LiveView:
