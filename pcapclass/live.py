@@ -21,15 +21,10 @@ import numpy as np
 import pandas as pd
 
 from . import schema
+from .accounting import CaptureCounts, capture_row
 from .addresses import Network, parse_networks
 from .addresses import sort_key as address_sort_key
-from .api import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_FLOWS,
-    CaptureCounts,
-    Classifier,
-    _capture_row,
-)
+from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
 from .classify import Servers, classify, flow_rows
 from .errors import LiveCaptureError, OutputError, PcapclassError
 from .evidence import Evidence, FlowRows
@@ -322,7 +317,7 @@ class LiveCapture:
         write_csv(self._totals, self.outdir / BREAKDOWN_CSV)
 
     def _write_capture(self, counts: CaptureCounts, error: PcapclassError | None) -> pd.DataFrame:
-        row: dict[str, Any] = _capture_row(counts, self._flows_total, self._servers())
+        row: dict[str, Any] = capture_row(counts, self._flows_total, self._servers())
         row.update(partial=error is not None, error=str(error) if error is not None else "")
         captures = pd.DataFrame([row], columns=schema.names(schema.CAPTURE))
         write_csv(captures, self.outdir / CAPTURE_CSV)

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pcapclass.api import Classifier, FlowStore
+from pcapclass.api import Classifier
 from pcapclass.flows import COLUMNS, Records
+from pcapclass.store import FlowStore
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RUNS = {
