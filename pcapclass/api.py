@@ -16,12 +16,13 @@ import numpy.typing as npt
 from .accounting import CaptureCounts
 from .addresses import Network, parse_networks
 from .ahead import DEPTH, ahead, quick_handover
+from .classify import flow_rows
 from .decode import Packets, decode
 from .errors import CaptureError, CaptureInterruptedError
-from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector
-from .flows import FlowKeys, FlowTable, Records, flow_keys
+from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
+from .flows import CLOSED_GRACE_NS, FlowKeys, FlowTable, Records, flow_keys
 from .output import Format
-from .pipeline import Criteria, Gathered, Result, merge, merge_to
+from .pipeline import Criteria, Gathered, Result, Snapshot, merge, merge_to
 from .rules import RuleSet, load_rules
 from .servers import load_server_evidence
 from .sources import CaptureFile, PacketBatch
@@ -122,6 +123,32 @@ class Classifier:
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
         self.table = self._new_table()  # the emptied table's memory is not held while the flows are written
+
+    @property
+    def open_flows(self) -> int:
+        """The flows open in the current input's table."""
+        return len(self.table)
+
+    def snapshot(self, now_ns: int | None, *, active_timeout_ns: int) -> Snapshot:
+        """Finish the flows the clock ends at ``now_ns`` (idle, closed TCP, open longer than
+        ``active_timeout_ns``; None: every flow, at the end of a live capture) and hand them
+        over with the open ones and the evidence so far. The finished flows' evidence rows
+        leave the collector with them (as ``end`` does), so memory follows the open flows."""
+        table = self.table
+        if now_ns is None:
+            done, opened = table.drain_all(), Records()
+        else:
+            table.expire(now_ns, active_timeout_ns=active_timeout_ns, closed_grace_ns=CLOSED_GRACE_NS)
+            done, opened = table.drain(), table.active()
+        counts = self.counts[-1]
+        counts.hash_collisions = table.stats.hash_collisions
+        counts.flows_exported_early = table.stats.flows_exported_early
+        if self.evidence is None or not (len(done) or len(opened)):
+            return Snapshot(done, opened, None, None)
+        taken = self.evidence.take(done)
+        evidence = self.evidence.evidence()
+        still = flow_rows(opened, evidence) or FlowRows.empty()
+        return Snapshot(done, opened, evidence, FlowRows.concat([taken, still], [0, len(done)]))
 
     def _keep_finished(self, recs: Records, *, last: bool = False) -> None:
         """Move finished flows to the store (which takes their evidence rows from the

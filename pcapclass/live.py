@@ -25,7 +25,7 @@ from .accounting import CaptureCounts, capture_row
 from .addresses import Network, parse_networks
 from .addresses import sort_key as address_sort_key
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
-from .classify import Servers, classify, flow_rows
+from .classify import Servers, classify
 from .errors import LiveCaptureError, OutputError, PcapclassError
 from .evidence import Evidence, FlowRows
 from .flows import KEY_COLUMNS, Records
@@ -47,9 +47,6 @@ from .summarize import breakdown, empty_breakdown, merge
 DEFAULT_INTERVAL = 10.0
 #: NetFlow's default active timeout: a flow open this long is exported and starts anew
 DEFAULT_ACTIVE_TIMEOUT = 1800.0
-#: a closed TCP conversation (RST, or FIN both ways) quiet this long is finished: long enough
-#: for the last ACK and for packets still in the capture pipe
-CLOSED_GRACE_S = 5.0
 _COUNTERS = ("packets_ab", "bytes_ab", "packets_ba", "bytes_ba")
 _MATCH = [*KEY_COLUMNS, "first_ns"]
 
@@ -127,8 +124,8 @@ class LiveCapture:
         self.on_status = on_status
         self.status_every = status_every
         self.clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows)
-        self.order = self.clf.lookup.ids[1:] + ("other",)
-        self._given = list(self.clf.networks)
+        self.order = self.clf.criteria.order
+        self._given = list(self.clf.criteria.networks)
         self._known: set[str] = set()
         self._prev = self._snapshot(Records())
         self._totals = empty_breakdown()
@@ -225,29 +222,20 @@ class LiveCapture:
     # -- one tick --------------------------------------------------------------------------------
 
     def _tick(self, counts: CaptureCounts, start: float, end: float, *, final: bool) -> None:
-        table = self.clf.table
-        if final:
-            done = table.drain_all()
-        else:
-            table.expire(time.time_ns(), active_timeout_ns=self.active_timeout_ns, closed_grace_ns=int(CLOSED_GRACE_S * 1e9))
-            done = table.drain()
-        opened = Records() if final else table.active()
-        recs = Records.concat([done, opened])
-        n_done = len(recs["hash"]) - len(opened["hash"])
-        counts.hash_collisions = table.stats.hash_collisions
-        counts.flows_exported_early = table.stats.flows_exported_early
+        snap = self.clf.snapshot(None if final else time.time_ns(), active_timeout_ns=self.active_timeout_ns)
+        recs, n_done = snap.flows, len(snap.done)
         counts.drops = self._source.drops if self._source is not None else 0
         new_drops = counts.drops - self._reported_drops
         self._reported_drops += new_drops
-        if not len(recs["hash"]):
+        if not len(recs):
             self._write_breakdown()
             return
-        evidence, rows = self._evidence(done, opened)
-        nets = self._learn_servers(recs, evidence, rows)
-        flows, _ = classify(recs, self.clf.lookup, nets, evidence, rows=rows)
+        lookup = self.clf.criteria.lookup
+        nets = self._learn_servers(recs, snap.evidence, snap.rows)
+        flows, _ = classify(recs, lookup, nets, snap.evidence, rows=snap.rows)
         delta, new = self._deltas(recs)
-        self._prev = self._snapshot(opened)
-        part, _ = classify(delta, self.clf.lookup, nets, evidence, rows=rows)
+        self._prev = self._snapshot(snap.opened)
+        part, _ = classify(delta, lookup, nets, snap.evidence, rows=snap.rows)
         moved = (part["packets_c2s"] + part["packets_s2c"]).to_numpy() > 0
         self._append(self._interval_rows(part[moved], start, end, new_drops), TIMESERIES_CSV, schema.TIMESERIES)
         if n_done:
@@ -263,23 +251,11 @@ class LiveCapture:
         self._write_breakdown()
         self._write_capture(counts, None)
 
-    def _evidence(self, done: Records, opened: Records) -> tuple[Evidence | None, FlowRows | None]:
-        """The payload evidence the Classifier gathered while feeding, as offline, and its rows
-        joined to ``done`` then ``opened`` flows. The finished flows' rows leave the collector
-        with them (as offline), so a long capture keeps only the open flows' rows."""
-        collector = self.clf.evidence
-        if collector is None:
-            return None, None
-        taken = collector.take(done)
-        evidence = collector.evidence()
-        still = flow_rows(opened, evidence) or FlowRows.empty()
-        return evidence, FlowRows.concat([taken, still], [0, len(done)])
-
     def _learn_servers(self, recs: Records, evidence: Evidence | None, rows: FlowRows | None) -> list[Network]:
         """The --server networks, or every host the Exchange evidence so far names (rules/server_evidence.toml)."""
         if self._given:
             return self._given
-        _, found = classify(recs, self.clf.lookup, (), evidence, rows=rows)
+        _, found = classify(recs, self.clf.criteria.lookup, (), evidence, rows=rows)
         self._known.update(found.addresses)
         return parse_networks(sorted(self._known))
 
@@ -327,6 +303,6 @@ class LiveCapture:
         return LiveStatus(
             interface=self.interface, backend=self.backend, elapsed=elapsed, packets=counts.packets,
             bytes=counts.bytes, packets_per_s=counts.packets / elapsed if elapsed > 0 else 0.0,
-            drops=self._source.drops if self._source is not None else 0, open_flows=len(self.clf.table),
+            drops=self._source.drops if self._source is not None else 0, open_flows=self.clf.open_flows,
             totals=self._totals, servers=self._servers(),
         )  # fmt: skip

@@ -110,6 +110,23 @@ class Gathered:
     intervals: PacketIntervals | None
 
 
+@dataclass
+class Snapshot:
+    """Live capture's reading phase at a tick: the flows the clock finished, those still open,
+    and the evidence so far with its rows joined to ``done`` then ``opened`` flows (None
+    without the payload stage)."""
+
+    done: Records
+    opened: Records
+    evidence: Evidence | None
+    rows: FlowRows | None
+
+    @property
+    def flows(self) -> Records:
+        """``done``, then ``opened``."""
+        return Records.concat([self.done, self.opened])
+
+
 def merge(g: Gathered, c: Criteria, by: Sequence[str], top_groups: int | None) -> Result:
     """Classify every finished flow and summarize, all in memory (``flows`` has them all);
     ``by`` (checked already) and ``top_groups`` as for ``Classifier.result``."""
