@@ -340,7 +340,7 @@ def _live(args: argparse.Namespace, rules: RuleSet) -> int:
     servers = _parse_servers(args.server)
     if servers is None:
         return EXIT_USAGE
-    from .live_view import LiveView  # rich's screen code: loaded only for the live view
+    from .live.view import LiveView  # rich's screen code: loaded only for the live view
 
     view = LiveView(enabled=False if args.quiet else None)
     cap = LiveCapture(

@@ -22,9 +22,9 @@ import pytest
 from conftest import FIXTURES
 from test_bad_input import assert_one_line_error, run_cli
 
-from pcapclass import live as live_module
 from pcapclass import schema
 from pcapclass.errors import OutputError
+from pcapclass.live import capture as live_module
 from pcapclass.output import writers
 from pcapclass.sources import CaptureFile
 

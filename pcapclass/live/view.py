@@ -13,8 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .live import LiveStatus
-from .output import human
+from ..output import human
+from .capture import LiveStatus
 
 
 class LiveView:
