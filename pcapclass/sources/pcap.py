@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .. import linktypes
 from ..errors import InvalidCaptureError
+from . import linktypes
 from ._records import u32, walk_pcap
 from .batch import MAX_CAPLEN, PacketBatch
 from .stream import ByteWindow

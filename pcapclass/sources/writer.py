@@ -12,8 +12,8 @@ from typing import BinaryIO, Self
 
 import numpy as np
 
-from .. import linktypes
 from ..errors import CaptureOpenError, OutputError
+from . import linktypes
 from .batch import PacketBatch
 from .pcap import MAX_CAPLEN, PCAP_MAGIC_NSEC, RECORD_HEADER_LEN
 

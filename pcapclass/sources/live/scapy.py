@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 
-from ... import linktypes
 from ...errors import LiveCaptureError
+from .. import linktypes
 from ..batch import PacketBatch
 from .interfaces import ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_NONE
 from .source import (
