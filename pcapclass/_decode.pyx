@@ -48,6 +48,8 @@ cdef enum:
     IPPROTO_AH = 51
     IPPROTO_DSTOPTS = 60
     MAX_IPV6_EXT_HEADERS = 8
+#: the transport protocol numbers (IANA "Assigned Internet Protocol Numbers") for Python code
+TCP, UDP = IPPROTO_TCP, IPPROTO_UDP
 #: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d) so one key serves both families
 cdef unsigned long long IPV4_MAPPED_PREFIX = 0xFFFF00000000
 

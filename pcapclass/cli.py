@@ -29,7 +29,13 @@ import pyarrow as pa
 from . import __version__
 from .addresses import Network, parse_networks
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
-from .errors import CaptureError, CaptureInterruptedError, PcapclassError, RulesError
+from .errors import (
+    CaptureError,
+    CaptureInterruptedError,
+    LiveCaptureError,
+    PcapclassError,
+    signal_exit_code,
+)
 from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .output import (
@@ -48,13 +54,11 @@ from .sources import ReadAnomalies
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 from .summarize import DEFAULT_BY, grouping
 
+# exit codes that belong to no error class (each error class carries its own, errors.py)
 EXIT_OK = 0
 EXIT_USAGE = 2
-EXIT_UNREADABLE = 3
+#: some capture was read only in part, or not at all while others were
 EXIT_PARTIAL = 4
-EXIT_RULES = 5
-EXIT_LIVE = 6
-EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str) -> None:
@@ -189,15 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     try:
         return _run(args)
-    except RulesError as exc:
-        _fail(str(exc))
-        return EXIT_RULES
     except PcapclassError as exc:
         _fail(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         _fail("interrupted")
-        return EXIT_INTERRUPTED
+        return signal_exit_code(signal.SIGINT)
     except BrokenPipeError:
         return EXIT_OK
 
@@ -322,7 +323,7 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
         if odd:
             _warn(f"{counts.capture}: read anyway, counted in capture.csv: {odd}")
     if unreadable == len(args.captures):
-        return EXIT_UNREADABLE
+        return CaptureError.exit_code
     result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
     if not args.quiet:
         print_table(result.breakdown, result.servers, sys.stdout)
@@ -331,7 +332,7 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     if args.report:
         _report(args.outdir)
     if clf.interrupted is not None:
-        return 128 + clf.interrupted
+        return signal_exit_code(clf.interrupted)
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK
 
 
@@ -361,7 +362,7 @@ def _live(args: argparse.Namespace, rules: RuleSet) -> int:
         _warn(f"{row['drops']:,} packets were dropped by the kernel or the capture process (counted in capture.csv)")
     if result.error is not None:
         _fail(f"{result.error} (the {row['packets']:,} packets before it are classified and written)")
-        return EXIT_LIVE
+        return LiveCaptureError.exit_code
     return EXIT_OK
 
 
