@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .api import Classifier, Result, classify_file
+from .api import Classifier, classify_file
 from .errors import (
     CaptureError,
     CaptureOpenError,
@@ -18,6 +18,7 @@ from .errors import (
     RulesError,
 )
 from .output import Format
+from .pipeline import Result
 from .rules import RuleSet, load_rules
 
 __version__ = "0.1.0"

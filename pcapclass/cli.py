@@ -22,6 +22,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from functools import partial
 from typing import NoReturn
 
 import pyarrow as pa
@@ -298,12 +299,16 @@ def _signals_call(handler: Callable[[int], None]) -> Iterator[None]:
             signal.signal(sig, was)
 
 
+def _show_progress(bar: Progress, done: int, packets: int) -> None:
+    bar.update(done, packets=packets)
+
+
 def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     unreadable = 0
     for path in args.captures:
         bar = Progress(_size(path), label=path, enabled=False if args.quiet else None)
         try:
-            counts = clf.read(path, progress=lambda done, packets, bar=bar: bar.update(done, packets=packets))
+            counts = clf.read(path, progress=partial(_show_progress, bar))
         except CaptureError as exc:
             bar.close()
             _fail(str(exc))

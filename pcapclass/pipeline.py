@@ -198,7 +198,8 @@ def _labelled(g: Gathered, flows: pd.DataFrame, index: npt.NDArray[np.int64]) ->
         return empty_flows()
     # codes into the distinct names: no per-flow strings to factorize
     names, code = np.unique(np.array([c.capture for c in g.counts], dtype=object), return_inverse=True)
-    flows.insert(0, "capture", pd.Categorical.from_codes(code.reshape(-1)[index], categories=pd.Index(names, dtype="str")))
+    capture = pd.Categorical.from_codes(code.reshape(-1)[index], categories=pd.Index(names, dtype="str"))
+    flows.insert(0, "capture", capture)  # type: ignore[arg-type]  # pandas-stubs leave Categorical out; pandas takes it
     return flows
 
 

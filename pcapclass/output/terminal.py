@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TextIO
 
 import pandas as pd
@@ -35,7 +36,10 @@ def print_table(b: pd.DataFrame, servers: Servers, stream: TextIO) -> None:
                  f"{int(b['packets'].sum()) if len(b) else 0:,}", human(total_bytes), "", "", ""])  # fmt: skip
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     right = range(len(keys), len(headers))
-    fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def fmt(cells: Sequence[object]) -> str:
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     print(fmt(headers), file=stream)
     print("  ".join("-" * w for w in widths), file=stream)
     for row in rows[:-1]:

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .. import schema
 from ..errors import OutputError, PcapclassError
-from .files import Format, make_outdir
+from .files import Format, Table, make_outdir
 
 
 class Outputs:
@@ -121,7 +121,7 @@ def with_readable_times(df: pd.DataFrame) -> pd.DataFrame:
             iso = np.datetime_as_string(np.where(np.isnan(us), 0, us).astype("datetime64[us]"), unit="us", timezone="UTC")
             column = pd.Series(np.where(np.isnan(us), "", iso.astype(object)), index=df.index, dtype=object)
             out = out.copy() if out is df else out
-            out.insert(out.columns.get_loc(ts) + 1, text, column)
+            out.insert(list(out.columns).index(ts) + 1, text, column)
     return out
 
 
@@ -259,7 +259,7 @@ def _json_cells(column: pd.Series, prefix: str) -> list[str]:
 APPENDERS: dict[str, type[Appender]] = {".csv": CsvAppender, ".parquet": ParquetAppender, ".jsonl": JsonlAppender}
 
 
-def write_tables(tables: Mapping[str, pd.DataFrame], outdir: str | os.PathLike[str], fmt: Format = Format.CSV) -> list[Path]:
+def write_tables(tables: Mapping[Table, pd.DataFrame], outdir: str | os.PathLike[str], fmt: Format = Format.CSV) -> list[Path]:
     """Each table (``Table`` name → frame, capture last) as its file in ``outdir``, in format
     ``fmt``, renamed into place together."""
     with Outputs(outdir) as out:

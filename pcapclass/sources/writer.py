@@ -14,8 +14,8 @@ import numpy as np
 
 from ..errors import CaptureOpenError, OutputError
 from . import linktypes
-from .batch import PacketBatch
-from .pcap import MAX_CAPLEN, PCAP_MAGIC_NSEC, RECORD_HEADER_LEN
+from .batch import MAX_CAPLEN, PacketBatch
+from .pcap import PCAP_MAGIC_NSEC, RECORD_HEADER_LEN
 
 _HEADER_COLUMNS = np.arange(RECORD_HEADER_LEN, dtype=np.int64)
 
