@@ -1,7 +1,9 @@
 """The library API the CLI calls: captures in, pandas DataFrames out.
 
-``classify_file`` is the one-call form; ``Classifier`` is the same pipeline fed step by step
-(several files, or batches from a live source), so the CLI and a script never diverge.
+``Classifier`` is the pipeline's reading phase (read → decode → flows → evidence) fed step by
+step (several files, or batches from a live source); its ``result`` and ``write`` hand what it
+gathered to the merge phase (``pipeline``). ``classify_file`` is the one-call form, so the CLI
+and a script never diverge.
 """
 
 from __future__ import annotations
@@ -223,7 +225,8 @@ class Classifier:
         largest groups of each service, the rest summed in one row (``summarize.top``).
         Raises ValueError for a ``by`` column that is not a flow label.
         """
-        return merge(self.gathered(), self.criteria, grouping(by), top_groups)
+        by = grouping(by)
+        return merge(self.gathered(), self.criteria, by, top_groups)
 
     def write(self, outdir: str | os.PathLike[str], *, by: Sequence[str] = DEFAULT_BY, top_groups: int | None = None,
               fmt: Format = Format.CSV) -> Result:

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", parents=[rules_opts, flow_opts], help="classify capture files (pcap, pcapng, gzip; - for stdin)")
     c.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture file(s); '-' reads stdin")
     c.add_argument("-o", "--outdir", default="pcapclass-out", metavar="OUTDIR",
-                   help="where flows.csv, breakdown.csv and capture.csv go (default: %(default)s)")  # fmt: skip
+                   help=f"where {FLOWS_CSV}, {BREAKDOWN_CSV} and {CAPTURE_CSV} go (default: %(default)s)")  # fmt: skip
     c.add_argument("--no-payload", action="store_true",
                    help="skip the payload stage: services by port only (no bind, epm, http, signature evidence)")  # fmt: skip
     c.add_argument("--epm-expiry", type=_positive_float, default=DEFAULT_EPM_EXPIRY, metavar="SECONDS",
@@ -118,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", parents=[rules_opts, flow_opts],
                        help="why a flow got its label: the evidence, and tshark's dissection of the packets that decided it")  # fmt: skip
     e.add_argument("capture", metavar="CAPTURE", help="the capture file")
-    e.add_argument("flow", nargs="+", metavar="FLOW", help="the flow's row number in flows.csv (1 is the first), or its two endpoints ADDR:PORT ADDR:PORT")
+    e.add_argument("flow", nargs="+", metavar="FLOW", help=f"the flow's row number in {FLOWS_CSV} (1 is the first), or its two endpoints ADDR:PORT ADDR:PORT")
     sub.add_parser("rules", parents=[rules_opts], help="print the service table the classifier uses")
     _add_live_parser(sub, [rules_opts, flow_opts])
     sub.add_parser("interfaces", help="list the network interfaces a live capture can use")
@@ -130,9 +130,9 @@ def _add_live_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], p
     live.add_argument("-i", "--interface", required=True, metavar="IFACE", help="interface to capture on (see `pcapclass interfaces`)")
     live.add_argument("-f", "--filter", metavar="BPF", help="capture filter (libpcap syntax), e.g. 'tcp port 25 or udp'")
     live.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL, metavar="SECONDS",
-                      help="seconds between timeseries.csv rows and output updates (default: %(default)s)")  # fmt: skip
+                      help=f"seconds between {TIMESERIES_CSV} rows and output updates (default: %(default)s)")  # fmt: skip
     live.add_argument("-o", "--outdir", default="pcapclass-live", metavar="OUTDIR",
-                      help="where flows.csv, timeseries.csv, breakdown.csv and capture.csv go (default: %(default)s)")  # fmt: skip
+                      help=f"where {FLOWS_CSV}, {TIMESERIES_CSV}, {BREAKDOWN_CSV} and {CAPTURE_CSV} go (default: %(default)s)")  # fmt: skip
     stop = live.add_mutually_exclusive_group()
     stop.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this many seconds")
     stop.add_argument("--count", type=_positive_int, metavar="N", help="stop after N packets")
@@ -326,7 +326,7 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
                 unreadable += 1
         odd = ", ".join(f"{getattr(counts, f.name)} {f.name}" for f in fields(ReadAnomalies) if getattr(counts, f.name))
         if odd:
-            _warn(f"{counts.capture}: read anyway, counted in capture.csv: {odd}")
+            _warn(f"{counts.capture}: read anyway, counted in {CAPTURE_CSV}: {odd}")
     if unreadable == len(args.captures):
         return CaptureError.exit_code
     result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
@@ -364,7 +364,7 @@ def _live(args: argparse.Namespace, rules: RuleSet) -> int:
         print_table(result.breakdown, result.servers, sys.stdout)
         print(f"{row['packets']:,} packets captured on {args.interface}, {row['drops']:,} dropped; wrote {args.outdir}/{FLOWS_CSV}, {TIMESERIES_CSV}, {BREAKDOWN_CSV}, {CAPTURE_CSV}")
     if row["drops"]:
-        _warn(f"{row['drops']:,} packets were dropped by the kernel or the capture process (counted in capture.csv)")
+        _warn(f"{row['drops']:,} packets were dropped by the kernel or the capture process (counted in {CAPTURE_CSV})")
     if result.error is not None:
         _fail(f"{result.error} (the {row['packets']:,} packets before it are classified and written)")
         return LiveCaptureError.exit_code

@@ -35,11 +35,13 @@ class Format(StrEnum):
         return f"{table}.{self.value}"
 
 
-#: the files live capture writes (always CSV: they grow while the capture runs)
+#: the CSV files by name: those live capture writes (always CSV: they grow while the capture runs)
 FLOWS_CSV = Format.CSV.file(Table.FLOWS)
 TIMESERIES_CSV = Format.CSV.file(Table.TIMESERIES)
 BREAKDOWN_CSV = Format.CSV.file(Table.BREAKDOWN)
 CAPTURE_CSV = Format.CSV.file(Table.CAPTURE)
+#: the servers table, named in messages
+SERVERS_CSV = Format.CSV.file(Table.SERVERS)
 
 
 def make_outdir(outdir: str | os.PathLike[str]) -> Path:

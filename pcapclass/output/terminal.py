@@ -10,6 +10,7 @@ import pandas as pd
 from .. import schema
 from ..classify import Servers
 from ..summarize import DEFAULT_BY
+from .files import SERVERS_CSV
 
 
 def human(n: float) -> str:
@@ -64,10 +65,10 @@ def servers_line(servers: Servers) -> str:
         return f"Exchange servers (given with --server): {servers.describe()}"
     if not servers.addresses:
         return ("No host showed Exchange evidence, so no flow is Exchange traffic by its port; "
-                "name the Exchange servers with --server ADDR|CIDR (servers.csv lists any weaker evidence).")
+                f"name the Exchange servers with --server ADDR|CIDR ({SERVERS_CSV} lists any weaker evidence).")
     ev = servers.evidence
     kinds = dict(zip(ev["server"], ev["kinds"], strict=True))
     shown = [f"{a} ({kinds.get(a, '').replace(' ', ', ')})" for a in servers.addresses[:SHOWN_SERVERS]]
     more = len(servers.addresses) - len(shown)
-    tail = f" and {more:,} more (servers.csv)" if more > 0 else ""
+    tail = f" and {more:,} more ({SERVERS_CSV})" if more > 0 else ""
     return f"Exchange servers (inferred from Exchange evidence): {'; '.join(shown)}{tail}"
