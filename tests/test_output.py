@@ -1,6 +1,6 @@
-"""The output side: the files of a run appear together, follow the umask, and a directory that
-cannot be made, a full disk or a full spill directory is one line and exit 7, never a traceback
-or a torn file.
+"""The output side (pcapclass.output): the files of a run appear together, follow the umask,
+are written under one policy offline and live, and a directory that cannot be made, a full
+disk or a full spill directory is one line and exit 7, never a traceback or a torn file.
 
 A full disk is a real write failure: the child process runs with a file-size limit
 (RLIMIT_FSIZE, with SIGXFSZ ignored), so that a write past it fails as a write to a full disk
@@ -200,3 +200,19 @@ def test_live_on_a_disk_that_fills_keeps_whole_rows_and_says_so(tmp_path, monkey
     with (tmp_path / "out" / "capture.csv").open(newline="") as f:
         (row,) = csv.DictReader(f)
     assert row["partial"] == "true" and "No space left on device" in row["error"]
+
+
+def test_live_appends_write_what_the_offline_writer_writes(tmp_path):
+    """One CSV policy: flows appended a few rows at a time (live) are the bytes the offline
+    writer gives for the same frame (quoting, booleans, float digits, ISO twins)."""
+    from pcapclass import classify_file
+    from pcapclass.output import Outputs, append_rows
+
+    flows = classify_file(CAPTURE).flows
+    assert len(flows) > 3 and flows["fragment"].dtype == bool
+    with Outputs(tmp_path / "offline") as out:
+        out.write("flows.csv", flows)
+    appended = tmp_path / "flows.csv"
+    for part in (flows.iloc[:0], flows.iloc[:3], flows.iloc[3:]):
+        append_rows(appended, part)
+    assert appended.read_bytes() == (tmp_path / "offline" / "flows.csv").read_bytes()
