@@ -38,7 +38,14 @@ from .errors import (
     signal_exit_code,
 )
 from .evidence import DEFAULT_EPM_EXPIRY
-from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
+from .live import (
+    BACKENDS,
+    DEFAULT_ACTIVE_TIMEOUT,
+    DEFAULT_BACKEND,
+    DEFAULT_INTERVAL,
+    LiveCapture,
+    list_interfaces,
+)
 from .output import (
     BREAKDOWN_CSV,
     CAPTURE_CSV,
@@ -52,7 +59,6 @@ from .output import (
 from .progress import Progress
 from .rules import RuleSet, load_rules
 from .sources import ReadAnomalies
-from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 from .summarize import DEFAULT_BY, grouping
 
 # exit codes that belong to no error class (each error class carries its own, errors.py)
