@@ -10,12 +10,11 @@ from .files import (
     Table,
     make_outdir,
 )
-from .terminal import human, print_table, servers_line
+from .terminal import human, print_table
 from .writers import (
     Outputs,
     append_rows,
     append_text,
-    with_readable_times,
     write_csv,
     write_tables,
 )
@@ -34,8 +33,6 @@ __all__ = [
     "human",
     "make_outdir",
     "print_table",
-    "servers_line",
-    "with_readable_times",
     "write_csv",
     "write_tables",
 ]
