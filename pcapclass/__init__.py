@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .api import Classifier, Result, classify_file
+from .api import Classifier, classify_file
 from .errors import (
     CaptureError,
     CaptureOpenError,
@@ -17,7 +17,8 @@ from .errors import (
     PcapclassError,
     RulesError,
 )
-from .report import Format
+from .output import Format
+from .pipeline import Result
 from .rules import RuleSet, load_rules
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ record's bytes), and a header cut short marks the packet TRUNCATED.
 
 import numpy as np
 
-from . import linktypes as lt
+from .sources import linktypes as lt
 
 cdef enum:
     # What decode made of a packet (decode.Status names them); everything but FLOW is counted, not flowed.
@@ -48,19 +48,28 @@ cdef enum:
     IPPROTO_AH = 51
     IPPROTO_DSTOPTS = 60
     MAX_IPV6_EXT_HEADERS = 8
+#: the transport protocol numbers (IANA "Assigned Internet Protocol Numbers") for Python code
+TCP, UDP = IPPROTO_TCP, IPPROTO_UDP
 #: IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d) so one key serves both families
 cdef unsigned long long IPV4_MAPPED_PREFIX = 0xFFFF00000000
 
-cdef long long LT_NULL = lt.LINKTYPE_NULL
-cdef long long LT_ETHERNET = lt.LINKTYPE_ETHERNET
-cdef long long LT_RAW = lt.LINKTYPE_RAW
-cdef long long LT_LOOP = lt.LINKTYPE_LOOP
-cdef long long LT_SLL = lt.LINKTYPE_LINUX_SLL
-cdef long long LT_SLL2 = lt.LINKTYPE_LINUX_SLL2
-cdef long long LT_IPV4 = lt.LINKTYPE_IPV4
-cdef long long LT_IPV6 = lt.LINKTYPE_IPV6
-cdef long long LT_RAW_BSD_A = lt.DLT_RAW_BSD[0]
-cdef long long LT_RAW_BSD_B = lt.DLT_RAW_BSD[1]
+# the header walks, as linktypes.LinkLayer numbers them (0: a link type not decoded)
+cdef long long L_ETHERNET = lt.LinkLayer.ETHERNET
+cdef long long L_SLL = lt.LinkLayer.LINUX_SLL
+cdef long long L_SLL2 = lt.LinkLayer.LINUX_SLL2
+cdef long long L_IP = lt.LinkLayer.IP
+cdef long long L_FAMILY = lt.LinkLayer.FAMILY
+
+
+def _layer_table():
+    """The header walk of each link type, indexed by link type (linktypes.LINKTYPES)."""
+    table = np.zeros(max(lt.LINKTYPES) + 1, dtype=np.int8)
+    for linktype, (_, layer) in lt.LINKTYPES.items():
+        table[linktype] = layer
+    return table
+
+
+cdef const signed char[::1] LAYER_OF = _layer_table()
 
 
 cdef inline long long _u8(const unsigned char[::1] d, Py_ssize_t end, Py_ssize_t i) noexcept nogil:
@@ -117,9 +126,11 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
     cdef long long[::1] payload_len = plen_a
     cdef Py_ssize_t size = data.shape[0]
     cdef Py_ssize_t i, s, e, l3, a, p, ip_end, hlen
-    cdef long long code, etype, family, b0, ihl, nh, plen, kind
+    cdef long long code, layer, etype, family, b0, ihl, nh, plen, kind
     cdef int k
     cdef bint first_frag, tcp
+    cdef const signed char[::1] layers = LAYER_OF
+    cdef Py_ssize_t n_layers = layers.shape[0]
     if size == 0:
         status_a[:] = S_UNDECODED
         return (status_a, proto_a, src_hi_a, src_lo_a, dst_hi_a, dst_lo_a, sport_a, dport_a,
@@ -129,21 +140,22 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
             s = offset[i]
             e = min(s + caplen[i], size)
             code = linktype[i]
+            layer = layers[code] if 0 <= code < n_layers else 0
             # ---- link layer: where L3 starts and which ethertype it has
             l3 = s
-            if code == LT_ETHERNET:
+            if layer == L_ETHERNET:
                 etype = _be16(data, e, s + 12)
                 l3 = s + ETH_HDR_LEN
-            elif code == LT_SLL:
+            elif layer == L_SLL:
                 etype = _be16(data, e, s + 14)
                 l3 = s + SLL_HDR_LEN
-            elif code == LT_SLL2:
+            elif layer == L_SLL2:
                 etype = _be16(data, e, s)
                 l3 = s + SLL2_HDR_LEN
-            elif code == LT_RAW or code == LT_IPV4 or code == LT_IPV6 or code == LT_RAW_BSD_A or code == LT_RAW_BSD_B:
+            elif layer == L_IP:
                 b0 = _u8(data, e, s) >> 4
                 etype = ETHERTYPE_IPV4 if b0 == 4 else (ETHERTYPE_IPV6 if b0 == 6 else 0)
-            elif code == LT_NULL or code == LT_LOOP:
+            elif layer == L_FAMILY:
                 # the family is a 4-byte integer in host (NULL) or network (LOOP) order; its
                 # value is < 256, so whichever end byte is non-zero holds it
                 family = _u8(data, e, s) | _u8(data, e, s + 3)

@@ -91,7 +91,7 @@ def rows_in(cols: Sequence[npt.NDArray[np.uint64]], table: pd.MultiIndex) -> npt
     # row cost four times as much); the table's size where it does not
     first = np.flatnonzero(np.concatenate(([True], t_mix[1:] != t_mix[:-1])))
     mix = _mix(cols)
-    where = pd.Index(t_mix[first], copy=False).get_indexer(mix)
+    where = pd.Index(t_mix[first], copy=False).get_indexer(mix)  # type: ignore[arg-type]  # pandas takes an array; its stubs want an Index
     at = np.where(where >= 0, first[where], t_mix.size)
     idx = np.arange(n)
     while idx.size:  # a row tries each entry of its mix in turn (one, but for a collision)
@@ -117,4 +117,5 @@ def format_addresses(
     mask = np.zeros(hi.shape[0], dtype=np.uint8) if blank is None else np.ascontiguousarray(blank, dtype=np.uint8)
     offsets, data = address_text(np.ascontiguousarray(hi), np.ascontiguousarray(lo), mask)
     text = pa.LargeStringArray.from_buffers(hi.shape[0], pa.py_buffer(offsets), pa.py_buffer(data))
-    return pd.array(text, dtype="str")
+    array: pd.api.extensions.ExtensionArray = pd.array(text, dtype="str")
+    return array

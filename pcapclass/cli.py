@@ -22,31 +22,50 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
+from functools import partial
 from typing import NoReturn
 
 import pyarrow as pa
 
 from . import __version__
 from .addresses import Network, parse_networks
-from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier, Result
-from .classify import empty_flows
-from .errors import CaptureError, CaptureInterruptedError, PcapclassError, RulesError
+from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
+from .errors import (
+    CaptureError,
+    CaptureInterruptedError,
+    LiveCaptureError,
+    PcapclassError,
+    signal_exit_code,
+)
 from .evidence import DEFAULT_EPM_EXPIRY
-from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
+from .live import (
+    BACKENDS,
+    DEFAULT_ACTIVE_TIMEOUT,
+    DEFAULT_BACKEND,
+    DEFAULT_INTERVAL,
+    LiveCapture,
+    list_interfaces,
+)
+from .output import (
+    BREAKDOWN_CSV,
+    CAPTURE_CSV,
+    FLOWS_CSV,
+    TIMESERIES_CSV,
+    Format,
+    Table,
+    make_outdir,
+    print_table,
+)
 from .progress import Progress
-from .report import Format, make_outdir, print_table
 from .rules import RuleSet, load_rules
 from .sources import ReadAnomalies
-from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 from .summarize import DEFAULT_BY, grouping
 
+# exit codes that belong to no error class (each error class carries its own, errors.py)
 EXIT_OK = 0
 EXIT_USAGE = 2
-EXIT_UNREADABLE = 3
+#: some capture was read only in part, or not at all while others were
 EXIT_PARTIAL = 4
-EXIT_RULES = 5
-EXIT_LIVE = 6
-EXIT_INTERRUPTED = 130
 
 
 def _fail(message: str) -> None:
@@ -82,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", parents=[rules_opts, flow_opts], help="classify capture files (pcap, pcapng, gzip; - for stdin)")
     c.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture file(s); '-' reads stdin")
     c.add_argument("-o", "--outdir", default="pcapclass-out", metavar="OUTDIR",
-                   help="where flows.csv, breakdown.csv and capture.csv go (default: %(default)s)")  # fmt: skip
+                   help=f"where {FLOWS_CSV}, {BREAKDOWN_CSV} and {CAPTURE_CSV} go (default: %(default)s)")  # fmt: skip
     c.add_argument("--no-payload", action="store_true",
                    help="skip the payload stage: services by port only (no bind, epm, http, signature evidence)")  # fmt: skip
     c.add_argument("--epm-expiry", type=_positive_float, default=DEFAULT_EPM_EXPIRY, metavar="SECONDS",
@@ -105,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", parents=[rules_opts, flow_opts],
                        help="why a flow got its label: the evidence, and tshark's dissection of the packets that decided it")  # fmt: skip
     e.add_argument("capture", metavar="CAPTURE", help="the capture file")
-    e.add_argument("flow", nargs="+", metavar="FLOW", help="the flow's row number in flows.csv (1 is the first), or its two endpoints ADDR:PORT ADDR:PORT")
+    e.add_argument("flow", nargs="+", metavar="FLOW", help=f"the flow's row number in {FLOWS_CSV} (1 is the first), or its two endpoints ADDR:PORT ADDR:PORT")
     sub.add_parser("rules", parents=[rules_opts], help="print the service table the classifier uses")
     _add_live_parser(sub, [rules_opts, flow_opts])
     sub.add_parser("interfaces", help="list the network interfaces a live capture can use")
@@ -117,9 +136,9 @@ def _add_live_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], p
     live.add_argument("-i", "--interface", required=True, metavar="IFACE", help="interface to capture on (see `pcapclass interfaces`)")
     live.add_argument("-f", "--filter", metavar="BPF", help="capture filter (libpcap syntax), e.g. 'tcp port 25 or udp'")
     live.add_argument("--interval", type=_positive_float, default=DEFAULT_INTERVAL, metavar="SECONDS",
-                      help="seconds between timeseries.csv rows and output updates (default: %(default)s)")  # fmt: skip
+                      help=f"seconds between {TIMESERIES_CSV} rows and output updates (default: %(default)s)")  # fmt: skip
     live.add_argument("-o", "--outdir", default="pcapclass-live", metavar="OUTDIR",
-                      help="where flows.csv, timeseries.csv, breakdown.csv and capture.csv go (default: %(default)s)")  # fmt: skip
+                      help=f"where {FLOWS_CSV}, {TIMESERIES_CSV}, {BREAKDOWN_CSV} and {CAPTURE_CSV} go (default: %(default)s)")  # fmt: skip
     stop = live.add_mutually_exclusive_group()
     stop.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this many seconds")
     stop.add_argument("--count", type=_positive_int, metavar="N", help="stop after N packets")
@@ -181,15 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     try:
         return _run(args)
-    except RulesError as exc:
-        _fail(str(exc))
-        return EXIT_RULES
     except PcapclassError as exc:
         _fail(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         _fail("interrupted")
-        return EXIT_INTERRUPTED
+        return signal_exit_code(signal.SIGINT)
     except BrokenPipeError:
         return EXIT_OK
 
@@ -289,12 +305,16 @@ def _signals_call(handler: Callable[[int], None]) -> Iterator[None]:
             signal.signal(sig, was)
 
 
+def _show_progress(bar: Progress, done: int, packets: int) -> None:
+    bar.update(done, packets=packets)
+
+
 def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     unreadable = 0
     for path in args.captures:
         bar = Progress(_size(path), label=path, enabled=False if args.quiet else None)
         try:
-            counts = clf.read(path, progress=lambda done, packets, bar=bar: bar.update(done, packets=packets))
+            counts = clf.read(path, progress=partial(_show_progress, bar))
         except CaptureError as exc:
             bar.close()
             _fail(str(exc))
@@ -312,18 +332,18 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
                 unreadable += 1
         odd = ", ".join(f"{getattr(counts, f.name)} {f.name}" for f in fields(ReadAnomalies) if getattr(counts, f.name))
         if odd:
-            _warn(f"{counts.capture}: read anyway, counted in capture.csv: {odd}")
+            _warn(f"{counts.capture}: read anyway, counted in {CAPTURE_CSV}: {odd}")
     if unreadable == len(args.captures):
-        return EXIT_UNREADABLE
+        return CaptureError.exit_code
     result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
     if not args.quiet:
-        print_table(result, sys.stdout)
-        tables = ("flows", "breakdown", "capture", "servers", *(("timeseries",) if args.interval else ()))
+        print_table(result.breakdown, result.servers, sys.stdout)
+        tables = (Table.FLOWS, Table.BREAKDOWN, Table.CAPTURE, Table.SERVERS, *((Table.TIMESERIES,) if args.interval else ()))
         print(f"wrote {args.outdir}/" + ", ".join(Format(args.format).file(t) for t in tables))
     if args.report:
         _report(args.outdir)
     if clf.interrupted is not None:
-        return 128 + clf.interrupted
+        return signal_exit_code(clf.interrupted)
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK
 
 
@@ -332,7 +352,7 @@ def _live(args: argparse.Namespace, rules: RuleSet) -> int:
     servers = _parse_servers(args.server)
     if servers is None:
         return EXIT_USAGE
-    from .live_view import LiveView  # rich's screen code: loaded only for the live view
+    from .live.view import LiveView  # rich's screen code: loaded only for the live view
 
     view = LiveView(enabled=False if args.quiet else None)
     cap = LiveCapture(
@@ -347,13 +367,13 @@ def _live(args: argparse.Namespace, rules: RuleSet) -> int:
         view.close()
     row = result.captures.iloc[0]
     if not args.quiet:
-        print_table(Result(flows=empty_flows(), breakdown=result.breakdown, captures=result.captures, servers=result.servers), sys.stdout)
-        print(f"{row['packets']:,} packets captured on {args.interface}, {row['drops']:,} dropped; wrote {args.outdir}/flows.csv, timeseries.csv, breakdown.csv, capture.csv")
+        print_table(result.breakdown, result.servers, sys.stdout)
+        print(f"{row['packets']:,} packets captured on {args.interface}, {row['drops']:,} dropped; wrote {args.outdir}/{FLOWS_CSV}, {TIMESERIES_CSV}, {BREAKDOWN_CSV}, {CAPTURE_CSV}")
     if row["drops"]:
-        _warn(f"{row['drops']:,} packets were dropped by the kernel or the capture process (counted in capture.csv)")
+        _warn(f"{row['drops']:,} packets were dropped by the kernel or the capture process (counted in {CAPTURE_CSV})")
     if result.error is not None:
         _fail(f"{result.error} (the {row['packets']:,} packets before it are classified and written)")
-        return EXIT_LIVE
+        return LiveCaptureError.exit_code
     return EXIT_OK
 
 

@@ -18,6 +18,9 @@ from .sources.batch import PacketBatch
 
 #: key protocol of IPv4/IPv6 non-first fragments: 256 + the fragmented protocol
 FRAGMENT_PROTO_BASE: int = _decode.FRAGMENT_PROTO_BASE
+#: IP protocol numbers of the transports flows have ports for (IANA "Assigned Internet Protocol Numbers")
+IPPROTO_TCP: int = _decode.TCP
+IPPROTO_UDP: int = _decode.UDP
 
 
 class Status(IntEnum):

@@ -19,6 +19,15 @@ import os
 import signal
 
 
+def signal_exit_code(signum: int) -> int:
+    """The shell's exit code for a death by signal ``signum``: 128 + its number.
+
+    >>> signal_exit_code(signal.SIGINT)
+    130
+    """
+    return 128 + signum
+
+
 class PcapclassError(Exception):
     """Root of every error pcapclass raises on purpose."""
 
@@ -65,12 +74,12 @@ class InvalidCaptureError(CaptureError, ValueError):
 class CaptureInterruptedError(CaptureError):
     """Reading was stopped by a signal (SIGINT, SIGTERM): what was read before it is kept.
 
-    The exit code is the shell's for a death by that signal, 128 + its number.
+    The exit code is the shell's for a death by that signal (``signal_exit_code``).
     """
 
     def __init__(self, signum: int, *, path: str, offset: int | None = None, packet: int | None = None) -> None:
         self.signum = signum
-        self.exit_code = 128 + signum
+        self.exit_code = signal_exit_code(signum)
         super().__init__(f"interrupted by {signal.Signals(signum).name}", path=path, offset=offset, packet=packet)
 
 

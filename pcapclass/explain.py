@@ -16,6 +16,7 @@ import pandas as pd
 
 from .addresses import Network
 from .errors import PcapclassError
+from .output import FLOWS_CSV
 
 #: fields of a layer shown per dissected packet
 SHOWN_FIELDS = 5
@@ -36,7 +37,7 @@ def find_flow(flows: pd.DataFrame, spec: Sequence[str]) -> int:
             raise ExplainError(f"flow {row} is not in the capture (it has {len(flows)} flows)")
         return row - 1
     if len(spec) != 2:
-        raise ExplainError("name a flow by its row number in flows.csv, or by its two endpoints ADDR:PORT ADDR:PORT")
+        raise ExplainError(f"name a flow by its row number in {FLOWS_CSV}, or by its two endpoints ADDR:PORT ADDR:PORT")
     a, b = (_endpoint(s) for s in spec)
     client = list(zip(flows["client_addr"].astype(str), flows["client_port"].astype(int), strict=True))
     server = list(zip(flows["server_addr"].astype(str), flows["server_port"].astype(int), strict=True))

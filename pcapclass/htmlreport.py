@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import OutputError
-from .report import Format
+from .output import Format, Table
 
 #: groups named per service in the top clients / servers tables
 TOP = 10
@@ -45,7 +45,7 @@ class Tables:
     def read(outdir: Path) -> Tables:
         """The tables in OUTDIR, in whichever format classify wrote them (``--format``)."""
 
-        def table(name: str, required: bool = True, usecols: list[str] | None = None) -> pd.DataFrame | None:
+        def table(name: Table, required: bool = True, usecols: list[str] | None = None) -> pd.DataFrame | None:
             for fmt in Format:
                 path = outdir / fmt.file(name)
                 if path.exists():
@@ -56,13 +56,14 @@ class Tables:
                         return df[usecols] if usecols and len(df) else df
                     return pd.read_csv(path, keep_default_na=False, na_values=[""], usecols=usecols, engine="pyarrow" if usecols else "c")
             if required:
-                raise OutputError(f"{name}.csv is missing: run `pcapclass classify ... -o {outdir}` first", path=str(outdir / f"{name}.csv"))
+                missing = Format.CSV.file(name)
+                raise OutputError(f"{missing} is missing: run `pcapclass classify ... -o {outdir}` first", path=str(outdir / missing))
             return None
 
-        found = [table(n, usecols=FLOW_COLUMNS if n == "flows" else None) for n in ("flows", "breakdown", "capture", "servers")]
+        found = [table(n, usecols=FLOW_COLUMNS if n is Table.FLOWS else None) for n in (Table.FLOWS, Table.BREAKDOWN, Table.CAPTURE, Table.SERVERS)]
         assert all(t is not None for t in found)
         flows, breakdown, captures, servers = (t for t in found if t is not None)
-        return Tables(flows, breakdown, captures, servers, table("timeseries", required=False))
+        return Tables(flows, breakdown, captures, servers, table(Table.TIMESERIES, required=False))
 
 
 def write_report(outdir: str | os.PathLike[str]) -> Path:

@@ -102,10 +102,14 @@ def _client_is_a(recs: Records, flows: pd.DataFrame) -> npt.NDArray[np.bool_]:
     port are the client's; where both ends read the same (pseudo-flows of non-IP frames),
     the end whose counts are the client's."""
     blank = np.asarray(recs["proto"], np.int64) >= NON_FLOW_BASE
-    u64 = lambda name: np.asarray(recs[name], np.uint64)
+
+    def u64(name: str) -> npt.NDArray[np.uint64]:
+        return np.asarray(recs[name], np.uint64)
+
     a, b = format_addresses(u64("a_hi"), u64("a_lo"), blank), format_addresses(u64("b_hi"), u64("b_lo"), blank)
     client, port = flows["client_addr"].to_numpy(object), flows["client_port"].to_numpy()
     as_a = (client == np.asarray(a, dtype=object)) & (port == recs["port_a"])
     as_b = (client == np.asarray(b, dtype=object)) & (port == recs["port_b"])
     by_counts = (flows["packets_c2s"].to_numpy() == recs["packets_ab"]) & (flows["bytes_c2s"].to_numpy() == recs["bytes_ab"])
-    return np.where(as_a & as_b, by_counts, as_a)
+    client_is_a: npt.NDArray[np.bool_] = np.where(as_a & as_b, by_counts, as_a)
+    return client_is_a

@@ -139,9 +139,8 @@ def run_packet(data: bytes) -> None:
     the work of the rest, for nothing the input steers."""
     import numpy as np
 
-    from pcapclass import linktypes
     from pcapclass.api import Classifier
-    from pcapclass.sources import PacketBatch
+    from pcapclass.sources import PacketBatch, linktypes
 
     if not data:
         return

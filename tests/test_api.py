@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from pcapclass.api import Classifier, FlowStore
-from pcapclass.flows import COLUMNS, Records
+from pcapclass.api import Classifier
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RUNS = {
@@ -58,26 +56,3 @@ def test_spilled_blocks_write_the_same_grouping_by_several_columns(tmp_path: Pat
     pd.testing.assert_frame_equal(whole["breakdown"], blocks["breakdown"], check_exact=True)
     assert list(whole["breakdown"].columns[: len(by)]) == ["service", *[k for k in by if k != "service"]]
     assert whole["breakdown"]["bytes"].sum() == whole["capture"]["bytes"].sum()
-
-
-def test_flow_store_joins_at_most_a_block_and_holds_a_captures_last_flows() -> None:
-    """Parts of 2, 3 and 10 finished flows, then 5 still open at the capture's end, with blocks
-    of 4: what is held goes to disk before a part would overflow a block, a part of a block or
-    more is spilled alone (in blocks of 4), the last part waits in memory; every block is in
-    order of first packet."""
-    def part(firsts: list[int]) -> Records:
-        cols = np.zeros((len(COLUMNS), len(firsts)), dtype=np.int64)
-        cols[COLUMNS.index("first_ns")] = firsts
-        return Records(cols)
-
-    store = FlowStore(spill_flows=4)
-    try:
-        store.add(part([5, 1]), 0)
-        store.add(part([9, 8, 7]), 0)
-        store.add(part(list(range(30, 20, -1))), 0)
-        store.add(part([44, 43, 42, 41, 40]), 0, last=True)
-        assert not store.one_block
-        blocks = [recs["first_ns"].tolist() for recs, _, _ in store.blocks()]
-        assert blocks == [[1, 5], [7, 8, 9], [21, 22, 23, 24], [25, 26, 27, 28], [29, 30], [40, 41, 42, 43], [44]]
-    finally:
-        store.close()

@@ -7,8 +7,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapclass import linktypes as lt
 from pcapclass.decode import FRAGMENT_PROTO_BASE, Status, decode
+from pcapclass.sources import linktypes as lt
 from pcapclass.sources.batch import PacketBatch
 
 # Ethernet II, 802.1Q tag (VLAN 5), IPv4 10.0.0.1 -> 10.0.0.2 TCP 40000 -> 25 SYN|ACK, 3 bytes of payload

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .. import linktypes
 from ..errors import InvalidCaptureError
+from . import linktypes
 from ._records import u32, walk_pcap
 from .batch import MAX_CAPLEN, PacketBatch
 from .stream import ByteWindow
@@ -46,8 +46,8 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
         pass
     if window.end < FILE_HEADER_LEN:
         raise window.cut(f"truncated pcap file header: {window.end} of {FILE_HEADER_LEN} bytes", offset=0)
-    order = "<" if struct.unpack_from("<I", window.buf, 0)[0] in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC, PCAP_MAGIC_MODIFIED) else ">"
-    magic, _vmaj, _vmin, _zone, _sigfigs, snaplen, network = struct.unpack_from(order + "IHHiIII", window.buf, 0)
+    order = "<" if struct.unpack_from("<I", window.buf.data, 0)[0] in (PCAP_MAGIC_USEC, PCAP_MAGIC_NSEC, PCAP_MAGIC_MODIFIED) else ">"
+    magic, _vmaj, _vmin, _zone, _sigfigs, snaplen, network = struct.unpack_from(order + "IHHiIII", window.buf.data, 0)
     if magic == PCAP_MAGIC_MODIFIED:
         raise InvalidCaptureError("modified (Kuznetsov) pcap format is not supported", path=path, offset=0)
     ts_scale = 1000 if magic == PCAP_MAGIC_USEC else 1

@@ -93,12 +93,12 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
                 pending += e.size + sp.size
                 if pos + 12 > end or (max_packets is not None and packet_no + pending >= max_packets):
                     break
-            btype = u32(buf, pos)[0]
+            btype = u32(buf.data, pos)[0]
             if btype == BT_SHB:
                 if pending:
                     flush = True  # the interfaces below belong to the old section
                     break
-                bom = struct.unpack_from("<I", buf, pos + 8)[0]
+                bom = struct.unpack_from("<I", buf.data, pos + 8)[0]
                 if bom == BYTE_ORDER_MAGIC:
                     order = "<"
                 elif bom == struct.unpack("<I", struct.pack(">I", BYTE_ORDER_MAGIC))[0]:
@@ -112,7 +112,7 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
             elif not seen_shb:
                 fault = InvalidCaptureError("pcapng stream does not start with a section header block", path=path, offset=window.base + pos)
                 break
-            blen = u32(buf, pos + 4)[0]
+            blen = u32(buf.data, pos + 4)[0]
             if blen < 12 or blen % 4:
                 fault = InvalidCaptureError(f"block total length {blen} is invalid (must be >= 12 and a multiple of 4)", path=path, offset=window.base + pos, packet=packet_no + pending + 1)
                 break
@@ -126,7 +126,7 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
             if pos + blen > end:
                 break
             if btype == BT_IDB:
-                iface, problem = _parse_idb(buf, pos, blen, order)
+                iface, problem = _parse_idb(buf.data, pos, blen, order)
                 if problem:
                     fault = InvalidCaptureError(f"interface description block: {problem}", path=path, offset=window.base + pos, packet=packet_no + pending + 1)
                     break
@@ -147,7 +147,7 @@ def read_pcapng(window: ByteWindow, *, max_packets: int | None = None) -> Iterat
             continue
         need = 0
         if pos + 8 <= end:
-            need = u32(buf, pos + 4)[0]
+            need = u32(buf.data, pos + 4)[0]
         if not window.refill(pos, need):
             remain = window.end
             if remain == 0 and window.fault is None:
@@ -163,7 +163,7 @@ def _joined(parts: list[npt.NDArray[np.int64]]) -> npt.NDArray[np.int64]:
     return parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _parse_idb(buf: bytearray, pos: int, blen: int, order: str) -> tuple[_Interface, str]:
+def _parse_idb(buf: memoryview, pos: int, blen: int, order: str) -> tuple[_Interface, str]:
     """The interface a block describes, and what is wrong with its options ("" when nothing)."""
     linktype, _reserved, snaplen = struct.unpack_from(order + "HHI", buf, pos + 8)
     iface = _Interface(linktype=linktype, snaplen=snaplen)

@@ -179,7 +179,7 @@ class ByteWindow:
         self.end = tail
         if self.eof:
             return False
-        view = memoryview(self.buf)
+        view = self.buf.data
         got_any = False
         while self.end < len(self.buf):
             try:
@@ -237,7 +237,7 @@ def open_stream(
             total = os.fstat(raw.fileno()).st_size
         except OSError:
             total = None
-    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[arg-type]
+    buffered = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, 1 << 16)  # type: ignore[type-var]
     try:
         head = buffered.peek(2)[:2]
     except OSError as exc:

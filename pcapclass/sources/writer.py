@@ -12,10 +12,10 @@ from typing import BinaryIO, Self
 
 import numpy as np
 
-from .. import linktypes
 from ..errors import CaptureOpenError, OutputError
-from .batch import PacketBatch
-from .pcap import MAX_CAPLEN, PCAP_MAGIC_NSEC, RECORD_HEADER_LEN
+from . import linktypes
+from .batch import MAX_CAPLEN, PacketBatch
+from .pcap import PCAP_MAGIC_NSEC, RECORD_HEADER_LEN
 
 _HEADER_COLUMNS = np.arange(RECORD_HEADER_LEN, dtype=np.int64)
 

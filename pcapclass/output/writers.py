@@ -1,4 +1,10 @@
-"""Outputs: the files of a run (CSV, Parquet or JSON Lines; the set renamed into place together) and the terminal table."""
+"""The one writer policy of every output file, offline and live alike.
+
+A CSV field is written by pyarrow's CSV writer: strings (and the header) quoted, floats in their
+shortest round-trip form, booleans ``true``/``false``, missing values empty, each epoch column
+followed by its ISO 8601 twin. A file is made with the mode the umask gives. A run's set of files
+appears together (``Outputs``); live capture's growing files take whole rows (``append_rows``).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,11 @@ import contextlib
 import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TextIO
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -19,39 +24,9 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from . import schema
-from .classify import Servers
-from .errors import OutputError, PcapclassError
-from .summarize import DEFAULT_BY
-
-if TYPE_CHECKING:
-    from .api import Result
-
-
-#: timestamps in text written by pandas: microseconds (float64 epoch seconds hold no finer digit)
-TS_FORMAT = "%.6f"
-
-
-def make_outdir(outdir: str | os.PathLike[str]) -> Path:
-    """``outdir``, made if missing; raises OutputError when it cannot be."""
-    out = Path(outdir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError.from_os(exc, "cannot make the output directory", path=out) from None
-    return out
-
-
-class Format(StrEnum):
-    """The file format of a run's tables (``--format``)."""
-
-    CSV = "csv"
-    PARQUET = "parquet"
-    JSONL = "jsonl"
-
-    def file(self, table: str) -> str:
-        """The file name of ``table`` (``flows``) in this format."""
-        return f"{table}.{self.value}"
+from .. import schema
+from ..errors import OutputError, PcapclassError
+from .files import Format, Table, make_outdir
 
 
 class Outputs:
@@ -113,7 +88,7 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
         out.write(path.name, df)
 
 
-def append_text(path: Path, text: str) -> None:
+def append_text(path: Path, text: str | bytes) -> None:
     """Append ``text`` to ``path`` whole or not at all: when a write fails (a full disk) the
     file is cut back to its length before, so that a reader never sees half a row."""
     try:
@@ -122,7 +97,7 @@ def append_text(path: Path, text: str) -> None:
         raise OutputError.from_os(exc, "cannot append", path=path) from None
     try:
         start = os.fstat(fd).st_size
-        rest = memoryview(text.encode())
+        rest = memoryview(text.encode() if isinstance(text, str) else text)
         while rest:
             rest = rest[os.write(fd, rest) :]
     except OSError as exc:
@@ -146,7 +121,7 @@ def with_readable_times(df: pd.DataFrame) -> pd.DataFrame:
             iso = np.datetime_as_string(np.where(np.isnan(us), 0, us).astype("datetime64[us]"), unit="us", timezone="UTC")
             column = pd.Series(np.where(np.isnan(us), "", iso.astype(object)), index=df.index, dtype=object)
             out = out.copy() if out is df else out
-            out.insert(out.columns.get_loc(ts) + 1, text, column)
+            out.insert(list(out.columns).index(ts) + 1, text, column)
     return out
 
 
@@ -208,20 +183,23 @@ class Appender:
 
 
 class CsvAppender(Appender):
-    """CSV, header once, through pyarrow's CSV writer: about six times faster than
-    ``DataFrame.to_csv``, which matters for the flows file of a large capture. Floats are
-    written in their shortest round-trip form; booleans as ``true``/``false``; missing values
-    as empty fields; the epoch columns have their ISO 8601 twins."""
+    """CSV, header once, through pyarrow's CSV writer (``csv_table``): about six times faster
+    than ``DataFrame.to_csv``, which matters for the flows file of a large capture."""
 
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self._header = True
 
     def _encode(self, df: pd.DataFrame) -> Callable[[], None]:
-        table = pa.Table.from_pandas(with_readable_times(df), preserve_index=False)
-        options = pa_csv.WriteOptions(include_header=self._header, quoting_style="needed")
+        table, options = csv_table(df, header=self._header)
         self._header = False
         return lambda: pa_csv.write_csv(table, self._fh, options)
+
+
+def csv_table(df: pd.DataFrame, *, header: bool) -> tuple[pa.Table, pa_csv.WriteOptions]:
+    """``df`` made ready for the CSV writer, and its options: the CSV policy of every file."""
+    table = pa.Table.from_pandas(with_readable_times(df), preserve_index=False)
+    return table, pa_csv.WriteOptions(include_header=header, quoting_style="needed")
 
 
 class ParquetAppender(Appender):
@@ -281,73 +259,21 @@ def _json_cells(column: pd.Series, prefix: str) -> list[str]:
 APPENDERS: dict[str, type[Appender]] = {".csv": CsvAppender, ".parquet": ParquetAppender, ".jsonl": JsonlAppender}
 
 
-def write_outputs(result: Result, outdir: str | os.PathLike[str], fmt: Format = Format.CSV) -> list[Path]:
-    """flows, breakdown, servers, timeseries (if any) and capture in ``outdir``, in format
+def write_tables(tables: Mapping[Table, pd.DataFrame], outdir: str | os.PathLike[str], fmt: Format = Format.CSV) -> list[Path]:
+    """Each table (``Table`` name → frame, capture last) as its file in ``outdir``, in format
     ``fmt``, renamed into place together."""
-    tables = {"flows": result.flows, "breakdown": result.breakdown, "servers": result.servers.evidence}
-    if result.timeseries is not None:
-        tables["timeseries"] = result.timeseries
-    tables["capture"] = result.captures
     with Outputs(outdir) as out:
         for name, df in tables.items():
             out.write(fmt.file(name), df)
     return [out.outdir / fmt.file(name) for name in tables]
 
 
-def human(n: float) -> str:
-    """``1.5k``, ``2.3M``: a count short enough for a table cell."""
-    for unit in ("", "k", "M", "G", "T"):
-        if abs(n) < 1000:
-            return f"{n:.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
-        n /= 1000
-    return f"{n:.1f}P"
-
-
-def print_table(result: Result, stream: TextIO) -> None:
-    """The breakdown as an aligned text table (its grouping columns, then the counts), with
-    totals and the servers used."""
-    b = result.breakdown
-    keys = [c for c in b.columns if c not in schema.names(schema.BREAKDOWN) or c in DEFAULT_BY]
-    headers = [*keys, "flows", "packets", "bytes", "c→s bytes", "s→c bytes", "share"]
-    total_bytes = int(b["bytes"].sum()) if len(b) else 0
-    rows = [
-        [*(r[k] for k in keys), f"{r['flows']:,}", f"{r['packets']:,}", human(r["bytes"]), human(r["bytes_c2s"]), human(r["bytes_s2c"]),
-         f"{(r['bytes'] / total_bytes if total_bytes else 0):.1%}"]
-        for r in b.to_dict("records")
-    ]  # fmt: skip
-    rows.append(["total", *[""] * (len(keys) - 1), f"{int(b['flows'].sum()) if len(b) else 0:,}",
-                 f"{int(b['packets'].sum()) if len(b) else 0:,}", human(total_bytes), "", "", ""])  # fmt: skip
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    right = range(len(keys), len(headers))
-    fmt = lambda cells: "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    print(fmt(headers), file=stream)
-    print("  ".join("-" * w for w in widths), file=stream)
-    for row in rows[:-1]:
-        print(fmt(row), file=stream)
-    print("  ".join("-" * w for w in widths), file=stream)
-    print(fmt(rows[-1]), file=stream)
-    print(servers_line(result.servers), file=stream)
-
-
-#: inferred servers named on the terminal; the rest are in servers.csv
-SHOWN_SERVERS = 5
-
-
-def servers_line(servers: Servers) -> str:
-    """Which Exchange servers direction used, and for inferred ones on what evidence (a few;
-    servers.csv has them all).
-
-    >>> servers_line(Servers(networks=(), addresses=(), inferred=True)).startswith("No host showed")
-    True
-    """
-    if not servers.inferred:
-        return f"Exchange servers (given with --server): {servers.describe()}"
-    if not servers.addresses:
-        return ("No host showed Exchange evidence, so no flow is Exchange traffic by its port; "
-                "name the Exchange servers with --server ADDR|CIDR (servers.csv lists any weaker evidence).")
-    ev = servers.evidence
-    kinds = dict(zip(ev["server"], ev["kinds"], strict=True))
-    shown = [f"{a} ({kinds.get(a, '').replace(' ', ', ')})" for a in servers.addresses[:SHOWN_SERVERS]]
-    more = len(servers.addresses) - len(shown)
-    tail = f" and {more:,} more (servers.csv)" if more > 0 else ""
-    return f"Exchange servers (inferred from Exchange evidence): {'; '.join(shown)}{tail}"
+def append_rows(path: Path, df: pd.DataFrame) -> None:
+    """Append ``df``'s rows to the CSV file ``path`` in one write, the header first when the
+    file is new: a reader sees whole rows, written as every other CSV file is."""
+    table, options = csv_table(df, header=not path.exists())
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, options)
+    data = sink.getvalue().to_pybytes()
+    if data:
+        append_text(path, data)

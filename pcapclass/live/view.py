@@ -13,8 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .live import LiveStatus
-from .report import human
+from ..output import human
+from .capture import LiveStatus
 
 
 class LiveView:
@@ -52,8 +52,9 @@ def render(status: LiveStatus) -> Group:
     for name, right in (("service", False), ("direction", False), ("flows", True), ("packets", True), ("bytes", True),
                         ("c→s bytes", True), ("s→c bytes", True)):  # fmt: skip
         table.add_column(name, justify="right" if right else "left")
-    for r in status.totals.itertuples(index=False):
-        table.add_row(r.service, r.direction, f"{r.flows:,}", f"{r.packets:,}", human(r.bytes), human(r.bytes_c2s), human(r.bytes_s2c))
+    for r in status.totals.to_dict("records"):
+        table.add_row(r["service"], r["direction"], f"{r['flows']:,}", f"{r['packets']:,}", human(r["bytes"]), human(r["bytes_c2s"]),
+                      human(r["bytes_s2c"]))  # fmt: skip
     servers = status.servers.describe() or "none found yet"
     how = "inferred" if status.servers.inferred else "given"
     return Group(head, table, Text(f"Exchange servers ({how}): {servers}", style="dim"))

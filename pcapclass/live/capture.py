@@ -20,33 +20,33 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import schema
-from .addresses import Network, parse_networks
-from .addresses import sort_key as address_sort_key
-from .api import (
-    DEFAULT_IDLE_TIMEOUT,
-    DEFAULT_MAX_FLOWS,
-    CaptureCounts,
-    Classifier,
-    _capture_row,
+from .. import schema
+from ..accounting import CaptureCounts, capture_row
+from ..addresses import Network, parse_networks
+from ..addresses import sort_key as address_sort_key
+from ..api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
+from ..classify import Servers, classify
+from ..errors import LiveCaptureError, OutputError, PcapclassError
+from ..evidence import Evidence, FlowRows
+from ..flows import KEY_COLUMNS, Records
+from ..output import (
+    BREAKDOWN_CSV,
+    CAPTURE_CSV,
+    FLOWS_CSV,
+    TIMESERIES_CSV,
+    append_rows,
+    make_outdir,
+    write_csv,
 )
-from .classify import Servers, classify, flow_rows
-from .errors import LiveCaptureError, OutputError, PcapclassError
-from .evidence import Evidence, FlowRows
-from .flows import KEY_COLUMNS, Records
-from .report import TS_FORMAT, append_text, make_outdir, with_readable_times, write_csv
-from .rules import RuleSet
-from .sources import PacketBatch
-from .sources.live import DEFAULT_BACKEND, LiveSource, open_live
-from .sources.writer import PcapWriter
-from .summarize import breakdown, empty_breakdown, merge
+from ..rules import RuleSet
+from ..sources import PacketBatch
+from ..sources.live import DEFAULT_BACKEND, LiveSource, open_live
+from ..sources.writer import PcapWriter
+from ..summarize import breakdown, empty_breakdown, merge
 
 DEFAULT_INTERVAL = 10.0
 #: NetFlow's default active timeout: a flow open this long is exported and starts anew
 DEFAULT_ACTIVE_TIMEOUT = 1800.0
-#: a closed TCP conversation (RST, or FIN both ways) quiet this long is finished: long enough
-#: for the last ACK and for packets still in the capture pipe
-CLOSED_GRACE_S = 5.0
 _COUNTERS = ("packets_ab", "bytes_ab", "packets_ba", "bytes_ba")
 _MATCH = [*KEY_COLUMNS, "first_ns"]
 
@@ -124,8 +124,8 @@ class LiveCapture:
         self.on_status = on_status
         self.status_every = status_every
         self.clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows)
-        self.order = self.clf.lookup.ids[1:] + ("other",)
-        self._given = list(self.clf.networks)
+        self.order = self.clf.criteria.order
+        self._given = list(self.clf.criteria.networks)
         self._known: set[str] = set()
         self._prev = self._snapshot(Records())
         self._totals = empty_breakdown()
@@ -156,7 +156,7 @@ class LiveCapture:
             try:
                 # both logs start anew, header first, so that they parse from the first moment on
                 # (and say that the capture runs)
-                for name, columns in (("flows.csv", schema.FLOWS), ("timeseries.csv", schema.TIMESERIES)):
+                for name, columns in ((FLOWS_CSV, schema.FLOWS), (TIMESERIES_CSV, schema.TIMESERIES)):
                     (self.outdir / name).unlink(missing_ok=True)
                     self._append(pd.DataFrame(columns=schema.names(columns)), name, columns)
                 writer = PcapWriter(self.write_pcap) if self.write_pcap is not None else None
@@ -222,35 +222,26 @@ class LiveCapture:
     # -- one tick --------------------------------------------------------------------------------
 
     def _tick(self, counts: CaptureCounts, start: float, end: float, *, final: bool) -> None:
-        table = self.clf.table
-        if final:
-            done = table.drain_all()
-        else:
-            table.expire(time.time_ns(), active_timeout_ns=self.active_timeout_ns, closed_grace_ns=int(CLOSED_GRACE_S * 1e9))
-            done = table.drain()
-        opened = Records() if final else table.active()
-        recs = Records.concat([done, opened])
-        n_done = len(recs["hash"]) - len(opened["hash"])
-        counts.hash_collisions = table.stats.hash_collisions
-        counts.flows_exported_early = table.stats.flows_exported_early
+        snap = self.clf.snapshot(None if final else time.time_ns(), active_timeout_ns=self.active_timeout_ns)
+        recs, n_done = snap.flows, len(snap.done)
         counts.drops = self._source.drops if self._source is not None else 0
         new_drops = counts.drops - self._reported_drops
         self._reported_drops += new_drops
-        if not len(recs["hash"]):
+        if not len(recs):
             self._write_breakdown()
             return
-        evidence, rows = self._evidence(done, opened)
-        nets = self._learn_servers(recs, evidence, rows)
-        flows, _ = classify(recs, self.clf.lookup, nets, evidence, rows=rows)
+        lookup = self.clf.criteria.lookup
+        nets = self._learn_servers(recs, snap.evidence, snap.rows)
+        flows, _ = classify(recs, lookup, nets, snap.evidence, rows=snap.rows)
         delta, new = self._deltas(recs)
-        self._prev = self._snapshot(opened)
-        part, _ = classify(delta, self.clf.lookup, nets, evidence, rows=rows)
+        self._prev = self._snapshot(snap.opened)
+        part, _ = classify(delta, lookup, nets, snap.evidence, rows=snap.rows)
         moved = (part["packets_c2s"] + part["packets_s2c"]).to_numpy() > 0
-        self._append(self._interval_rows(part[moved], start, end, new_drops), "timeseries.csv", schema.TIMESERIES)
+        self._append(self._interval_rows(part[moved], start, end, new_drops), TIMESERIES_CSV, schema.TIMESERIES)
         if n_done:
             finished = flows.iloc[:n_done]
             finished.insert(0, "capture", self.interface)
-            self._append(finished, "flows.csv", schema.FLOWS)
+            self._append(finished, FLOWS_CSV, schema.FLOWS)
         totals_part = breakdown(part[moved], self.order)
         fresh = part[moved & new].groupby(["service", "direction"], observed=True).size()
         index = pd.MultiIndex.from_frame(totals_part[["service", "direction"]])
@@ -260,23 +251,11 @@ class LiveCapture:
         self._write_breakdown()
         self._write_capture(counts, None)
 
-    def _evidence(self, done: Records, opened: Records) -> tuple[Evidence | None, FlowRows | None]:
-        """The payload evidence the Classifier gathered while feeding, as offline, and its rows
-        joined to ``done`` then ``opened`` flows. The finished flows' rows leave the collector
-        with them (as offline), so a long capture keeps only the open flows' rows."""
-        collector = self.clf.evidence
-        if collector is None:
-            return None, None
-        taken = collector.take(done)
-        evidence = collector.evidence()
-        still = flow_rows(opened, evidence) or FlowRows.empty()
-        return evidence, FlowRows.concat([taken, still], [0, len(done)])
-
     def _learn_servers(self, recs: Records, evidence: Evidence | None, rows: FlowRows | None) -> list[Network]:
         """The --server networks, or every host the Exchange evidence so far names (rules/server_evidence.toml)."""
         if self._given:
             return self._given
-        _, found = classify(recs, self.clf.lookup, (), evidence, rows=rows)
+        _, found = classify(recs, self.clf.criteria.lookup, (), evidence, rows=rows)
         self._known.update(found.addresses)
         return parse_networks(sorted(self._known))
 
@@ -308,26 +287,22 @@ class LiveCapture:
 
     def _append(self, df: pd.DataFrame, name: str, columns: tuple[schema.Column, ...]) -> None:
         """Append rows in one write (header first when the file is new): readers see whole rows."""
-        path = self.outdir / name
-        header = not path.exists()
-        text = with_readable_times(df[schema.names(columns)]).to_csv(index=False, header=header, float_format=TS_FORMAT)
-        if text:
-            append_text(path, text)
+        append_rows(self.outdir / name, df[schema.names(columns)])
 
     def _write_breakdown(self) -> None:
-        write_csv(self._totals, self.outdir / "breakdown.csv")
+        write_csv(self._totals, self.outdir / BREAKDOWN_CSV)
 
     def _write_capture(self, counts: CaptureCounts, error: PcapclassError | None) -> pd.DataFrame:
-        row: dict[str, Any] = _capture_row(counts, self._flows_total, self._servers())
+        row: dict[str, Any] = capture_row(counts, self._flows_total, self._servers())
         row.update(partial=error is not None, error=str(error) if error is not None else "")
         captures = pd.DataFrame([row], columns=schema.names(schema.CAPTURE))
-        write_csv(captures, self.outdir / "capture.csv")
+        write_csv(captures, self.outdir / CAPTURE_CSV)
         return captures
 
     def _status(self, counts: CaptureCounts, elapsed: float) -> LiveStatus:
         return LiveStatus(
             interface=self.interface, backend=self.backend, elapsed=elapsed, packets=counts.packets,
             bytes=counts.bytes, packets_per_s=counts.packets / elapsed if elapsed > 0 else 0.0,
-            drops=self._source.drops if self._source is not None else 0, open_flows=len(self.clf.table),
+            drops=self._source.drops if self._source is not None else 0, open_flows=self.clf.open_flows,
             totals=self._totals, servers=self._servers(),
         )  # fmt: skip

@@ -1,6 +1,6 @@
-"""The output side: the files of a run appear together, follow the umask, and a directory that
-cannot be made, a full disk or a full spill directory is one line and exit 7, never a traceback
-or a torn file.
+"""The output side (pcapclass.output): the files of a run appear together, follow the umask,
+are written under one policy offline and live, and a directory that cannot be made, a full
+disk or a full spill directory is one line and exit 7, never a traceback or a torn file.
 
 A full disk is a real write failure: the child process runs with a file-size limit
 (RLIMIT_FSIZE, with SIGXFSZ ignored), so that a write past it fails as a write to a full disk
@@ -22,9 +22,10 @@ import pytest
 from conftest import FIXTURES
 from test_bad_input import assert_one_line_error, run_cli
 
-from pcapclass import live as live_module
-from pcapclass import report, schema
+from pcapclass import schema
 from pcapclass.errors import OutputError
+from pcapclass.live import capture as live_module
+from pcapclass.output import writers
 from pcapclass.sources import CaptureFile
 
 EXIT_OUTPUT = 7
@@ -69,14 +70,14 @@ def test_a_set_that_cannot_be_finished_leaves_the_previous_set_whole(tmp_path, c
     must not replace the previous run's either."""
     out = tmp_path / "out"
     old = _old_outputs(out)
-    write = report.CsvAppender.write
+    write = writers.CsvAppender.write
 
     def full_disk_for_capture_csv(self, df):
         if self._path.name == "capture.csv":
             raise OSError(28, "No space left on device")
         write(self, df)
 
-    monkeypatch.setattr(report.CsvAppender, "write", full_disk_for_capture_csv)
+    monkeypatch.setattr(writers.CsvAppender, "write", full_disk_for_capture_csv)
     rc, _, err = run_cli(["classify", str(CAPTURE), "-o", str(out), "-q"], capsys)
     assert rc == EXIT_OUTPUT
     assert_one_line_error(err, str(out), "No space left on device")
@@ -135,7 +136,7 @@ def test_an_append_that_does_not_fit_leaves_the_file_as_it_was(tmp_path):
     path = tmp_path / "flows.csv"
     path.write_text("a,b\n1,2\n")
     code = (
-        "import sys\nfrom pathlib import Path\nfrom pcapclass.report import append_text\nfrom pcapclass.errors import OutputError\n"
+        "import sys\nfrom pathlib import Path\nfrom pcapclass.output import append_text\nfrom pcapclass.errors import OutputError\n"
         "try:\n    append_text(Path(sys.argv[1]), '3,4\\n' * 1000)\nexcept OutputError as exc:\n    print(exc)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60,
@@ -175,7 +176,7 @@ def test_live_on_a_disk_that_fills_keeps_whole_rows_and_says_so(tmp_path, monkey
     """The flows.csv append at the end of the capture gets half its bytes onto the disk, then
     ENOSPC: the half row goes, the run ends with OutputError, capture.csv says partial."""
     monkeypatch.setattr(live_module, "open_live", lambda *a, **k: _FixtureSource(CAPTURE))
-    real_append, real_write = report.append_text, os.write
+    real_append, real_write = writers.append_text, os.write
 
     def half_then_full(fd: int, data) -> int:
         real_write(fd, bytes(data[: len(data) // 2]))
@@ -189,12 +190,29 @@ def test_live_on_a_disk_that_fills_keeps_whole_rows_and_says_so(tmp_path, monkey
         finally:
             monkeypatch.setattr(os, "write", real_write)
 
-    monkeypatch.setattr(live_module, "append_text", append_to_a_filling_disk)
+    monkeypatch.setattr(writers, "append_text", append_to_a_filling_disk)
     cap = live_module.LiveCapture("fixture", outdir=tmp_path / "out", interval=3600)
     with pytest.raises(OutputError, match="No space left on device"):
         cap.run()
     flows = (tmp_path / "out" / "flows.csv").read_text()
-    assert flows.splitlines() == [",".join(schema.names(schema.with_readable_times(schema.FLOWS)))]  # the header, written at the start
+    # the header, written at the start, quoted as in every CSV file (output.writers' policy)
+    assert flows.splitlines() == [",".join(f'"{name}"' for name in schema.names(schema.with_readable_times(schema.FLOWS)))]
     with (tmp_path / "out" / "capture.csv").open(newline="") as f:
         (row,) = csv.DictReader(f)
     assert row["partial"] == "true" and "No space left on device" in row["error"]
+
+
+def test_live_appends_write_what_the_offline_writer_writes(tmp_path):
+    """One CSV policy: flows appended a few rows at a time (live) are the bytes the offline
+    writer gives for the same frame (quoting, booleans, float digits, ISO twins)."""
+    from pcapclass import classify_file
+    from pcapclass.output import Outputs, append_rows
+
+    flows = classify_file(CAPTURE).flows
+    assert len(flows) > 3 and flows["fragment"].dtype == bool
+    with Outputs(tmp_path / "offline") as out:
+        out.write("flows.csv", flows)
+    appended = tmp_path / "flows.csv"
+    for part in (flows.iloc[:0], flows.iloc[:3], flows.iloc[3:]):
+        append_rows(appended, part)
+    assert appended.read_bytes() == (tmp_path / "offline" / "flows.csv").read_bytes()

@@ -1,0 +1,72 @@
+"""Capture accounting: what each input contributed, and its capture.csv row (``schema.CAPTURE``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from .classify import Servers
+from .decode import FRAGMENT_PROTO_BASE, Packets, Status
+from .errors import CaptureError
+from .sources import ReadAnomalies
+
+
+@dataclass(kw_only=True)
+class CaptureCounts(ReadAnomalies):
+    """What one input contributed: the capture.csv row (the reader's anomaly counters, and these)."""
+
+    capture: str
+    format: str = ""
+    packets: int = 0
+    bytes: int = 0
+    first_ns: int | None = None
+    last_ns: int | None = None
+    non_ip_packets: int = 0
+    truncated_packets: int = 0
+    undecoded_packets: int = 0
+    fragment_packets: int = 0
+    hash_collisions: int = 0
+    flows_exported_early: int = 0
+    #: packets a live capture's kernel or capture process reported dropping
+    drops: int = 0
+    error: CaptureError | None = None
+
+    def add(self, pk: Packets) -> None:
+        """Count one decoded batch."""
+        self.packets += len(pk)
+        self.bytes += int(pk.wirelen.sum())
+        lo, hi = int(pk.ts_ns.min()), int(pk.ts_ns.max())
+        self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
+        self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
+        status = np.bincount(pk.status, minlength=len(Status))
+        self.non_ip_packets += int(status[Status.NON_IP])
+        self.truncated_packets += int(status[Status.TRUNCATED])
+        self.undecoded_packets += int(status[Status.UNDECODED])
+        self.fragment_packets += int(np.count_nonzero((pk.proto >= FRAGMENT_PROTO_BASE) & (pk.status == Status.FLOW)))
+
+
+def capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, Any]:
+    """The capture.csv row of ``c`` (``schema.CAPTURE``), with the flows it gave and the servers used."""
+    return {
+        "capture": c.capture,
+        "format": c.format,
+        "packets": c.packets,
+        "bytes": c.bytes,
+        "flows": flows,
+        "first_ts": c.first_ns / 1e9 if c.first_ns is not None else np.nan,
+        "last_ts": c.last_ns / 1e9 if c.last_ns is not None else np.nan,
+        "non_ip_packets": c.non_ip_packets,
+        "truncated_packets": c.truncated_packets,
+        "undecoded_packets": c.undecoded_packets,
+        "fragment_packets": c.fragment_packets,
+        **{f.name: getattr(c, f.name) for f in fields(ReadAnomalies)},
+        "hash_collisions": c.hash_collisions,
+        "flows_exported_early": c.flows_exported_early,
+        "drops": c.drops,
+        "servers": servers.describe(),
+        "servers_inferred": servers.inferred,
+        "partial": c.error is not None,
+        "error": str(c.error) if c.error is not None else "",
+    }
