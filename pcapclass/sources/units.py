@@ -40,9 +40,8 @@ from typing import BinaryIO, Self
 import numpy as np
 import numpy.typing as npt
 
-from .. import linktypes
 from ..errors import CaptureError
-from . import DEFAULT_CHUNK_SIZE, CaptureFile, PacketBatch, ReadAnomalies
+from . import DEFAULT_CHUNK_SIZE, CaptureFile, PacketBatch, ReadAnomalies, linktypes
 from ._records import walk_pcap, walk_pcapng  # type: ignore[import-not-found]
 from .batch import MAX_CAPLEN
 from .pcap import (
