@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import functools
 import gzip
+import hashlib
 import io
 import os
 import shutil
@@ -48,7 +49,7 @@ INTERESTING = (0, 1, 4, 11, 12, 15, 16, 28, 32, 0x7F, 0x80, 0xFF, 0xFFFF, 0x1000
 OPERATORS = ("overwrite", "insert", "delete", "truncate", "u32le", "u32be", "splice")
 
 #: where --boundscheck builds its copy of the package, and the variable that points a run at it
-CHECKED_TREE = Path(tempfile.gettempdir()) / "pcapclass-fuzz-boundscheck"
+CHECKED_TREE = Path(tempfile.gettempdir()) / f"pcapclass-fuzz-boundscheck-{hashlib.sha256(bytes(REPO)).hexdigest()[:12]}"
 CHECKED_ENV = "PCAPCLASS_FUZZ_TREE"
 sys.path.insert(0, os.environ.get(CHECKED_ENV, str(REPO)))
 if TYPE_CHECKING:
