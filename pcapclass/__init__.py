@@ -18,7 +18,7 @@ from .errors import (
     RulesError,
 )
 from .report import Format
-from .rules import RuleSet, load_rules
+from .tables.rules import RuleSet, load_rules
 
 __version__ = "0.1.0"
 

@@ -35,10 +35,11 @@ from .errors import CaptureError, CaptureInterruptedError, OutputError
 from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
 from .flows import FlowKeys, FlowTable, Records, flow_keys
 from .report import Format, Outputs, write_outputs
-from .rules import RuleSet, load_rules
-from .servers import load_server_evidence, merged
+from .servers import merged
 from .sources import CaptureFile, PacketBatch, ReadAnomalies
 from .summarize import DEFAULT_BY, breakdown, grouping, merge, partial_breakdown, top
+from .tables.rules import RuleSet, load_rules
+from .tables.server_evidence import load_server_evidence
 from .timeseries import PacketIntervals
 
 DEFAULT_IDLE_TIMEOUT = 120.0
@@ -247,7 +248,8 @@ class Classifier:
     ) -> None:
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules or ())
         #: the payload stage (None with ``payload=False``: services by port only)
-        self.evidence = EvidenceCollector(epm_expiry=epm_expiry, idle_timeout=idle_timeout) if payload else None
+        self.evidence = EvidenceCollector(interfaces=self.rules.interfaces, http_paths=self.rules.http_paths, epm_expiry=epm_expiry,
+                                          idle_timeout=idle_timeout) if payload else None  # fmt: skip
         self.lookup = self.rules.lookup()
         #: what makes a host an Exchange server when ``servers`` names none
         self.server_rules = load_server_evidence()

@@ -34,15 +34,11 @@ from .evidence import (
     FlowRows,
 )
 from .flows import NO_SYN, NON_FLOW_BASE, Records
-from .rules import TRANSPORTS, PortLookup
-from .servers import (
-    EPM_ANSWER,
-    ServerEvidenceRules,
-    default_server_evidence,
-    infer,
-    merged,
-)
-from .signatures import EXPECTED_PROTOCOLS
+from .protocols.proofs import EPM_ANSWER
+from .protocols.signatures import EXPECTED_PROTOCOLS
+from .servers import infer, merged
+from .tables.server_evidence import ServerEvidenceRules, default_server_evidence
+from .tables.services import TRANSPORTS, PortLookup
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 _TRANSPORT_INDEX = {IPPROTO_TCP: TRANSPORTS.index("tcp"), IPPROTO_UDP: TRANSPORTS.index("udp")}

@@ -35,10 +35,10 @@ from .evidence import DEFAULT_EPM_EXPIRY
 from .live import DEFAULT_ACTIVE_TIMEOUT, DEFAULT_INTERVAL, LiveCapture
 from .progress import Progress
 from .report import Format, make_outdir, print_table
-from .rules import RuleSet, load_rules
 from .sources import ReadAnomalies
 from .sources.live import BACKENDS, DEFAULT_BACKEND, list_interfaces
 from .summarize import DEFAULT_BY, grouping
+from .tables.rules import RuleSet, load_rules
 
 EXIT_OK = 0
 EXIT_USAGE = 2

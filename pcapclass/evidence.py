@@ -29,13 +29,13 @@ from __future__ import annotations
 import array
 import ipaddress
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from . import signatures as sig
 from ._firstlook import (
     LOOK,
     QUIET,
@@ -67,7 +67,12 @@ from ._identify import (
     server_names,
 )
 from ._identify import EXCHANGE_GREETING as GREETS_EXCHANGE
-from .dcerpc import (
+from .decode import Packets
+from .flows import FlowKeys, Records
+from .notification_timing import NotificationTiming
+from .payload_memo import PayloadMemo
+from .protocols import signatures as sig
+from .protocols.dcerpc import (
     AUTH_LEVEL_PKT_PRIVACY,
     EMSMDB_INTERFACE,
     EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION,
@@ -83,9 +88,7 @@ from .dcerpc import (
     PTYPE_REQUEST,
     PTYPE_RESPONSE,
     RPC_VERS_MINORS,
-    Interface,
     PduReassembler,
-    load_interfaces,
     looks_like_dcerpc,
     parse_bind,
     parse_epm_lookup_response,
@@ -95,19 +98,14 @@ from .dcerpc import (
     parse_request,
     parse_response,
 )
-from .decode import Packets
-from .flows import FlowKeys, Records
-from .http import (
+from .protocols.http import (
     MAX_METHOD_LEN,
     MAX_REQUEST_LINE,
     HttpPathTable,
     classify_request,
-    load_http_paths,
     parse_request_line,
 )
-from .notification_timing import NotificationTiming
-from .payload_memo import PayloadMemo
-from .servers import (
+from .protocols.proofs import (
     EXCHANGE_GREETING,
     EXCHANGE_HTTP,
     EXCHANGE_SMTP,
@@ -115,12 +113,14 @@ from .servers import (
     RPC_INTERFACE,
     RPC_OVER_HTTP,
 )
-from .signatures import (
+from .protocols.signatures import (
     EXPECTED_PROTOCOLS,
     exchange_smtp_markers,
     label_contradicts_port,
 )
 from .sources.batch import PacketBatch
+from .tables.http_paths import load_http_paths
+from .tables.interfaces import Interface, load_interfaces
 
 IPPROTO_TCP, IPPROTO_UDP = 6, 17
 
@@ -446,7 +446,7 @@ class EvidenceCollector:
     def __init__(
         self,
         *,
-        interfaces: dict[str, Interface] | None = None,
+        interfaces: Mapping[str, Interface] | None = None,
         http_paths: HttpPathTable | None = None,
         epm_expiry: float = DEFAULT_EPM_EXPIRY,
         idle_timeout: float = 120.0,

@@ -35,11 +35,11 @@ from .errors import LiveCaptureError, OutputError, PcapclassError
 from .evidence import Evidence, FlowRows
 from .flows import KEY_COLUMNS, Records
 from .report import TS_FORMAT, append_text, make_outdir, with_readable_times, write_csv
-from .rules import RuleSet
 from .sources import PacketBatch
 from .sources.live import DEFAULT_BACKEND, LiveSource, open_live
 from .sources.writer import PcapWriter
 from .summarize import breakdown, empty_breakdown, merge
+from .tables.rules import RuleSet
 
 DEFAULT_INTERVAL = 10.0
 #: NetFlow's default active timeout: a flow open this long is exported and starts anew

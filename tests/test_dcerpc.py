@@ -1,4 +1,4 @@
-"""Tests for pcapclass.dcerpc: hand-built PDUs (a comment per field), tshark as an oracle for
+"""Tests for pcapclass.protocols.dcerpc (and the interface table of pcapclass.tables.interfaces): hand-built PDUs (a comment per field), tshark as an oracle for
 those bytes, and real DCE/RPC captures whose binds and towers are checked against tshark's own
 dissection. Captures are copies of public test captures, listed in fixtures/payloads/SOURCES.md."""
 
@@ -15,12 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapclass import dcerpc
-from pcapclass.dcerpc import (
+from pcapclass.errors import RulesError
+from pcapclass.protocols import dcerpc
+from pcapclass.protocols.dcerpc import (
     BindContext,
     PduReassembler,
     Tower,
-    load_interfaces,
     looks_like_dcerpc,
     parse_bind,
     parse_bind_ack,
@@ -34,7 +34,7 @@ from pcapclass.dcerpc import (
     parse_rts,
     parse_tower,
 )
-from pcapclass.errors import RulesError
+from pcapclass.tables.interfaces import load_interfaces
 
 PAYLOADS = Path(__file__).parent / "fixtures" / "payloads"
 TSHARK = shutil.which("tshark")

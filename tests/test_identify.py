@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from oracle import capture_files
 
 from pcapclass import _identify as ki
-from pcapclass.dcerpc import PTYPE_ALTER_CONTEXT, PTYPE_BIND, PduReassembler
 from pcapclass.decode import decode
 from pcapclass.evidence import (
     DIRECT_PUSH_NOTIFY,
@@ -22,8 +21,9 @@ from pcapclass.evidence import (
     SIGNATURE_TABLES,
     EvidenceCollector,
 )
-from pcapclass.http import parse_request_line
-from pcapclass.signatures import (
+from pcapclass.protocols.dcerpc import PTYPE_ALTER_CONTEXT, PTYPE_BIND, PduReassembler
+from pcapclass.protocols.http import parse_request_line
+from pcapclass.protocols.signatures import (
     LABELS,
     MIN_DECISIVE_PAYLOAD,
     SMTP_SERVER_PREFIXES,
