@@ -32,8 +32,8 @@ from .classify import (
 )
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status, decode
 from .errors import CaptureError, CaptureInterruptedError, OutputError
-from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
-from .flows import FlowKeys, FlowTable, Records, flow_keys
+from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector
+from .flows import FlowKeys, FlowRows, FlowTable, Records, flow_keys
 from .report import Format, Outputs, write_outputs
 from .servers import merged
 from .sources import CaptureFile, PacketBatch, ReadAnomalies

@@ -30,10 +30,8 @@ from .evidence import (
     SIGNATURE_SERVICES,
     TIMED_NOTIFICATION,
     Evidence,
-    FlowIndex,
-    FlowRows,
 )
-from .flows import NO_SYN, NON_FLOW_BASE, Records
+from .flows import NO_SYN, NON_FLOW_BASE, FlowIndex, FlowRows, Records
 from .protocols.proofs import EPM_ANSWER
 from .protocols.signatures import EXPECTED_PROTOCOLS
 from .servers import infer, merged

@@ -32,8 +32,8 @@ from .api import (
 )
 from .classify import Servers, classify, flow_rows
 from .errors import LiveCaptureError, OutputError, PcapclassError
-from .evidence import Evidence, FlowRows
-from .flows import KEY_COLUMNS, Records
+from .evidence import Evidence
+from .flows import KEY_COLUMNS, FlowRows, Records
 from .report import TS_FORMAT, append_text, make_outdir, with_readable_times, write_csv
 from .sources import PacketBatch
 from .sources.live import DEFAULT_BACKEND, LiveSource, open_live

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from . import _flowhash
-from ._flowhash import COLUMNS, IPPROTO_TCP, KEY_COLUMNS, NO_SYN, FlowHash
-from .decode import Packets, Status
+from .. import _flowhash
+from .._flowhash import COLUMNS, IPPROTO_TCP, KEY_COLUMNS, NO_SYN, FlowHash
+from ..decode import Packets, Status
 
 __all__ = ["COLUMNS", "IPPROTO_TCP", "KEY_COLUMNS", "NON_FLOW_BASE", "NO_SYN", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
 
