@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from .._deciding import DecidingTables, PathRules
 from .._firstlook import (
     LOOK,
     QUIET,
@@ -31,11 +32,8 @@ from .._identify import (
     LABEL_NAMES,
     NOTIFY,
     REQUEST_LINE,
-    PathRules,
-    SignatureTables,
-    same_names,
-    server_names,
 )
+from .._server_names import same_names, server_names
 from ..decode import Packets
 from ..flows import FlowKeys
 from ..protocols import signatures as sig
@@ -72,7 +70,7 @@ DIRECT_PUSH_NOTIFY = (b"NOTIFY ", b"NOTIFY\t")
 MICROSOFT_SMTP_BANNER = b"MICROSOFT ESMTP MAIL SERVICE"
 
 #: signatures.py's byte strings and sets, for the compiled first look (``SignatureTables.facts``)
-SIGNATURE_TABLES = SignatureTables(
+SIGNATURE_TABLES = DecidingTables(
     smtp_prefixes=sig.SMTP_SERVER_PREFIXES, smtp_words=sig.SMTP_GREETING_WORDS, ftp_words=sig.FTP_GREETING_WORDS,
     smtp_commands=sig.SMTP_CLIENT_COMMANDS, pop3_prefixes=sig.POP3_SERVER_PREFIXES, pop3_shared=(sig.POP3_SHARED_PREFIX,),
     imap_prefixes=sig.IMAP_SERVER_PREFIXES, nntp_prefixes=sig.NNTP_SERVER_PREFIXES, nntp_words=sig.NNTP_GREETING_WORDS,

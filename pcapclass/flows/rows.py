@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .._flowhash import KeyIndex
+from .._flowkeys import KeyIndex
 from .table import Records
 
 

@@ -2,7 +2,7 @@
 
 A flow is keyed by (protocol, endpoint A, endpoint B) with A the lower (address, port), so both
 directions of a conversation meet in one record; keys, their hashes and each packet's place
-in its flow's row are all computed in ``_flowhash.pyx``, one compiled pass per batch. Records are associative partials: sums, min first-seen, max last-seen,
+in its flow's row are all computed in ``_flowkeys.pyx`` and ``_flowhash.pyx``, one compiled pass per batch. Records are associative partials: sums, min first-seen, max last-seen,
 OR of flags, which is what lets files, batches and live intervals combine with one merge.
 
 Finished records leave the table column-major (a row per field, a column per flow): that
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from .. import _flowhash
+from .. import _flowkeys
 from .._flowhash import COLUMNS, IPPROTO_TCP, KEY_COLUMNS, NO_SYN, FlowHash
 from ..decode import Packets, Status
 
@@ -100,7 +100,7 @@ class FlowKeys:
 
 def flow_keys(pk: Packets) -> FlowKeys:
     """The flow key of every packet of a decoded batch (pseudo-keys for non-IP frames)."""
-    return FlowKeys(*_flowhash.flow_keys(pk.status, pk.proto, pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo,
+    return FlowKeys(*_flowkeys.flow_keys(pk.status, pk.proto, pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo,
                                          pk.sport, pk.dport, Status.FLOW, NON_FLOW_BASE))  # fmt: skip
 
 
