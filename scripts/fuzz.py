@@ -159,7 +159,7 @@ def run_packet(data: bytes) -> None:
 
 def run_dcerpc(data: bytes) -> None:
     """A byte stream through the PDU reassembler, each PDU through every DCE/RPC parser."""
-    from pcapclass.protocols import dcerpc
+    from pcapclass.protocols import dcerpc, emsmdb, epm
 
     reassembler = dcerpc.PduReassembler(resync_segments=1)
     for piece in (data[: len(data) // 2], data[len(data) // 2 :]):
@@ -169,10 +169,10 @@ def run_dcerpc(data: bytes) -> None:
             dcerpc.parse_bind_ack(pdu)
             req, resp = dcerpc.parse_request(pdu), dcerpc.parse_response(pdu)
             if req is not None:
-                dcerpc.parse_register_push_notification(req.stub)
+                emsmdb.parse_register_push_notification(req.stub)
             if resp is not None:
-                dcerpc.parse_epm_map_response(resp.stub)
-                dcerpc.parse_epm_lookup_response(resp.stub)
+                epm.parse_epm_map_response(resp.stub)
+                epm.parse_epm_lookup_response(resp.stub)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pcapclass.errors import RulesError
-from pcapclass.protocols.dcerpc import PduReassembler, parse_bind, parse_rts
+from pcapclass.protocols.dcerpc import PduReassembler, parse_bind
 from pcapclass.protocols.http import (
     HttpRequest,
     HttpVerdict,
@@ -18,6 +18,7 @@ from pcapclass.protocols.http import (
     parse_request_line,
     parse_rpc_proxy_target,
 )
+from pcapclass.protocols.rpch import parse_rts
 from pcapclass.tables.http_paths import load_http_paths
 
 PAYLOADS = Path(__file__).parent / "fixtures" / "payloads"

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from ..protocols.dcerpc import Tower
+from ..protocols.epm import Tower
 from ..tables.interfaces import Interface
 from .learned import epm_frame
 

@@ -38,7 +38,6 @@ from ..decode import Packets
 from ..flows import FlowKeys
 from ..protocols import signatures as sig
 from ..protocols.dcerpc import (
-    NCACN_HTTP_GREETING,
     PTYPE_ALTER_CONTEXT,
     PTYPE_BIND,
     PTYPE_MAX,
@@ -47,6 +46,7 @@ from ..protocols.dcerpc import (
     RPC_VERS_MINORS,
 )
 from ..protocols.http import MAX_METHOD_LEN, MAX_REQUEST_LINE
+from ..protocols.rpch import NCACN_HTTP_GREETING
 from ..protocols.signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers
 from .following import EPM_PORTS, FollowedFlows
 from .inspection import Inspector, facts_verdict

@@ -27,12 +27,6 @@ from ..decode import Packets
 from ..flows import FlowKeys
 from ..protocols.dcerpc import (
     AUTH_LEVEL_PKT_PRIVACY,
-    EMSMDB_INTERFACE,
-    EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION,
-    EPM_INTERFACE,
-    EPM_OPNUM_LOOKUP,
-    EPM_OPNUM_MAP,
-    NCACN_HTTP_GREETING,
     PFC_FIRST_FRAG,
     PFC_LAST_FRAG,
     PTYPE_ALTER_CONTEXT,
@@ -41,14 +35,24 @@ from ..protocols.dcerpc import (
     PTYPE_REQUEST,
     PTYPE_RESPONSE,
     PduReassembler,
-    parse_epm_lookup_response,
-    parse_epm_map_response,
     parse_header,
-    parse_register_push_notification,
     parse_request,
     parse_response,
 )
+from ..protocols.emsmdb import (
+    EMSMDB_INTERFACE,
+    EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION,
+    parse_register_push_notification,
+)
+from ..protocols.epm import (
+    EPM_INTERFACE,
+    EPM_OPNUM_LOOKUP,
+    EPM_OPNUM_MAP,
+    parse_epm_lookup_response,
+    parse_epm_map_response,
+)
 from ..protocols.http import parse_request_line
+from ..protocols.rpch import NCACN_HTTP_GREETING
 from .binds import Binds
 from .epm import EndpointMapperTable
 from .registrations import PushRegistrations

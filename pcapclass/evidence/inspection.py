@@ -22,16 +22,16 @@ from .._identify import (
 )
 from .._identify import EXCHANGE_GREETING as GREETS_EXCHANGE
 from ..protocols.dcerpc import (
-    EMSMDB_INTERFACE,
-    EPM_INTERFACE,
-    NCACN_HTTP_GREETING,
     PTYPE_ALTER_CONTEXT,
     PTYPE_BIND,
     PduReassembler,
     looks_like_dcerpc,
 )
+from ..protocols.emsmdb import EMSMDB_INTERFACE
+from ..protocols.epm import EPM_INTERFACE
 from ..protocols.http import HttpPathTable, classify_request, parse_request_line
 from ..protocols.proofs import EXCHANGE_GREETING, MICROSOFT_SMTP_GREETING, RPC_OVER_HTTP
+from ..protocols.rpch import NCACN_HTTP_GREETING
 from ..protocols.signatures import EXPECTED_PROTOCOLS, label_contradicts_port
 from .binds import Binds
 from .following import EPM_PORTS

@@ -1,4 +1,5 @@
-"""DCE/RPC connection-oriented PDUs, the endpoint mapper's towers and EMSMDB's push registration.
+"""DCE/RPC connection-oriented PDUs: the header, reassembly from a TCP stream, bind, bind_ack,
+request and response (the endpoint mapper: ``epm``; EMSMDB: ``emsmdb``; RPC over HTTP: ``rpch``).
 
 Pure byte parsers: no sockets, no scapy, no per-packet objects beyond the small immutable
 records they return. Every parser returns ``None`` (or an empty list) for bytes that are not a
@@ -16,7 +17,6 @@ Example — a bind to EMSMDB seen in a TCP stream::
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 import uuid
 from typing import NamedTuple
@@ -25,29 +25,16 @@ __all__ = [
     "BindAck",
     "BindContext",
     "ContextResult",
-    "EpmEntry",
-    "EpmMapRequest",
     "PduHeader",
     "PduReassembler",
-    "PushRegistration",
     "Request",
     "Response",
-    "Rts",
-    "RtsCommand",
-    "Tower",
-    "is_ncacn_http_greeting",
     "looks_like_dcerpc",
     "parse_bind",
     "parse_bind_ack",
-    "parse_epm_lookup_response",
-    "parse_epm_map_request",
-    "parse_epm_map_response",
     "parse_header",
-    "parse_register_push_notification",
     "parse_request",
     "parse_response",
-    "parse_rts",
-    "parse_tower",
 ]
 
 # --- Connection-oriented PDU header ----------------------------------------------------------
@@ -103,89 +90,6 @@ AUTH_LEVEL_PKT_PRIVACY = 6
 #: frag_length is a u16, so a well-formed stream never needs more than 65535 bytes.
 MAX_BUFFERED_BYTES = 64 * 1024
 
-# --- Endpoint mapper ------------------------------------------------------------------------
-# C706 appendix L (towers) and appendix O (ept interface); wireshark packet-dcerpc-epm.c;
-# impacket epm.py.
-EPM_INTERFACE = "e1af8308-5d1f-11c9-91a4-08002b14a0fa"
-EPM_OPNUM_LOOKUP = 2
-EPM_OPNUM_MAP = 3
-EPM_ENTRY_HANDLE_LEN = 20
-EPT_S_NOT_REGISTERED = 0x16C9A0D6
-
-# Tower floor protocol identifiers (C706 appendix I; wireshark packet-dcerpc-epm.c).
-EPM_PROTOCOL_UUID = 0x0D
-EPM_PROTOCOL_RPC_CL = 0x0A
-EPM_PROTOCOL_RPC_CO = 0x0B
-EPM_PROTOCOL_TCP = 0x07
-EPM_PROTOCOL_UDP = 0x08
-EPM_PROTOCOL_IP = 0x09
-EPM_PROTOCOL_NAMED_PIPE = 0x0F
-EPM_PROTOCOL_LRPC = 0x10
-EPM_PROTOCOL_NETBIOS = 0x11
-EPM_PROTOCOL_HTTP = 0x1F
-TRANSPORT_NAMES = {
-    EPM_PROTOCOL_TCP: "tcp",
-    EPM_PROTOCOL_UDP: "udp",
-    EPM_PROTOCOL_HTTP: "http",
-    EPM_PROTOCOL_NAMED_PIPE: "np",
-    EPM_PROTOCOL_LRPC: "lrpc",
-    EPM_PROTOCOL_NETBIOS: "netbios",
-}
-#: transports whose floor-4 right-hand side is a big-endian port number
-PORT_TRANSPORTS = frozenset({EPM_PROTOCOL_TCP, EPM_PROTOCOL_UDP, EPM_PROTOCOL_HTTP})
-
-# --- EMSMDB -----------------------------------------------------------------------------------
-# MS-OXCRPC 3.1.4 (opnums), 3.1.4.5 (EcRRegisterPushNotification); docs/exchange-wire-facts.md §6.
-EMSMDB_INTERFACE = "a4f1db00-ca47-1067-b31f-00dd010662da"
-EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION = 4
-CONTEXT_HANDLE_LEN = 20
-AF_INET_WINDOWS = 2
-AF_INET6_WINDOWS = 23
-
-# --- RPC over HTTP (MS-RPCH) ------------------------------------------------------------------
-# MS-RPCH 2.1.2.2.1: the legacy server response sent first by a back-end on 6001/6002/6004/593.
-NCACN_HTTP_GREETING = b"ncacn_http/1.0"
-# MS-RPCH 2.2.3.6.1 RTS header flags.
-RTS_FLAG_NONE = 0x0000
-RTS_FLAG_PING = 0x0001
-RTS_FLAG_OTHER_CMD = 0x0002
-RTS_FLAG_RECYCLE_CHANNEL = 0x0004
-RTS_FLAG_IN_CHANNEL = 0x0008
-RTS_FLAG_OUT_CHANNEL = 0x0010
-RTS_FLAG_EOF = 0x0020
-RTS_FLAG_ECHO = 0x0040
-# MS-RPCH 2.2.3.5 RTS commands; value sizes after the 4-byte CommandType (variable ones: None).
-RTS_CMD_RECEIVE_WINDOW_SIZE = 0
-RTS_CMD_FLOW_CONTROL_ACK = 1
-RTS_CMD_CONNECTION_TIMEOUT = 2
-RTS_CMD_COOKIE = 3
-RTS_CMD_CHANNEL_LIFETIME = 4
-RTS_CMD_CLIENT_KEEPALIVE = 5
-RTS_CMD_VERSION = 6
-RTS_CMD_EMPTY = 7
-RTS_CMD_PADDING = 8
-RTS_CMD_NEGATIVE_ANCE = 9
-RTS_CMD_ANCE = 10
-RTS_CMD_CLIENT_ADDRESS = 11
-RTS_CMD_ASSOCIATION_GROUP_ID = 12
-RTS_CMD_DESTINATION = 13
-RTS_CMD_PING_TRAFFIC_SENT_NOTIFY = 14
-_RTS_FIXED_VALUE_LEN: dict[int, int] = {
-    RTS_CMD_RECEIVE_WINDOW_SIZE: 4,
-    RTS_CMD_FLOW_CONTROL_ACK: 24,
-    RTS_CMD_CONNECTION_TIMEOUT: 4,
-    RTS_CMD_COOKIE: 16,
-    RTS_CMD_CHANNEL_LIFETIME: 4,
-    RTS_CMD_CLIENT_KEEPALIVE: 4,
-    RTS_CMD_VERSION: 4,
-    RTS_CMD_EMPTY: 0,
-    RTS_CMD_NEGATIVE_ANCE: 0,
-    RTS_CMD_ANCE: 0,
-    RTS_CMD_ASSOCIATION_GROUP_ID: 16,
-    RTS_CMD_DESTINATION: 4,
-    RTS_CMD_PING_TRAFFIC_SENT_NOTIFY: 4,
-}
-
 # --- Records ----------------------------------------------------------------------------------
 
 
@@ -239,53 +143,6 @@ class Response(NamedTuple):
     call_id: int
     context_id: int
     stub: bytes
-
-
-class Tower(NamedTuple):
-    """A protocol tower: the interface it names and where that interface listens."""
-
-    interface: str
-    version: tuple[int, int]
-    protocol: str | None  # 'tcp', 'udp', 'http', 'np', 'lrpc', 'netbios', '0x..' or None
-    port: int | None  # floor-4 port (big-endian on the wire) for tcp/udp/http
-    address: str | None  # floor-5 IPv4 address; may be '0.0.0.0'; None without an IP floor
-
-
-class EpmMapRequest(NamedTuple):
-    """An ept_map request: the object and the tower the client asks to be completed."""
-
-    object: str | None
-    tower: Tower | None
-    max_towers: int
-
-
-class EpmEntry(NamedTuple):
-    """One ept_lookup entry."""
-
-    object: str
-    tower: Tower | None
-    annotation: str
-
-
-class PushRegistration(NamedTuple):
-    """EcRRegisterPushNotification's opaque blob and the address the store will send it to."""
-
-    context: bytes  # rgbContext: the exact payload of later UDP notifications
-    callback: tuple[str, int]  # (address, port) from rgbCallbackAddress
-
-
-class RtsCommand(NamedTuple):
-    """One RTS command: its type and its value bytes (without the 4-byte type)."""
-
-    command: int
-    value: bytes
-
-
-class Rts(NamedTuple):
-    """An RTS PDU (MS-RPCH 2.2.3.6): flags and commands."""
-
-    flags: int
-    commands: tuple[RtsCommand, ...]
 
 
 # --- Header and reassembly --------------------------------------------------------------------
@@ -437,7 +294,7 @@ class PduReassembler:
 # --- Bind, bind_ack, request, response --------------------------------------------------------
 
 
-def _uuid(data: bytes | memoryview, offset: int, order: str) -> str:
+def read_uuid(data: bytes | memoryview, offset: int, order: str) -> str:
     """A UUID whose first three fields are in ``order`` byte order (C706 appendix A)."""
     raw = bytes(data[offset : offset + 16])
     if len(raw) != 16:
@@ -447,7 +304,7 @@ def _uuid(data: bytes | memoryview, offset: int, order: str) -> str:
     return str(uuid.UUID(bytes=raw))
 
 
-def _checked(pdu: bytes, ptypes: tuple[int, ...]) -> tuple[str, int, int] | None:
+def checked_pdu(pdu: bytes, ptypes: tuple[int, ...]) -> tuple[str, int, int] | None:
     """(byte order, frag_length, auth_length) when ``pdu`` is a whole PDU of one of ``ptypes``."""
     if not looks_like_dcerpc(pdu) or pdu[2] not in ptypes:
         return None
@@ -467,7 +324,7 @@ def parse_bind(pdu: bytes) -> list[BindContext]:
     Example: Outlook 2003's bind to EMSMDB gives
     ``[BindContext(context_id=0, interface='a4f1db00-ca47-1067-b31f-00dd010662da', version=(0, 81))]``.
     """
-    checked = _checked(pdu, (PTYPE_BIND, PTYPE_ALTER_CONTEXT))
+    checked = checked_pdu(pdu, (PTYPE_BIND, PTYPE_ALTER_CONTEXT))
     if checked is None:
         return []
     order, frag_length, auth_length = checked
@@ -483,7 +340,7 @@ def parse_bind(pdu: bytes) -> list[BindContext]:
         if off + 4 + SYNTAX_ID_LEN > limit:
             break
         context_id, n_transfer = item.unpack_from(pdu, off)
-        interface = _uuid(pdu, off + 4, order)
+        interface = read_uuid(pdu, off + 4, order)
         (if_version,) = version.unpack_from(pdu, off + 20)
         contexts.append(BindContext(context_id, interface, (if_version & 0xFFFF, if_version >> 16)))
         off += 4 + SYNTAX_ID_LEN + SYNTAX_ID_LEN * n_transfer
@@ -499,7 +356,7 @@ def parse_bind_ack(pdu: bytes) -> BindAck | None:
     The address length counts the terminating NUL on Windows, but not every stack sends it
     (zeek's bind-ack-no-inband-null trace); trailing NULs are stripped either way.
     """
-    checked = _checked(pdu, (PTYPE_BIND_ACK, PTYPE_ALTER_CONTEXT_RESP))
+    checked = checked_pdu(pdu, (PTYPE_BIND_ACK, PTYPE_ALTER_CONTEXT_RESP))
     if checked is None:
         return None
     order, frag_length, _ = checked
@@ -519,7 +376,7 @@ def parse_bind_ack(pdu: bytes) -> BindAck | None:
             if off + BIND_ACK_RESULT_LEN > frag_length:
                 break
             result, reason = struct.unpack_from(order + "HH", pdu, off)
-            results.append(ContextResult(result, reason, _uuid(pdu, off + 4, order)))
+            results.append(ContextResult(result, reason, read_uuid(pdu, off + 4, order)))
             off += BIND_ACK_RESULT_LEN
     except struct.error:
         return None
@@ -549,7 +406,7 @@ def parse_request(pdu: bytes) -> Request | None:
     The stub is this fragment's only; check ``parse_header(pdu).flags`` for
     PFC_FIRST_FRAG | PFC_LAST_FRAG before reading a whole call's arguments from it.
     """
-    checked = _checked(pdu, (PTYPE_REQUEST,))
+    checked = checked_pdu(pdu, (PTYPE_REQUEST,))
     if checked is None:
         return None
     order, frag_length, auth_length = checked
@@ -566,7 +423,7 @@ def parse_request(pdu: bytes) -> Request | None:
 
 def parse_response(pdu: bytes) -> Response | None:
     """Call id, context id and stub of a response (2) PDU; None otherwise."""
-    checked = _checked(pdu, (PTYPE_RESPONSE,))
+    checked = checked_pdu(pdu, (PTYPE_RESPONSE,))
     if checked is None:
         return None
     order, frag_length, auth_length = checked
@@ -580,249 +437,6 @@ def parse_response(pdu: bytes) -> Response | None:
     return Response(call_id, context_id, pdu[RESPONSE_STUB_OFFSET:end])
 
 
-# --- Endpoint mapper --------------------------------------------------------------------------
-
-
-def parse_tower(tower: bytes) -> Tower | None:
-    """Decode a protocol tower (twr_t octets); None unless floor 1 names an interface.
-
-    Tower encoding is fixed by C706 appendix L, independent of the PDU's drep: floor count and
-    LHS/RHS lengths little-endian, floor-1 UUID in little-endian field order, ports big-endian,
-    IPv4 addresses in network order.
-    """
-    try:
-        (floor_count,) = struct.unpack_from("<H", tower, 0)
-        off = 2
-        floors: list[tuple[bytes, bytes]] = []
-        for _ in range(floor_count):
-            (lhs_len,) = struct.unpack_from("<H", tower, off)
-            lhs = tower[off + 2 : off + 2 + lhs_len]
-            off += 2 + lhs_len
-            (rhs_len,) = struct.unpack_from("<H", tower, off)
-            rhs = tower[off + 2 : off + 2 + rhs_len]
-            off += 2 + rhs_len
-            if len(lhs) != lhs_len or len(rhs) != rhs_len or not lhs:
-                return None
-            floors.append((lhs, rhs))
-    except struct.error:
-        return None
-    if not floors:
-        return None
-    lhs, rhs = floors[0]
-    if lhs[0] != EPM_PROTOCOL_UUID or len(lhs) < 19 or len(rhs) < 2:
-        return None
-    interface = str(uuid.UUID(bytes_le=lhs[1:17]))
-    (major,) = struct.unpack_from("<H", lhs, 17)
-    (minor,) = struct.unpack_from("<H", rhs, 0)
-    protocol: str | None = None
-    port: int | None = None
-    address: str | None = None
-    if len(floors) >= 4:
-        lhs4, rhs4 = floors[3]
-        proto_id = lhs4[0]
-        protocol = TRANSPORT_NAMES.get(proto_id, f"0x{proto_id:02x}")
-        if proto_id in PORT_TRANSPORTS and len(rhs4) == 2:
-            port = (rhs4[0] << 8) | rhs4[1]
-    for lhs_n, rhs_n in floors[4:]:
-        if lhs_n[0] == EPM_PROTOCOL_IP and len(rhs_n) == 4:
-            address = str(ipaddress.IPv4Address(rhs_n))
-            break
-    return Tower(interface, (major, minor), protocol, port, address)
-
-
-def _align4(off: int) -> int:
+def align4(off: int) -> int:
+    """``off`` rounded up to NDR's 4-byte alignment."""
     return (off + 3) & ~3
-
-
-def _read_tower(stub: bytes, off: int, order: str) -> tuple[Tower | None, int]:
-    """A conformant twr_t at ``off`` (max_count, tower_length, octets); returns the next offset."""
-    max_count, length = struct.unpack_from(order + "II", stub, off)
-    off += 8
-    if length > max_count or off + length > len(stub):
-        raise struct.error("tower overruns stub")
-    tower = parse_tower(stub[off : off + length])
-    return tower, _align4(off + length)
-
-
-def parse_epm_map_request(stub: bytes, *, little_endian: bool = True) -> EpmMapRequest | None:
-    """The object and tower of an ept_map (opnum 3) request stub; None if it does not parse.
-
-    Stub layout (impacket epm.py ept_map; wireshark packet-dcerpc-epm.c): object pointer u32
-    (+ UUID when non-null), tower pointer u32 (+ max_count, tower_length, octets, pad to 4),
-    entry handle (20 bytes), max_towers u32.
-    """
-    order = "<" if little_endian else ">"
-    try:
-        (object_ptr,) = struct.unpack_from(order + "I", stub, 0)
-        off = 4
-        obj: str | None = None
-        if object_ptr:
-            obj = _uuid(stub, off, order)
-            off += 16
-        (tower_ptr,) = struct.unpack_from(order + "I", stub, off)
-        off += 4
-        tower: Tower | None = None
-        if tower_ptr:
-            tower, off = _read_tower(stub, off, order)
-        off += EPM_ENTRY_HANDLE_LEN
-        (max_towers,) = struct.unpack_from(order + "I", stub, off)
-    except struct.error:
-        return None
-    return EpmMapRequest(obj, tower, max_towers)
-
-
-def parse_epm_map_response(stub: bytes, *, little_endian: bool = True) -> list[Tower]:
-    """The towers of an ept_map (opnum 3) response stub; [] when none parse or status != 0.
-
-    Stub layout (impacket epm.py; wireshark packet-dcerpc-epm.c): entry handle (20),
-    num_towers u32, conformant varying array header (max_count, offset, actual_count), then
-    actual_count tower pointers, then each non-null tower (max_count, tower_length, octets,
-    pad to 4), then status u32 (0 = ok, 0x16c9a0d6 = not registered).
-    """
-    order = "<" if little_endian else ">"
-    towers: list[Tower] = []
-    try:
-        off = EPM_ENTRY_HANDLE_LEN
-        _num_towers, _max_count, _offset, actual = struct.unpack_from(order + "IIII", stub, off)
-        off += 16
-        if actual * 4 > len(stub) - off:
-            return []
-        pointers = struct.unpack_from(f"{order}{actual}I", stub, off)
-        off += 4 * actual
-        for ptr in pointers:
-            if not ptr:
-                continue
-            tower, off = _read_tower(stub, off, order)
-            if tower is not None:
-                towers.append(tower)
-        (status,) = struct.unpack_from(order + "I", stub, off)
-    except struct.error:
-        return towers
-    return towers if status == 0 else []
-
-
-def parse_epm_lookup_response(stub: bytes, *, little_endian: bool = True) -> list[EpmEntry]:
-    """The entries of an ept_lookup (opnum 2) response stub; [] when none parse.
-
-    Layout confirmed against tshark on the Exchange 2003 capture zeek mapi.pcap (frame 505):
-    entry handle (20), num_ents u32, array header (max_count, offset, actual_count), then per
-    entry inline: object UUID (16), tower pointer u32, annotation as a varying string (offset
-    u32, length u32, chars incl. NUL, pad to 4); then the towers of the non-null pointers
-    (max_count, tower_length, octets, pad to 4), in entry order; then status u32.
-    """
-    order = "<" if little_endian else ">"
-    entries: list[tuple[str, int, str]] = []
-    result: list[EpmEntry] = []
-    try:
-        off = EPM_ENTRY_HANDLE_LEN
-        _num, _max_count, _offset, actual = struct.unpack_from(order + "IIII", stub, off)
-        off += 16
-        if actual * 28 > len(stub) - off:
-            return []
-        for _ in range(actual):
-            obj = _uuid(stub, off, order)
-            tower_ptr, _ann_offset, ann_len = struct.unpack_from(order + "III", stub, off + 16)
-            off += 28
-            if off + ann_len > len(stub):
-                return []
-            annotation = stub[off : off + ann_len].split(b"\0", 1)[0].decode("ascii", "replace")
-            off = _align4(off + ann_len)
-            entries.append((obj, tower_ptr, annotation))
-        for obj, tower_ptr, annotation in entries:
-            tower: Tower | None = None
-            if tower_ptr:
-                tower, off = _read_tower(stub, off, order)
-            result.append(EpmEntry(obj, tower, annotation))
-    except struct.error:
-        return result
-    return result
-
-
-# --- EMSMDB push notification registration ----------------------------------------------------
-
-
-def parse_register_push_notification(stub: bytes, *, little_endian: bool = True) -> PushRegistration | None:
-    """The context blob and callback address of an EcRRegisterPushNotification (EMSMDB
-    opnum 4) request stub; None when it does not parse (e.g. an encrypted stub).
-
-    Layout (MS-OXCRPC 3.1.4.5; docs/exchange-wire-facts.md §6; matched on mapi.pcap frame 797):
-    context handle (20), iRpc u32, max_count u32, rgbContext (cbContext bytes), pad to 2,
-    cbContext u16, pad to 4, grbitAdviseBits u32, max_count u32, rgbCallbackAddress (a Windows
-    SOCKADDR: family u16 little-endian, port big-endian, address), pad to 2,
-    cbCallbackAddress u16. Callers should skip stubs whose request had auth_level 6.
-    """
-    order = "<" if little_endian else ">"
-    try:
-        off = CONTEXT_HANDLE_LEN + 4
-        (ctx_count,) = struct.unpack_from(order + "I", stub, off)
-        off += 4
-        if off + ctx_count > len(stub):
-            return None
-        context = stub[off : off + ctx_count]
-        off = (off + ctx_count + 1) & ~1
-        (cb_context,) = struct.unpack_from(order + "H", stub, off)
-        off = _align4(off + 2)
-        _advise_bits, addr_count = struct.unpack_from(order + "II", stub, off)
-        off += 8
-        if off + addr_count > len(stub):
-            return None
-        sockaddr = stub[off : off + addr_count]
-        off = (off + addr_count + 1) & ~1
-        (cb_address,) = struct.unpack_from(order + "H", stub, off)
-    except struct.error:
-        return None
-    if cb_context != ctx_count or cb_address != addr_count or len(sockaddr) < 8:
-        return None
-    family = sockaddr[0] | (sockaddr[1] << 8)  # SOCKADDR family: host order (little-endian)
-    port = (sockaddr[2] << 8) | sockaddr[3]
-    if family == AF_INET_WINDOWS:
-        address = str(ipaddress.IPv4Address(sockaddr[4:8]))
-    elif family == AF_INET6_WINDOWS and len(sockaddr) >= 24:
-        address = str(ipaddress.IPv6Address(sockaddr[8:24]))
-    else:
-        return None
-    return PushRegistration(bytes(context), (address, port))
-
-
-# --- RPC over HTTP ----------------------------------------------------------------------------
-
-
-def is_ncacn_http_greeting(payload: bytes) -> bool:
-    """Whether a back-end's first bytes are MS-RPCH's legacy server response ``ncacn_http/1.0``."""
-    return payload.startswith(NCACN_HTTP_GREETING)
-
-
-def parse_rts(pdu: bytes) -> Rts | None:
-    """Flags and commands of an RTS (20) PDU (MS-RPCH 2.2.3.6); None for anything else.
-
-    A command whose type is unknown stops the walk (its size is unknown); the commands read
-    so far are returned.
-    """
-    checked = _checked(pdu, (PTYPE_RTS,))
-    if checked is None:
-        return None
-    order, frag_length, _ = checked
-    try:
-        flags, n_commands = struct.unpack_from(order + "HH", pdu, CO_HEADER_LEN)
-        off = CO_HEADER_LEN + 4
-        commands: list[RtsCommand] = []
-        for _ in range(n_commands):
-            (command,) = struct.unpack_from(order + "I", pdu, off)
-            off += 4
-            size = _RTS_FIXED_VALUE_LEN.get(command)
-            if size is None:
-                if command == RTS_CMD_PADDING:
-                    (count,) = struct.unpack_from(order + "I", pdu, off)
-                    size = 4 + count
-                elif command == RTS_CMD_CLIENT_ADDRESS:
-                    (address_type,) = struct.unpack_from(order + "I", pdu, off)
-                    size = 4 + (4 if address_type == 0 else 16) + 12
-                else:
-                    break
-            if off + size > frag_length:
-                break
-            commands.append(RtsCommand(command, pdu[off : off + size]))
-            off += size
-    except struct.error:
-        return None
-    return Rts(flags, tuple(commands))
