@@ -10,6 +10,8 @@ threshold.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 
@@ -33,7 +35,8 @@ def merged(parts: list[pd.DataFrame]) -> pd.DataFrame:
     if len(parts) == 1:
         return parts[0]
     both = pd.concat(parts, ignore_index=True)
-    return both.groupby(["hi", "lo", "kind"], as_index=False, sort=True)["flows"].sum()
+    # as_index=False: a frame with the keys as columns (pandas-stubs types the sum a Series)
+    return cast(pd.DataFrame, both.groupby(["hi", "lo", "kind"], as_index=False, sort=True)["flows"].sum())
 
 
 def infer(evidence: pd.DataFrame, rules: ServerEvidenceRules) -> pd.DataFrame:

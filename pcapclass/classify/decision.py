@@ -8,7 +8,9 @@ categoricals.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +67,12 @@ class _Decided:
         }
 
 
+def from_codes(codes: npt.NDArray[np.signedinteger[Any]], categories: Sequence[str] | npt.NDArray[Any]) -> pd.Categorical:
+    """``pd.Categorical.from_codes`` with the categories as pandas takes them and the flows have
+    always had them (a tuple or an array; pandas-stubs asks for an Index)."""
+    return pd.Categorical.from_codes(codes, categories)  # type: ignore[call-overload,no-any-return]
+
+
 def _categorical(codes: npt.NDArray[np.int64], names: npt.NDArray[np.object_]) -> pd.Categorical:
     """``names[codes]`` as a categorical whose categories are the names used, sorted (as
     ``pd.Categorical(values)`` would make them), without a string per flow on the way."""
@@ -72,7 +80,7 @@ def _categorical(codes: npt.NDArray[np.int64], names: npt.NDArray[np.object_]) -
     categories, inverse = np.unique(names[used].astype(str), return_inverse=True)
     remap = np.zeros(names.size, dtype=np.int64)
     remap[used] = inverse.reshape(-1)
-    return pd.Categorical.from_codes(remap[codes], categories=categories)
+    return from_codes(remap[codes], categories)
 
 
 

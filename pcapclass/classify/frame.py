@@ -21,9 +21,9 @@ from ..flows import NON_FLOW_BASE, FlowRows, Records
 from ..tables.server_evidence import ServerEvidenceRules, default_server_evidence
 from ..tables.services import PortLookup
 from .blocks import Shared
-from .decision import Ballot, decide
+from .decision import Ballot, decide, from_codes
 from .inference import Servers, oriented
-from .orientation import IPPROTO_TCP, IPPROTO_UDP, transport_index
+from .orientation import IPPROTO_TCP, IPPROTO_UDP, client_side, transport_index
 from .verdicts import VerdictArrays, flow_rows
 
 _NON_FLOW_NAMES = {Status.NON_IP: "non-ip", Status.TRUNCATED: "truncated", Status.UNDECODED: "undecoded"}
@@ -64,9 +64,8 @@ def classify(
     known = shared.known if shared is not None else None
     rules = server_rules or default_server_evidence()
     o, found = oriented(recs, lookup, t, ported, verdicts, rows, servers, known, evidence, rules)
-    pick = lambda a, b: np.where(o.client_is_a, a, b)
-    bytes_c2s, bytes_s2c = pick(recs["bytes_ab"], recs["bytes_ba"]), pick(recs["bytes_ba"], recs["bytes_ab"])
-    flags_c2s, flags_s2c = pick(recs["flags_a"], recs["flags_b"]), pick(recs["flags_b"], recs["flags_a"])
+    bytes_c2s, bytes_s2c = client_side(o.client_is_a, recs["bytes_ab"], recs["bytes_ba"]), client_side(o.client_is_a, recs["bytes_ba"], recs["bytes_ab"])
+    flags_c2s, flags_s2c = client_side(o.client_is_a, recs["flags_a"], recs["flags_b"]), client_side(o.client_is_a, recs["flags_b"], recs["flags_a"])
     c_hi, c_lo, c_port, s_hi, s_lo, s_port = o.c_hi, o.c_lo, o.c_port, o.s_hi, o.s_lo, o.s_port
     client_ex, server_ex = o.client_ex, o.server_ex
 
@@ -102,7 +101,7 @@ def classify(
         {
             "first_ts": recs["first_ns"] / 1e9,
             "last_ts": recs["last_ns"] / 1e9,
-            "transport": pd.Categorical.from_codes(transport_code, TRANSPORT_NAMES),
+            "transport": from_codes(transport_code, TRANSPORT_NAMES),
             "ip_proto": ip_proto,
             "fragment": fragment,
             "client_addr": c_addr,
@@ -110,13 +109,13 @@ def classify(
             "server_addr": s_addr,
             "server_port": s_port,
             **decided.columns(),
-            "direction": pd.Categorical.from_codes(direction_code, DIRECTION_NAMES),
+            "direction": from_codes(direction_code, DIRECTION_NAMES),
             "packets_c2s": o.packets_c2s,
             "bytes_c2s": bytes_c2s,
             "packets_s2c": o.packets_s2c,
             "bytes_s2c": bytes_s2c,
-            "tcp_flags_c2s": pd.Categorical.from_codes(flags_c2s & 0xFF, FLAG_TEXT),
-            "tcp_flags_s2c": pd.Categorical.from_codes(flags_s2c & 0xFF, FLAG_TEXT),
+            "tcp_flags_c2s": from_codes(flags_c2s & 0xFF, FLAG_TEXT),
+            "tcp_flags_s2c": from_codes(flags_s2c & 0xFF, FLAG_TEXT),
         }
     )
     return flows, chosen

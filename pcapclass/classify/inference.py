@@ -127,4 +127,4 @@ def oriented(
     is_flow = recs["proto"] < NON_FLOW_BASE
     client_ex &= is_flow
     server_ex &= is_flow & ~client_ex
-    return Oriented(*(getattr(s, f.name) for f in fields(Sides)), client_ex, server_ex), found
+    return Oriented(**{f.name: getattr(s, f.name) for f in fields(Sides)}, client_ex=client_ex, server_ex=server_ex), found

@@ -7,6 +7,7 @@ notification turns its flow (the store sends it). Vectorized over all flows.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -61,13 +62,21 @@ def sides(
     """Orient every flow (see ``_client_is_a``; ``client_is_sender``: the verdicts' column, by
     verdict id) and name its endpoints client and server."""
     client_is_a = _client_is_a(recs, lookup, t, ported, client_is_sender, rows)
-    pick = lambda a, b: np.where(client_is_a, a, b)
+
+    def pick(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return client_side(client_is_a, a, b)
+
     return Sides(
         client_is_a,
         pick(recs["a_hi"], recs["b_hi"]), pick(recs["a_lo"], recs["b_lo"]), pick(recs["port_a"], recs["port_b"]),
         pick(recs["b_hi"], recs["a_hi"]), pick(recs["b_lo"], recs["a_lo"]), pick(recs["port_b"], recs["port_a"]),
         pick(recs["packets_ab"], recs["packets_ba"]), pick(recs["packets_ba"], recs["packets_ab"]),
     )  # fmt: skip
+
+
+def client_side(client_is_a: npt.NDArray[np.bool_], a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Per flow, endpoint A's value ``a`` where A is the client, else B's ``b``."""
+    return np.where(client_is_a, a, b)
 
 
 def transport_index(proto: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_]]:

@@ -9,6 +9,7 @@ oriented); a lone call PDU first in each direction becomes a ``dcerpc`` verdict
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,10 +40,14 @@ class VerdictArrays:
 
     @staticmethod
     def of(evidence: Evidence | None) -> VerdictArrays:
+        """The verdicts of ``evidence`` (none without it)."""
         table = evidence.verdicts if evidence is not None else pd.DataFrame(columns=["kind"])
-        col = lambda c, t=object: table[c].to_numpy(dtype=t) if c in table else np.zeros(0, t)
+
+        def col(c: str, t: type[np.generic] = np.object_) -> npt.NDArray[Any]:
+            return table[c].to_numpy(dtype=t) if c in table else np.zeros(0, t)
+
         return VerdictArrays(col("kind"), col("service"), col("detail"), col("rpc_interface"), col("rpc_interface_name"),
-                         col("server_is_sender", np.int8), col("client_is_sender", np.int8), col("protocol"), col("proof"))  # fmt: skip
+                             col("server_is_sender", np.int8), col("client_is_sender", np.int8), col("protocol"), col("proof"))  # fmt: skip
 
     def as_kind(self, vids: npt.NDArray[np.int64], kind: str) -> tuple[VerdictArrays, npt.NDArray[np.int64]]:
         """Copies of verdicts ``vids`` with another kind: (table, the copies' ids)."""
@@ -57,6 +62,7 @@ class VerdictArrays:
         endpoint-mapper matches): (table, their ids)."""
         keys = pd.MultiIndex.from_arrays([extra[c].to_numpy(dtype=object) for c in ("kind", "service", "rpc_interface", "rpc_interface_name", "detail")])
         codes, uniq = keys.factorize()
+        assert isinstance(uniq, pd.MultiIndex)
         u = [np.asarray(uniq.get_level_values(i), dtype=object) for i in range(5)]
         blank = np.full(len(uniq), "", dtype=object)
         minus = np.full(len(uniq), -1, dtype=np.int8)

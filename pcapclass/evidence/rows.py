@@ -8,6 +8,8 @@ them: the rows held stay those of open flows, so memory does not grow with the c
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -45,8 +47,8 @@ class RowLog:
     def _joined(self) -> list[npt.NDArray[np.generic]]:
         """The rows not yet taken, as (hash, check, ts_ns, from_a, vid) arrays in the order
         they were found; they replace the parts they were made of (one copy, not two)."""
-        cols = list(zip(*self._parts)) if self._parts else [[] for _ in range(5)]
-        extra = list(zip(*self._rows)) if self._rows else [() for _ in range(5)]
+        cols: list[tuple[Any, ...]] = list(zip(*self._parts)) if self._parts else [() for _ in range(5)]
+        extra: list[tuple[Any, ...]] = list(zip(*self._rows)) if self._rows else [() for _ in range(5)]
         dtypes = (np.uint64, np.uint64, np.int64, bool, np.int32)
         arrays = [np.concatenate([*(np.asarray(c, dtype=t) for c in part), np.array(e, dtype=t)])
                   for part, e, t in zip(cols, extra, dtypes)]  # fmt: skip

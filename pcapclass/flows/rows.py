@@ -61,4 +61,4 @@ class FlowIndex:
 
     def flows(self, h: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64], ts_ns: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """Per row, the index of its flow in ``recs``, -1 where none."""
-        return self._index.flows(h, check, ts_ns)  # type: ignore[no-any-return]
+        return self._index.flows(h, check, ts_ns)

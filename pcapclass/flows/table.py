@@ -16,6 +16,7 @@ is in exactly one record.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -49,8 +50,8 @@ class Records:
     def __len__(self) -> int:
         return int(self.cols.shape[1])
 
-    def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
-        col = self.cols[COL[name]]
+    def __getitem__(self, name: str) -> npt.NDArray[Any]:
+        col: npt.NDArray[np.int64] = self.cols[COL[name]]
         if name in _UNSIGNED:
             return col.view(np.uint64)
         if name == "first_from_a":
