@@ -17,9 +17,6 @@ import pandas as pd
 
 from .tables.server_evidence import ServerEvidenceRules
 
-#: per (host, kind) of evidence: the host's address halves, the kind and how many flows showed it
-EVIDENCE_COLUMNS = ("hi", "lo", "kind", "flows")
-
 
 def empty_evidence() -> pd.DataFrame:
     """A server-evidence table with no rows."""

@@ -107,7 +107,7 @@ def _strongest(n: int, flow: npt.NDArray[np.int64], strength: npt.NDArray[np.int
 
 
 @dataclass(frozen=True, slots=True)
-class Ballot:
+class DecisionInput:
     """What deciding a block's flows weighs: the flows (oriented), their rows and verdicts, the
     services their ports name, the payload stage's tables and what the run's blocks share."""
 
@@ -124,7 +124,7 @@ class Ballot:
     shared: Shared | None = None
 
 
-def decide(b: Ballot) -> _Decided:
+def decide(b: DecisionInput) -> _Decided:
     """The evidence order: bind, epm, rpc-http, http, signature, registration beat the port;
     the port beats the heuristic; a contradicted port keeps its service as ``port-mismatch``.
     Between two hosts neither of which is an Exchange server, only evidence that is Exchange's

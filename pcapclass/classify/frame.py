@@ -13,15 +13,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import schema
 from ..addresses import Network, format_addresses
 from ..decode import FRAGMENT_PROTO_BASE, Status
 from ..evidence import Evidence
 from ..flows import NON_FLOW_BASE, FlowRows, Records
+from ..schema import FLOWS
 from ..tables.server_evidence import ServerEvidenceRules, default_server_evidence
 from ..tables.services import PortLookup
 from .blocks import Shared
-from .decision import Ballot, decide, from_codes
+from .decision import DecisionInput, decide, from_codes
 from .inference import Servers, oriented
 from .orientation import IPPROTO_TCP, IPPROTO_UDP, client_side, transport_index
 from .verdicts import VerdictArrays, flow_rows
@@ -83,7 +83,7 @@ def classify(
     # names a service only on a flow with an Exchange server at one end
     code = np.where(client_ex, np.where(outbound_code > 0, outbound_code, inbound_code),
                     np.where(server_ex, np.where(inbound_code > 0, inbound_code, outbound_code), 0))  # fmt: skip
-    decided = decide(Ballot(recs, o, rows, verdicts, code, lookup, evidence, rules.conclusive, shared))
+    decided = decide(DecisionInput(recs, o, rows, verdicts, code, lookup, evidence, rules.conclusive, shared))
 
     transport_code = np.full(n, TRANSPORT_NAMES.index("other"), dtype=np.int8)
     transport_code[proto == IPPROTO_TCP] = TRANSPORT_NAMES.index("tcp")
@@ -123,4 +123,4 @@ def classify(
 
 def empty_flows() -> pd.DataFrame:
     """A flows DataFrame with no rows and the schema's columns and dtypes."""
-    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in schema.FLOWS})
+    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in FLOWS})

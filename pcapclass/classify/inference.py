@@ -15,11 +15,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from .. import schema
 from ..addresses import Network, format_addresses, in_networks, pair_index, rows_in
 from ..evidence import Evidence
 from ..flows import NON_FLOW_BASE, FlowRows, Records
 from ..protocols.proofs import EPM_ANSWER
+from ..schema import SERVERS
 from ..servers import infer, merged
 from ..tables.server_evidence import ServerEvidenceRules
 from ..tables.services import PortLookup
@@ -28,7 +28,7 @@ from .verdicts import VerdictArrays
 
 
 def _no_evidence() -> pd.DataFrame:
-    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in schema.SERVERS})
+    return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in SERVERS})
 
 
 @dataclass(frozen=True, slots=True)

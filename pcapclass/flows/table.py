@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .. import _flowkeys
 from .._flowhash import COLUMNS, IPPROTO_TCP, KEY_COLUMNS, NO_SYN, FlowHash
+from .._flowkeys import flow_keys as keys_of_packets
 from ..decode import Packets, Status
 
 __all__ = ["COLUMNS", "IPPROTO_TCP", "KEY_COLUMNS", "NON_FLOW_BASE", "NO_SYN", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
@@ -101,7 +101,7 @@ class FlowKeys:
 
 def flow_keys(pk: Packets) -> FlowKeys:
     """The flow key of every packet of a decoded batch (pseudo-keys for non-IP frames)."""
-    return FlowKeys(*_flowkeys.flow_keys(pk.status, pk.proto, pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo,
+    return FlowKeys(*keys_of_packets(pk.status, pk.proto, pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo,
                                          pk.sport, pk.dport, Status.FLOW, NON_FLOW_BASE))  # fmt: skip
 
 
