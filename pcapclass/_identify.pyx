@@ -81,7 +81,7 @@ cdef inline bint _token(unsigned char c) noexcept nogil:
 
 
 cdef class SignatureTables:
-    """``signatures.py``'s byte strings and sets, held for ``facts`` (see ``evidence.SIGNATURE_TABLES``)."""
+    """``signatures.py``'s byte strings and sets, held for ``facts`` (see ``evidence.first_payloads.SIGNATURE_TABLES``)."""
 
     def __init__(self, *, smtp_prefixes, smtp_words, ftp_words, smtp_commands, pop3_prefixes, pop3_shared,
                  imap_prefixes, nntp_prefixes, nntp_words, http_status, ssh, resp_array, exchange_greeting,

@@ -247,7 +247,7 @@ class FirstPayloads:
         """The verdict set of each payload that needs parsing: those that say the same (same
         deciding bytes, as ``deciding_bytes`` leaves them, same facts, same context: port guess,
         transport, sender) are looked at once, ever, found by digest, then by those bytes and
-        context; ``_inspect`` reads the deciding bytes and the facts of the payload itself."""
+        context; ``Inspector.inspect`` reads the deciding bytes and the facts of the payload itself."""
         sets = self.sets
         context = look_context(server_port, tcp.view(np.uint8), server_is_src.view(np.uint8)) | (facts.astype(np.int64) << 20)
         buf, off, plen, group = SIGNATURE_TABLES.deciding_bytes(data, off, plen, context, self.path_rules)
