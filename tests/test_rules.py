@@ -196,3 +196,22 @@ def test_bad_interface_and_path_rows_name_file_and_key(tmp_path: Path, text: str
         load_rules([path])
     err = info.value
     assert err.path == str(path) and err.key == key and reason in err.message, str(err)
+
+
+def test_every_service_the_code_names_is_in_the_shipped_rules() -> None:
+    """The services evidence names by itself (a text protocol's greeting, an Exchange EHLO, Direct
+    Push, a new-mail notification) and those the shipped interface and path tables name are all
+    services of rules/exchange2003.toml: a service is added or renamed there, in one place."""
+    from pcapclass.evidence.verdicts import (
+        DIRECT_PUSH,
+        EXCHANGE_EHLO,
+        NOTIFICATION,
+        SIGNATURE_SERVICES,
+    )
+    from pcapclass.tables.services import SERVICE_IDS
+
+    named = {*SIGNATURE_SERVICES.values(), DIRECT_PUSH.service, EXCHANGE_EHLO.service, NOTIFICATION.service}
+    rules = load_rules()
+    named |= {i.service for i in rules.interfaces.values()} | {p.service for p in rules.http_paths.paths}
+    named |= {rules.http_paths.rpc_http.default_service, *rules.http_paths.rpc_http.ports.values()}
+    assert named <= SERVICE_IDS and SERVICE_IDS == set(rules.ids)

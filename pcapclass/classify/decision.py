@@ -19,6 +19,7 @@ import pandas as pd
 from ..evidence import (
     DECISIVE,
     MISMATCH,
+    NOTIFICATION,
     RANK,
     SERVER_NAME,
     SIGNATURE_SERVICES,
@@ -86,8 +87,8 @@ def _categorical(codes: npt.NDArray[np.int64], names: npt.NDArray[np.object_]) -
 
 #: services a text protocol's greeting names whatever the port
 _TEXT_SERVICES = np.array(sorted(SIGNATURE_SERVICES.values()), dtype=object)
-_NOTIFICATION_SERVICE = "information-store"
-_NOTIFICATION_DETAIL = "new-mail-notification"
+#: what the new-mail notification heuristic names: what a matched registration does
+_NOTIFICATION_SERVICE, _NOTIFICATION_DETAIL = NOTIFICATION.service, NOTIFICATION.detail
 
 
 #: no row: larger than any row's strength

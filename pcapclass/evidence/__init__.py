@@ -26,6 +26,7 @@ from .verdicts import (
     EVIDENCE_VALUES,
     INTERFACE_ONLY,
     MISMATCH,
+    NOTIFICATION,
     ONE_CALL,
     RANK,
     SERVER_NAME,
@@ -33,5 +34,5 @@ from .verdicts import (
     TIMED_NOTIFICATION,
 )
 
-__all__ = ["DCERPC", "DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "INTERFACE_ONLY", "MISMATCH", "ONE_CALL", "RANK",
+__all__ = ["DCERPC", "DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "INTERFACE_ONLY", "MISMATCH", "NOTIFICATION", "ONE_CALL", "RANK",
            "SERVER_NAME", "SIGNATURE_SERVICES", "TIMED_NOTIFICATION", "Evidence", "EvidenceCollector"]  # fmt: skip
