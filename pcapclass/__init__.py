@@ -19,7 +19,7 @@ from .errors import (
 )
 from .output import Format
 from .pipeline import Result
-from .rules import RuleSet, load_rules
+from .tables.rules import RuleSet, load_rules
 
 __version__ = "0.1.0"
 

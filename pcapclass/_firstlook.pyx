@@ -12,9 +12,10 @@ numpy calls and a loop per batch.
 
 from libc.string cimport memcmp
 
+from pcapclass._golden cimport GOLDEN
+
 import numpy as np
 
-cdef unsigned long long GOLDEN = 0x9E3779B97F4A7C15ULL
 
 cdef enum:
     K_SKIP, K_QUIET, K_LOOK

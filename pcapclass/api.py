@@ -21,15 +21,15 @@ from .ahead import DEPTH, ahead, quick_handover
 from .classify import flow_rows
 from .decode import Packets, decode
 from .errors import CaptureError, CaptureInterruptedError
-from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector, FlowRows
-from .flows import CLOSED_GRACE_NS, FlowKeys, FlowTable, Records, flow_keys
+from .evidence import DEFAULT_EPM_EXPIRY, EvidenceCollector
+from .flows import CLOSED_GRACE_NS, FlowKeys, FlowRows, FlowTable, Records, flow_keys
 from .output import Format
 from .pipeline import Criteria, Gathered, Result, Snapshot, merge, merge_to
-from .rules import RuleSet, load_rules
-from .servers import load_server_evidence
 from .sources import CaptureFile, PacketBatch
 from .store import FlowStore
 from .summarize import DEFAULT_BY, grouping
+from .tables.rules import RuleSet, load_rules
+from .tables.server_evidence import load_server_evidence
 from .timeseries import PacketIntervals
 
 DEFAULT_IDLE_TIMEOUT = 120.0
@@ -72,7 +72,8 @@ class Classifier:
     ) -> None:
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules or ())
         #: the payload stage (None with ``payload=False``: services by port only)
-        self.evidence = EvidenceCollector(epm_expiry=epm_expiry, idle_timeout=idle_timeout) if payload else None
+        self.evidence = EvidenceCollector(interfaces=self.rules.interfaces, http_paths=self.rules.http_paths, epm_expiry=epm_expiry,
+                                          idle_timeout=idle_timeout) if payload else None  # fmt: skip
         self.lookup = self.rules.lookup()
         #: what makes a host an Exchange server when ``servers`` names none
         self.server_rules = load_server_evidence()

@@ -57,9 +57,9 @@ from .output import (
     print_table,
 )
 from .progress import Progress
-from .rules import RuleSet, load_rules
 from .sources import ReadAnomalies
 from .summarize import DEFAULT_BY, grouping
+from .tables.rules import RuleSet, load_rules
 
 # exit codes that belong to no error class (each error class carries its own, errors.py)
 EXIT_OK = 0

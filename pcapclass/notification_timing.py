@@ -48,7 +48,7 @@ class NotificationTiming:
         """The datagram packets of this batch that a request followed within the window."""
         proto = pk.proto[pay]
         udp = pay[proto == IPPROTO_UDP]
-        dgram = udp[(pk.payload_len[udp] <= MAX_DATAGRAM) & (pk.sport[udp] >= HIGH_PORT) & (pk.dport[udp] >= HIGH_PORT)]
+        dgram: npt.NDArray[np.intp] = udp[(pk.payload_len[udp] <= MAX_DATAGRAM) & (pk.sport[udp] >= HIGH_PORT) & (pk.dport[udp] >= HIGH_PORT)]
         if not dgram.size and not self._ts.size:
             return dgram  # nothing waits for a request
         calls = pay[(proto == IPPROTO_TCP) & (pk.payload_len[pay] >= MIN_REQUEST)]
@@ -65,7 +65,7 @@ class NotificationTiming:
             for c in calls.tolist():
                 hit |= ((cols[2] == pk.src_hi[c]) & (cols[3] == pk.src_lo[c]) & (cols[0] == pk.dst_hi[c]) & (cols[1] == pk.dst_lo[c])
                         & (pk.ts_ns[c] > ts) & (pk.ts_ns[c] - ts <= WINDOW_NS))  # fmt: skip
-        found = cols[4][hit & fresh].astype(np.intp)
+        found: npt.NDArray[np.intp] = cols[4][hit & fresh].astype(np.intp)
         # datagrams of this batch that may still be answered wait, without their batch row
         now = int(pk.ts_ns[pay[-1]]) if pay.size else 0
         keep = ~hit & (ts >= now - WINDOW_NS) & fresh

@@ -31,14 +31,15 @@ from .classify import (
     rpc_sessions_among,
 )
 from .errors import CaptureError
-from .evidence import Evidence, FlowRows
-from .flows import Records
+from .evidence import Evidence
+from .flows import FlowRows, Records
 from .output import Format, Outputs, Table, write_tables
-from .rules import PortLookup
-from .servers import ServerEvidenceRules, merged
+from .servers import merged
 from .store import FlowStore
 from .summarize import breakdown, partial_breakdown, top
 from .summarize import merge as merge_partials
+from .tables.server_evidence import ServerEvidenceRules
+from .tables.services import PortLookup
 from .timeseries import PacketIntervals
 
 

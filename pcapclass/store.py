@@ -10,8 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import OutputError
-from .evidence import FlowRows
-from .flows import Records
+from .flows import FlowRows, Records
 
 #: finished flows held in memory before they move to a temporary file (about 10 MB of records)
 SPILL_FLOWS = 1 << 16

@@ -18,8 +18,7 @@ import pandas as pd
 
 from . import schema
 from .addresses import format_addresses
-from .evidence import FlowIndex
-from .flows import NON_FLOW_BASE, FlowKeys, Records
+from .flows import NON_FLOW_BASE, FlowIndex, FlowKeys, Records
 from .summarize import merge, partial_breakdown
 
 #: what a row of the accumulator is counted by: the interval, the flow's key and a time in its span, the side

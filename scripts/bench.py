@@ -83,21 +83,22 @@ print(n, time.perf_counter() - t0, s)
 """
 
 #: how many first payloads the evidence stage looks at, and how many of them in Python (one
-#: ``_inspect`` call each: DCE/RPC PDUs, HTTP requests, EHLO replies...; the others are decided
+#: ``Inspector.inspect`` call each: DCE/RPC PDUs, HTTP requests, EHLO replies...; the others are decided
 #: by the compiled first look), counted in a classify run of its own
 INSPECT_COUNT = r"""
 import sys
 import pcapclass
-from pcapclass.evidence import EvidenceCollector
+from pcapclass.evidence.first_payloads import FirstPayloads
+from pcapclass.evidence.inspection import Inspector
 count = {"first": 0, "python": 0}
-distinct, inspect = EvidenceCollector._inspect_distinct, EvidenceCollector._inspect
+distinct, inspect = FirstPayloads.inspect_distinct, Inspector.inspect
 def counted_distinct(self, data, pk, keys, sel, *rest):
     count["first"] += sel.size
     return distinct(self, data, pk, keys, sel, *rest)
 def counted_inspect(self, *args):
     count["python"] += 1
     return inspect(self, *args)
-EvidenceCollector._inspect_distinct, EvidenceCollector._inspect = counted_distinct, counted_inspect
+FirstPayloads.inspect_distinct, Inspector.inspect = counted_distinct, counted_inspect
 pcapclass.classify_file(sys.argv[1])
 print(count["first"], count["python"])
 """

@@ -53,7 +53,8 @@ CHECKED_TREE = Path(tempfile.gettempdir()) / f"pcapclass-fuzz-boundscheck-{hashl
 CHECKED_ENV = "PCAPCLASS_FUZZ_TREE"
 sys.path.insert(0, os.environ.get(CHECKED_ENV, str(REPO)))
 if TYPE_CHECKING:
-    from pcapclass.rules import RuleSet
+    from pcapclass.protocols.http import HttpPathTable
+    from pcapclass.tables.rules import RuleSet
 
 
 def _fixtures(*suffixes: str) -> list[bytes]:
@@ -128,7 +129,7 @@ def run_gzip(data: bytes) -> None:
 @functools.cache
 def _rules() -> RuleSet:
     """The shipped rules, loaded once (loading them per input would be most of the work)."""
-    from pcapclass.rules import load_rules
+    from pcapclass.tables.rules import load_rules
 
     return load_rules(())
 
@@ -158,7 +159,7 @@ def run_packet(data: bytes) -> None:
 
 def run_dcerpc(data: bytes) -> None:
     """A byte stream through the PDU reassembler, each PDU through every DCE/RPC parser."""
-    from pcapclass import dcerpc
+    from pcapclass.protocols import dcerpc, emsmdb, epm
 
     reassembler = dcerpc.PduReassembler(resync_segments=1)
     for piece in (data[: len(data) // 2], data[len(data) // 2 :]):
@@ -168,25 +169,33 @@ def run_dcerpc(data: bytes) -> None:
             dcerpc.parse_bind_ack(pdu)
             req, resp = dcerpc.parse_request(pdu), dcerpc.parse_response(pdu)
             if req is not None:
-                dcerpc.parse_register_push_notification(req.stub)
+                emsmdb.parse_register_push_notification(req.stub)
             if resp is not None:
-                dcerpc.parse_epm_map_response(resp.stub)
-                dcerpc.parse_epm_lookup_response(resp.stub)
+                epm.parse_epm_map_response(resp.stub)
+                epm.parse_epm_lookup_response(resp.stub)
+
+
+@functools.cache
+def _shipped_http_paths() -> HttpPathTable:
+    """The shipped path table, read once per run."""
+    from pcapclass.tables.http_paths import load_http_paths
+
+    return load_http_paths()
 
 
 def run_http(data: bytes) -> None:
     """A payload through the request-line parser and the Exchange path table."""
-    from pcapclass import http
+    from pcapclass.protocols import http
 
     req = http.parse_request_line(data)
     if req is not None:
-        http.classify_request(req)
+        http.classify_request(req, table=_shipped_http_paths())
         http.parse_rpc_proxy_target(req)
 
 
 def run_signatures(data: bytes) -> None:
     """A payload through every signature, from either side, on every port with an expectation."""
-    from pcapclass import signatures
+    from pcapclass.protocols import signatures
 
     for from_server in (False, True):
         signatures.identify(data, from_server=from_server)

@@ -19,8 +19,8 @@ from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pcapclass._certificate import certificate_subjects, same_bytes
 
+from pcapclass._certificate import certificate_subjects, same_bytes
 from pcapclass.certificate import subject_text
 
 PAYLOADS = FIXTURES.parent / "payloads"

@@ -1,4 +1,4 @@
-"""Tests for pcapclass.dcerpc: hand-built PDUs (a comment per field), tshark as an oracle for
+"""Tests for pcapclass.protocols.dcerpc (and the interface table of pcapclass.tables.interfaces): hand-built PDUs (a comment per field), tshark as an oracle for
 those bytes, and real DCE/RPC captures whose binds and towers are checked against tshark's own
 dissection. Captures are copies of public test captures, listed in fixtures/payloads/SOURCES.md."""
 
@@ -15,26 +15,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pcapclass import dcerpc
-from pcapclass.dcerpc import (
+from pcapclass.errors import RulesError
+from pcapclass.protocols import dcerpc, emsmdb, epm, rpch
+from pcapclass.protocols.dcerpc import (
     BindContext,
     PduReassembler,
-    Tower,
-    load_interfaces,
     looks_like_dcerpc,
     parse_bind,
     parse_bind_ack,
+    parse_header,
+    parse_request,
+    parse_response,
+)
+from pcapclass.protocols.emsmdb import parse_register_push_notification
+from pcapclass.protocols.epm import (
+    Tower,
     parse_epm_lookup_response,
     parse_epm_map_request,
     parse_epm_map_response,
-    parse_header,
-    parse_register_push_notification,
-    parse_request,
-    parse_response,
-    parse_rts,
     parse_tower,
 )
-from pcapclass.errors import RulesError
+from pcapclass.protocols.rpch import parse_rts
+from pcapclass.tables.interfaces import load_interfaces
 
 PAYLOADS = Path(__file__).parent / "fixtures" / "payloads"
 TSHARK = shutil.which("tshark")
@@ -473,9 +475,9 @@ def test_parse_tower() -> None:
 
 def test_epm_map_request() -> None:
     req = parse_request(EPM_MAP_REQUEST)
-    assert req is not None and req.opnum == dcerpc.EPM_OPNUM_MAP
+    assert req is not None and req.opnum == epm.EPM_OPNUM_MAP
     parsed = parse_epm_map_request(req.stub)
-    assert parsed == dcerpc.EpmMapRequest(
+    assert parsed == epm.EpmMapRequest(
         "00000000-0000-0000-0000-000000000000", Tower(EMSMDB, (0, 81), "tcp", 135, "0.0.0.0"), 4
     )
 
@@ -530,15 +532,15 @@ def test_register_push_notification_inconsistent_counts() -> None:
 
 def test_rts_conn_b1() -> None:
     rts = parse_rts(RTS_CONN_B1)
-    assert rts is not None and rts.flags == dcerpc.RTS_FLAG_NONE
+    assert rts is not None and rts.flags == rpch.RTS_FLAG_NONE
     assert [c.command for c in rts.commands] == [6, 3, 3, 4, 5, 12]
     assert rts.commands[3].value == struct.pack("<I", 1073741824)
     assert parse_rts(EMSMDB_BIND) is None
 
 
 def test_ncacn_http_greeting() -> None:
-    assert dcerpc.is_ncacn_http_greeting(b"ncacn_http/1.0")
-    assert not dcerpc.is_ncacn_http_greeting(b"HTTP/1.1 200 OK\r\n")
+    assert rpch.is_ncacn_http_greeting(b"ncacn_http/1.0")
+    assert not rpch.is_ncacn_http_greeting(b"HTTP/1.1 200 OK\r\n")
 
 
 # --- Interface table ---------------------------------------------------------------------------
@@ -945,9 +947,9 @@ def epm_results(path: Path) -> dict[Key, list[tuple[int, list[Tower]]]]:
             if resp is None or resp.call_id not in opnums:
                 continue
             opnum = opnums[resp.call_id]
-            if opnum == dcerpc.EPM_OPNUM_MAP:
+            if opnum == epm.EPM_OPNUM_MAP:
                 results.append((opnum, parse_epm_map_response(resp.stub)))
-            elif opnum == dcerpc.EPM_OPNUM_LOOKUP:
+            elif opnum == epm.EPM_OPNUM_LOOKUP:
                 entries = parse_epm_lookup_response(resp.stub)
                 results.append((opnum, [e.tower for e in entries if e.tower is not None]))
         out[back] = results
@@ -981,7 +983,7 @@ def test_mapi_epm_towers_match_tshark() -> None:
             # one tower per response here; floors 1-2 are the interface and NDR UUIDs
             (t,) = towers
             assert [t.interface, NDR] == uuids
-            assert dcerpc.TRANSPORT_NAMES[proto_ids[3]] == t.protocol
+            assert epm.TRANSPORT_NAMES[proto_ids[3]] == t.protocol
             assert [t.port] == ports
             assert ips == ([t.address] if t.address else [])
             n_towers += 1
@@ -1023,7 +1025,7 @@ def test_mapi_epm_map_requests_match_tshark() -> None:
         if key[3] == 135:
             for p in direction_pdus(chunks):
                 req = parse_request(p)
-                if req is not None and req.opnum == dcerpc.EPM_OPNUM_MAP:
+                if req is not None and req.opnum == epm.EPM_OPNUM_MAP:
                     m = parse_epm_map_request(req.stub)
                     assert m is not None and m.tower is not None
                     got.append(
@@ -1049,7 +1051,7 @@ def test_mapi_register_push_notification() -> None:
         if (
             req is not None
             and contexts.get(req.context_id) == EMSMDB
-            and req.opnum == dcerpc.EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION
+            and req.opnum == emsmdb.EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION
         ):
             assert req.auth_level == 2
             found.append(parse_register_push_notification(req.stub))

@@ -16,20 +16,15 @@ import pandas as pd
 import pytest
 
 import pcapclass
-import pcapclass.evidence as evidence_module
+import pcapclass.evidence.first_payloads as first_payloads_module
+import pcapclass.evidence.following as following_module
 from pcapclass import payload_memo
+from pcapclass._firstlook import WaitingFlows, follow_scan, later_starts
 from pcapclass.api import Classifier
 from pcapclass.classify import classify
 from pcapclass.cli import main
-from pcapclass.evidence import (
-    _PTYPE_USED,
-    FlowIndex,
-    FlowRows,
-    WaitingFlows,
-    follow_scan,
-    later_starts,
-)
-from pcapclass.flows import COLUMNS, Records
+from pcapclass.evidence.following import PTYPE_USED as _PTYPE_USED
+from pcapclass.flows import COLUMNS, FlowIndex, FlowRows, Records
 from pcapclass.sources import CaptureFile
 
 TESTS = Path(__file__).parent
@@ -248,7 +243,7 @@ def test_followed_flows_are_capped_oldest_waiting_first(tmp_path: Path, monkeypa
         return set(clf.evidence.evidence().epm["port"].tolist())
 
     assert learned() == {1040, 1041, 1042}
-    monkeypatch.setattr(evidence_module, "MAX_TRACKED_FLOWS", 2)
+    monkeypatch.setattr(following_module, "MAX_TRACKED_FLOWS", 2)
     assert learned() == {1041, 1042}
 
 
@@ -416,7 +411,7 @@ def test_forgetting_remembered_payloads_inside_a_batch_gives_no_other_payload_ve
 def test_a_digest_shared_by_every_payload_changes_no_verdict(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With deciding_bytes' digest forced to one value for every payload, verdicts are still
     those of each payload's own bytes: a digest only finds candidates, the bytes decide."""
-    real = evidence_module.SIGNATURE_TABLES
+    real = first_payloads_module.SIGNATURE_TABLES
 
     class Colliding:
         facts = real.facts
@@ -425,7 +420,7 @@ def test_a_digest_shared_by_every_payload_changes_no_verdict(name: str, monkeypa
             buf, off, length, group = real.deciding_bytes(*args)
             return buf, off, length, np.full_like(group, 12345)
 
-    monkeypatch.setattr(evidence_module, "SIGNATURE_TABLES", Colliding())
+    monkeypatch.setattr(first_payloads_module, "SIGNATURE_TABLES", Colliding())
     result = pcapclass.classify_file(EVIDENCE / name, servers=SERVERS)
     assert decided(result.flows) == EXPECTED[name]
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pcapclass._decode import FLOW, TRUNCATED, decode_headers
 from pcapclass._firstlook import follow_scan
 
@@ -119,7 +120,7 @@ def test_follow_scan_reads_a_short_payload_no_further_than_its_end():
     buffer by bytes that would make it a whole 3-byte bind_ack (little-endian drep at byte 4,
     frag_length 3 at bytes 8-9). Read within its own 3 bytes it is no whole PDU, so Python must
     look at it; before the fix the next bytes made it a skippable PDU and it was passed over."""
-    from pcapclass.evidence import _PTYPE_USED
+    from pcapclass.evidence.following import PTYPE_USED as _PTYPE_USED
 
     assert not _PTYPE_USED[12]  # following learns nothing from a bind_ack
     payload = bytes([5, 0, 12])

@@ -1,4 +1,4 @@
-"""Tests for pcapclass.http: request lines (any method), the Exchange path table, RPC over HTTP
+"""Tests for pcapclass.protocols.http and pcapclass.tables.http_paths: request lines (any method), the Exchange path table, RPC over HTTP
 v2 channels, and tshark's HTTP dissector as an oracle for the request lines we parse."""
 
 from __future__ import annotations
@@ -9,22 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from pcapclass.dcerpc import PduReassembler, parse_bind, parse_rts
 from pcapclass.errors import RulesError
-from pcapclass.http import (
+from pcapclass.protocols.dcerpc import PduReassembler, parse_bind
+from pcapclass.protocols.http import (
     HttpRequest,
     HttpVerdict,
     classify_request,
-    load_http_paths,
     parse_request_line,
     parse_rpc_proxy_target,
 )
+from pcapclass.protocols.rpch import parse_rts
+from pcapclass.tables.http_paths import load_http_paths
 
 PAYLOADS = Path(__file__).parent / "fixtures" / "payloads"
 TSHARK = shutil.which("tshark")
 needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed")
 
 EMSMDB = "a4f1db00-ca47-1067-b31f-00dd010662da"
+#: the shipped path table (rules/http_paths.toml)
+PATHS = load_http_paths()
 
 
 def h(text: str) -> bytes:
@@ -90,7 +93,7 @@ def test_rpc_over_http_in_channel_names_the_store_and_carries_a_readable_bind() 
     payload = IN_CHANNEL_HEAD + CONN_B1 + EMSMDB_BIND
     req = parse_request_line(payload)
     assert req == HttpRequest("RPC_IN_DATA", "/rpc/rpcproxy.dll?EXCH1.corp.example.com:6001", "HTTP/1.1")
-    assert classify_request(req) == HttpVerdict("information-store", "rpc-http:6001", "rpc-http", "rpc-over-http")
+    assert classify_request(req, table=PATHS) == HttpVerdict("information-store", "rpc-http:6001", "rpc-http", "rpc-over-http")
     assert parse_rpc_proxy_target(req) == ("EXCH1.corp.example.com", 6001)
     # after the headers, the IN channel is a PDU stream: CONN/B1, then ordinary binds
     body = payload[payload.index(b"\r\n\r\n") + 4 :]
@@ -106,7 +109,7 @@ def test_rpc_over_http_out_channel() -> None:
     payload = OUT_CHANNEL_HEAD + CONN_A1
     req = parse_request_line(payload)
     assert req is not None and req.method == "RPC_OUT_DATA"
-    assert classify_request(req) == HttpVerdict("information-store", "rpc-http:6001", "rpc-http", "rpc-over-http")
+    assert classify_request(req, table=PATHS) == HttpVerdict("information-store", "rpc-http:6001", "rpc-http", "rpc-over-http")
     body = payload[payload.index(b"\r\n\r\n") + 4 :]
     (pdu,) = PduReassembler().feed(body)
     rts = parse_rts(pdu)
@@ -226,7 +229,7 @@ def test_parse_request_line_refuses(payload: bytes) -> None:
 def test_classify_request(line: str, expected: tuple[str, str, str, str]) -> None:
     req = parse_request_line(line.encode() + b"\r\n")
     assert req is not None
-    assert classify_request(req) == HttpVerdict(*expected)
+    assert classify_request(req, table=PATHS) == HttpVerdict(*expected)
 
 
 @pytest.mark.parametrize(
@@ -244,7 +247,7 @@ def test_classify_request(line: str, expected: tuple[str, str, str, str]) -> Non
 def test_classify_request_not_exchange(line: str) -> None:
     req = parse_request_line(line.encode() + b"\r\n")
     assert req is not None
-    assert classify_request(req) is None
+    assert classify_request(req, table=PATHS) is None
 
 
 def test_longest_prefix_wins(tmp_path: Path) -> None:
@@ -444,4 +447,4 @@ def test_mapi_pcap_http_requests_match_tshark_and_are_not_exchange() -> None:
                     ours.append(req)
     assert [tuple(r) for r in ours] == expected
     assert len(ours) == 3
-    assert all(classify_request(r) is None for r in ours)
+    assert all(classify_request(r, table=PATHS) is None for r in ours)

@@ -14,16 +14,16 @@ from hypothesis import strategies as st
 from oracle import capture_files
 
 from pcapclass import _identify as ki
-from pcapclass.dcerpc import PTYPE_ALTER_CONTEXT, PTYPE_BIND, PduReassembler
 from pcapclass.decode import decode
-from pcapclass.evidence import (
+from pcapclass.evidence import EvidenceCollector
+from pcapclass.evidence.first_payloads import (
     DIRECT_PUSH_NOTIFY,
     MICROSOFT_SMTP_BANNER,
     SIGNATURE_TABLES,
-    EvidenceCollector,
 )
-from pcapclass.http import parse_request_line
-from pcapclass.signatures import (
+from pcapclass.protocols.dcerpc import PTYPE_ALTER_CONTEXT, PTYPE_BIND, PduReassembler
+from pcapclass.protocols.http import parse_request_line
+from pcapclass.protocols.signatures import (
     LABELS,
     MIN_DECISIVE_PAYLOAD,
     SMTP_SERVER_PREFIXES,
@@ -189,7 +189,7 @@ def deciding(*payloads: bytes) -> list[bytes]:
     length = np.array([len(p) for p in payloads], dtype=np.int64)
     data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
     buf, off, cut, _ = SIGNATURE_TABLES.deciding_bytes(data, np.cumsum(length) - length, length, np.zeros(len(payloads), np.int64),
-                                                       COLLECTOR._path_rules)  # fmt: skip
+                                                       COLLECTOR.first_payloads.path_rules)  # fmt: skip
     return [buf[o : o + n].tobytes() for o, n in zip(off.tolist(), cut.tolist())]
 
 
@@ -226,8 +226,9 @@ def verdicts(payloads: list[bytes], server_port: int, server_is_src: bool) -> No
     """Each payload and its deciding bytes get the same verdicts (with its own facts)."""
     facts = compiled(payloads)
     for payload, kept, fact in zip(payloads, deciding(*payloads), facts):
-        want = COLLECTOR._inspect(payload, server_port, server_is_src, fact), COLLECTOR._preset
-        assert (COLLECTOR._inspect(kept, server_port, server_is_src, fact), COLLECTOR._preset) == want, (payload, kept)
+        inspect = COLLECTOR.first_payloads.inspector.inspect  # (verdicts, follow, preset)
+        want = inspect(payload, server_port, server_is_src, fact)
+        assert inspect(kept, server_port, server_is_src, fact) == want, (payload, kept)
 
 
 @pytest.mark.parametrize(("server_port", "server_is_src"), [(135, False), (135, True), (6001, False), (80, False), (-1, False)])

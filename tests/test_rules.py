@@ -13,7 +13,8 @@ import pytest
 
 from pcapclass.cli import main
 from pcapclass.errors import RulesError
-from pcapclass.rules import DEFAULT_RULES, load_rules
+from pcapclass.tables.rules import load_rules
+from pcapclass.tables.services import DEFAULT_RULES
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "pcaps" / "exchange_services.pcap"
 
@@ -131,3 +132,86 @@ def test_rules_command_prints_every_row(capsys) -> None:
     for sid in SEED:
         assert sid in out
     assert "udp/2883" in out and "135 & other RPC" in out and "(no port)" in out and str(DEFAULT_RULES) in out
+
+
+SITE_SERVICE = """
+[[service]]
+id = "site-archive"
+name = "Site mail archive"
+rpc = { inbound = true }
+
+[[interface]]
+uuid = "6bffd098-a112-3610-9833-46c3f87e345a"
+version = "1.0"
+name = "Site archive RPC"
+service = "site-archive"
+
+[[path]]
+prefix = "/archive"
+service = "site-archive"
+detail = "archive-web"
+"""
+
+
+def test_one_rules_file_adds_a_service_with_its_interface_and_path(tmp_path: Path) -> None:
+    """A site's service, the DCE/RPC interface that names it and the HTTP path that reaches it,
+    all in one --rules file: a bind to the interface on a dynamic port and a request to the path
+    on port 80 are both the new service; without the file they are not."""
+    from test_evidence import _capture, decided, load_script
+
+    import pcapclass
+
+    fx = load_script()
+    path = _capture(tmp_path / "site.pcap", [
+        fx.Conversation("10.0.1.50", 1501, fx.BACKEND, 1090, "tcp", [
+            fx.Msg("c", fx.mf.dce_bind(1, "6bffd098-a112-3610-9833-46c3f87e345a", 1, 0)),
+            fx.Msg("s", fx.mf.dce_bind_ack(1, "1090", 0x77))]),
+        fx.Conversation("10.0.1.51", 1502, fx.BACKEND, 80, "tcp", [
+            fx.Msg("c", fx.http_request("GET", "/archive/2006/03", "Host: mail.example")),
+            fx.Msg("s", fx.mf.crlf("HTTP/1.1 200 OK", "Content-Length: 0", ""))]),
+    ])  # fmt: skip
+    rules = write(tmp_path, SITE_SERVICE)
+    loaded = load_rules([rules])
+    assert "site-archive" in loaded.ids and loaded.interfaces["6bffd098-a112-3610-9833-46c3f87e345a"].service == "site-archive"
+    assert [p.service for p in loaded.http_paths.paths if p.prefix == "/archive"] == ["site-archive"]
+
+    flows = decided(pcapclass.classify_file(path, rules=[rules], servers=("10.0.0.10",)).flows)
+    assert flows[("10.0.1.50", 1501, 1090)] == ("site-archive", "bind", "", "Site archive RPC")
+    assert flows[("10.0.1.51", 1502, 80)] == ("site-archive", "http", "archive-web", "")
+    without = decided(pcapclass.classify_file(path, servers=("10.0.0.10",)).flows)
+    assert without[("10.0.1.50", 1501, 1090)][0] != "site-archive" and without[("10.0.1.51", 1502, 80)][0] == "www"
+
+
+@pytest.mark.parametrize(
+    "text, key, reason",
+    [
+        ('[[interface]]\nuuid = "6bffd098-a112-3610-9833-46c3f87e345a"\nname = "x"\nservice = "nowhere"\n', "interface[0].service", "unknown service"),
+        ('[[path]]\nprefix = "/x"\nservice = "nowhere"\ndetail = "x"\n', "path[0].service", "unknown service"),
+        ('[colour]\nred = 1\n', "colour", "unknown table"),
+    ],
+)
+def test_bad_interface_and_path_rows_name_file_and_key(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(RulesError) as info:
+        load_rules([path])
+    err = info.value
+    assert err.path == str(path) and err.key == key and reason in err.message, str(err)
+
+
+def test_every_service_the_code_names_is_in_the_shipped_rules() -> None:
+    """The services evidence names by itself (a text protocol's greeting, an Exchange EHLO, Direct
+    Push, a new-mail notification) and those the shipped interface and path tables name are all
+    services of rules/exchange2003.toml: a service is added or renamed there, in one place."""
+    from pcapclass.evidence.verdicts import (
+        DIRECT_PUSH,
+        EXCHANGE_EHLO,
+        NOTIFICATION,
+        SIGNATURE_SERVICES,
+    )
+    from pcapclass.tables.services import SERVICE_IDS
+
+    named = {*SIGNATURE_SERVICES.values(), DIRECT_PUSH.service, EXCHANGE_EHLO.service, NOTIFICATION.service}
+    rules = load_rules()
+    named |= {i.service for i in rules.interfaces.values()} | {p.service for p in rules.http_paths.paths}
+    named |= {rules.http_paths.rpc_http.default_service, *rules.http_paths.rpc_http.ports.values()}
+    assert named <= SERVICE_IDS and SERVICE_IDS == set(rules.ids)

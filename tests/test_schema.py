@@ -37,7 +37,7 @@ def test_outputs_have_the_schema_columns_and_dtypes() -> None:
 
 
 def test_breakdown_rows_follow_the_rules_order() -> None:
-    from pcapclass.rules import load_rules
+    from pcapclass.tables.rules import load_rules
 
     result = pcapclass.classify_file(REPO / "tests" / "fixtures" / "pcaps" / "exchange_services.pcap")
     order = [*load_rules().ids[1:], "other"]

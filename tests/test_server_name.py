@@ -13,9 +13,9 @@ import pytest
 from conftest import FIXTURES
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pcapclass._identify import MAX_SERVER_NAME, same_names, server_names
 
 import pcapclass
+from pcapclass._server_names import MAX_SERVER_NAME, same_names, server_names
 
 PAYLOADS = FIXTURES.parent / "payloads"
 

@@ -1,4 +1,4 @@
-"""Tests for pcapclass.signatures: first-payload labels on hand-written bytes and on real
+"""Tests for pcapclass.protocols.signatures: first-payload labels on hand-written bytes and on real
 captures (checked against the protocol tshark dissects in the same frame), Exchange's SMTP
 markers, and the port expectations behind ``port-mismatch``."""
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pcapclass.signatures import (
+from pcapclass.protocols.signatures import (
     EXPECTED_PROTOCOLS,
     LABELS,
     exchange_smtp_markers,

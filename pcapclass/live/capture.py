@@ -27,8 +27,8 @@ from ..addresses import sort_key as address_sort_key
 from ..api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
 from ..classify import Servers, classify
 from ..errors import LiveCaptureError, OutputError, PcapclassError
-from ..evidence import Evidence, FlowRows
-from ..flows import KEY_COLUMNS, Records
+from ..evidence import Evidence
+from ..flows import KEY_COLUMNS, FlowRows, Records
 from ..output import (
     BREAKDOWN_CSV,
     CAPTURE_CSV,
@@ -38,11 +38,11 @@ from ..output import (
     make_outdir,
     write_csv,
 )
-from ..rules import RuleSet
 from ..sources import PacketBatch
 from ..sources.live import DEFAULT_BACKEND, LiveSource, open_live
 from ..sources.writer import PcapWriter
 from ..summarize import breakdown, empty_breakdown, merge
+from ..tables.rules import RuleSet
 
 DEFAULT_INTERVAL = 10.0
 #: NetFlow's default active timeout: a flow open this long is exported and starts anew

@@ -42,7 +42,7 @@ import numpy.typing as npt
 
 from ..errors import CaptureError
 from . import DEFAULT_CHUNK_SIZE, CaptureFile, PacketBatch, ReadAnomalies, linktypes
-from ._records import walk_pcap, walk_pcapng  # type: ignore[import-not-found]
+from ._records import walk_pcap, walk_pcapng
 from .batch import MAX_CAPLEN
 from .pcap import (
     FILE_HEADER_LEN,

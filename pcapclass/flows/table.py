@@ -2,7 +2,7 @@
 
 A flow is keyed by (protocol, endpoint A, endpoint B) with A the lower (address, port), so both
 directions of a conversation meet in one record; keys, their hashes and each packet's place
-in its flow's row are all computed in ``_flowhash.pyx``, one compiled pass per batch. Records are associative partials: sums, min first-seen, max last-seen,
+in its flow's row are all computed in ``_flowkeys.pyx`` and ``_flowhash.pyx``, one compiled pass per batch. Records are associative partials: sums, min first-seen, max last-seen,
 OR of flags, which is what lets files, batches and live intervals combine with one merge.
 
 Finished records leave the table column-major (a row per field, a column per flow): that
@@ -16,13 +16,14 @@ is in exactly one record.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from . import _flowhash
-from ._flowhash import COLUMNS, IPPROTO_TCP, KEY_COLUMNS, NO_SYN, FlowHash
-from .decode import Packets, Status
+from .._flowhash import COLUMNS, IPPROTO_TCP, KEY_COLUMNS, NO_SYN, FlowHash
+from .._flowkeys import flow_keys as keys_of_packets
+from ..decode import Packets, Status
 
 __all__ = ["COLUMNS", "IPPROTO_TCP", "KEY_COLUMNS", "NON_FLOW_BASE", "NO_SYN", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
 
@@ -49,8 +50,8 @@ class Records:
     def __len__(self) -> int:
         return int(self.cols.shape[1])
 
-    def __getitem__(self, name: str) -> npt.NDArray[np.generic]:
-        col = self.cols[COL[name]]
+    def __getitem__(self, name: str) -> npt.NDArray[Any]:
+        col: npt.NDArray[np.int64] = self.cols[COL[name]]
         if name in _UNSIGNED:
             return col.view(np.uint64)
         if name == "first_from_a":
@@ -100,7 +101,7 @@ class FlowKeys:
 
 def flow_keys(pk: Packets) -> FlowKeys:
     """The flow key of every packet of a decoded batch (pseudo-keys for non-IP frames)."""
-    return FlowKeys(*_flowhash.flow_keys(pk.status, pk.proto, pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo,
+    return FlowKeys(*keys_of_packets(pk.status, pk.proto, pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo,
                                          pk.sport, pk.dport, Status.FLOW, NON_FLOW_BASE))  # fmt: skip
 
 

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import NamedTuple
 
-from pcapclass.dcerpc import NCACN_HTTP_GREETING, looks_like_dcerpc
-from pcapclass.http import parse_request_line
+from .dcerpc import looks_like_dcerpc
+from .http import parse_request_line
+from .rpch import NCACN_HTTP_GREETING
 
 __all__ = [
     "EXCHANGE_SMTP_KEYWORDS",

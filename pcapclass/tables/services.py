@@ -1,6 +1,6 @@
-"""The service table as data: load and validate rules/*.toml, build the port lookup arrays.
+"""The service table: ``[[service]]`` rows validated, the port lookup arrays, the service ids.
 
-A rules file mirrors Microsoft's "Ports used in Exchange 2003" row by row, so that a reader can
+rules/exchange2003.toml mirrors Microsoft's "Ports used in Exchange 2003" row by row, so that a reader can
 check every port against the table and add services for their own site without touching code.
 Validation is strict (unknown keys, bad ids, ports out of range, one port claimed by two
 services on one side) because a typo in a rules file would otherwise silently mislabel traffic.
@@ -8,30 +8,18 @@ services on one side) because a typo in a rules file would otherwise silently mi
 
 from __future__ import annotations
 
-import os
 import re
-import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import RulesError
+from ..errors import RulesError
+from .toml_files import RULES_DIR, read_toml
 
-
-#: the rules shipped with pcapclass (the repository's rules/ folder)
-def _rules_dir() -> Path:
-    """The shipped rules: ``rules/`` beside the package in a checkout (and an editable
-    install), or the copy a wheel installs inside the package (``pcapclass/rules``)."""
-    here = Path(__file__).resolve().parent
-    installed = here / "rules"
-    return installed if installed.is_dir() else here.parent / "rules"
-
-
-RULES_DIR = _rules_dir()
+#: Microsoft's table, the shipped services
 DEFAULT_RULES = RULES_DIR / "exchange2003.toml"
 
 OTHER = "other"
@@ -89,70 +77,21 @@ class PortLookup:
     unnamed_rpc: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class RuleSet:
-    """The validated services, in file order (later files replace same-id services)."""
-
-    services: tuple[Service, ...]
-    sources: tuple[str, ...]
-
-    @property
-    def ids(self) -> tuple[str, ...]:
-        """Every service id plus ``other``, in the order codes are assigned."""
-        return (OTHER, *(s.id for s in self.services))
-
-    def lookup(self) -> PortLookup:
-        """Build the vectorized lookup: one 65536-entry array per transport and side."""
-        table = np.zeros((len(TRANSPORTS), len(SIDES), 65536), dtype=np.int16)
-        for code, service in enumerate(self.services, start=1):
-            for side_index, rules in enumerate((service.inbound, service.outbound)):
-                for rule in rules:
-                    table[TRANSPORTS.index(rule.transport), side_index, rule.port] = code
-        unnamed = [code for code, service in enumerate(self.services, start=1) if service.rpc_unnamed]
-        return PortLookup(ids=self.ids, table=table, rule_port=(table != 0).any(axis=1), unnamed_rpc=unnamed[-1] if unnamed else 0)
+def port_lookup(services: Sequence[Service]) -> PortLookup:
+    """The vectorized lookup of ``services`` (codes from 1 in their order): one 65536-entry
+    array per transport and side."""
+    table = np.zeros((len(TRANSPORTS), len(SIDES), 65536), dtype=np.int16)
+    for code, service in enumerate(services, start=1):
+        for side_index, rules in enumerate((service.inbound, service.outbound)):
+            for rule in rules:
+                table[TRANSPORTS.index(rule.transport), side_index, rule.port] = code
+    unnamed = [code for code, service in enumerate(services, start=1) if service.rpc_unnamed]
+    ids = (OTHER, *(s.id for s in services))
+    return PortLookup(ids=ids, table=table, rule_port=(table != 0).any(axis=1), unnamed_rpc=unnamed[-1] if unnamed else 0)
 
 
-def load_rules(extra: Iterable[str | os.PathLike[str]] = (), *, base: str | os.PathLike[str] | None = DEFAULT_RULES) -> RuleSet:
-    """Load the shipped table (``base``) then each ``extra`` file; a same-id service replaces.
-
-    Raises RulesError naming the file, the key and the reason.
-    """
-    services: dict[str, Service] = {}
-    sources: list[str] = []
-    for path in ([base] if base is not None else []) + list(extra):
-        name = os.fspath(path)
-        for service in _parse_file(name):
-            services.pop(service.id, None)
-            services[service.id] = service
-        sources.append(name)
-    _check_conflicts(list(services.values()))
-    return RuleSet(services=tuple(services.values()), sources=tuple(sources))
-
-
-def read_toml(path: str) -> dict[str, Any]:
-    """Parse a TOML file, turning every failure into a RulesError that names the file."""
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise RulesError("no such file", path=path) from None
-    except IsADirectoryError:
-        raise RulesError("is a directory, not a rules file", path=path) from None
-    except PermissionError:
-        raise RulesError("permission denied", path=path) from None
-    except OSError as exc:
-        raise RulesError(f"cannot read ({exc.strerror or exc})", path=path) from None
-    except UnicodeDecodeError as exc:
-        raise RulesError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(f"not valid TOML: {exc}", path=path) from None
-
-
-def _parse_file(path: str) -> list[Service]:
-    doc = read_toml(path)
-    unknown = set(doc) - {"meta", "service"}
-    if unknown:
-        raise RulesError("unknown table (expected meta, service)", path=path, key=min(unknown))
+def parse_services(doc: Mapping[str, Any], path: str) -> list[Service]:
+    """The ``[[service]]`` rows of a rules file's parsed TOML, validated."""
     rows = doc.get("service", [])
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise RulesError("must be an array of tables ([[service]])", path=path, key="service")
@@ -242,7 +181,7 @@ def _string(value: Any, path: str, key: str) -> str:
     return value
 
 
-def _check_conflicts(services: Sequence[Service]) -> None:
+def check_conflicts(services: Sequence[Service]) -> None:
     """A (transport, port) may name one service per side, or the lookup would be ambiguous."""
     for side in SIDES:
         owner: dict[tuple[str, int], Service] = {}
@@ -255,3 +194,8 @@ def _check_conflicts(services: Sequence[Service]) -> None:
                         path=service.source,
                         key=f"service({service.id}).{side}[{j}]",
                     )
+
+
+#: the services the shipped tables may name: those of rules/exchange2003.toml and ``other``, one
+#: place, so that a new service is added there alone
+SERVICE_IDS: frozenset[str] = frozenset({OTHER, *(s.id for s in parse_services(read_toml(str(DEFAULT_RULES)), str(DEFAULT_RULES)))})

@@ -1,0 +1,79 @@
+# Byte strings packed for the kernels' matchers, and the helpers several kernels share (all
+# inline: cimported, they compile into each kernel as they did in one).
+
+from libc.string cimport memcpy
+
+from pcapclass._golden cimport GOLDEN
+
+
+cdef struct Group:
+    # byte strings packed as (length byte, bytes) one after the other
+    const unsigned char* p
+    Py_ssize_t n
+
+
+cdef inline Group _pack(list keep, words):
+    """``words`` packed for the matchers below (the bytes object is kept alive in ``keep``)."""
+    cdef Group g
+    parts = []
+    for w in words:  # a loop, not a generator expression: a .pxd's inline function cannot hold one
+        if not 0 < len(w) < 256:
+            raise ValueError(f"signature strings must be 1 to 255 bytes: {words!r}")
+        parts.append(bytes([len(w)]) + bytes(w))
+    packed = b"".join(parts)
+    keep.append(packed)
+    g.p = packed
+    g.n = len(packed)
+    return g
+
+
+cdef inline unsigned char _up(unsigned char c) noexcept nogil:
+    """ASCII upper case, as ``bytes.upper``."""
+    return c - 32 if 0x61 <= c <= 0x7A else c
+
+
+cdef inline bint _one_of(const unsigned char* p, Py_ssize_t n, Group g, bint prefix, bint upper) noexcept nogil:
+    """Whether ``p[:n]`` (upper-cased when ``upper``) is one of ``g``, or starts with one when ``prefix``."""
+    cdef Py_ssize_t at = 0, m, k
+    while at < g.n:
+        m = g.p[at]
+        if m == n or (prefix and m < n):
+            k = 0
+            while k < m and (_up(p[k]) if upper else p[k]) == g.p[at + 1 + k]:
+                k += 1
+            if k == m:
+                return True
+        at += 1 + m
+
+
+cdef inline bint _is_word(const unsigned char* p, Py_ssize_t n, Group g) noexcept nogil:
+    """Whether ``p[:n].upper()`` is one of ``g``."""
+    return _one_of(p, n, g, False, True)
+
+
+cdef inline bint _same_lower(const unsigned char* s, const unsigned char* w, Py_ssize_t m) noexcept nogil:
+    """Whether ``s[:m]``, lower-cased, is ``w``."""
+    cdef Py_ssize_t k
+    for k in range(m):
+        if (s[k] + 32 if 0x41 <= s[k] <= 0x5A else s[k]) != w[k]:
+            return False
+    return True
+
+
+cdef inline unsigned long long _digest(const unsigned char* p, Py_ssize_t n, long long context) noexcept nogil:
+    """A multiply-rotate over the 8-byte words (native order) of ``p[:n]``, and ``context``."""
+    cdef unsigned long long digest = <unsigned long long>n * GOLDEN, w
+    cdef Py_ssize_t k = 0, j
+    while k < n:
+        if n - k >= 8:
+            memcpy(&w, &p[k], 8)
+        else:
+            w = 0
+            for j in range(n - k):
+                w |= <unsigned long long>p[k + j] << (8 * j)
+        digest ^= w * 0x87C37B91114253D5ULL
+        digest = ((digest << 31) | (digest >> 33)) * 0x4CF5AD432745937FULL
+        k += 8
+    digest ^= <unsigned long long>context * 0xC2B2AE3D27D4EB4FULL
+    digest = (digest ^ (digest >> 33)) * 0xFF51AFD7ED558CCDULL
+    return digest ^ (digest >> 29)

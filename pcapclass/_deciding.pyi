@@ -1,0 +1,18 @@
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from ._identify import SignatureTables
+
+_In: TypeAlias = npt.NDArray[Any]
+
+class PathRules:
+    usable: bool
+    def __init__(self, *, prefixes: Sequence[str], queries: Sequence[Sequence[tuple[str, str]]], rpc_proxy: str,
+                 rpc_methods: Sequence[str]) -> None: ...
+
+class DecidingTables(SignatureTables):
+    def deciding_bytes(self, data: _In, off: _In, plen: _In, context: _In, paths: PathRules) -> tuple[
+        npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint64]]: ...

@@ -1,0 +1,11 @@
+from typing import Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+_In: TypeAlias = npt.NDArray[Any]
+
+MAX_SERVER_NAME: int
+
+def server_names(data: _In, off: _In, plen: _In) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint64]]: ...
+def same_names(data: _In, start: _In, length: _In, other_start: _In, other_length: _In) -> npt.NDArray[np.bool_]: ...

@@ -1,0 +1,44 @@
+"""What the binds of a DCE/RPC connection name: their contexts, and the verdict of each interface.
+
+Clients repeat their binds byte for byte, so a bind's (context id, interface) list is parsed
+once and cached (a small cache, cleared when full); the verdict of an interface comes from the
+interface table (``pcapclass.tables.interfaces``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from ..protocols.dcerpc import parse_bind
+from ..protocols.proofs import RPC_INTERFACE
+from ..tables.interfaces import Interface
+from .verdicts import DCERPC, INTERFACE_ONLY, Verdict
+
+#: binds whose contexts are remembered at most
+_CACHED_BINDS = 4096
+
+
+class Binds:
+    """The interface table, and the contexts of the binds met lately."""
+
+    def __init__(self, interfaces: Mapping[str, Interface]) -> None:
+        self.interfaces = interfaces
+        self._cache: dict[bytes, list[tuple[int, str]]] = {}
+
+    def contexts(self, pdu: bytes) -> list[tuple[int, str]]:
+        """(context id, interface) of a bind / alter_context; clients repeat theirs, so cached."""
+        found = self._cache.get(pdu)
+        if found is None:
+            if len(self._cache) > _CACHED_BINDS:
+                self._cache.clear()
+            found = self._cache[pdu] = [(c.context_id, c.interface) for c in parse_bind(pdu)]
+        return found
+
+    def verdict(self, uuid: str, kind: str) -> Verdict:
+        """What a bind (``kind`` 'bind') naming ``uuid`` says."""
+        iface = self.interfaces.get(uuid)
+        if iface is None:
+            return Verdict(INTERFACE_ONLY, "", "", uuid, "", protocol=DCERPC)
+        if not iface.decisive:
+            return Verdict(INTERFACE_ONLY, "", "", uuid, iface.name, protocol=DCERPC)
+        return Verdict(kind, iface.service, "", uuid, iface.name, protocol=DCERPC, proof=RPC_INTERFACE if iface.exchange else "")
