@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pcapclass
 from pcapclass._certificate import certificate_subjects, same_bytes
 from pcapclass.certificate import subject_text
 
@@ -129,7 +130,7 @@ def server_hellos(tshark: str, capture: Path) -> list[tuple[str, bytes, str | No
     in the clear (TLS 1.3's ``supported_versions``, or a ChangeCipherSpec: a resumed session);
     else ``"?"`` (the capture ends inside the certificate: tshark has nothing to say)."""
     run = [tshark, "-n", "-r", str(capture), "-T", "fields", "-E", "occurrence=a"]
-    hellos = subprocess.run([*run, "-o", "tcp.desegment_tcp_streams:FALSE", "-Y", "tls.handshake.type == 2", "-e", "tcp.stream",
+    hellos = subprocess.run([*run, "-o", "tcp.desegment_tcp_streams:FALSE", "-Y", "tcp && tls.handshake.type == 2", "-e", "tcp.stream",
                              "-e", "tcp.payload", "-e", "tls.handshake.extensions.supported_version", "-e", "tls.record.content_type"],
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
     certs = subprocess.run([*run, "-Y", "tls.handshake.type == 11", "-e", "tcp.stream", "-e", "tls.handshake.certificate"],
@@ -190,3 +191,32 @@ def test_same_bytes_tells_apart_subjects_whose_digests_agree() -> None:
     data = np.frombuffer(b"abcdabcdabce", dtype=np.uint8)
     start, length = np.array([0, 0, 0]), np.array([4, 4, 3])
     assert same_bytes(data, start, length, np.array([4, 8, 8]), np.array([4, 4, 3])).tolist() == [True, False, True]
+
+
+# --- whole captures: the flows' cert_subject --------------------------------------------------
+
+
+def stream_ends(tshark: str, capture: Path) -> dict[str, tuple[str, int, str, int]]:
+    """Per TCP stream with a ServerHello: (client, client port, server, server port)."""
+    fields = ["tcp.stream", "ip.src", "ipv6.src", "tcp.srcport", "ip.dst", "ipv6.dst", "tcp.dstport"]
+    out = subprocess.run([tshark, "-n", "-r", str(capture), "-o", "tcp.desegment_tcp_streams:FALSE", "-Y", "tcp && tls.handshake.type == 2",
+                          "-T", "fields", "-E", "occurrence=f", *(a for f in fields for a in ("-e", f))],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    ends = {}
+    for line in out.splitlines():
+        stream, s4, s6, sport, d4, d6, dport = line.split("\t")
+        ends[stream] = (d4 or d6, int(dport), s4 or s6, int(sport))
+    return ends
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.name)
+def test_flows_carry_the_subject_of_their_certificate(tshark: str, capture: Path) -> None:
+    """Every TLS flow whose server sent its certificate in the ServerHello's segment names its
+    subject; flows whose certificate tshark says is not in the clear name none."""
+    ends = stream_ends(tshark, capture)
+    expected = {ends[stream]: subject or "" for stream, _, subject in server_hellos(tshark, capture) if subject != "?"}
+    flows = pcapclass.classify_file(capture).flows
+    got = {(c, int(cp), s, int(sp)): subject for c, cp, s, sp, subject
+           in zip(flows.client_addr, flows.client_port, flows.server_addr, flows.server_port, flows.cert_subject)}  # fmt: skip
+    assert any(expected.values())
+    assert {key: got.get(key) for key in expected} == expected

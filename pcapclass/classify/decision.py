@@ -17,6 +17,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..evidence import (
+    CERT_SUBJECT,
     DECISIVE,
     MISMATCH,
     NOTIFICATION,
@@ -53,12 +54,15 @@ class _Decided:
     protocol: npt.NDArray[np.int64]
     protocol_names: npt.NDArray[np.object_]
     server_name: npt.NDArray[np.int64]
-    server_name_names: npt.NDArray[np.object_]
+    cert_subject: npt.NDArray[np.int64]
+    #: the names ``server_name`` and ``cert_subject`` point into
+    name_names: npt.NDArray[np.object_]
 
     def columns(self) -> dict[str, pd.Categorical]:
-        """The flows' server name, protocol, service, evidence, detail and interface columns."""
+        """The flows' names, protocol, service, evidence, detail and interface columns."""
         return {
-            "server_name": _categorical(self.server_name, self.server_name_names),
+            "server_name": _categorical(self.server_name, self.name_names),
+            "cert_subject": _categorical(self.cert_subject, self.name_names),
             "protocol": _categorical(self.protocol, self.protocol_names),
             "service": _categorical(self.service, self.service_names),
             "evidence": _categorical(self.evidence, EVIDENCE_NAMES),
@@ -166,7 +170,7 @@ def decide(b: DecisionInput) -> _Decided:
     service = port_code.astype(np.int64)
     ev = np.where(has_port, EV["port"], EV["none"])
     detail, iface, protocol = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    server_name = np.zeros(n, dtype=np.int64)
+    server_name, cert_subject = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
     # the service a blank DCE/RPC verdict takes: its port's, else an unnamed interface's (Exchange ends only)
     rpc_code = np.where(has_port, port_code, np.where(exchange_end, lookup.unnamed_rpc, 0))
     if flows:
@@ -192,6 +196,8 @@ def decide(b: DecisionInput) -> _Decided:
         # the server name: the detail of the first server-name row (the client's first payload)
         w, r = _strongest(n, f, strength, (kinds == SERVER_NAME)[vid])
         server_name[w] = vid[r] + 1
+        w, r = _strongest(n, f, strength, (kinds == CERT_SUBJECT)[vid])
+        cert_subject[w] = vid[r] + 1
         proven = np.isin(verdicts.proof[vid], list(conclusive))
         w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f] | (dcerpc_of[vid] & (rpc_code[f] > 0)))
                           & (exchange_end[f] | proven))  # fmt: skip
@@ -215,4 +221,5 @@ def decide(b: DecisionInput) -> _Decided:
         service[hit], ev[hit], detail[hit] = ids + v, EV["heuristic"], v + 1
     return _Decided(service, service_names, ev, detail, detail_names, iface,
                     np.concatenate([blank, verdicts.iface]), np.concatenate([blank, verdicts.name]),
-                    protocol, np.concatenate([blank, verdicts.protocol]), server_name, np.concatenate([blank, verdicts.detail]))  # fmt: skip
+                    protocol, np.concatenate([blank, verdicts.protocol]), server_name, cert_subject,
+                    np.concatenate([blank, verdicts.detail]))  # fmt: skip

@@ -21,6 +21,7 @@ remembered payloads are capped.
 from .collector import EvidenceCollector
 from .learned import DEFAULT_EPM_EXPIRY, Evidence
 from .verdicts import (
+    CERT_SUBJECT,
     DCERPC,
     DECISIVE,
     EVIDENCE_VALUES,
@@ -34,5 +35,5 @@ from .verdicts import (
     TIMED_NOTIFICATION,
 )
 
-__all__ = ["DCERPC", "DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "INTERFACE_ONLY", "MISMATCH", "NOTIFICATION", "ONE_CALL", "RANK",
+__all__ = ["CERT_SUBJECT", "DCERPC", "DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "INTERFACE_ONLY", "MISMATCH", "NOTIFICATION", "ONE_CALL", "RANK",
            "SERVER_NAME", "SIGNATURE_SERVICES", "TIMED_NOTIFICATION", "Evidence", "EvidenceCollector"]  # fmt: skip

@@ -28,6 +28,7 @@ from .first_payloads import FirstPayloads
 from .following import FollowedFlows
 from .inspection import Inspector
 from .learned import DEFAULT_EPM_EXPIRY, Evidence, rows_frame, verdict_frame
+from .names import Names
 from .registrations import PushRegistrations
 from .rows import RowLog
 from .verdict_sets import VerdictSets
@@ -39,10 +40,12 @@ _U64 = (1 << 64) - 1
 class EvidenceCollector:
     """Looks at candidate payloads of each batch and keeps what they prove (see module doc).
 
-    >>> col = EvidenceCollector()                       # doctest: +SKIP
-    >>> for batch in CaptureFile(path):                 # doctest: +SKIP
-    ...     pk = decode(batch); keys = flow_keys(pk); col.feed(batch, pk, keys, table.update(pk, keys))
-    >>> ev = col.evidence()                             # doctest: +SKIP
+    Example::
+
+        col = EvidenceCollector()
+        for batch in CaptureFile(path):
+            pk = decode(batch); keys = flow_keys(pk); col.feed(batch, pk, keys, table.update(pk, keys))
+        ev = col.evidence()
     """
 
     def __init__(
@@ -65,7 +68,7 @@ class EvidenceCollector:
         self.following = FollowedFlows(sets=sets, binds=binds, verdicts=self.verdicts, rows=self.rows, epm=self.epm,
                                        registrations=self.registrations, idle_ns=int(idle_timeout * 1e9))  # fmt: skip
         self.first_payloads = FirstPayloads(inspector=Inspector(binds, self.http_paths), sets=sets, verdicts=self.verdicts,
-                                            rows=self.rows, following=self.following)  # fmt: skip
+                                            rows=self.rows, following=self.following, names=Names(self.verdicts, self.rows))  # fmt: skip
         self._timing = NotificationTiming()
 
     def new_capture(self) -> None:

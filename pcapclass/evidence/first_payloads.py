@@ -6,7 +6,8 @@ combination; the few that need parsing (binds, HTTP requests, EHLO replies) are 
 Python once per distinct deciding bytes (``SignatureTables.deciding_bytes``, ``inspection``),
 their verdicts remembered with those bytes (``verdict_sets``). Either way verdicts are spread
 over the packets with numpy, as rows. A flow whose first payload leaves more to learn is
-handed to ``following``.
+handed to ``following``; the names a payload carries (SNI, ``Host``, a certificate's subject)
+go to ``names``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from .._identify import (
     NOTIFY,
     REQUEST_LINE,
 )
-from .._server_names import same_names, server_names
 from ..decode import Packets
 from ..flows import FlowKeys
 from ..protocols import signatures as sig
@@ -50,13 +50,13 @@ from ..protocols.rpch import NCACN_HTTP_GREETING
 from ..protocols.signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers
 from .following import EPM_PORTS, FollowedFlows
 from .inspection import Inspector, facts_verdict
+from .names import Names
 from .rows import RowLog
 from .verdict_sets import VerdictSets
 from .verdicts import (
     DIRECT_PUSH,
     EXCHANGE_EHLO,
     MISMATCH,
-    SERVER_NAME,
     Verdict,
     VerdictTable,
 )
@@ -112,11 +112,11 @@ class FirstPayloads:
     """The verdicts of first payloads met so far, by facts and by deciding bytes."""
 
     def __init__(self, *, inspector: Inspector, sets: VerdictSets, verdicts: VerdictTable, rows: RowLog,
-                 following: FollowedFlows) -> None:  # fmt: skip
+                 following: FollowedFlows, names: Names) -> None:  # fmt: skip
         self.inspector = inspector
         #: what distinct first payloads said (by their bytes), remembered across batches
         self.sets = sets
-        self._verdicts, self._rows, self._following = verdicts, rows, following
+        self._verdicts, self._rows, self._following, self._names = verdicts, rows, following, names
         paths = inspector.http_paths
         self.path_rules = PathRules(prefixes=[r.prefix for r in paths.paths], queries=[[(q.param, q.value) for q in r.queries]
                                                                                         for r in paths.paths],
@@ -170,7 +170,10 @@ class FirstPayloads:
                        | (label == _NCACN_HTTP_CODE))  # fmt: skip
         named = np.flatnonzero(tcp & ((facts & REQUEST_LINE != 0) | ((facts >> AS_CLIENT_SHIFT) & LABEL_MASK == _TLS_CODE)))
         if named.size:
-            self._server_names(data, pk, keys, sel[named], off[named], plen[named])
+            self._names.server_names(data, pk, keys, sel[named], off[named], plen[named])
+        shown = np.flatnonzero(tcp & (label == _TLS_CODE))
+        if shown.size:
+            self._names.cert_subjects(data, pk, keys, sel[shown], off[shown], plen[shown])
         sid = np.empty(sel.size, np.int64)
         decided = np.flatnonzero(~parse)
         if decided.size:
@@ -189,30 +192,6 @@ class FirstPayloads:
         js = np.flatnonzero(sets.follow[sid])
         if js.size:
             self._following.start(data, pk, keys, sel, js, server_port, sid)
-
-    def _server_names(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
-                      off: npt.NDArray[np.int64], plen: npt.NDArray[np.int64]) -> None:  # fmt: skip
-        """A ``server-name`` row for each first payload ``sel`` (TLS client hellos and HTTP
-        requests) that names its server (``server_names``): one string per distinct name."""
-        start, length, digest = server_names(data, off, plen)
-        has = np.flatnonzero(length > 0)
-        if not has.size:
-            return
-        start, length, digest = start[has], length[has], digest[has]
-        vid = np.full(has.size, -1, dtype=np.int32)
-        new = np.arange(has.size)
-        while new.size:
-            # one string per digest; the names that are its bytes (but for case) share its row,
-            # the others (a digest collision) go round again
-            _, first_of, which = np.unique(digest[new], return_index=True, return_inverse=True)
-            looked = new[first_of]
-            for i, s, n in zip(looked.tolist(), start[looked].tolist(), length[looked].tolist()):
-                vid[i] = self._verdicts.vid(Verdict(SERVER_NAME, "", data[s : s + n].tobytes().decode("ascii").lower()))
-            rep = looked[which.reshape(-1)]
-            same = same_names(data, start[new], length[new], start[rep], length[rep])
-            vid[new[same]] = vid[rep[same]]
-            new = new[vid[new] < 0]
-        self._rows.add_rows(keys, pk, sel[has], vid)
 
     def _fact_sets(self, facts: npt.NDArray[np.int32], tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
                    server_is_src: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:  # fmt: skip

@@ -27,11 +27,13 @@ MISMATCH = "port-mismatch"
 #: a row that names the server a client asked for (TLS SNI, HTTP ``Host``): the detail is the
 #: name, lower-cased; it decides nothing else, so it ranks after every other kind
 SERVER_NAME = "server-name"
+#: a row that names the subject of the certificate a TLS server showed (RFC 4514 text, in the detail)
+CERT_SUBJECT = "cert-subject"
 #: a short datagram that its receiver's DCE/RPC request to its sender followed at once
 #: (``notification_timing``); classify makes it a notification when an Exchange server sent it
 TIMED_NOTIFICATION = "notification-timing"
 RANK = {kind: i for i, kind in enumerate((*DECISIVE, MISMATCH, INTERFACE_ONLY, ONE_CALL, PROTOCOL_ONLY, TIMED_NOTIFICATION,
-                                          SERVER_NAME))}  # fmt: skip
+                                          SERVER_NAME, CERT_SUBJECT))}  # fmt: skip
 #: protocols a text signature names whatever the port (others only confirm or contradict one)
 SIGNATURE_SERVICES = {"smtp": "smtp", "pop3": "pop3", "imap": "imap4", "nntp": "nntp"}
 #: the protocol column's name for DCE/RPC (binds, endpoint-mapper matches, registrations)

@@ -65,6 +65,22 @@ def test_every_flow_of_complete_starts_gets_their_evidence(written: tuple[Path, 
     assert wrong == []
 
 
+def test_every_tls_flow_names_its_servers_certificate(written: tuple[Path, pd.DataFrame]) -> None:
+    """The subject of the certificate each TLS server sent (the generator's own text of the
+    certificate it wrote), flow by flow; flows with none name none."""
+    path, truth = written
+    flows = pcapclass.classify_file(path).flows.sort_values("first_ts")
+    flows = keyed(flows[~flows[KEY].duplicated()], "client_addr", "server_addr")
+    truth = keyed(truth, "client", "server")
+    checked = truth[truth["starts_written"] == 1]
+    assert (checked["cert_subject"] != "").sum() > 100
+    got = flows["cert_subject"].reindex(checked.index)
+    # the new-mail datagrams' flows are keyed the other way round (the server sends first)
+    found = got.notna()
+    assert found[checked["cert_subject"] != ""].all()
+    assert (got[found].astype(str) == checked["cert_subject"][found]).all()
+
+
 def test_starts_differ_per_connection_unless_their_protocol_fixes_them() -> None:
     """Of the starts of 50 connections a second apart, nearly all differ (a few may meet: a
     small call id, a user name, a DNS id, as in real traffic); canned ones are all the same."""
