@@ -1,8 +1,10 @@
 """pcapclass: classify packet captures into Microsoft Exchange Server 2003 services.
 
->>> import pcapclass
->>> result = pcapclass.classify_file("capture.pcap")   # doctest: +SKIP
->>> result.breakdown                                   # doctest: +SKIP
+Example::
+
+    import pcapclass
+    result = pcapclass.classify_file("capture.pcap")
+    result.breakdown  # bytes and flows per service and direction
 """
 
 from __future__ import annotations

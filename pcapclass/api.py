@@ -274,8 +274,10 @@ def classify_file(
     ``top_groups`` keeps the largest groups of each service, the rest summed in one row;
     ``interval`` (seconds) adds the time series (``Result.timeseries``).
 
-    >>> r = classify_file("tests/fixtures/pcaps/exchange_services.pcap")  # doctest: +SKIP
-    >>> r.breakdown[["service", "direction", "packets"]]  # doctest: +SKIP
+    Example::
+
+        r = classify_file("tests/fixtures/pcaps/exchange_services.pcap")
+        r.breakdown[["service", "direction", "packets"]]
     """
     clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows,
                      payload=payload, epm_expiry=epm_expiry, interval=interval)  # fmt: skip

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run pcapclass's tests on a fresh machine: the tools the tests check against
-# (tshark, tcpdump, dumpcap, ip, tcpreplay, chromium; Debian packages), the package with its test extras, then pytest.
+# (tshark, tcpdump, dumpcap, ip, tcpreplay, chromium; Debian packages), the package with its test extras,
+# then ruff, mypy (strict) and pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +28,7 @@ if ((${#need[@]})); then
 fi
 
 python3 -m pip install -q -e '.[test]'
+# the code stays as clean as the tests are green: lint and strict typing first
+python3 -m ruff check pcapclass tests scripts
+python3 -m mypy pcapclass
 exec python3 -m pytest "$@"

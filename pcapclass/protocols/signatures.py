@@ -243,7 +243,7 @@ def label_contradicts_port(port: int, label: str | None, shared: str | None, dec
 
 
 def shared_prefix(payload: bytes) -> str | None:
-    """The text protocol whose greeting prefix a server payload starts with, without the words
+    r"""The text protocol whose greeting prefix a server payload starts with, without the words
     that would make it that protocol's (``220 Welcome``: SMTP's or FTP's), or None.
 
     >>> shared_prefix(b"220 host ready\r\n"), shared_prefix(b"+OK\r\n")

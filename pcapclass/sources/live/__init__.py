@@ -43,8 +43,10 @@ def open_live(
     permission (saying what is needed), a filter the compiler refuses (its message), or a
     capture tool that is missing or will not start.
 
-    >>> src = open_live("lo", bpf="tcp port 25")  # doctest: +SKIP
-    >>> batch = src.poll(1.0)                      # doctest: +SKIP
+    Example::
+
+        src = open_live("lo", bpf="tcp port 25")
+        batch = src.poll(1.0)
     """
     if backend not in BACKENDS:
         raise LiveCaptureError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
