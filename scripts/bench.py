@@ -20,11 +20,11 @@ subprocess whose peak RSS is taken from the kernel (os.wait4 rusage of the child
   stays flat when the file doubles.
 
 It prints a table (tool, packets, seconds, packets/s, peak RSS), the ratios and PASS/FAIL for
-the bars of issue 2 ("Speed"): >= 1,000,000 packets/s, >= 30x tshark, >= 150x scapy, within 4x
+the speed bars (README, "Speed and memory"): >= 1,000,000 packets/s, >= 30x tshark, >= 150x scapy, within 4x
 of tcpdump, peak RSS < 300 MB and within 15 % on the doubled file; and, with --no-payload, the
-default run within 15 % of the no-payload run (issue 3). Unless --skip-live, it then replays
+default run within 15 % of the no-payload run. Unless --skip-live, it then replays
 a slice of the capture onto a veth pair with tcpreplay and reports, per live backend of
-``pcapclass live`` (issue 4) and for tcpdump as a reference, the highest rate with zero loss.
+``pcapclass live`` and for tcpdump as a reference, the highest rate with zero loss.
 
 Exit status: 0 all bars pass, 1 a bar fails, 2 the benchmark could not run.
 Files live in --workdir (default: a new directory under /tmp), removed unless --keep.
@@ -60,7 +60,7 @@ BAR_X_TSHARK = 30.0
 BAR_X_SCAPY = 150.0
 BAR_X_TCPDUMP = 4.0
 BAR_RSS_MB = 300.0
-#: the flow-heavy run (issue 13): 400k concurrent flows, and its peak RSS bar
+#: the flow-heavy run: 400k concurrent flows, and its peak RSS bar
 HEAVY_FLOWS = 400_000
 BAR_RSS_HEAVY_MB = 450.0
 BAR_RSS_FLAT = 0.15
@@ -366,7 +366,7 @@ def run_pcapclass(name: str, pc: list[str], env: dict, capture: Path, packets: i
 
 
 # ---------------------------------------------------------------------------------------------
-# live (issue 4): tcpreplay onto a veth pair
+# live: tcpreplay onto a veth pair
 # ---------------------------------------------------------------------------------------------
 
 VETH_TX, VETH_RX = "pcbench0", "pcbench1"

@@ -1,5 +1,5 @@
 """The split capture is reproducible, and cut by ``editcap -c`` into 20 pieces it has, piece by
-piece as tshark reads them, what issue 18's three-ways test needs from its cuts."""
+piece as tshark reads them, what the test that parallel runs agree with one process needs from its cuts."""
 
 from __future__ import annotations
 
