@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import socket
 import struct
 import sys
 from pathlib import Path
@@ -54,17 +53,6 @@ def ept_map_exchange(call: int, port: int) -> list[Msg]:
     ]
 
 
-def register_push_stub(blob: bytes, address: str, port: int) -> bytes:
-    """EcRRegisterPushNotification (EMSMDB opnum 4) request stub, MS-OXCRPC 3.1.4.5."""
-    stub = b"\x00" * 4 + b"\x11" * 16  # context handle: attributes u32 + GUID
-    stub += struct.pack("<I", 0)  # iRpc
-    stub += struct.pack("<I", len(blob)) + blob  # rgbContext (conformant array)
-    stub += b"\x00" * (-len(stub) % 2) + struct.pack("<H", len(blob))  # cbContext
-    stub += b"\x00" * (-len(stub) % 4) + struct.pack("<I", 0xFFFFFFFF)  # grbitAdviseBits
-    sockaddr = struct.pack("<H", 2) + struct.pack(">H", port) + socket.inet_aton(address) + b"\x00" * 8
-    stub += struct.pack("<I", len(sockaddr)) + sockaddr  # rgbCallbackAddress
-    stub += b"\x00" * (-len(stub) % 2) + struct.pack("<H", len(sockaddr))  # cbCallbackAddress
-    return stub
 
 
 def alter_context(call_id: int, iface: str, major: int, minor: int) -> bytes:
@@ -91,7 +79,7 @@ def http_request(method: str, target: str, *headers: str) -> bytes:
 def conversations() -> dict[str, list[Conversation]]:
     """File name -> its conversations, in time order."""
     opaque = bytes(range(0x80, 0x80 + 64)) * 3  # starts no signature pcapclass knows
-    reg = mf.dce_request(3, 4, register_push_stub(NOTIFY_BLOB, "10.0.1.31", CALLBACK_PORT))
+    reg = mf.dce_request(3, 4, mf.register_push_stub(NOTIFY_BLOB, "10.0.1.31", CALLBACK_PORT, handle=0x11))
     return {
         # EPM reply first, then connections to the port it handed out
         "epm_then_connect.pcap": [

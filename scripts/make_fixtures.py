@@ -331,6 +331,20 @@ def pad4(b: bytes) -> bytes:
     return b + b"\x00" * (-len(b) % 4)
 
 
+def register_push_stub(blob: bytes, address: str, port: int, handle: int) -> bytes:
+    """EcRRegisterPushNotification (EMSMDB opnum 4) request stub, MS-OXCRPC 3.1.4.5, on the
+    context handle whose GUID is 16 ``handle`` bytes."""
+    stub = b"\x00" * 4 + bytes([handle]) * 16  # context handle: attributes u32 + GUID
+    stub += struct.pack("<I", 0)  # iRpc
+    stub += struct.pack("<I", len(blob)) + blob  # rgbContext (conformant array)
+    stub += b"\x00" * (-len(stub) % 2) + struct.pack("<H", len(blob))  # cbContext
+    stub += b"\x00" * (-len(stub) % 4) + struct.pack("<I", 0xFFFFFFFF)  # grbitAdviseBits
+    sockaddr = struct.pack("<H", 2) + struct.pack(">H", port) + socket.inet_aton(address) + b"\x00" * 8
+    stub += struct.pack("<I", len(sockaddr)) + sockaddr  # rgbCallbackAddress
+    stub += b"\x00" * (-len(stub) % 2) + struct.pack("<H", len(sockaddr))  # cbCallbackAddress
+    return stub
+
+
 def ept_map_request(call_id: int, iface: str, major: int, minor: int) -> bytes:
     tower = epm_tower(iface, major, minor, 0, "0.0.0.0")
     stub = struct.pack("<I", 1) + b"\x00" * 16  # object: referent 1, nil UUID

@@ -19,8 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
-import socket
-import struct
 import sys
 from pathlib import Path
 
@@ -73,17 +71,6 @@ EVENTS = [
 ]
 
 
-def register_push_stub(blob: bytes, address: str, port: int) -> bytes:
-    """EcRRegisterPushNotification (EMSMDB opnum 4) request stub, MS-OXCRPC 3.1.4.5."""
-    stub = b"\x00" * 4 + b"\x22" * 16  # context handle: attributes u32 + GUID
-    stub += struct.pack("<I", 0)  # iRpc
-    stub += struct.pack("<I", len(blob)) + blob  # rgbContext (conformant array)
-    stub += b"\x00" * (-len(stub) % 2) + struct.pack("<H", len(blob))  # cbContext
-    stub += b"\x00" * (-len(stub) % 4) + struct.pack("<I", 0xFFFFFFFF)  # grbitAdviseBits
-    sockaddr = struct.pack("<H", 2) + struct.pack(">H", port) + socket.inet_aton(address) + b"\x00" * 8
-    stub += struct.pack("<I", len(sockaddr)) + sockaddr  # rgbCallbackAddress
-    stub += b"\x00" * (-len(stub) % 2) + struct.pack("<H", len(sockaddr))  # cbCallbackAddress
-    return stub
 
 
 def ldap_search(msgid: int) -> bytes:
@@ -112,7 +99,7 @@ def conversations(net: Net) -> list[tuple[int, Conversation]]:
     ldap = [Msg("c", ldap_search(k), think_us=rng.randint(5_000_000, 9_000_000)) if side == "c" else Msg("s", ldap_done(k))
             for k in range(1, 86) for side in "cs"]  # fmt: skip
     opaque = bytes(range(0x80, 0x80 + 64)) * 3  # starts no signature pcapclass knows
-    reg = mf.dce_request(2, EMSMDB_OPNUM_REGISTER_PUSH, register_push_stub(NOTIFY_BLOB, "10.0.1.43", CALLBACK_PORT))
+    reg = mf.dce_request(2, EMSMDB_OPNUM_REGISTER_PUSH, mf.register_push_stub(NOTIFY_BLOB, "10.0.1.43", CALLBACK_PORT, handle=0x22))
     epm = [Msg("c", mf.dce_bind(1, mf.EPM_UUID, 3, 0)), Msg("s", mf.dce_bind_ack(1, "135", 0x1234)),
            Msg("c", mf.ept_map_request(2, mf.EMSMDB_UUID, 0, 81)),
            Msg("s", mf.ept_map_response(2, mf.EMSMDB_UUID, 0, 81, EPM_PORT, BACKEND))]  # fmt: skip
