@@ -2,10 +2,11 @@
 the subject of the certificate a TLS 1.0–1.2 server showed, as evidence rows of their own kinds
 (``SERVER_NAME``, ``CERT_SUBJECT``) that decide nothing else.
 
-Compiled kernels find each name's bytes in a batch's first payloads and digest them; the text
-of each distinct name is made once per batch and kept as a verdict, so Python runs per
-distinct name, never per flow. Names whose digests agree are compared byte for byte: a digest
-alone can collide.
+Compiled kernels find each name's bytes in a batch's first payloads and digest them; each
+distinct name of a batch is looked up by its bytes among the names met before (at most
+``MAX_REMEMBERED``; past that the memory starts afresh), and only a new one is made into text,
+so Python runs per distinct name, never per flow. Names whose digests agree are compared byte
+for byte: a digest alone can collide.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ _Finder = Callable[[npt.NDArray[np.uint8], _Array, _Array], tuple[_Array, _Array
 _Comparer = Callable[[npt.NDArray[np.uint8], _Array, _Array, _Array, _Array], npt.NDArray[np.bool_]]
 
 
+#: names remembered by their bytes (a site has a few thousand servers; a sweep more, and pays
+#: for its text again)
+MAX_REMEMBERED = 1 << 16
+
+
 def _server_name_text(raw: bytes) -> str:
     return raw.decode("ascii").lower()
 
@@ -40,6 +46,8 @@ class Names:
 
     def __init__(self, verdicts: VerdictTable, rows: RowLog) -> None:
         self._verdicts, self._rows = verdicts, rows
+        #: verdict id by (kind, the name's bytes); -2: bytes that make no name
+        self._known: dict[tuple[str, bytes], int] = {}
 
     def server_names(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                      off: _Array, plen: _Array) -> None:  # fmt: skip
@@ -68,11 +76,20 @@ class Names:
             _, first_of, which = np.unique(digest[new], return_index=True, return_inverse=True)
             looked = new[first_of]
             for i, s, n in zip(looked.tolist(), start[looked].tolist(), length[looked].tolist()):
-                name = text(data[s : s + n].tobytes())
-                vid[i] = -2 if name is None else self._verdicts.vid(Verdict(kind, "", name))
+                vid[i] = self._vid(kind, text, data[s : s + n].tobytes())
             rep = looked[which.reshape(-1)]
             alike = same(data, start[new], length[new], start[rep], length[rep])
             vid[new[alike]] = vid[rep[alike]]
             new = new[vid[new] == -1]
         named = vid >= 0
         self._rows.add_rows(keys, pk, sel[has[named]], vid[named])
+
+    def _vid(self, kind: str, text: Callable[[bytes], str | None], raw: bytes) -> int:
+        """The verdict id of the name whose bytes are ``raw`` (-2: they make none)."""
+        known = self._known.get((kind, raw))
+        if known is None:
+            if len(self._known) >= MAX_REMEMBERED:
+                self._known.clear()
+            name = text(raw)
+            known = self._known[kind, raw] = -2 if name is None else self._verdicts.vid(Verdict(kind, "", name))
+        return known
