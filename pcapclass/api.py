@@ -26,6 +26,7 @@ from .flows import CLOSED_GRACE_NS, FlowKeys, FlowRows, FlowTable, Records, flow
 from .output import Format
 from .pipeline import Criteria, Gathered, Result, Snapshot, merge, merge_to
 from .sources import CaptureFile, PacketBatch
+from .sources.inputs import CaptureInput, resolve_captures
 from .store import FlowStore
 from .summarize import DEFAULT_BY, grouping
 from .tables.rules import RuleSet, load_rules
@@ -177,8 +178,7 @@ class Classifier:
         try:
             cap = CaptureFile(path, keep_chunks=AHEAD_CHUNKS)
         except CaptureError as exc:
-            self.begin(os.fspath(path)).error = exc
-            self.end()
+            self.unreadable(os.fspath(path), exc)
             raise
         counts = self.begin(cap.path, cap.format)
 
@@ -208,6 +208,52 @@ class Classifier:
                 setattr(counts, name, value)
             self.end()
         return counts
+
+    def unreadable(self, name: str, error: CaptureError) -> CaptureCounts:
+        """Record an input that could not be read at all: its capture.csv row, with ``error``."""
+        counts = self.begin(name)
+        counts.error = error
+        self.end()
+        return counts
+
+    def read_input(self, capture: CaptureInput, *, progress: ProgressFn | None = None) -> CaptureCounts:
+        """Read one capture that ``resolve_captures`` found, as ``read`` does.
+
+        A file is read even when resolving it failed, so that its fault is reported as
+        ``read`` reports it; what is no file (a glob matching nothing, a directory without
+        captures) is recorded with its error. Raises CaptureError as ``read`` does, after
+        recording the input.
+        """
+        if capture.error is not None and not os.path.isfile(capture.path):
+            self.unreadable(capture.path, capture.error)
+            raise capture.error
+        return self.read(capture.path, progress=progress)
+
+    def read_all(self, captures: Sequence[str | os.PathLike[str]], *, progress: ProgressFn | None = None) -> list[CaptureCounts]:
+        """Read every capture ``captures`` names (files, directories walked for captures by
+        their content, globs, ``-``: ``sources.inputs``) in capture-time order, the first
+        packet's, so that the files of a ring buffer are read one after the other.
+
+        A capture that cannot be read gets its row, with the error, and does not stop the
+        others; reading stops at ``interrupt``. Returns the inputs' counts in the order read.
+        Raises the first CaptureError when no capture could be opened at all.
+
+        >>> clf = Classifier()  # doctest: +SKIP
+        >>> clf.read_all(["/var/captures/ring", "extra/*.pcapng"])  # doctest: +SKIP
+        """
+        start, opened, failed = len(self.counts), 0, []
+        for capture in resolve_captures(captures):
+            if self.interrupted is not None:
+                break
+            try:
+                self.read_input(capture, progress=progress)
+            except CaptureError as exc:
+                failed.append(exc)
+            else:
+                opened += 1
+        if failed and not opened:
+            raise failed[0]
+        return self.counts[start:]
 
     def gathered(self) -> Gathered:
         """What the reading phase has gathered so far, for the merge (``pipeline``)."""
@@ -251,7 +297,7 @@ class Classifier:
 
 
 def classify_file(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     servers: Sequence[str | Network] = (),
     rules: RuleSet | Iterable[str | os.PathLike[str]] | None = None,
@@ -263,11 +309,13 @@ def classify_file(
     by: Sequence[str] = DEFAULT_BY,
     top_groups: int | None = None,
 ) -> Result:
-    """Classify one capture file (pcap, pcapng, gzip; ``-`` for stdin).
+    """Classify a capture file (pcap, pcapng, gzip; ``-`` for stdin), or every capture of a
+    directory, a glob or a list of them, read in capture-time order (``Classifier.read_all``).
 
-    A fault in the middle of the file does not raise: the result holds everything before
+    A fault in the middle of a file does not raise: the result holds everything before
     it, ``partial`` is true and ``error`` says where. A file that cannot be opened, or is
-    not a capture at all, raises CaptureError. ``payload=False`` skips the payload stage
+    not a capture at all, has its row in ``captures`` with the error; when no capture could
+    be opened at all (a single such file, say), raises CaptureError. ``payload=False`` skips the payload stage
     (services by port only); ``epm_expiry`` is how long an endpoint-mapper reply vouches for
     the port it handed out; ``by`` groups the breakdown by any flow label columns (add
     ``"detail"`` for OWA / ActiveSync / RPC over HTTP ... rows; ValueError for others);
@@ -281,5 +329,5 @@ def classify_file(
     """
     clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows,
                      payload=payload, epm_expiry=epm_expiry, interval=interval)  # fmt: skip
-    clf.read(path)
+    clf.read_all([path] if isinstance(path, (str, os.PathLike)) else path)
     return clf.result(by=by, top_groups=top_groups)

@@ -3,8 +3,9 @@
 Exit codes (documented in the README):
   0  success
   2  usage error (bad option or argument)
-  3  a capture could not be read at all (missing, unreadable, not a capture): nothing written
-  4  a capture stopped at a fault: everything before it was written, marked partial
+  3  no capture could be read at all (missing, unreadable, not a capture): nothing written
+  4  a capture stopped at a fault, or could not be read while others were: everything read was
+     written, and capture.csv says which are partial and why
   5  a rules file is invalid
   6  a live capture could not start or died
   7  the outputs could not be written (OutputError): no output file is left half-written
@@ -58,6 +59,7 @@ from .output import (
 )
 from .progress import Progress
 from .sources import ReadAnomalies
+from .sources.inputs import resolve_captures
 from .summarize import DEFAULT_BY, grouping
 from .tables.rules import RuleSet, load_rules
 
@@ -99,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="open flows kept at most; the least recently seen are exported early beyond it (default: %(default)s)")  # fmt: skip
 
     c = sub.add_parser("classify", parents=[rules_opts, flow_opts], help="classify capture files (pcap, pcapng, gzip; - for stdin)")
-    c.add_argument("captures", nargs="+", metavar="CAPTURE", help="capture file(s); '-' reads stdin")
+    c.add_argument("captures", nargs="+", metavar="CAPTURE",
+                   help="capture files, directories (every capture in them, known by its content) or globs, read in capture-time order; '-' reads stdin")  # fmt: skip
     c.add_argument("-o", "--outdir", default="pcapclass-out", metavar="OUTDIR",
                    help=f"where {FLOWS_CSV}, {BREAKDOWN_CSV} and {CAPTURE_CSV} go (default: %(default)s)")  # fmt: skip
     c.add_argument("--no-payload", action="store_true",
@@ -311,10 +314,11 @@ def _show_progress(bar: Progress, done: int, packets: int) -> None:
 
 def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     unreadable = 0
-    for path in args.captures:
-        bar = Progress(_size(path), label=path, enabled=False if args.quiet else None)
+    captures = resolve_captures(args.captures)
+    for capture in captures:
+        bar = Progress(_size(capture.path), label=capture.path, enabled=False if args.quiet else None)
         try:
-            counts = clf.read(path, progress=partial(_show_progress, bar))
+            counts = clf.read_input(capture, progress=partial(_show_progress, bar))
         except CaptureError as exc:
             bar.close()
             _fail(str(exc))
@@ -333,7 +337,7 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
         odd = ", ".join(f"{getattr(counts, f.name)} {f.name}" for f in fields(ReadAnomalies) if getattr(counts, f.name))
         if odd:
             _warn(f"{counts.capture}: read anyway, counted in {CAPTURE_CSV}: {odd}")
-    if unreadable == len(args.captures):
+    if unreadable == len(captures):
         return CaptureError.exit_code
     result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
     if not args.quiet:

@@ -57,9 +57,11 @@ def _endpoint(text: str) -> tuple[str, int]:
 def explain(path: str | os.PathLike[str], spec: Sequence[str], *, servers: Sequence[str | Network] = (),
             rules: Sequence[str | os.PathLike[str]] = ()) -> list[str]:  # fmt: skip
     """The explanation of one flow of the capture at ``path``, as lines of text."""
-    from .api import classify_file
+    from .api import Classifier
 
-    result = classify_file(path, servers=servers, rules=rules)
+    clf = Classifier(servers=servers, rules=rules)  # one capture, as named: no directory or glob
+    clf.read(path)
+    result = clf.result()
     flows = result.flows
     i = find_flow(flows, spec)
     f = flows.iloc[i]

@@ -44,8 +44,7 @@ def read_csv(path: Path, columns: tuple[schema.Column, ...]) -> pd.DataFrame:
 def test_parquet_reads_back_as_the_frames_in_memory(tmp_path: Path) -> None:
     out = run(tmp_path, "parquet")
     clf = Classifier()
-    for path in CAPTURES:
-        clf.read(path)
+    clf.read_all(CAPTURES)  # in capture-time order, as the command reads them
     result = clf.result(by=BY)
     frames = {"flows": result.flows, "breakdown": result.breakdown, "capture": result.captures, "servers": result.servers.evidence}
     for name, df in frames.items():

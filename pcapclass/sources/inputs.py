@@ -130,7 +130,11 @@ def _starts_capture(head: bytes) -> bool:
 
 
 def _first_packet(path: str) -> CaptureInput:
-    """The capture's entry with its first packet's time, read through the capture readers."""
+    """The capture's entry with its first packet's time, read through the capture readers; a
+    pipe or a device (``<(zcat ring.pcap.gz)``) is not peeked at, as what is read from it is
+    gone: like stdin, its time is not known."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        return CaptureInput(path)
     try:
         with CaptureFile(path, chunk_size=PEEK_CHUNK) as capture:
             batch = next(iter(capture), None)

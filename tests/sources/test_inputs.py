@@ -7,16 +7,18 @@ Expected times are tshark's first frame.time_epoch of each file; ring-buffer pie
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import struct
 import subprocess
+import threading
 
 import pytest
 from conftest import BAD, CORPUS, FIXTURES
 from oracle import tshark_packets
 
 from pcapclass.errors import CaptureOpenError, InvalidCaptureError
-from pcapclass.sources.inputs import STDIN, resolve_captures
+from pcapclass.sources.inputs import STDIN, CaptureInput, resolve_captures
 
 RING_SOURCE = FIXTURES / "exchange_services.pcap"  # 310 packets: editcap -c 40 makes 8 pieces
 
@@ -106,3 +108,18 @@ def test_what_cannot_be_read_is_reported_and_does_not_stop_the_rest(tmp_path, ts
 def test_first_time_is_tsharks(tshark, name):
     (capture,) = resolve_captures([FIXTURES / name])
     assert capture.first_ns == first_ns(FIXTURES / name)
+
+
+def test_a_pipe_is_not_peeked_at(tmp_path):
+    """A named pipe (``<(zcat ring.pcap.gz)`` is one) is read once: resolving it reads none of
+    it (what is read is gone), and it comes after the timed captures, as stdin does. Resolving
+    runs in a thread, so that a regression fails here instead of blocking on the pipe's open."""
+    pipe = tmp_path / "ring.fifo"
+    os.mkfifo(pipe)
+    good = FIXTURES / "pcap_le_nsec.pcap"
+    got: list[list[CaptureInput]] = []
+    worker = threading.Thread(target=lambda: got.append(resolve_captures([pipe, good])), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert got, "resolving a named pipe opened it"
+    assert got[0] == [CaptureInput(str(good), first_ns=got[0][0].first_ns), CaptureInput(str(pipe))]
