@@ -238,8 +238,10 @@ class Classifier:
         others; reading stops at ``interrupt``. Returns the inputs' counts in the order read.
         Raises the first CaptureError when no capture could be opened at all.
 
-        >>> clf = Classifier()  # doctest: +SKIP
-        >>> clf.read_all(["/var/captures/ring", "extra/*.pcapng"])  # doctest: +SKIP
+        Example::
+
+            clf = Classifier()
+            clf.read_all(["/var/captures/ring", "extra/*.pcapng"])
         """
         start, opened, failed = len(self.counts), 0, []
         for capture in resolve_captures(captures):
