@@ -56,8 +56,10 @@ def _decoded(batch: PacketBatch) -> tuple[Packets, FlowKeys]:
 class Classifier:
     """The pipeline, fed one capture (or one batch) at a time; ``result()`` classifies all.
 
-    Flows never span two captures: each capture's table is flushed at its end, so that a
-    flow row belongs to exactly one input file.
+    A capture starts its flows afresh, unless it ``continues`` the one before (``read_input``:
+    a ring buffer's next file, which starts where the last one stopped): then its packets carry
+    on the open flows, as they would in one file. A flow row belongs to the input of its first
+    packet.
     """
 
     def __init__(
@@ -84,6 +86,10 @@ class Classifier:
         self.counts: list[CaptureCounts] = []
         self.store = FlowStore(rows_of=self.evidence.take if self.evidence is not None else None)
         self.table = self._new_table()
+        #: the first input whose flows the table holds (earlier inputs' flows are all finished)
+        self._segment = 0
+        #: the table's counters when the current input began (its capture.csv row gets the difference)
+        self._stats_before = (0, 0)
         #: the signal that asked reading to stop (``interrupt``), or None
         self.interrupted: int | None = None
         #: each packet's counts per interval, for the time series (``interval`` seconds), or None
@@ -92,13 +98,25 @@ class Classifier:
     def _new_table(self) -> FlowTable:
         return FlowTable(idle_timeout_ns=self.idle_timeout_ns, max_flows=self.max_flows)
 
-    def begin(self, name: str, fmt: str = "") -> CaptureCounts:
-        """Start a new input; later ``feed`` calls count towards it."""
+    def begin(self, name: str, fmt: str = "", *, continues: bool = False) -> CaptureCounts:
+        """Start a new input; later ``feed`` calls count towards it. Its flows start afresh,
+        unless it ``continues`` the previous input's."""
+        if not continues:
+            self.finish()
         self.counts.append(CaptureCounts(capture=name, format=fmt))
+        self._stats_before = (self.table.stats.hash_collisions, self.table.stats.flows_exported_early)
+        return self.counts[-1]
+
+    def finish(self) -> None:
+        """Every open flow becomes a finished record (the end of reading, or an input that
+        does not continue the last); the next input starts a new table."""
+        if len(self.table) or self.table.finished:
+            self._keep_finished(self.table.drain_all(), last=True)
+        # a new table: the emptied one's memory is not held while the flows are written
         self.table = self._new_table()
+        self._segment = len(self.counts)
         if self.evidence is not None:
             self.evidence.new_capture()
-        return self.counts[-1]
 
     def feed(self, batch: PacketBatch) -> None:
         """Decode a batch and fold it into the current input's flow table."""
@@ -121,12 +139,11 @@ class Classifier:
             self.evidence.feed(batch, pk, keys, first)
 
     def end(self) -> None:
-        """Close the current input: every open flow becomes a finished record."""
-        self._keep_finished(self.table.drain_all(), last=True)
+        """Close the current input; its open flows stay open for an input that continues it
+        (they finish at the next input that does not, or when the flows are gathered)."""
         counts = self.counts[-1]
-        counts.hash_collisions = self.table.stats.hash_collisions
-        counts.flows_exported_early = self.table.stats.flows_exported_early
-        self.table = self._new_table()  # the emptied table's memory is not held while the flows are written
+        counts.hash_collisions = self.table.stats.hash_collisions - self._stats_before[0]
+        counts.flows_exported_early = self.table.stats.flows_exported_early - self._stats_before[1]
 
     @property
     def open_flows(self) -> int:
@@ -156,8 +173,19 @@ class Classifier:
 
     def _keep_finished(self, recs: Records, *, last: bool = False) -> None:
         """Move finished flows to the store (which takes their evidence rows from the
-        collector, so that it keeps only open flows' rows)."""
-        self.store.add(recs, len(self.counts) - 1, last=last)
+        collector, so that it keeps only open flows' rows), each under the input of its first
+        packet."""
+        self.store.add(recs, self._inputs_of(recs), last=last)
+
+    def _inputs_of(self, recs: Records) -> npt.NDArray[np.int64]:
+        """The input each flow started in: of the inputs whose flows the table holds, the
+        last to begin before the flow's first packet."""
+        held = [(c.first_ns, i) for i, c in enumerate(self.counts[self._segment :], self._segment) if c.first_ns is not None]
+        if len(held) < 2:
+            return np.full(len(recs), held[0][1] if held else len(self.counts) - 1, dtype=np.int64)
+        starts, inputs = np.array(held, dtype=np.int64).T
+        at = np.maximum(np.searchsorted(starts, recs["first_ns"], side="right") - 1, 0)
+        return np.asarray(inputs[at], dtype=np.int64)
 
     def interrupt(self, signum: int) -> None:
         """Stop reading after the batch in hand (safe in a signal handler): everything read so
@@ -170,8 +198,9 @@ class Classifier:
             if self.interrupted is not None:
                 return
 
-    def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None) -> CaptureCounts:
-        """Read one capture to its end, its first fault or ``interrupt`` (recorded, not raised).
+    def read(self, path: str | os.PathLike[str], *, progress: ProgressFn | None = None, continues: bool = False) -> CaptureCounts:
+        """Read one capture to its end, its first fault or ``interrupt`` (recorded, not raised);
+        ``continues``: its packets carry on the previous capture's open flows.
 
         Raises CaptureError only when the file cannot be opened or is not a capture at all.
         """
@@ -180,7 +209,7 @@ class Classifier:
         except CaptureError as exc:
             self.unreadable(os.fspath(path), exc)
             raise
-        counts = self.begin(cap.path, cap.format)
+        counts = self.begin(cap.path, cap.format, continues=continues)
 
         def add(item: tuple[PacketBatch, tuple[Packets, FlowKeys]]) -> tuple[npt.NDArray[np.intp], Records | None]:
             _, (pk, keys) = item
@@ -210,8 +239,9 @@ class Classifier:
         return counts
 
     def unreadable(self, name: str, error: CaptureError) -> CaptureCounts:
-        """Record an input that could not be read at all: its capture.csv row, with ``error``."""
-        counts = self.begin(name)
+        """Record an input that could not be read at all: its capture.csv row, with ``error``
+        (it gave no packets, so the flows open before it stay open)."""
+        counts = self.begin(name, continues=True)
         counts.error = error
         self.end()
         return counts
@@ -221,13 +251,21 @@ class Classifier:
 
         A file is read even when resolving it failed, so that its fault is reported as
         ``read`` reports it; what is no file (a glob matching nothing, a directory without
-        captures) is recorded with its error. Raises CaptureError as ``read`` does, after
-        recording the input.
+        captures) is recorded with its error. A capture that starts where the previous one
+        stopped carries on its flows (``_continues``). Raises CaptureError as ``read`` does,
+        after recording the input.
         """
         if capture.error is not None and not os.path.isfile(capture.path):
             self.unreadable(capture.path, capture.error)
             raise capture.error
-        return self.read(capture.path, progress=progress)
+        return self.read(capture.path, progress=progress, continues=self._continues(capture))
+
+    def _continues(self, capture: CaptureInput) -> bool:
+        """Whether ``capture`` starts where the last capture with packets stopped (no earlier
+        than its last packet: the next file of a ring buffer), so that it carries on its flows.
+        One that overlaps it in time, or whose time is unknown (standard input), starts afresh."""
+        last = next((c.last_ns for c in reversed(self.counts) if c.last_ns is not None), None)
+        return capture.first_ns is not None and last is not None and capture.first_ns >= last
 
     def read_all(self, captures: Sequence[str | os.PathLike[str]], *, progress: ProgressFn | None = None) -> list[CaptureCounts]:
         """Read every capture ``captures`` names (files, directories walked for captures by
@@ -258,7 +296,9 @@ class Classifier:
         return self.counts[start:]
 
     def gathered(self) -> Gathered:
-        """What the reading phase has gathered so far, for the merge (``pipeline``)."""
+        """What the reading phase has gathered, for the merge (``pipeline``): every flow still
+        open is finished first."""
+        self.finish()
         evidence = self.evidence.evidence(rows=False) if self.evidence is not None else None
         return Gathered(store=self.store, counts=self.counts, evidence=evidence, intervals=self.intervals)
 

@@ -16,7 +16,7 @@ class Column(NamedTuple):
 
 
 FLOWS: tuple[Column, ...] = (
-    Column("capture", "category", "the input file the flow was read from"),
+    Column("capture", "category", "the input file of the flow's first packet (a ring buffer's next file carries on the flows of the one before)"),
     Column("first_ts", "float64", "first packet, seconds since the Unix epoch (UTC)"),
     Column("last_ts", "float64", "last packet, seconds since the Unix epoch (UTC)"),
     Column("transport", "category", "`tcp`, `udp`, `other` (any other IP protocol, and IP fragments after the first), or for frames with no IP flow `non-ip`, `truncated`, `undecoded`"),

@@ -42,16 +42,17 @@ class FlowStore:
         """True while all the flows fit one block (they can be classified in one go)."""
         return not self._files and self._mem_rows <= self.spill_flows
 
-    def add(self, recs: Records, capture: int, *, last: bool = False) -> None:
-        """Keep ``recs`` (finished flows of capture number ``capture``); ``last``: the flows
-        still open at the capture's end, held in memory (whatever their number) until more come."""
+    def add(self, recs: Records, capture: npt.NDArray[np.int64], *, last: bool = False) -> None:
+        """Keep ``recs`` (finished flows; ``capture``: the number of the capture each started
+        in); ``last``: the flows still open at the captures' end, held in memory (whatever
+        their number) until more come."""
         if not len(recs):
             return
         if self._mem and self._mem_rows + len(recs) > self.spill_flows:
             # what is held goes first: flows are joined for a spill only up to a block's
             # worth, and a larger part (a burst of ended flows) is sorted where it lies
             self._spill()
-        self._mem.append((recs, np.full(len(recs), capture, dtype=np.int64), None))
+        self._mem.append((recs, capture, None))
         self._mem_rows += len(recs)
         if self._mem_rows >= self.spill_flows and not last:
             self._spill()

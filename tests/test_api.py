@@ -26,6 +26,7 @@ def written(tmp_path: Path, captures: list[Path], spill_flows: int | None, serve
         clf.store.spill_flows = spill_flows
     for path in captures:
         clf.read(path)
+    clf.finish()
     assert clf.store.one_block == (spill_flows is None)
     if spill_flows is not None:
         assert len(list(clf.store.blocks())) > 2

@@ -83,8 +83,6 @@ def test_ring_buffer_directory_reads_as_the_whole_capture(tmp_path, capsys, tsha
     assert got["flows"].groupby("capture")["capture"].size().to_dict() == got["capture"].set_index("capture")["flows"].to_dict()
 
 
-@pytest.mark.xfail(strict=True, reason="flows end at each input file's end (Classifier): a flow cut by a piece boundary is "
-                   "two rows with the evidence of one; reading a ring buffer as one capture needs flows carried across files")  # fmt: skip
 def test_ring_buffer_flows_are_the_whole_captures(tmp_path, capsys):
     ring(tmp_path / "ring")
     _, _, got = classify(tmp_path, "ring-out", tmp_path / "ring", capsys=capsys)

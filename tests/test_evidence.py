@@ -132,6 +132,7 @@ def test_heuristic_notification_without_registration() -> None:
 
     clf = Classifier(servers=SERVERS)
     clf.read(EVIDENCE / "registration.pcap")
+    clf.finish()
     ev = clf.evidence.evidence()
 
     (recs, _, rows), = clf.store.blocks()  # the flows, and the evidence rows taken with them

@@ -20,10 +20,8 @@ def test_flow_store_joins_at_most_a_block_and_holds_a_captures_last_flows() -> N
 
     store = FlowStore(spill_flows=4)
     try:
-        store.add(part([5, 1]), 0)
-        store.add(part([9, 8, 7]), 0)
-        store.add(part(list(range(30, 20, -1))), 0)
-        store.add(part([44, 43, 42, 41, 40]), 0, last=True)
+        for firsts, last in (([5, 1], False), ([9, 8, 7], False), (list(range(30, 20, -1)), False), ([44, 43, 42, 41, 40], True)):
+            store.add(part(firsts), np.zeros(len(firsts), dtype=np.int64), last=last)
         assert not store.one_block
         blocks = [recs["first_ns"].tolist() for recs, _, _ in store.blocks()]
         assert blocks == [[1, 5], [7, 8, 9], [21, 22, 23, 24], [25, 26, 27, 28], [29, 30], [40, 41, 42, 43], [44]]
