@@ -210,8 +210,8 @@ def run_certificate(data: bytes) -> None:
     """A server payload through the certificate-subject kernel, whole and cut short, and each
     subject it finds through the DER name reader."""
     import numpy as np
-    from pcapclass._certificate import certificate_subjects
 
+    from pcapclass._certificate import certificate_subjects
     from pcapclass.certificate import subject_text
 
     buf = np.frombuffer(data or b"\0", dtype=np.uint8)
