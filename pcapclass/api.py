@@ -125,6 +125,8 @@ class Classifier:
         counts = self.counts[-1]
         counts.hash_collisions = self.table.stats.hash_collisions
         counts.flows_exported_early = self.table.stats.flows_exported_early
+        if self.evidence is not None:
+            counts.add_evidence(self.evidence.take_anomalies())
         self.table = self._new_table()  # the emptied table's memory is not held while the flows are written
 
     @property
@@ -146,6 +148,8 @@ class Classifier:
         counts = self.counts[-1]
         counts.hash_collisions = table.stats.hash_collisions
         counts.flows_exported_early = table.stats.flows_exported_early
+        if self.evidence is not None:
+            counts.add_evidence(self.evidence.take_anomalies())
         if self.evidence is None or not (len(done) or len(opened)):
             return Snapshot(done, opened, None, None)
         taken = self.evidence.take(done)
