@@ -83,7 +83,7 @@ CAPTURE: tuple[Column, ...] = (
     Column("hash_collisions", "int64", "packets whose 64-bit flow-key hash matched another flow's (told apart by a second, independent 64-bit hash; expected 0)"),
     Column("flows_exported_early", "int64", "flows pushed out of the table by the flow cap before they went idle"),
     Column("dcerpc_pdus_unparsed", "int64", "DCE/RPC PDUs whose content did not parse: a bind or alter_context whose context list is cut short (once per first payload holding it, and per such PDU of a followed flow), a request or response whose stub does not fit its header"),
-    Column("epm_replies_unparsed", "int64", "endpoint-mapper replies (ept_map, ept_lookup) of followed flows whose stub did not parse to its end: the towers before the fault are kept"),
+    Column("epm_replies_unparsed", "int64", "endpoint-mapper replies to an ept_map or ept_lookup request of a followed flow whose stub did not parse to its end: the towers before the fault are kept"),
     Column("registrations_unparsed", "int64", "EcRRegisterPushNotification requests (not encrypted) whose stub did not parse: no registration kept"),
     Column("rpc_reassembly_abandoned", "int64", "DCE/RPC streams of followed flows given up: not a PDU header where one was due, or more bytes waiting than a PDU holds"),
     Column("followed_flows_evicted", "int64", "followed flows (DCE/RPC connections watched past their first payload) let go by the cap on them (50,000) before they were done"),

@@ -103,6 +103,14 @@ def test_epm_replies_and_registrations_that_do_not_parse(tmp_path: Path) -> None
     assert counted(path) == only(epm_replies_unparsed=3, registrations_unparsed=2)
 
 
+def test_replies_to_other_endpoint_mapper_calls_are_not_unparsed_epm_replies(tmp_path: Path) -> None:
+    """ept_lookup_handle_free (opnum 4) and its reply (the handle, the status) carry no towers:
+    no reply that did not parse."""
+    convs = [epm_conversation(k, [*epm_binds(k), fx.Msg("c", mf.dce_request(2, 4, bytes(20))), fx.Msg("s", mf.dce_response(2, bytes(24)))])
+             for k in range(3)]  # fmt: skip
+    assert counted(capture(tmp_path / "handle_free.pcap", convs)) == only()
+
+
 def test_streams_that_stop_looking_like_dcerpc_are_given_up(tmp_path: Path) -> None:
     """Four followed connections whose second client segment is an ept_map request followed by
     bytes that are no PDU header: four streams given up; a fifth sends the request alone."""

@@ -20,7 +20,7 @@ class EvidenceAnomalies:
     #: context list is cut short, a request or response whose stub bounds do not fit, a PDU
     #: after which a first payload stops looking like DCE/RPC
     dcerpc_pdus_unparsed: int = 0
-    #: endpoint-mapper replies (ept_map, ept_lookup) whose stub did not parse to its end
+    #: endpoint-mapper replies to an ept_map or ept_lookup request whose stub did not parse to its end
     epm_replies_unparsed: int = 0
     #: EcRRegisterPushNotification requests whose stub did not parse
     registrations_unparsed: int = 0

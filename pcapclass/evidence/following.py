@@ -320,5 +320,7 @@ class FollowedFlows:
             if opnum == EPM_OPNUM_LOOKUP or (opnum == -1 and not towers):
                 towers, lookup_parsed = epm_lookup_towers(resp.stub, little_endian=header.little_endian)
                 parsed |= lookup_parsed
-            self._counts.epm_replies_unparsed += not parsed
+            # a reply known to answer ept_map or ept_lookup whose stub did not parse (not a guess
+            # at a reply whose request was not seen, which may answer another call)
+            self._counts.epm_replies_unparsed += opnum in (EPM_OPNUM_MAP, EPM_OPNUM_LOOKUP) and not parsed
             self._epm.learn_towers((int(pk.src_hi[p]), int(pk.src_lo[p])), towers, ts)
