@@ -91,6 +91,7 @@ CAPTURE: tuple[Column, ...] = (
     Column("epm_entries_evicted", "int64", "endpoint-mapper entries (server, transport, port, interface) pushed out by the table's cap (200,000), the least recently seen first"),
     Column("registrations_evicted", "int64", "push-notification registrations forgotten when their callback was pushed out by the cap (100,000 callbacks)"),
     Column("payloads_forgotten", "int64", "remembered first payloads forgotten at once when their cap was reached (65,536 payloads or 8 MiB): those met again are looked at again"),
+    Column("binds_forgotten", "int64", "parsed bind context lists forgotten at once when their cache was full (4,097 binds): those met again are parsed again"),
     Column("datagrams_dropped", "int64", "short UDP datagrams that stopped waiting for their receiver's DCE/RPC request (the new-mail heuristic) because 65,536 waited"),
     Column("drops", "int64", "packets the kernel or the capture process reported dropping (live capture; 0 for files)"),
     Column("servers", "string", "the Exchange servers used for direction, space-separated"),

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from test_evidence import EVIDENCE, EXPECTED, PAYLOADS, SERVERS, load_script
 
+import pcapclass.evidence.binds as binds_module
 import pcapclass.evidence.epm as epm_module
 import pcapclass.evidence.following as following_module
 import pcapclass.evidence.registrations as registrations_module
@@ -156,13 +157,17 @@ def test_learned_tables_past_their_caps(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_remembered_payloads_forgotten_at_their_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ten binds to ten different interfaces (ten distinct payloads looked at in Python): with
-    room for four, the memo is emptied when the fifth and the ninth come, four payloads each."""
+    room for four, the memo is emptied when the fifth and the ninth come, four payloads each;
+    the binds' own cache likewise."""
     convs = [fx.Conversation(f"10.0.2.{k}", 2400 + k, fx.BACKEND, 1032, "tcp",
                              [fx.Msg("c", mf.dce_bind(1, str(uuid.UUID(int=0x1234_0000 + k)), 1, 0))]) for k in range(10)]  # fmt: skip
     path = capture(tmp_path / "distinct.pcap", convs)
     assert counted(path) == only()
     monkeypatch.setattr(payload_memo, "MAX_PAYLOADS", 4)
     assert counted(path) == only(payloads_forgotten=8)
+    # the cache of parsed binds: emptied (of three) when it holds more than two, at the 4th, 7th and 10th
+    monkeypatch.setattr(binds_module, "_CACHED_BINDS", 2)
+    assert counted(path) == only(payloads_forgotten=8, binds_forgotten=9)
 
 
 def test_waiting_datagrams_past_their_cap_are_dropped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

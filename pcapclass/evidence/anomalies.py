@@ -37,6 +37,8 @@ class EvidenceAnomalies:
     registrations_evicted: int = 0
     #: remembered first payloads forgotten when their cap was reached (only looked at again)
     payloads_forgotten: int = 0
+    #: parsed binds forgotten when their cache was full (only parsed again)
+    binds_forgotten: int = 0
     #: short UDP datagrams that stopped waiting for a DCE/RPC request when too many waited
     datagrams_dropped: int = 0
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from ..protocols.dcerpc import BIND_N_CONTEXTS_OFFSET, parse_bind
 from ..protocols.proofs import RPC_INTERFACE
 from ..tables.interfaces import Interface
+from .anomalies import EvidenceAnomalies
 from .verdicts import DCERPC, INTERFACE_ONLY, Verdict
 
 #: binds whose contexts are remembered at most
@@ -21,8 +22,9 @@ _CACHED_BINDS = 4096
 class Binds:
     """The interface table, and the contexts of the binds met lately."""
 
-    def __init__(self, interfaces: Mapping[str, Interface]) -> None:
+    def __init__(self, interfaces: Mapping[str, Interface], counts: EvidenceAnomalies) -> None:
         self.interfaces = interfaces
+        self._counts = counts
         self._cache: dict[bytes, tuple[list[tuple[int, str]], bool]] = {}
 
     def contexts(self, pdu: bytes) -> list[tuple[int, str]]:
@@ -35,6 +37,7 @@ class Binds:
         found = self._cache.get(pdu)
         if found is None:
             if len(self._cache) > _CACHED_BINDS:
+                self._counts.binds_forgotten += len(self._cache)
                 self._cache.clear()
             contexts = [(c.context_id, c.interface) for c in parse_bind(pdu)]
             whole = len(pdu) > BIND_N_CONTEXTS_OFFSET and len(contexts) == pdu[BIND_N_CONTEXTS_OFFSET]

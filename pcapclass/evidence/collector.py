@@ -63,7 +63,7 @@ class EvidenceCollector:
         self.rows = RowLog()
         self.epm = EndpointMapperTable(counts)
         self.registrations = PushRegistrations(counts)
-        binds = Binds(self.interfaces)
+        binds = Binds(self.interfaces, counts)
         sets = VerdictSets(counts)
         self.following = FollowedFlows(sets=sets, binds=binds, verdicts=self.verdicts, rows=self.rows, epm=self.epm,
                                        registrations=self.registrations, idle_ns=int(idle_timeout * 1e9), counts=counts)  # fmt: skip
