@@ -85,6 +85,14 @@ def test_binds_cut_short_are_counted_per_payload(tmp_path: Path) -> None:
     assert counted(path) == only(dcerpc_pdus_unparsed=6)
 
 
+def test_calls_of_followed_flows_too_short_for_their_header_do_not_parse(tmp_path: Path) -> None:
+    """Two endpoint-mapper connections whose ept_map request and reply each say a fragment of
+    20 bytes, short of the 24 a request or response header takes: four PDUs that do not parse."""
+    convs = [epm_conversation(k, [*epm_binds(k), fx.Msg("c", cut(mf.ept_map_request(2, fx.EMSMDB, 0, 81), 20)),
+                                  fx.Msg("s", cut(mf.ept_map_response(2, fx.EMSMDB, 0, 81, 1040, fx.BACKEND), 20))]) for k in range(2)]  # fmt: skip
+    assert counted(capture(tmp_path / "short_calls.pcap", convs)) == only(dcerpc_pdus_unparsed=4)
+
+
 def test_epm_replies_and_registrations_that_do_not_parse(tmp_path: Path) -> None:
     """Three ept_map replies whose stub stops inside the tower array, one whole; two push
     registrations whose stub stops before the callback address, one whole."""
