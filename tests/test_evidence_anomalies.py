@@ -21,7 +21,7 @@ from pcapclass import notification_timing, payload_memo, schema
 from pcapclass.accounting import CaptureCounts
 from pcapclass.api import Classifier
 from pcapclass.cli import main
-from pcapclass.evidence.anomalies import EvidenceAnomalies
+from pcapclass.evidence.anomalies import EvidenceAnomalies, take
 
 COUNTERS = [f.name for f in fields(EvidenceAnomalies)]
 fx = load_script()
@@ -206,7 +206,7 @@ def test_capture_counts_carry_every_counter() -> None:
     assert set(COUNTERS) <= set(schema.names(schema.CAPTURE))
     ev = EvidenceAnomalies(dcerpc_pdus_unparsed=2, payloads_forgotten=5)
     c = CaptureCounts(capture="x")
-    c.add_evidence(ev.take())
+    c.add_evidence(take(ev))
     c.add_evidence(EvidenceAnomalies(dcerpc_pdus_unparsed=1))
     assert (c.dcerpc_pdus_unparsed, c.payloads_forgotten) == (3, 5)
     assert ev == EvidenceAnomalies()

@@ -3,13 +3,13 @@
 Zeek's weird log is the model: a payload that does not parse, a followed flow let go early, an
 entry pushed out of a capped table are counted, not dropped silently. The collector hands one
 instance to each part, which adds to it per event (or a batch at a time, with numpy); the
-session takes the counts per capture (``take``) into its ``capture.csv`` row, a column each
-(``schema.CAPTURE``).
+session takes the counts per capture (``EvidenceCollector.take_anomalies``) into its
+``capture.csv`` row, a column each (``schema.CAPTURE``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass
@@ -42,9 +42,15 @@ class EvidenceAnomalies:
     #: short UDP datagrams that stopped waiting for a DCE/RPC request when too many waited
     datagrams_dropped: int = 0
 
-    def take(self) -> EvidenceAnomalies:
-        """The counts so far, which start again from zero here (the parts keep this instance)."""
-        got = EvidenceAnomalies(**{f.name: getattr(self, f.name) for f in fields(self)})
-        for f in fields(self):
-            setattr(self, f.name, 0)
-        return got
+
+def take(counts: EvidenceAnomalies) -> EvidenceAnomalies:
+    """A copy of ``counts``, which start again from zero (the parts keep adding to that instance).
+
+    >>> c = EvidenceAnomalies(payloads_forgotten=3)
+    >>> take(c).payloads_forgotten, c.payloads_forgotten
+    (3, 0)
+    """
+    got = replace(counts)
+    for f in fields(counts):
+        setattr(counts, f.name, 0)
+    return got

@@ -22,7 +22,7 @@ from ..protocols.http import HttpPathTable
 from ..sources.batch import PacketBatch
 from ..tables.http_paths import load_http_paths
 from ..tables.interfaces import Interface, load_interfaces
-from .anomalies import EvidenceAnomalies
+from .anomalies import EvidenceAnomalies, take
 from .binds import Binds
 from .epm import EndpointMapperTable
 from .first_payloads import FirstPayloads
@@ -105,7 +105,7 @@ class EvidenceCollector:
         when the capture ends, into its ``capture.csv`` row)."""
         self.anomalies.datagrams_dropped += self._timing.dropped
         self._timing.dropped = 0
-        return self.anomalies.take()
+        return take(self.anomalies)
 
     def take(self, recs: Records) -> FlowRows:
         """The rows of these finished flows, handed over and forgotten here (``RowLog.take``)."""
