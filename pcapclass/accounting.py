@@ -10,12 +10,14 @@ import numpy as np
 from .classify import Servers
 from .decode import FRAGMENT_PROTO_BASE, Packets, Status
 from .errors import CaptureError
+from .evidence.anomalies import EvidenceAnomalies
 from .sources import ReadAnomalies
 
 
 @dataclass(kw_only=True)
-class CaptureCounts(ReadAnomalies):
-    """What one input contributed: the capture.csv row (the reader's anomaly counters, and these)."""
+class CaptureCounts(ReadAnomalies, EvidenceAnomalies):
+    """What one input contributed: the capture.csv row (the reader's and the payload stage's
+    anomaly counters, and these)."""
 
     capture: str
     format: str = ""
@@ -46,6 +48,11 @@ class CaptureCounts(ReadAnomalies):
         self.undecoded_packets += int(status[Status.UNDECODED])
         self.fragment_packets += int(np.count_nonzero((pk.proto >= FRAGMENT_PROTO_BASE) & (pk.status == Status.FLOW)))
 
+    def add_evidence(self, counts: EvidenceAnomalies) -> None:
+        """Add what the payload stage counted (``EvidenceCollector.take_anomalies``)."""
+        for f in fields(EvidenceAnomalies):
+            setattr(self, f.name, getattr(self, f.name) + getattr(counts, f.name))
+
 
 def capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, Any]:
     """The capture.csv row of ``c`` (``schema.CAPTURE``), with the flows it gave and the servers used."""
@@ -64,6 +71,7 @@ def capture_row(c: CaptureCounts, flows: int, servers: Servers) -> dict[str, Any
         **{f.name: getattr(c, f.name) for f in fields(ReadAnomalies)},
         "hash_collisions": c.hash_collisions,
         "flows_exported_early": c.flows_exported_early,
+        **{f.name: getattr(c, f.name) for f in fields(EvidenceAnomalies)},
         "drops": c.drops,
         "servers": servers.describe(),
         "servers_inferred": servers.inferred,

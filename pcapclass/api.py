@@ -144,6 +144,8 @@ class Classifier:
         counts = self.counts[-1]
         counts.hash_collisions = self.table.stats.hash_collisions - self._stats_before[0]
         counts.flows_exported_early = self.table.stats.flows_exported_early - self._stats_before[1]
+        if self.evidence is not None:
+            counts.add_evidence(self.evidence.take_anomalies())
 
     @property
     def open_flows(self) -> int:
@@ -164,6 +166,8 @@ class Classifier:
         counts = self.counts[-1]
         counts.hash_collisions = table.stats.hash_collisions
         counts.flows_exported_early = table.stats.flows_exported_early
+        if self.evidence is not None:
+            counts.add_evidence(self.evidence.take_anomalies())
         if self.evidence is None or not (len(done) or len(opened)):
             return Snapshot(done, opened, None, None)
         taken = self.evidence.take(done)

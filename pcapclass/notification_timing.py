@@ -43,6 +43,8 @@ class NotificationTiming:
         # in the batch it came in (-1 once that batch is gone: then it can no longer be tagged)
         self._cols = np.zeros((5, 0), dtype=np.uint64)
         self._ts = np.zeros(0, dtype=np.int64)
+        #: datagrams that stopped waiting because MAX_PENDING waited (``EvidenceAnomalies.datagrams_dropped``)
+        self.dropped = 0
 
     def feed(self, data: npt.NDArray[np.uint8], pk: Packets, pay: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
         """The datagram packets of this batch that a request followed within the window."""
@@ -69,5 +71,6 @@ class NotificationTiming:
         # datagrams of this batch that may still be answered wait, without their batch row
         now = int(pk.ts_ns[pay[-1]]) if pay.size else 0
         keep = ~hit & (ts >= now - WINDOW_NS) & fresh
+        self.dropped += max(int(np.count_nonzero(keep)) - MAX_PENDING, 0)
         self._cols, self._ts = cols[:, keep][:, -MAX_PENDING:], ts[keep][-MAX_PENDING:]
         return found

@@ -27,6 +27,7 @@ class PayloadMemo:
 
     >>> memo = PayloadMemo()
     >>> memo.remember(7, 0, b"+OK", 3)
+    0
     >>> data = np.frombuffer(b"+OK+OX", dtype=np.uint8)
     >>> memo.find(data, np.array([0, 3]), np.array([3, 3]), np.array([7, 7], np.uint64), np.array([0, 0])).tolist()
     [3, -1]
@@ -51,17 +52,21 @@ class PayloadMemo:
     def __len__(self) -> int:
         return len(self._known)
 
-    def remember(self, digest: int, context: int, payload: bytes, value: int) -> None:
+    def remember(self, digest: int, context: int, payload: bytes, value: int) -> int:
         """Remember ``payload`` (seen in ``context``, with ``digest``) as having ``value``; a
-        payload whose digest is taken already (the same one, or a collision) is not kept."""
+        payload whose digest is taken already (the same one, or a collision) is not kept.
+        How many payloads were forgotten to make room (0 unless a cap was reached)."""
         if digest in self._known or len(payload) > MAX_BYTES:
-            return
+            return 0
+        forgotten = 0
         if len(self._known) >= MAX_PAYLOADS or self._used + len(payload) > MAX_BYTES:
+            forgotten = len(self._known)
             self.clear()
         self._pending.append((digest, context, value, self._used, len(payload)))
         self._pending_bytes.append(payload)
         self._used += len(payload)
         self._known.add(digest)
+        return forgotten
 
     def _store_pending(self) -> None:
         blob = b"".join(self._pending_bytes)

@@ -11,13 +11,17 @@ owning its state:
 * ``following``: followed DCE/RPC flows (``binds`` names their contexts);
 * ``epm``: the endpoint-mapper table; ``registrations``: push-notification registrations;
 * ``rows``: the evidence rows, handed over with their flows; ``verdicts``: the distinct verdicts
-  they point into; ``learned``: the ``Evidence`` tables.
+  they point into; ``learned``: the ``Evidence`` tables;
+* ``anomalies``: what the parts dropped or could not do, counted where it happens and taken per
+  capture into its ``capture.csv`` row.
 
 Learned tables are bounded: followed flows expire after the idle timeout and are capped,
 endpoint-mapper entries are merged per (server, transport, port, interface), registrations and
-remembered payloads are capped.
+remembered payloads are capped. What a bound lets go, and what does not parse, is counted
+(``EvidenceAnomalies``), not dropped silently.
 """
 
+from .anomalies import EvidenceAnomalies
 from .collector import EvidenceCollector
 from .learned import DEFAULT_EPM_EXPIRY, Evidence
 from .verdicts import (
@@ -35,5 +39,6 @@ from .verdicts import (
     TIMED_NOTIFICATION,
 )
 
-__all__ = ["CERT_SUBJECT", "DCERPC", "DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "INTERFACE_ONLY", "MISMATCH", "NOTIFICATION", "ONE_CALL", "RANK",
-           "SERVER_NAME", "SIGNATURE_SERVICES", "TIMED_NOTIFICATION", "Evidence", "EvidenceCollector"]  # fmt: skip
+__all__ = ["CERT_SUBJECT", "DCERPC", "DECISIVE", "DEFAULT_EPM_EXPIRY", "EVIDENCE_VALUES", "INTERFACE_ONLY", "MISMATCH", "NOTIFICATION",
+           "ONE_CALL", "RANK", "SERVER_NAME", "SIGNATURE_SERVICES", "TIMED_NOTIFICATION", "Evidence", "EvidenceAnomalies",
+           "EvidenceCollector"]  # fmt: skip

@@ -22,6 +22,7 @@ from ..protocols.http import HttpPathTable
 from ..sources.batch import PacketBatch
 from ..tables.http_paths import load_http_paths
 from ..tables.interfaces import Interface, load_interfaces
+from .anomalies import EvidenceAnomalies, take
 from .binds import Binds
 from .epm import EndpointMapperTable
 from .first_payloads import FirstPayloads
@@ -59,16 +60,19 @@ class EvidenceCollector:
         self.interfaces = interfaces if interfaces is not None else load_interfaces()
         self.http_paths = http_paths if http_paths is not None else load_http_paths()
         self.epm_expiry_ns = int(epm_expiry * 1e9)
+        #: what the parts dropped or could not do, added to as it happens (``take_anomalies``)
+        self.anomalies = counts = EvidenceAnomalies()
         self.verdicts = VerdictTable()
         self.rows = RowLog()
-        self.epm = EndpointMapperTable()
-        self.registrations = PushRegistrations()
-        binds = Binds(self.interfaces)
-        sets = VerdictSets()
+        self.epm = EndpointMapperTable(counts)
+        self.registrations = PushRegistrations(counts)
+        binds = Binds(self.interfaces, counts)
+        sets = VerdictSets(counts)
         self.following = FollowedFlows(sets=sets, binds=binds, verdicts=self.verdicts, rows=self.rows, epm=self.epm,
-                                       registrations=self.registrations, idle_ns=int(idle_timeout * 1e9))  # fmt: skip
+                                       registrations=self.registrations, idle_ns=int(idle_timeout * 1e9), counts=counts)  # fmt: skip
         self.first_payloads = FirstPayloads(inspector=Inspector(binds, self.http_paths), sets=sets, verdicts=self.verdicts,
-                                            rows=self.rows, following=self.following, names=Names(self.verdicts, self.rows))  # fmt: skip
+                                            rows=self.rows, following=self.following, names=Names(self.verdicts, self.rows),
+                                            counts=counts)  # fmt: skip
         self._timing = NotificationTiming()
 
     def new_capture(self) -> None:
@@ -99,6 +103,13 @@ class EvidenceCollector:
         timed = self._timing.feed(data, pk, pay)
         if timed.size:
             self.rows.add_rows(keys, pk, timed, np.full(timed.size, self.verdicts.vid(TIMED), dtype=np.int32))
+
+    def take_anomalies(self) -> EvidenceAnomalies:
+        """What the parts counted since the last call (a capture's share: the session takes it
+        when the capture ends, into its ``capture.csv`` row)."""
+        self.anomalies.datagrams_dropped += self._timing.dropped
+        self._timing.dropped = 0
+        return take(self.anomalies)
 
     def take(self, recs: Records) -> FlowRows:
         """The rows of these finished flows, handed over and forgotten here (``RowLog.take``)."""

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..protocols.epm import Tower
 from ..tables.interfaces import Interface
+from .anomalies import EvidenceAnomalies
 from .learned import epm_frame
 
 #: endpoint-mapper entries held at most
@@ -23,7 +24,8 @@ MAX_EPM_ENTRIES = 200_000
 class EndpointMapperTable:
     """(server hi, lo, transport, port, interface) -> [first_ns, last_ns]."""
 
-    def __init__(self) -> None:
+    def __init__(self, counts: EvidenceAnomalies) -> None:
+        self._counts = counts
         self._spans: OrderedDict[tuple[int, int, str, int, str], list[int]] = OrderedDict()
 
     def learn_towers(self, server: tuple[int, int], towers: list[Tower], ts: int) -> None:
@@ -46,6 +48,7 @@ class EndpointMapperTable:
             self._spans[key] = [ts, ts]
             while len(self._spans) > MAX_EPM_ENTRIES:
                 self._spans.popitem(last=False)
+                self._counts.epm_entries_evicted += 1
         else:
             span[0], span[1] = min(span[0], ts), max(span[1], ts)
             self._spans.move_to_end(key)

@@ -48,6 +48,7 @@ from ..protocols.dcerpc import (
 from ..protocols.http import MAX_METHOD_LEN, MAX_REQUEST_LINE
 from ..protocols.rpch import NCACN_HTTP_GREETING
 from ..protocols.signatures import EXPECTED_PROTOCOLS, exchange_smtp_markers
+from .anomalies import EvidenceAnomalies
 from .following import EPM_PORTS, FollowedFlows
 from .inspection import Inspector, facts_verdict
 from .names import Names
@@ -112,8 +113,9 @@ class FirstPayloads:
     """The verdicts of first payloads met so far, by facts and by deciding bytes."""
 
     def __init__(self, *, inspector: Inspector, sets: VerdictSets, verdicts: VerdictTable, rows: RowLog,
-                 following: FollowedFlows, names: Names) -> None:  # fmt: skip
+                 following: FollowedFlows, names: Names, counts: EvidenceAnomalies) -> None:  # fmt: skip
         self.inspector = inspector
+        self._counts = counts
         #: what distinct first payloads said (by their bytes), remembered across batches
         self.sets = sets
         self._verdicts, self._rows, self._following, self._names = verdicts, rows, following, names
@@ -183,6 +185,8 @@ class FirstPayloads:
             sid[looked] = self._parsed_sets(data, off[looked], plen[looked], tcp[looked], server_port[looked],
                                             server_is_src[looked], facts[looked])  # fmt: skip
         sets.build()
+        # binds that did not parse, counted per payload (a verdict set counts those of its payload)
+        self._counts.dcerpc_pdus_unparsed += int(sets.unparsed[sid].sum())
         # spread each payload's verdicts over its packets
         per_pkt = sets.n[sid]
         if per_pkt.any():
@@ -242,8 +246,8 @@ class FirstPayloads:
             for digest, o, n, ctx, port, src, fact in zip(*(a[looked].tolist() for a in (group, off, plen, context, server_port, server_is_src,
                                                                                               facts))):  # fmt: skip
                 payload = buf[o : o + n].tobytes()
-                v, fol, preset = self.inspector.inspect(payload, port, src, fact)
-                got.append(sets.add(digest, ctx, payload, [self._verdicts.vid(x) for x in v], fol, preset))
+                v, fol, preset, unparsed = self.inspector.inspect(payload, port, src, fact)
+                got.append(sets.add(digest, ctx, payload, [self._verdicts.vid(x) for x in v], fol, preset, unparsed))
             sid[looked] = got
             rep = looked[which]
             same = (context[new] == context[rep]) & same_payloads(buf, off[new], plen[new], buf, off[rep], plen[rep])

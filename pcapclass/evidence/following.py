@@ -48,11 +48,13 @@ from ..protocols.epm import (
     EPM_INTERFACE,
     EPM_OPNUM_LOOKUP,
     EPM_OPNUM_MAP,
-    parse_epm_lookup_response,
-    parse_epm_map_response,
+    Tower,
+    epm_lookup_towers,
+    epm_map_towers,
 )
 from ..protocols.http import parse_request_line
 from ..protocols.rpch import NCACN_HTTP_GREETING
+from .anomalies import EvidenceAnomalies
 from .binds import Binds
 from .epm import EndpointMapperTable
 from .registrations import PushRegistrations
@@ -95,12 +97,13 @@ class FollowedFlows:
     """The flows followed and waiting, and the table ``follow_scan`` finds their packets with."""
 
     def __init__(self, *, sets: VerdictSets, binds: Binds, verdicts: VerdictTable, rows: RowLog, epm: EndpointMapperTable,
-                 registrations: PushRegistrations, idle_ns: int) -> None:  # fmt: skip
+                 registrations: PushRegistrations, idle_ns: int, counts: EvidenceAnomalies) -> None:  # fmt: skip
         #: the verdict sets of first payloads, whose presets name a waiting flow's contexts (read only)
         self._sets = sets
         self._binds, self._verdicts, self._rows = binds, verdicts, rows
         self._epm, self._registrations = epm, registrations
         self.idle_ns = idle_ns
+        self._counts = counts
         self._flows: OrderedDict[int, _Flow] = OrderedDict()
         # counted from Python one flow at a time (array.array: no numpy scalar cost), read by
         # numpy a batch at a time through a view of the same memory
@@ -158,7 +161,7 @@ class FollowedFlows:
                 mine.append(p)
                 st = self._track(hsh, check, ts, port)
                 o = int(pk.payload_off[p])
-                if not self._step(st, hsh, data[o : o + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), ts, pk, p):
+                if not self._step(st, hsh, data[o : o + int(pk.payload_len[p])].tobytes(), bool(keys.from_a[p]), ts, pk, p, first=True):
                     self._untrack(hsh)
             mine_p = np.array(mine, dtype=np.intp)
             self._started.append((keys.hash[mine_p].view(np.uint64), mine_p))
@@ -173,9 +176,11 @@ class FollowedFlows:
     def _limit(self) -> None:
         """At most MAX_TRACKED_FLOWS followed: waiting ones go first, then the least recent."""
         excess = len(self._flows) + len(self._waiting) - MAX_TRACKED_FLOWS
-        if excess > 0:
-            excess -= self._waiting.drop_oldest(excess)
-        for _ in range(max(excess, 0)):
+        if excess <= 0:
+            return
+        self._counts.followed_flows_evicted += excess
+        excess -= self._waiting.drop_oldest(excess)
+        for _ in range(excess):
             gone, _ = self._flows.popitem(last=False)
             self._cont.discard(gone)
             self._track_count[gone & (_TRACK_SLOTS - 1)] -= 1
@@ -218,6 +223,7 @@ class FollowedFlows:
             if st is None or st.check != check:
                 continue
             if ts - st.last_ns > self.idle_ns:  # the key was reused after an idle gap
+                self._counts.followed_flows_expired += 1
                 self._untrack(hsh)
                 continue
             st.last_ns = ts
@@ -235,11 +241,13 @@ class FollowedFlows:
             hsh, st = next(iter(self._flows.items()))
             if now - st.last_ns <= self.idle_ns:
                 break
+            self._counts.followed_flows_expired += 1
             self._untrack(hsh)
-        self._waiting.expire(now - self.idle_ns)
+        self._counts.followed_flows_expired += self._waiting.expire(now - self.idle_ns)
 
-    def _step(self, st: _Flow, hsh: int, payload: bytes, from_a: bool, ts: int, pk: Packets, p: int) -> bool:
-        """One payload of a followed flow; False when the flow is not worth following further."""
+    def _step(self, st: _Flow, hsh: int, payload: bytes, from_a: bool, ts: int, pk: Packets, p: int, *, first: bool = False) -> bool:
+        """One payload of a followed flow; False when the flow is not worth following further.
+        ``first``: its first payload, whose binds ``Inspector`` counted already if they did not parse."""
         st.packets += 1
         stream = st.streams.get(from_a)
         if stream is None:
@@ -258,25 +266,31 @@ class FollowedFlows:
             payload = payload[end + 4 :]
         if payload:
             for pdu in stream.feed(payload):
-                self._pdu(st, pdu, from_a, ts, pk, p, hsh)
+                self._pdu(st, pdu, from_a, ts, pk, p, hsh, first)
+            if stream.broken:  # given up with this payload: a broken stream takes no more
+                self._counts.rpc_reassembly_abandoned += 1
         if stream.buffered or st.http_body.get(from_a):
             self._cont.add(hsh)
         else:
             self._cont.discard(hsh)
         return st.packets < MAX_TRACKED_PACKETS and not any(s.broken for s in st.streams.values())
 
-    def _pdu(self, st: _Flow, pdu: bytes, from_a: bool, ts: int, pk: Packets, p: int, hsh: int) -> None:
+    def _pdu(self, st: _Flow, pdu: bytes, from_a: bool, ts: int, pk: Packets, p: int, hsh: int, first: bool) -> None:
         header = parse_header(pdu)
         if header is None:
+            self._counts.dcerpc_pdus_unparsed += 1
             return
         ptype = header.ptype
         if ptype in (PTYPE_BIND, PTYPE_ALTER_CONTEXT):
-            for context_id, interface in self._binds.contexts(pdu):
+            contexts, whole = self._binds.parsed(pdu)
+            self._counts.dcerpc_pdus_unparsed += not (whole or first)
+            for context_id, interface in contexts:
                 st.contexts[context_id] = interface
                 self._rows.add_row(hsh, st.check, ts, from_a, self._verdicts.vid(self._binds.verdict(interface, "bind")))
         elif ptype == PTYPE_REQUEST:
             req = parse_request(pdu)
             if req is None:
+                self._counts.dcerpc_pdus_unparsed += 1
                 return
             st.calls[req.call_id] = (req.opnum, req.context_id)
             iface = st.contexts.get(req.context_id)
@@ -284,11 +298,14 @@ class FollowedFlows:
             if (iface == EMSMDB_INTERFACE and req.opnum == EMSMDB_OPNUM_REGISTER_PUSH_NOTIFICATION and whole
                     and req.auth_level != AUTH_LEVEL_PKT_PRIVACY):  # fmt: skip
                 reg = parse_register_push_notification(req.stub, little_endian=header.little_endian)
-                if reg is not None and reg.context:
+                if reg is None:
+                    self._counts.registrations_unparsed += 1
+                elif reg.context:
                     self._registrations.register(reg.callback, reg.context, ts)
         elif ptype == PTYPE_RESPONSE:
             resp = parse_response(pdu)
             if resp is None:
+                self._counts.dcerpc_pdus_unparsed += 1
                 return
             opnum, ctx = st.calls.pop(resp.call_id, (-1, resp.context_id))
             iface = st.contexts.get(ctx)
@@ -296,9 +313,14 @@ class FollowedFlows:
                 return
             if not header.flags & PFC_FIRST_FRAG:
                 return
-            towers = []
+            towers: list[Tower] = []
+            parsed = False
             if opnum in (EPM_OPNUM_MAP, -1):
-                towers = parse_epm_map_response(resp.stub, little_endian=header.little_endian)
+                towers, parsed = epm_map_towers(resp.stub, little_endian=header.little_endian)
             if opnum == EPM_OPNUM_LOOKUP or (opnum == -1 and not towers):
-                towers = [e.tower for e in parse_epm_lookup_response(resp.stub, little_endian=header.little_endian) if e.tower is not None]
+                towers, lookup_parsed = epm_lookup_towers(resp.stub, little_endian=header.little_endian)
+                parsed |= lookup_parsed
+            # a reply known to answer ept_map or ept_lookup whose stub did not parse (not a guess
+            # at a reply whose request was not seen, which may answer another call)
+            self._counts.epm_replies_unparsed += opnum in (EPM_OPNUM_MAP, EPM_OPNUM_LOOKUP) and not parsed
             self._epm.learn_towers((int(pk.src_hi[p]), int(pk.src_lo[p])), towers, ts)

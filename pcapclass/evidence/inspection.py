@@ -55,14 +55,16 @@ class Inspector:
         self._binds = binds
         self.http_paths = http_paths
 
-    def inspect(self, payload: bytes, server_port: int, server_is_src: bool, facts: int) -> tuple[list[Verdict], bool, Preset]:
+    def inspect(self, payload: bytes, server_port: int, server_is_src: bool, facts: int) -> tuple[list[Verdict], bool, Preset, int]:
         """Verdicts of one TCP first payload (``facts``: what ``SignatureTables.facts`` says of it),
-        whether to follow the flow, and its preset: the contexts its binds name when they are
+        whether to follow the flow, its preset: the contexts its binds name when they are
         all it holds, or none for an IN channel's bare HTTP headers (a followed flow then starts
-        from them unparsed, at a PDU boundary); None when neither."""
+        from them unparsed, at a PDU boundary); None when neither; and how many of its binds
+        did not parse (``EvidenceAnomalies.dcerpc_pdus_unparsed``)."""
         preset: Preset = None
         verdicts: list[Verdict] = []
         follow = False
+        unparsed = 0
         if payload[0] == 5 and looks_like_dcerpc(payload):
             pdus = PduReassembler(resync_segments=0).feed(payload)
             whole = sum(map(len, pdus)) == len(payload)
@@ -70,9 +72,10 @@ class Inspector:
             if whole and all(pdu[2] in (PTYPE_BIND, PTYPE_ALTER_CONTEXT) for pdu in pdus):
                 preset = [c for pdu in pdus for c in self._binds.contexts(pdu)]
             for pdu in pdus:
-                v, fol = self._pdu_verdict(pdu)
+                v, fol, whole_bind = self._pdu_verdict(pdu)
                 verdicts += v
                 follow |= fol
+                unparsed += not whole_bind
             if whole and not verdicts:
                 verdicts += calls(pdus)
         elif payload.startswith(NCACN_HTTP_GREETING):
@@ -83,7 +86,9 @@ class Inspector:
             verdicts.append(Verdict("rpc-http", service, f"ncacn_http:{port}" if port > 0 else "ncacn_http", server_is_sender=1,
                                      protocol="ncacn_http", proof=proof))  # fmt: skip
             for pdu in PduReassembler(resync_segments=0).feed(payload[len(NCACN_HTTP_GREETING):]):
-                verdicts += self._pdu_verdict(pdu)[0]
+                v, _, whole_bind = self._pdu_verdict(pdu)
+                verdicts += v
+                unparsed += not whole_bind
         elif 0x21 <= payload[0] < 0x7F:
             req = parse_request_line(payload)
             if req is not None:
@@ -97,20 +102,22 @@ class Inspector:
         if facts & EHLO_MARKERS:
             verdicts.append(EXCHANGE_EHLO)
         label = facts_verdict(facts, server_port, server_is_src, any(x.protocol for x in verdicts))
-        return ([*verdicts, label] if label is not None else verdicts), follow, preset
+        return ([*verdicts, label] if label is not None else verdicts), follow, preset, unparsed
 
 
-    def _pdu_verdict(self, pdu: bytes) -> tuple[list[Verdict], bool]:
-        """Rows a stand-alone PDU gives (binds), and whether its flow is worth following."""
+    def _pdu_verdict(self, pdu: bytes) -> tuple[list[Verdict], bool, bool]:
+        """Rows a stand-alone PDU gives (binds), whether its flow is worth following, and False
+        for a bind whose context list did not parse whole."""
         ptype = pdu[2]
         if ptype in (PTYPE_BIND, PTYPE_ALTER_CONTEXT):
             out: list[Verdict] = []
             follow = False
-            for _, interface in self._binds.contexts(pdu):
+            contexts, whole = self._binds.parsed(pdu)
+            for _, interface in contexts:
                 out.append(self._binds.verdict(interface, "bind"))
                 follow |= interface in (EPM_INTERFACE, EMSMDB_INTERFACE)
-            return out, follow
-        return [], False
+            return out, follow, whole
+        return [], False, True
 
 
 def facts_verdict(facts: int, server_port: int, server_is_src: bool, protocol_known: bool) -> Verdict | None:

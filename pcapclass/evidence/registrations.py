@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..decode import Packets
+from .anomalies import EvidenceAnomalies
 
 IPPROTO_UDP = 17
 #: registrations held at most
@@ -26,7 +27,8 @@ _U64 = (1 << 64) - 1
 class PushRegistrations:
     """(callback hi, lo, port) -> {blob: ts}, with the lengths and ports met (the prefilter)."""
 
-    def __init__(self) -> None:
+    def __init__(self, counts: EvidenceAnomalies) -> None:
+        self._counts = counts
         self._by_callback: OrderedDict[tuple[int, int, int], dict[bytes, int]] = OrderedDict()
         self._lengths: set[int] = set()
         self._ports: set[int] = set()
@@ -44,7 +46,8 @@ class PushRegistrations:
         self._ports.add(callback[1])
         self._by_callback.move_to_end(key)
         while len(self._by_callback) > MAX_REGISTRATIONS:
-            self._by_callback.popitem(last=False)
+            _, blobs = self._by_callback.popitem(last=False)
+            self._counts.registrations_evicted += len(blobs)
 
     def notifications(self, data: npt.NDArray[np.uint8], pk: Packets, pay: npt.NDArray[np.intp]) -> list[int]:
         """The packets of ``pay`` (in order) that are UDP datagrams to a registered callback

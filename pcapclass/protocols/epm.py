@@ -13,8 +13,8 @@ from typing import NamedTuple
 
 from .dcerpc import align4, read_uuid
 
-__all__ = ["EpmEntry", "EpmMapRequest", "Tower", "parse_epm_lookup_response", "parse_epm_map_request", "parse_epm_map_response",
-           "parse_tower"]  # fmt: skip
+__all__ = ["EpmEntry", "EpmMapRequest", "Tower", "epm_lookup_towers", "epm_map_towers", "parse_epm_lookup_response", "parse_epm_map_request",
+           "parse_epm_map_response", "parse_tower"]  # fmt: skip
 
 # --- Endpoint mapper ------------------------------------------------------------------------
 # C706 appendix L (towers) and appendix O (ept interface); wireshark packet-dcerpc-epm.c;
@@ -166,6 +166,18 @@ def parse_epm_map_response(stub: bytes, *, little_endian: bool = True) -> list[T
     actual_count tower pointers, then each non-null tower (max_count, tower_length, octets,
     pad to 4), then status u32 (0 = ok, 0x16c9a0d6 = not registered).
     """
+    return epm_map_towers(stub, little_endian=little_endian)[0]
+
+
+def epm_map_towers(stub: bytes, *, little_endian: bool = True) -> tuple[list[Tower], bool]:
+    """``parse_epm_map_response``, and whether the stub parsed to its status (False: the
+    towers that parsed before it stopped, or none).
+
+    >>> epm_map_towers(bytes(20) + bytes(16) + bytes(4))
+    ([], True)
+    >>> epm_map_towers(bytes(30))
+    ([], False)
+    """
     order = "<" if little_endian else ">"
     towers: list[Tower] = []
     try:
@@ -173,7 +185,7 @@ def parse_epm_map_response(stub: bytes, *, little_endian: bool = True) -> list[T
         _num_towers, _max_count, _offset, actual = struct.unpack_from(order + "IIII", stub, off)
         off += 16
         if actual * 4 > len(stub) - off:
-            return []
+            return [], False
         pointers = struct.unpack_from(f"{order}{actual}I", stub, off)
         off += 4 * actual
         for ptr in pointers:
@@ -184,8 +196,8 @@ def parse_epm_map_response(stub: bytes, *, little_endian: bool = True) -> list[T
                 towers.append(tower)
         (status,) = struct.unpack_from(order + "I", stub, off)
     except struct.error:
-        return towers
-    return towers if status == 0 else []
+        return towers, False
+    return (towers if status == 0 else []), True
 
 
 def parse_epm_lookup_response(stub: bytes, *, little_endian: bool = True) -> list[EpmEntry]:
@@ -197,7 +209,17 @@ def parse_epm_lookup_response(stub: bytes, *, little_endian: bool = True) -> lis
     u32, length u32, chars incl. NUL, pad to 4); then the towers of the non-null pointers
     (max_count, tower_length, octets, pad to 4), in entry order; then status u32.
     """
-    order = "<" if little_endian else ">"
+    return _lookup_entries(stub, "<" if little_endian else ">")[0]
+
+
+def epm_lookup_towers(stub: bytes, *, little_endian: bool = True) -> tuple[list[Tower], bool]:
+    """The towers of ``parse_epm_lookup_response``'s entries, and whether the stub parsed
+    through its last entry's tower (False: those of the entries before it stopped, or none)."""
+    entries, parsed = _lookup_entries(stub, "<" if little_endian else ">")
+    return [e.tower for e in entries if e.tower is not None], parsed
+
+
+def _lookup_entries(stub: bytes, order: str) -> tuple[list[EpmEntry], bool]:
     entries: list[tuple[str, int, str]] = []
     result: list[EpmEntry] = []
     try:
@@ -205,13 +227,13 @@ def parse_epm_lookup_response(stub: bytes, *, little_endian: bool = True) -> lis
         _num, _max_count, _offset, actual = struct.unpack_from(order + "IIII", stub, off)
         off += 16
         if actual * 28 > len(stub) - off:
-            return []
+            return [], False
         for _ in range(actual):
             obj = read_uuid(stub, off, order)
             tower_ptr, _ann_offset, ann_len = struct.unpack_from(order + "III", stub, off + 16)
             off += 28
             if off + ann_len > len(stub):
-                return []
+                return [], False
             annotation = stub[off : off + ann_len].split(b"\0", 1)[0].decode("ascii", "replace")
             off = align4(off + ann_len)
             entries.append((obj, tower_ptr, annotation))
@@ -221,5 +243,5 @@ def parse_epm_lookup_response(stub: bytes, *, little_endian: bool = True) -> lis
                 tower, off = _read_tower(stub, off, order)
             result.append(EpmEntry(obj, tower, annotation))
     except struct.error:
-        return result
-    return result
+        return result, False
+    return result, True
