@@ -102,7 +102,7 @@ def test_epm_replies_and_registrations_that_do_not_parse(tmp_path: Path) -> None
                                     fx.Msg("s", reply if whole else cut(reply, 24 + 8 + 20 + 16 + 6))])  # fmt: skip
 
     def registration(k: int, whole: bool) -> object:
-        stub = fx.register_push_stub(fx.NOTIFY_BLOB, "10.0.2.40", 1054 + k)
+        stub = fx.mf.register_push_stub(fx.NOTIFY_BLOB, "10.0.2.40", 1054 + k, handle=0x11)
         return fx.Conversation(f"10.0.2.{40 + k}", 2200 + k, fx.BACKEND, 1032, "tcp", [
             fx.Msg("c", mf.dce_bind(1, fx.EMSMDB, 0, 81)), fx.Msg("s", mf.dce_bind_ack(1, "1032", 0x77)),
             fx.Msg("c", mf.dce_request(3, 4, stub if whole else stub[:40]))])  # fmt: skip
@@ -155,7 +155,7 @@ def test_learned_tables_past_their_caps(tmp_path: Path, monkeypatch: pytest.Monk
                                   fx.Msg("s", mf.ept_map_response(2, fx.EMSMDB, 0, 81, 1040 + k, fx.BACKEND))]) for k in range(5)]  # fmt: skip
     convs += [fx.Conversation(f"10.0.2.{40 + k}", 2200 + k, fx.BACKEND, 1032, "tcp", [
         fx.Msg("c", mf.dce_bind(1, fx.EMSMDB, 0, 81)), fx.Msg("s", mf.dce_bind_ack(1, "1032", 0x77)),
-        fx.Msg("c", mf.dce_request(3, 4, fx.register_push_stub(fx.NOTIFY_BLOB, f"10.0.2.{40 + k}", 1054)))]) for k in range(3)]  # fmt: skip
+        fx.Msg("c", mf.dce_request(3, 4, fx.mf.register_push_stub(fx.NOTIFY_BLOB, f"10.0.2.{40 + k}", 1054, handle=0x11)))]) for k in range(3)]  # fmt: skip
     path = capture(tmp_path / "tables.pcap", convs)
     assert counted(path) == only()
     monkeypatch.setattr(epm_module, "MAX_EPM_ENTRIES", 2)
