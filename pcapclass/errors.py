@@ -29,10 +29,25 @@ def signal_exit_code(signum: int) -> int:
 
 
 class PcapclassError(Exception):
-    """Root of every error pcapclass raises on purpose."""
+    """Root of every error pcapclass raises on purpose.
+
+    Errors pickle with their fields (file, offset, key ...), so that one raised in another
+    process (a worker reading part of a capture) reaches the caller whole.
+    """
 
     #: process exit code the CLI uses for this class of error
     exit_code: int = 1
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # the default would call the class with ``args`` alone, and the leaves' fields are keywords
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[PcapclassError], args: tuple[object, ...], state: dict[str, object]) -> PcapclassError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
 
 
 class CaptureError(PcapclassError):
