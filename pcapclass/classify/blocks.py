@@ -76,7 +76,7 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     # match (nothing outranks those two), so the candidates need the join, not the decision
     bound = np.zeros(proto.shape[0], dtype=bool)
     if rows is not None:
-        bound[rows.flow[np.isin(verdicts.kind[rows.vid], ("bind", "dcerpc", ONE_CALL))]] = True
+        bound[rows.flow[np.isin(verdicts.kind, ("bind", "dcerpc", ONE_CALL))[rows.vid]]] = True
     if not evidence.epm.empty:
         epm = epm_rows(evidence.epm, evidence.epm_expiry_ns, proto, s, recs["first_ns"])
         if len(epm):

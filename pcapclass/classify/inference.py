@@ -54,15 +54,15 @@ def server_evidence(recs: Records, s: Sides, verdicts: VerdictArrays, rows: Flow
     bind, a request), else the side orientation named the server."""
     if rows is None or not rows.flow.size:
         return merged([])
-    kind = verdicts.proof[rows.vid]
-    has = kind != ""
+    has = (verdicts.proof != "")[rows.vid]
     if not has.any():
         return merged([])
+    kind = verdicts.proof[rows.vid[has]]
     f, from_a, sis = rows.flow[has], rows.from_a[has], verdicts.server_is_sender[rows.vid[has]]
     a_is_server = np.where(sis == 1, from_a, np.where(sis == 0, ~from_a, ~s.client_is_a[f]))
     shown = pd.DataFrame({
         "hi": np.where(a_is_server, recs["a_hi"][f], recs["b_hi"][f]), "lo": np.where(a_is_server, recs["a_lo"][f], recs["b_lo"][f]),
-        "kind": kind[has], "flow": f,
+        "kind": kind, "flow": f,
     }).drop_duplicates()  # fmt: skip
     return shown.groupby(["hi", "lo", "kind"], as_index=False, sort=False).size().rename(columns={"size": "flows"})
 

@@ -35,7 +35,7 @@ def bound_ports(recs: Records, o: Sides, verdicts: VerdictArrays, f: npt.NDArray
     """What binds said of their port, as endpoint-mapper answers say it: (server, tcp, port) ->
     the interface, over the bound flow's span, for dynamic ports (a bind inside RPC over HTTP
     names the service behind the proxy, not the proxy's port)."""
-    bound = (verdicts.kind[vid] == "bind") & (o.s_port[f] >= HIGH_PORT) & ~np.isin(o.s_port[f], list(EXPECTED_PROTOCOLS))
+    bound = (verdicts.kind == "bind")[vid] & (o.s_port[f] >= HIGH_PORT) & ~np.isin(o.s_port[f], list(EXPECTED_PROTOCOLS))
     f, vid = f[bound], vid[bound]
     return pd.DataFrame({
         "server_hi": o.s_hi[f], "server_lo": o.s_lo[f], "transport": "tcp", "port": o.s_port[f].astype(np.int64),

@@ -99,7 +99,7 @@ def calls_both_ways(f: npt.NDArray[np.int64], vid: npt.NDArray[np.int64], from_a
                      n: int) -> tuple[VerdictArrays, npt.NDArray[np.int64]]:  # fmt: skip
     """A lone call PDU first in each direction of one flow is a DCE/RPC connection seen
     mid-stream: those rows become ``dcerpc`` verdicts (the others stay as they are)."""
-    one = verdicts.kind[vid] == ONE_CALL
+    one = (verdicts.kind == ONE_CALL)[vid]
     if not one.any():
         return verdicts, vid
     sides = np.zeros((n, 2), dtype=bool)
