@@ -48,36 +48,57 @@ def bound_ports(recs: Records, o: Sides, verdicts: VerdictArrays, f: npt.NDArray
 def epm_rows(learned: pd.DataFrame, expiry_ns: int, proto: npt.NDArray[np.int64], o: Sides, first_ns: npt.NDArray[np.int64],
               among: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame:  # fmt: skip
     """Flows (``among`` them) to a port an endpoint-mapper reply (or a bind elsewhere,
-    ``bound_ports``) named, within the expiry of that answer, either side."""
-    s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
+    ``bound_ports``) named, within the expiry of that answer, either side: per flow, the answer
+    nearest in time (the first learned among equals).
+
+    The join runs on a hash of (server, port, transport), sorted once per call; each pair it
+    finds is then compared field by field, so a collision joins nothing."""
     if learned.empty:
         return pd.DataFrame(columns=_EPM_ROWS)
+    l_hi, l_lo = learned["server_hi"].to_numpy(np.uint64), learned["server_lo"].to_numpy(np.uint64)
+    l_port, l_udp = learned["port"].to_numpy(np.int64), (learned["transport"] == "udp").to_numpy(bool)
     # only flows to a port some answer handed out can match: the join runs on those alone
-    candidates = ((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & (among if among is not None else True)
-    ported = np.flatnonzero(candidates & np.isin(s_port, learned["port"].to_numpy(np.int64)))
-    if not ported.size:
+    handed_out = np.zeros(65536, dtype=bool)
+    handed_out[l_port] = True
+    flows = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & (among if among is not None else True) & handed_out[o.s_port])
+    hi, lo, port, udp = o.s_hi[flows], o.s_lo[flows], o.s_port[flows].astype(np.int64), proto[flows] == IPPROTO_UDP
+    l_key = _endpoint_key(l_hi, l_lo, l_port, l_udp)
+    by_key = np.argsort(l_key, kind="stable")
+    sorted_key, key = l_key[by_key], _endpoint_key(hi, lo, port, udp)
+    first = np.searchsorted(sorted_key, key, side="left")
+    count = np.searchsorted(sorted_key, key, side="right") - first
+    # every (flow, learned row) pair with the same key, the learned rows in their order
+    pf = np.repeat(np.arange(flows.size), count)
+    pl = by_key[np.repeat(first - np.cumsum(count) + count, count) + np.arange(pf.size)]
+    same = (l_hi[pl] == hi[pf]) & (l_lo[pl] == lo[pf]) & (l_port[pl] == port[pf]) & (l_udp[pl] == udp[pf]) & (l_udp | (learned["transport"] == "tcp").to_numpy(bool))[pl]
+    pf, pl = pf[same], pl[same]
+    if not pf.size:
         return pd.DataFrame(columns=_EPM_ROWS)
-    flows = pd.DataFrame({
-        "flow": ported, "server_hi": s_hi[ported], "server_lo": s_lo[ported], "port": s_port[ported].astype(np.int64),
-        "transport": np.where(proto[ported] == IPPROTO_TCP, "tcp", "udp"), "flow_ns": first_ns[ported],
-    })  # fmt: skip
-    m = flows.merge(learned, on=["server_hi", "server_lo", "port", "transport"], how="inner")
-    if m.empty:
-        return pd.DataFrame(columns=_EPM_ROWS)
-    return _nearest_epm(m, expiry_ns)
-
-
-def _nearest_epm(m: pd.DataFrame, expiry_ns: int) -> pd.DataFrame:
-    """Per flow, the learned mapping nearest in time, if within the expiry either side."""
-    at, first, last = m["flow_ns"].to_numpy(), m["first_ns"].to_numpy(), m["last_ns"].to_numpy()
-    gap = np.maximum(first - at, 0) + np.maximum(at - last, 0)
-    m = m.assign(gap=gap)[gap <= expiry_ns].sort_values(["flow", "gap"], kind="stable").drop_duplicates("flow")
+    at = first_ns[flows[pf]]
+    gap = np.maximum(learned["first_ns"].to_numpy(np.int64)[pl] - at, 0) + np.maximum(at - learned["last_ns"].to_numpy(np.int64)[pl], 0)
+    near = gap <= expiry_ns
+    pf, pl, gap = pf[near], pl[near], gap[near]
+    order = np.lexsort((pl, gap, pf))
+    pf, pl = pf[order], pl[order]
+    nearest = np.r_[True, pf[1:] != pf[:-1]] if pf.size else np.zeros(0, bool)
+    f, row = flows[pf[nearest]], pl[nearest]
+    taken = learned.take(row)
+    service = taken["service"].to_numpy(dtype=object)
     return pd.DataFrame({
-        "flow": m["flow"].to_numpy(), "kind": np.where(m["service"].to_numpy() != "", "epm", INTERFACE_ONLY).astype(object),
-        "service": m["service"].to_numpy(dtype=object),
-        "detail": m["detail"].fillna("").to_numpy(dtype=object) if "detail" in m else np.full(len(m), "", dtype=object),
-        "rpc_interface": m["rpc_interface"].to_numpy(dtype=object), "rpc_interface_name": m["rpc_interface_name"].to_numpy(dtype=object),
+        "flow": f, "kind": np.where(service != "", "epm", INTERFACE_ONLY).astype(object), "service": service,
+        "detail": taken["detail"].fillna("").to_numpy(dtype=object) if "detail" in taken else np.full(row.size, "", dtype=object),
+        "rpc_interface": taken["rpc_interface"].to_numpy(dtype=object),
+        "rpc_interface_name": taken["rpc_interface_name"].to_numpy(dtype=object),
     })  # fmt: skip
+
+
+def _endpoint_key(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], port: npt.NDArray[np.int64],
+                  udp: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint64]:  # fmt: skip
+    """A 64-bit hash of each (address, port, transport): equal endpoints, equal keys."""
+    with np.errstate(over="ignore"):
+        key: npt.NDArray[np.uint64] = (hi.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ lo.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+                ^ ((port.astype(np.uint64) << np.uint64(1)) | udp.astype(np.uint64)) * np.uint64(0x165667B19E3779F9))  # fmt: skip
+    return key
 
 
 def notification_heuristic(
