@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import schema
 from .accounting import CaptureCounts, capture_row
-from .addresses import Network
+from .addresses import Network, RowSet
 from .classify import (
     Servers,
     Shared,
@@ -190,7 +190,7 @@ def _shared(g: Gathered, c: Criteria) -> Shared:
         shared.known, shared.servers = infer_servers(merged(shown), c.server_rules)
     if g.evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
         candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
-        shared.sessions = rpc_sessions_among(candidates, c.networks, shared.known)
+        shared.sessions = RowSet(rpc_sessions_among(candidates, c.networks, shared.known))
     return shared
 
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..addresses import RowSet
 from ..evidence import ONE_CALL, Evidence
 from ..flows import FlowRows, Records
 from ..tables.services import PortLookup
@@ -34,7 +35,8 @@ class Shared:
     known: pd.MultiIndex | None = None
     #: ``known`` as listed in the outputs (formatted once)
     servers: Servers | None = None
-    sessions: pd.MultiIndex | None = None
+    #: (client, server) pairs of ``rpc_sessions_among``, ready for every block's lookups
+    sessions: RowSet | None = None
     #: what binds said of their ports, in every block (``bound_ports``)
     bound: pd.DataFrame | None = None
 

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..addresses import rows_in
+from ..addresses import RowSet
 from ..evidence import INTERFACE_ONLY
 from ..flows import Records
 from ..protocols.signatures import EXPECTED_PROTOCOLS
@@ -102,7 +102,7 @@ def _endpoint_key(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], port: 
 
 
 def notification_heuristic(
-    ev: npt.NDArray[np.int64], proto: npt.NDArray[np.int64], o: Oriented, sessions: pd.MultiIndex | None = None,
+    ev: npt.NDArray[np.int64], proto: npt.NDArray[np.int64], o: Oriented, sessions: RowSet | None = None,
     timed: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
     """UDP from an Exchange server's high port to a high port of a host holding an RPC session
@@ -111,7 +111,7 @@ def notification_heuristic(
     ``notification_timing``): a new-mail notification (docs/exchange-wire-facts.md §6), when
     nothing better decided the flow. Returns those flows."""
     if sessions is None:
-        sessions = rpc_sessions(proto, o, (ev == EV["bind"]) | (ev == EV["epm"]) | (ev == EV["dcerpc"]), o.server_ex)
+        sessions = RowSet(rpc_sessions(proto, o, (ev == EV["bind"]) | (ev == EV["epm"]) | (ev == EV["dcerpc"]), o.server_ex))
     c_hi, c_lo, c_port = o.c_hi, o.c_lo, o.c_port
     s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
     client_ex, server_ex = o.client_ex, o.server_ex
@@ -123,7 +123,7 @@ def notification_heuristic(
     ex_c = client_ex[cand]
     pairs = [np.where(ex_c, s_hi[cand], c_hi[cand]), np.where(ex_c, s_lo[cand], c_lo[cand]),
              np.where(ex_c, c_hi[cand], s_hi[cand]), np.where(ex_c, c_lo[cand], s_lo[cand])]  # fmt: skip
-    return cand[rows_in(pairs, sessions) | in_time]
+    return cand[sessions.contains(pairs) | in_time]
 
 
 def rpc_sessions(proto: npt.NDArray[np.int64], s: Sides, bound_or_mapped: npt.NDArray[np.bool_],
