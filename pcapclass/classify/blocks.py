@@ -19,7 +19,7 @@ from ..flows import FlowRows, Records
 from ..tables.services import PortLookup
 from .inference import Servers, server_evidence
 from .orientation import sides, transport_index
-from .rpc_ports import bound_ports, epm_rows, rpc_sessions
+from .rpc_ports import Answers, bound_ports, epm_rows, rpc_sessions
 from .verdicts import VerdictArrays, agreeing, flow_rows
 
 
@@ -37,8 +37,8 @@ class Shared:
     servers: Servers | None = None
     #: (client, server) pairs of ``rpc_sessions_among``, ready for every block's lookups
     sessions: RowSet | None = None
-    #: what binds said of their ports, in every block (``bound_ports``)
-    bound: pd.DataFrame | None = None
+    #: what binds said of their ports, in every block (``bound_ports``), ready to join
+    bound: Answers | None = None
 
 
 class BlockFacts(NamedTuple):
@@ -80,7 +80,7 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     if rows is not None:
         bound[rows.flow[np.isin(verdicts.kind, ("bind", "dcerpc", ONE_CALL))[rows.vid]]] = True
     if not evidence.epm.empty:
-        epm = epm_rows(evidence.epm, evidence.epm_expiry_ns, proto, s, recs["first_ns"])
+        epm = epm_rows(Answers(evidence.epm), evidence.epm_expiry_ns, proto, s, recs["first_ns"])
         if len(epm):
             bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
     return BlockFacts(shown, rpc_sessions(proto, s, bound), bound_here)

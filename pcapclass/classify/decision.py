@@ -31,7 +31,7 @@ from ..flows import FlowRows, Records
 from ..tables.services import PortLookup
 from .blocks import Shared
 from .orientation import Oriented
-from .rpc_ports import bound_ports, epm_rows, notification_heuristic
+from .rpc_ports import Answers, bound_ports, epm_rows, notification_heuristic
 from .verdicts import EV, EVIDENCE_NAMES, VerdictArrays, agreeing, calls_both_ways
 
 
@@ -152,11 +152,11 @@ def decide(b: DecisionInput) -> _Decided:
     verdicts, vid = calls_both_ways(f, vid, from_a, verdicts, n)
     flows, vids = [f], [vid]
     if evidence is not None:
-        bound = shared.bound if shared is not None and shared.bound is not None else bound_ports(recs, o, verdicts, f, vid)
+        bound = shared.bound if shared is not None and shared.bound is not None else Answers(bound_ports(recs, o, verdicts, f, vid))
         # what a bind elsewhere said matters only to connections that did not bind themselves
         unbound = np.ones(n, dtype=bool)
         unbound[f[(verdicts.kind == "bind")[vid]]] = False
-        epm = pd.concat([epm_rows(evidence.epm, evidence.epm_expiry_ns, proto, o, recs["first_ns"]),
+        epm = pd.concat([epm_rows(Answers(evidence.epm), evidence.epm_expiry_ns, proto, o, recs["first_ns"]),
                          epm_rows(bound, evidence.epm_expiry_ns, proto, o, recs["first_ns"], among=unbound)], ignore_index=True)
         if len(epm):
             verdicts, epm_vids = verdicts.extend(epm)

@@ -45,44 +45,61 @@ def bound_ports(recs: Records, o: Sides, verdicts: VerdictArrays, f: npt.NDArray
     })  # fmt: skip
 
 
-def epm_rows(learned: pd.DataFrame, expiry_ns: int, proto: npt.NDArray[np.int64], o: Sides, first_ns: npt.NDArray[np.int64],
-              among: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame:  # fmt: skip
-    """Flows (``among`` them) to a port an endpoint-mapper reply (or a bind elsewhere,
-    ``bound_ports``) named, within the expiry of that answer, either side: per flow, the answer
-    nearest in time (the first learned among equals).
+class Answers:
+    """What endpoint-mapper replies (or binds elsewhere, ``bound_ports``) said: (server,
+    transport, port) -> interface over a span, made ready once for the flows of many blocks to
+    be joined to them (``epm_rows``).
 
-    The join runs on a hash of (server, port, transport), sorted once per call; each pair it
-    finds is then compared field by field, so a collision joins nothing."""
-    if learned.empty:
+    The join runs on a hash of (server, port, transport), sorted here; each pair it finds is
+    then compared field by field, so a collision joins nothing."""
+
+    def __init__(self, learned: pd.DataFrame) -> None:
+        self.table = learned
+        self.hi, self.lo = learned["server_hi"].to_numpy(np.uint64), learned["server_lo"].to_numpy(np.uint64)
+        self.port, self.udp = learned["port"].to_numpy(np.int64), (learned["transport"] == "udp").to_numpy(bool)
+        #: a transport flows have (an answer for another never joins)
+        self.ip = self.udp | (learned["transport"] == "tcp").to_numpy(bool)
+        self.first_ns, self.last_ns = learned["first_ns"].to_numpy(np.int64), learned["last_ns"].to_numpy(np.int64)
+        self.handed_out = np.zeros(65536, dtype=bool)
+        self.handed_out[self.port] = True
+        key = _endpoint_key(self.hi, self.lo, self.port, self.udp)
+        self.by_key = np.argsort(key, kind="stable")
+        self.sorted_key = key[self.by_key]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def epm_rows(learned: Answers, expiry_ns: int, proto: npt.NDArray[np.int64], o: Sides, first_ns: npt.NDArray[np.int64],
+              among: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame:  # fmt: skip
+    """Flows (``among`` them) to a port an endpoint-mapper reply (or a bind elsewhere) named,
+    within the expiry of that answer, either side: per flow, the answer nearest in time (the
+    first learned among equals)."""
+    if not len(learned):
         return pd.DataFrame(columns=_EPM_ROWS)
-    l_hi, l_lo = learned["server_hi"].to_numpy(np.uint64), learned["server_lo"].to_numpy(np.uint64)
-    l_port, l_udp = learned["port"].to_numpy(np.int64), (learned["transport"] == "udp").to_numpy(bool)
     # only flows to a port some answer handed out can match: the join runs on those alone
-    handed_out = np.zeros(65536, dtype=bool)
-    handed_out[l_port] = True
-    flows = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & (among if among is not None else True) & handed_out[o.s_port])
+    flows = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & (among if among is not None else True)
+                           & learned.handed_out[o.s_port])  # fmt: skip
     hi, lo, port, udp = o.s_hi[flows], o.s_lo[flows], o.s_port[flows].astype(np.int64), proto[flows] == IPPROTO_UDP
-    l_key = _endpoint_key(l_hi, l_lo, l_port, l_udp)
-    by_key = np.argsort(l_key, kind="stable")
-    sorted_key, key = l_key[by_key], _endpoint_key(hi, lo, port, udp)
-    first = np.searchsorted(sorted_key, key, side="left")
-    count = np.searchsorted(sorted_key, key, side="right") - first
+    key = _endpoint_key(hi, lo, port, udp)
+    first = np.searchsorted(learned.sorted_key, key, side="left")
+    count = np.searchsorted(learned.sorted_key, key, side="right") - first
     # every (flow, learned row) pair with the same key, the learned rows in their order
     pf = np.repeat(np.arange(flows.size), count)
-    pl = by_key[np.repeat(first - np.cumsum(count) + count, count) + np.arange(pf.size)]
-    same = (l_hi[pl] == hi[pf]) & (l_lo[pl] == lo[pf]) & (l_port[pl] == port[pf]) & (l_udp[pl] == udp[pf]) & (l_udp | (learned["transport"] == "tcp").to_numpy(bool))[pl]
+    pl = learned.by_key[np.repeat(first - np.cumsum(count) + count, count) + np.arange(pf.size)]
+    same = (learned.hi[pl] == hi[pf]) & (learned.lo[pl] == lo[pf]) & (learned.port[pl] == port[pf]) & (learned.udp[pl] == udp[pf]) & learned.ip[pl]
     pf, pl = pf[same], pl[same]
     if not pf.size:
         return pd.DataFrame(columns=_EPM_ROWS)
     at = first_ns[flows[pf]]
-    gap = np.maximum(learned["first_ns"].to_numpy(np.int64)[pl] - at, 0) + np.maximum(at - learned["last_ns"].to_numpy(np.int64)[pl], 0)
+    gap = np.maximum(learned.first_ns[pl] - at, 0) + np.maximum(at - learned.last_ns[pl], 0)
     near = gap <= expiry_ns
     pf, pl, gap = pf[near], pl[near], gap[near]
     order = np.lexsort((pl, gap, pf))
     pf, pl = pf[order], pl[order]
     nearest = np.r_[True, pf[1:] != pf[:-1]] if pf.size else np.zeros(0, bool)
     f, row = flows[pf[nearest]], pl[nearest]
-    taken = learned.take(row)
+    taken = learned.table.take(row)
     service = taken["service"].to_numpy(dtype=object)
     return pd.DataFrame({
         "flow": f, "kind": np.where(service != "", "epm", INTERFACE_ONLY).astype(object), "service": service,
