@@ -72,37 +72,55 @@ def _mix(cols: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
 
 def rows_in(cols: Sequence[npt.NDArray[np.uint64]], table: pd.MultiIndex) -> npt.NDArray[np.bool_]:
     """Whether each row of ``cols`` (uint64 columns of equal length, one per level) is one of
-    ``table``'s entries: exact membership of addresses or address pairs.
+    ``table``'s entries: exact membership of addresses or address pairs (``RowSet``)."""
+    return RowSet(table).contains(cols)
+
+
+class RowSet:
+    """The entries of a table of addresses or address pairs (a MultiIndex of uint64 levels),
+    made ready once for the rows of many blocks to be looked up in it.
 
     Why not ``MultiIndex.isin``: it factorizes every level of the rows looked up, a hash table
     per level. Here a 64-bit mix of each row finds the table's entries with the same mix (one
-    hash table, of the table's distinct mixes), and the columns themselves decide, so that a
-    collision of mixes costs a comparison, never a wrong answer.
+    hash table, of the table's distinct mixes, built at the first lookup and kept), and the
+    columns themselves decide, so that a collision of mixes costs a comparison, never a wrong
+    answer.
     """
-    n = cols[0].shape[0]
-    found = np.zeros(n, dtype=bool)
-    if not len(table) or not n:
+
+    def __init__(self, table: pd.MultiIndex) -> None:
+        levels = [np.asarray(table.get_level_values(i), dtype=np.uint64) for i in range(table.nlevels)] if len(table) else []
+        t_mix = _mix(levels) if levels else np.zeros(0, np.uint64)
+        order = np.argsort(t_mix)
+        self._mix, self._levels = t_mix[order], [level[order] for level in levels]
+        # where each distinct mix first stands in the table
+        self._first = np.flatnonzero(np.concatenate(([True], self._mix[1:] != self._mix[:-1]))) if t_mix.size else np.zeros(0, np.int64)
+        self._index = pd.Index(self._mix[self._first], copy=False)
+
+    def __len__(self) -> int:
+        return int(self._mix.size)
+
+    def contains(self, cols: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.bool_]:
+        """Whether each row of ``cols`` (one column per level) is an entry."""
+        n = cols[0].shape[0]
+        found = np.zeros(n, dtype=bool)
+        if not self._mix.size or not n:
+            return found
+        t_mix, levels = self._mix, self._levels
+        # where each row's mix first stands in the table, found by hashing (a binary search per
+        # row cost four times as much); the table's size where it does not
+        mix = _mix(cols)
+        where = self._index.get_indexer(mix)  # type: ignore[arg-type]  # pandas takes an array; its stubs want an Index
+        at = np.where(where >= 0, self._first[where], t_mix.size)
+        idx = np.arange(n)
+        while idx.size:  # a row tries each entry of its mix in turn (one, but for a collision)
+            keep = at < t_mix.size
+            idx, at = idx[keep], at[keep]
+            keep = t_mix[at] == mix[idx]
+            idx, at = idx[keep], at[keep]
+            same = np.logical_and.reduce([level[at] == c[idx] for level, c in zip(levels, cols)])
+            found[idx[same]] = True
+            idx, at = idx[~same], at[~same] + 1
         return found
-    levels = [np.asarray(table.get_level_values(i), dtype=np.uint64) for i in range(len(cols))]
-    t_mix = _mix(levels)
-    order = np.argsort(t_mix)
-    t_mix, levels = t_mix[order], [level[order] for level in levels]
-    # where each row's mix first stands in the table, found by hashing (a binary search per
-    # row cost four times as much); the table's size where it does not
-    first = np.flatnonzero(np.concatenate(([True], t_mix[1:] != t_mix[:-1])))
-    mix = _mix(cols)
-    where = pd.Index(t_mix[first], copy=False).get_indexer(mix)  # type: ignore[arg-type]  # pandas takes an array; its stubs want an Index
-    at = np.where(where >= 0, first[where], t_mix.size)
-    idx = np.arange(n)
-    while idx.size:  # a row tries each entry of its mix in turn (one, but for a collision)
-        keep = at < t_mix.size
-        idx, at = idx[keep], at[keep]
-        keep = t_mix[at] == mix[idx]
-        idx, at = idx[keep], at[keep]
-        same = np.logical_and.reduce([level[at] == c[idx] for level, c in zip(levels, cols)])
-        found[idx[same]] = True
-        idx, at = idx[~same], at[~same] + 1
-    return found
 
 
 def format_addresses(

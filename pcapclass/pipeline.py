@@ -19,8 +19,9 @@ import pandas as pd
 
 from . import schema
 from .accounting import CaptureCounts, capture_row
-from .addresses import Network
+from .addresses import Network, RowSet
 from .classify import (
+    Answers,
     Servers,
     Shared,
     block_facts,
@@ -185,12 +186,12 @@ def _shared(g: Gathered, c: Criteria) -> Shared:
         shown += [facts.shown] if facts.shown is not None else []
         pairs += [facts.candidates] if facts.candidates is not None and len(facts.candidates) else []
         bound += [facts.bound] if len(facts.bound) else []
-    shared.bound = pd.concat(bound, ignore_index=True) if bound else None
+    shared.bound = Answers(pd.concat(bound, ignore_index=True)) if bound else None
     if not c.networks:
         shared.known, shared.servers = infer_servers(merged(shown), c.server_rules)
     if g.evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
         candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
-        shared.sessions = rpc_sessions_among(candidates, c.networks, shared.known)
+        shared.sessions = RowSet(rpc_sessions_among(candidates, c.networks, shared.known))
     return shared
 
 

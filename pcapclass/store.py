@@ -80,9 +80,10 @@ class FlowStore:
         if len(recs) <= self.spill_flows:
             yield recs, index, rows
             return
-        for start in range(0, len(recs), self.spill_flows):
+        starts = range(0, len(recs), self.spill_flows)
+        for start, block_rows in zip(starts, rows.blocks(self.spill_flows, len(starts)), strict=True):
             stop = start + self.spill_flows
-            yield Records(recs.cols[:, start:stop]), index[start:stop], rows.block(start, stop)
+            yield Records(recs.cols[:, start:stop]), index[start:stop], block_rows
 
     def _sorted(self) -> tuple[Records, npt.NDArray[np.int64], FlowRows]:
         """The flows in memory, joined, by capture then first packet, with their evidence rows

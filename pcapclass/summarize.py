@@ -49,18 +49,12 @@ def partial_breakdown(flows: pd.DataFrame, by: Sequence[str] = DEFAULT_BY) -> pd
     keys = list(by)
     if flows.empty:
         return empty_breakdown(keys)
-    flows = flows.assign(_mismatch=(flows["evidence"] == "port-mismatch").astype(np.int64))
-    grouped = flows.groupby(keys, sort=False, dropna=False, observed=True)
-    out = grouped.agg(
-        flows=("packets_c2s", "size"),
-        port_mismatch_flows=("_mismatch", "sum"),
-        packets_c2s=("packets_c2s", "sum"),
-        bytes_c2s=("bytes_c2s", "sum"),
-        packets_s2c=("packets_s2c", "sum"),
-        bytes_s2c=("bytes_s2c", "sum"),
-        first_ts=("first_ts", "min"),
-        last_ts=("last_ts", "max"),
-    ).reset_index()
+    sums = ["packets_c2s", "bytes_c2s", "packets_s2c", "bytes_s2c"]
+    mismatch = (flows["evidence"] == "port-mismatch").astype(np.int64).rename("port_mismatch_flows")
+    # one sum over the count columns, not a named aggregation per column
+    grouped = pd.concat([flows[[*keys, *sums, "first_ts", "last_ts"]], mismatch], axis=1).groupby(keys, sort=False, dropna=False, observed=True)
+    out = pd.concat([grouped.size().rename("flows"), grouped[["port_mismatch_flows", *sums]].sum(), grouped["first_ts"].min(),
+                     grouped["last_ts"].max()], axis=1).reset_index()  # fmt: skip
     out["packets"] = out["packets_c2s"] + out["packets_s2c"]
     out["bytes"] = out["bytes_c2s"] + out["bytes_s2c"]
     return out

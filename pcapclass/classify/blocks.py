@@ -13,12 +13,13 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from ..addresses import RowSet
 from ..evidence import ONE_CALL, Evidence
 from ..flows import FlowRows, Records
 from ..tables.services import PortLookup
 from .inference import Servers, server_evidence
 from .orientation import sides, transport_index
-from .rpc_ports import bound_ports, epm_rows, rpc_sessions
+from .rpc_ports import Answers, bound_ports, epm_rows, rpc_sessions
 from .verdicts import VerdictArrays, agreeing, flow_rows
 
 
@@ -34,9 +35,10 @@ class Shared:
     known: pd.MultiIndex | None = None
     #: ``known`` as listed in the outputs (formatted once)
     servers: Servers | None = None
-    sessions: pd.MultiIndex | None = None
-    #: what binds said of their ports, in every block (``bound_ports``)
-    bound: pd.DataFrame | None = None
+    #: (client, server) pairs of ``rpc_sessions_among``, ready for every block's lookups
+    sessions: RowSet | None = None
+    #: what binds said of their ports, in every block (``bound_ports``), ready to join
+    bound: Answers | None = None
 
 
 class BlockFacts(NamedTuple):
@@ -76,9 +78,9 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     # match (nothing outranks those two), so the candidates need the join, not the decision
     bound = np.zeros(proto.shape[0], dtype=bool)
     if rows is not None:
-        bound[rows.flow[np.isin(verdicts.kind[rows.vid], ("bind", "dcerpc", ONE_CALL))]] = True
+        bound[rows.flow[np.isin(verdicts.kind, ("bind", "dcerpc", ONE_CALL))[rows.vid]]] = True
     if not evidence.epm.empty:
-        epm = epm_rows(evidence.epm, evidence.epm_expiry_ns, proto, s, recs["first_ns"])
+        epm = epm_rows(Answers(evidence.epm), evidence.epm_expiry_ns, proto, s, recs["first_ns"])
         if len(epm):
             bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
     return BlockFacts(shown, rpc_sessions(proto, s, bound), bound_here)

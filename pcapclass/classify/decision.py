@@ -31,7 +31,7 @@ from ..flows import FlowRows, Records
 from ..tables.services import PortLookup
 from .blocks import Shared
 from .orientation import Oriented
-from .rpc_ports import bound_ports, epm_rows, notification_heuristic
+from .rpc_ports import Answers, bound_ports, epm_rows, notification_heuristic
 from .verdicts import EV, EVIDENCE_NAMES, VerdictArrays, agreeing, calls_both_ways
 
 
@@ -152,11 +152,11 @@ def decide(b: DecisionInput) -> _Decided:
     verdicts, vid = calls_both_ways(f, vid, from_a, verdicts, n)
     flows, vids = [f], [vid]
     if evidence is not None:
-        bound = shared.bound if shared is not None and shared.bound is not None else bound_ports(recs, o, verdicts, f, vid)
+        bound = shared.bound if shared is not None and shared.bound is not None else Answers(bound_ports(recs, o, verdicts, f, vid))
         # what a bind elsewhere said matters only to connections that did not bind themselves
         unbound = np.ones(n, dtype=bool)
-        unbound[f[verdicts.kind[vid] == "bind"]] = False
-        epm = pd.concat([epm_rows(evidence.epm, evidence.epm_expiry_ns, proto, o, recs["first_ns"]),
+        unbound[f[(verdicts.kind == "bind")[vid]]] = False
+        epm = pd.concat([epm_rows(Answers(evidence.epm), evidence.epm_expiry_ns, proto, o, recs["first_ns"]),
                          epm_rows(bound, evidence.epm_expiry_ns, proto, o, recs["first_ns"], among=unbound)], ignore_index=True)
         if len(epm):
             verdicts, epm_vids = verdicts.extend(epm)
@@ -188,24 +188,24 @@ def decide(b: DecisionInput) -> _Decided:
         # rank, then proof, then the order rows came in (rows number below 2**32 in a block)
         strength = (((rank_of[vid] << 1) | proof_of[vid]) << 32) | np.arange(f.size, dtype=np.int64)
         # the interface: the strongest row naming one
-        w, r = _strongest(n, f, strength, verdicts.iface[vid] != "")
+        w, r = _strongest(n, f, strength, (verdicts.iface != "")[vid])
         iface[w] = vid[r] + 1
         no_service = blank_of[vid] & ~mismatch_of[vid]
-        w, r = _strongest(n, f, strength, verdicts.protocol[vid] != "")
+        w, r = _strongest(n, f, strength, (verdicts.protocol != "")[vid])
         protocol[w] = vid[r] + 1
         # the server name: the detail of the first server-name row (the client's first payload)
         w, r = _strongest(n, f, strength, (kinds == SERVER_NAME)[vid])
         server_name[w] = vid[r] + 1
         w, r = _strongest(n, f, strength, (kinds == CERT_SUBJECT)[vid])
         cert_subject[w] = vid[r] + 1
-        proven = np.isin(verdicts.proof[vid], list(conclusive))
+        proven = np.isin(verdicts.proof, list(conclusive))[vid]
         w, r = _strongest(n, f, strength, decisive_of[vid] & (~no_service | has_port[f] | (dcerpc_of[vid] & (rpc_code[f] > 0)))
                           & (exchange_end[f] | proven))  # fmt: skip
         # a greeting's service yields to the rules' service of its port unless the port's
         # protocol is contradicted: it confirms the protocol family (a site's SMTP relay port)
         mismatched = np.zeros(n, dtype=bool)
         mismatched[f[mismatch_of[vid]]] = True
-        confirms = (kinds[vid[r]] == "signature") & np.isin(verdicts.service[vid[r]], _TEXT_SERVICES) & has_port[w] & ~mismatched[w]
+        confirms = ((kinds == "signature") & np.isin(verdicts.service, _TEXT_SERVICES))[vid[r]] & has_port[w] & ~mismatched[w]
         service[w] = np.where(blank_of[vid[r]] | confirms, np.where(dcerpc_of[vid[r]], rpc_code[w], port_code[w]), ids + vid[r])
         ev[w] = kind_code[vid[r]]
         detail[w] = vid[r] + 1
@@ -216,7 +216,7 @@ def decide(b: DecisionInput) -> _Decided:
     if evidence is not None:
         timed = np.zeros(n, dtype=bool)
         if flows:
-            timed[f[verdicts.kind[vid] == TIMED_NOTIFICATION]] = True
+            timed[f[(verdicts.kind == TIMED_NOTIFICATION)[vid]]] = True
         hit = notification_heuristic(ev, proto, o, shared.sessions if shared is not None else None, timed)
         service[hit], ev[hit], detail[hit] = ids + v, EV["heuristic"], v + 1
     return _Decided(service, service_names, ev, detail, detail_names, iface,

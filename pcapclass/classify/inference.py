@@ -54,17 +54,24 @@ def server_evidence(recs: Records, s: Sides, verdicts: VerdictArrays, rows: Flow
     bind, a request), else the side orientation named the server."""
     if rows is None or not rows.flow.size:
         return merged([])
-    kind = verdicts.proof[rows.vid]
-    has = kind != ""
+    has = (verdicts.proof != "")[rows.vid]
     if not has.any():
         return merged([])
+    kinds, kind_of = np.unique(verdicts.proof, return_inverse=True)
     f, from_a, sis = rows.flow[has], rows.from_a[has], verdicts.server_is_sender[rows.vid[has]]
+    kind = kind_of.reshape(-1)[rows.vid[has]]
     a_is_server = np.where(sis == 1, from_a, np.where(sis == 0, ~from_a, ~s.client_is_a[f]))
-    shown = pd.DataFrame({
-        "hi": np.where(a_is_server, recs["a_hi"][f], recs["b_hi"][f]), "lo": np.where(a_is_server, recs["a_lo"][f], recs["b_lo"][f]),
-        "kind": kind[has], "flow": f,
-    }).drop_duplicates()  # fmt: skip
-    return shown.groupby(["hi", "lo", "kind"], as_index=False, sort=False).size().rename(columns={"size": "flows"})
+    hi, lo = np.where(a_is_server, recs["a_hi"][f], recs["b_hi"][f]), np.where(a_is_server, recs["a_lo"][f], recs["b_lo"][f])
+    # per (host, kind), its distinct flows; hosts and kinds in the order the rows first show them
+    order = np.lexsort((f, kind, lo, hi))
+    hi, lo, kind, f = hi[order], lo[order], kind[order], f[order]
+    group = np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (kind[1:] != kind[:-1])]
+    distinct = group | np.r_[True, f[1:] != f[:-1]]
+    start = np.flatnonzero(group)
+    flows = np.add.reduceat(distinct.astype(np.int64), start)
+    shown = np.argsort(np.minimum.reduceat(order, start), kind="stable")
+    at = start[shown]
+    return pd.DataFrame({"hi": hi[at], "lo": lo[at], "kind": kinds[kind[at]], "flows": flows[shown]})
 
 
 def epm_evidence(evidence: Evidence | None) -> pd.DataFrame:

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..addresses import rows_in
+from ..addresses import RowSet
 from ..evidence import INTERFACE_ONLY
 from ..flows import Records
 from ..protocols.signatures import EXPECTED_PROTOCOLS
@@ -35,7 +35,7 @@ def bound_ports(recs: Records, o: Sides, verdicts: VerdictArrays, f: npt.NDArray
     """What binds said of their port, as endpoint-mapper answers say it: (server, tcp, port) ->
     the interface, over the bound flow's span, for dynamic ports (a bind inside RPC over HTTP
     names the service behind the proxy, not the proxy's port)."""
-    bound = (verdicts.kind[vid] == "bind") & (o.s_port[f] >= HIGH_PORT) & ~np.isin(o.s_port[f], list(EXPECTED_PROTOCOLS))
+    bound = (verdicts.kind == "bind")[vid] & (o.s_port[f] >= HIGH_PORT) & ~np.isin(o.s_port[f], list(EXPECTED_PROTOCOLS))
     f, vid = f[bound], vid[bound]
     return pd.DataFrame({
         "server_hi": o.s_hi[f], "server_lo": o.s_lo[f], "transport": "tcp", "port": o.s_port[f].astype(np.int64),
@@ -45,43 +45,81 @@ def bound_ports(recs: Records, o: Sides, verdicts: VerdictArrays, f: npt.NDArray
     })  # fmt: skip
 
 
-def epm_rows(learned: pd.DataFrame, expiry_ns: int, proto: npt.NDArray[np.int64], o: Sides, first_ns: npt.NDArray[np.int64],
+class Answers:
+    """What endpoint-mapper replies (or binds elsewhere, ``bound_ports``) said: (server,
+    transport, port) -> interface over a span, made ready once for the flows of many blocks to
+    be joined to them (``epm_rows``).
+
+    The join runs on a hash of (server, port, transport), sorted here; each pair it finds is
+    then compared field by field, so a collision joins nothing."""
+
+    def __init__(self, learned: pd.DataFrame) -> None:
+        self.table = learned
+        self.hi, self.lo = learned["server_hi"].to_numpy(np.uint64), learned["server_lo"].to_numpy(np.uint64)
+        self.port, self.udp = learned["port"].to_numpy(np.int64), (learned["transport"] == "udp").to_numpy(bool)
+        #: a transport flows have (an answer for another never joins)
+        self.ip = self.udp | (learned["transport"] == "tcp").to_numpy(bool)
+        self.first_ns, self.last_ns = learned["first_ns"].to_numpy(np.int64), learned["last_ns"].to_numpy(np.int64)
+        self.handed_out = np.zeros(65536, dtype=bool)
+        self.handed_out[self.port] = True
+        key = _endpoint_key(self.hi, self.lo, self.port, self.udp)
+        self.by_key = np.argsort(key, kind="stable")
+        self.sorted_key = key[self.by_key]
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def epm_rows(learned: Answers, expiry_ns: int, proto: npt.NDArray[np.int64], o: Sides, first_ns: npt.NDArray[np.int64],
               among: npt.NDArray[np.bool_] | None = None) -> pd.DataFrame:  # fmt: skip
-    """Flows (``among`` them) to a port an endpoint-mapper reply (or a bind elsewhere,
-    ``bound_ports``) named, within the expiry of that answer, either side."""
-    s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
-    if learned.empty:
+    """Flows (``among`` them) to a port an endpoint-mapper reply (or a bind elsewhere) named,
+    within the expiry of that answer, either side: per flow, the answer nearest in time (the
+    first learned among equals)."""
+    if not len(learned):
         return pd.DataFrame(columns=_EPM_ROWS)
     # only flows to a port some answer handed out can match: the join runs on those alone
-    candidates = ((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & (among if among is not None else True)
-    ported = np.flatnonzero(candidates & np.isin(s_port, learned["port"].to_numpy(np.int64)))
-    if not ported.size:
+    flows = np.flatnonzero(((proto == IPPROTO_TCP) | (proto == IPPROTO_UDP)) & (among if among is not None else True)
+                           & learned.handed_out[o.s_port])  # fmt: skip
+    hi, lo, port, udp = o.s_hi[flows], o.s_lo[flows], o.s_port[flows].astype(np.int64), proto[flows] == IPPROTO_UDP
+    key = _endpoint_key(hi, lo, port, udp)
+    first = np.searchsorted(learned.sorted_key, key, side="left")
+    count = np.searchsorted(learned.sorted_key, key, side="right") - first
+    # every (flow, learned row) pair with the same key, the learned rows in their order
+    pf = np.repeat(np.arange(flows.size), count)
+    pl = learned.by_key[np.repeat(first - np.cumsum(count) + count, count) + np.arange(pf.size)]
+    same = (learned.hi[pl] == hi[pf]) & (learned.lo[pl] == lo[pf]) & (learned.port[pl] == port[pf]) & (learned.udp[pl] == udp[pf]) & learned.ip[pl]
+    pf, pl = pf[same], pl[same]
+    if not pf.size:
         return pd.DataFrame(columns=_EPM_ROWS)
-    flows = pd.DataFrame({
-        "flow": ported, "server_hi": s_hi[ported], "server_lo": s_lo[ported], "port": s_port[ported].astype(np.int64),
-        "transport": np.where(proto[ported] == IPPROTO_TCP, "tcp", "udp"), "flow_ns": first_ns[ported],
-    })  # fmt: skip
-    m = flows.merge(learned, on=["server_hi", "server_lo", "port", "transport"], how="inner")
-    if m.empty:
-        return pd.DataFrame(columns=_EPM_ROWS)
-    return _nearest_epm(m, expiry_ns)
-
-
-def _nearest_epm(m: pd.DataFrame, expiry_ns: int) -> pd.DataFrame:
-    """Per flow, the learned mapping nearest in time, if within the expiry either side."""
-    at, first, last = m["flow_ns"].to_numpy(), m["first_ns"].to_numpy(), m["last_ns"].to_numpy()
-    gap = np.maximum(first - at, 0) + np.maximum(at - last, 0)
-    m = m.assign(gap=gap)[gap <= expiry_ns].sort_values(["flow", "gap"], kind="stable").drop_duplicates("flow")
+    at = first_ns[flows[pf]]
+    gap = np.maximum(learned.first_ns[pl] - at, 0) + np.maximum(at - learned.last_ns[pl], 0)
+    near = gap <= expiry_ns
+    pf, pl, gap = pf[near], pl[near], gap[near]
+    order = np.lexsort((pl, gap, pf))
+    pf, pl = pf[order], pl[order]
+    nearest = np.r_[True, pf[1:] != pf[:-1]] if pf.size else np.zeros(0, bool)
+    f, row = flows[pf[nearest]], pl[nearest]
+    taken = learned.table.take(row)
+    service = taken["service"].to_numpy(dtype=object)
     return pd.DataFrame({
-        "flow": m["flow"].to_numpy(), "kind": np.where(m["service"].to_numpy() != "", "epm", INTERFACE_ONLY).astype(object),
-        "service": m["service"].to_numpy(dtype=object),
-        "detail": m["detail"].fillna("").to_numpy(dtype=object) if "detail" in m else np.full(len(m), "", dtype=object),
-        "rpc_interface": m["rpc_interface"].to_numpy(dtype=object), "rpc_interface_name": m["rpc_interface_name"].to_numpy(dtype=object),
+        "flow": f, "kind": np.where(service != "", "epm", INTERFACE_ONLY).astype(object), "service": service,
+        "detail": taken["detail"].fillna("").to_numpy(dtype=object) if "detail" in taken else np.full(row.size, "", dtype=object),
+        "rpc_interface": taken["rpc_interface"].to_numpy(dtype=object),
+        "rpc_interface_name": taken["rpc_interface_name"].to_numpy(dtype=object),
     })  # fmt: skip
+
+
+def _endpoint_key(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], port: npt.NDArray[np.int64],
+                  udp: npt.NDArray[np.bool_]) -> npt.NDArray[np.uint64]:  # fmt: skip
+    """A 64-bit hash of each (address, port, transport): equal endpoints, equal keys."""
+    with np.errstate(over="ignore"):
+        key: npt.NDArray[np.uint64] = (hi.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) ^ lo.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+                ^ ((port.astype(np.uint64) << np.uint64(1)) | udp.astype(np.uint64)) * np.uint64(0x165667B19E3779F9))  # fmt: skip
+    return key
 
 
 def notification_heuristic(
-    ev: npt.NDArray[np.int64], proto: npt.NDArray[np.int64], o: Oriented, sessions: pd.MultiIndex | None = None,
+    ev: npt.NDArray[np.int64], proto: npt.NDArray[np.int64], o: Oriented, sessions: RowSet | None = None,
     timed: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.int64]:
     """UDP from an Exchange server's high port to a high port of a host holding an RPC session
@@ -90,7 +128,7 @@ def notification_heuristic(
     ``notification_timing``): a new-mail notification (docs/exchange-wire-facts.md §6), when
     nothing better decided the flow. Returns those flows."""
     if sessions is None:
-        sessions = rpc_sessions(proto, o, (ev == EV["bind"]) | (ev == EV["epm"]) | (ev == EV["dcerpc"]), o.server_ex)
+        sessions = RowSet(rpc_sessions(proto, o, (ev == EV["bind"]) | (ev == EV["epm"]) | (ev == EV["dcerpc"]), o.server_ex))
     c_hi, c_lo, c_port = o.c_hi, o.c_lo, o.c_port
     s_hi, s_lo, s_port = o.s_hi, o.s_lo, o.s_port
     client_ex, server_ex = o.client_ex, o.server_ex
@@ -102,7 +140,7 @@ def notification_heuristic(
     ex_c = client_ex[cand]
     pairs = [np.where(ex_c, s_hi[cand], c_hi[cand]), np.where(ex_c, s_lo[cand], c_lo[cand]),
              np.where(ex_c, c_hi[cand], s_hi[cand]), np.where(ex_c, c_lo[cand], s_lo[cand])]  # fmt: skip
-    return cand[rows_in(pairs, sessions) | in_time]
+    return cand[sessions.contains(pairs) | in_time]
 
 
 def rpc_sessions(proto: npt.NDArray[np.int64], s: Sides, bound_or_mapped: npt.NDArray[np.bool_],

@@ -60,16 +60,20 @@ class VerdictArrays:
     def extend(self, extra: pd.DataFrame) -> tuple[VerdictArrays, npt.NDArray[np.int64]]:
         """Add the distinct (kind, service, interface, name, detail) of ``extra`` (DCE/RPC
         endpoint-mapper matches): (table, their ids)."""
-        keys = pd.MultiIndex.from_arrays([extra[c].to_numpy(dtype=object) for c in ("kind", "service", "rpc_interface", "rpc_interface_name", "detail")])
-        codes, uniq = keys.factorize()
-        assert isinstance(uniq, pd.MultiIndex)
-        u = [np.asarray(uniq.get_level_values(i), dtype=object) for i in range(5)]
-        blank = np.full(len(uniq), "", dtype=object)
-        minus = np.full(len(uniq), -1, dtype=np.int8)
+        # each column's codes, then their combinations, numbered in the order they first come
+        levels = [pd.factorize(extra[c].to_numpy(dtype=object), use_na_sentinel=False)
+                  for c in ("kind", "service", "rpc_interface", "rpc_interface_name", "detail")]  # fmt: skip
+        codes = np.zeros(len(extra), dtype=np.int64)
+        for level_codes, level_names in levels:
+            codes = pd.factorize(codes * len(level_names) + level_codes)[0]
+        first = np.unique(codes, return_index=True)[1]
+        u = [np.asarray(level_names, dtype=object)[level_codes[first]] for level_codes, level_names in levels]
+        blank = np.full(len(first), "", dtype=object)
+        minus = np.full(len(first), -1, dtype=np.int8)
         table = VerdictArrays(np.concatenate([self.kind, u[0]]), np.concatenate([self.service, u[1]]), np.concatenate([self.detail, u[4]]),
                           np.concatenate([self.iface, u[2]]), np.concatenate([self.name, u[3]]),
                           np.concatenate([self.server_is_sender, minus]), np.concatenate([self.client_is_sender, minus]),
-                          np.concatenate([self.protocol, np.full(len(uniq), DCERPC, dtype=object)]), np.concatenate([self.proof, blank]))  # fmt: skip
+                          np.concatenate([self.protocol, np.full(len(first), DCERPC, dtype=object)]), np.concatenate([self.proof, blank]))  # fmt: skip
         return table, codes.astype(np.int64) + len(self.kind)
 
 
@@ -99,7 +103,7 @@ def calls_both_ways(f: npt.NDArray[np.int64], vid: npt.NDArray[np.int64], from_a
                      n: int) -> tuple[VerdictArrays, npt.NDArray[np.int64]]:  # fmt: skip
     """A lone call PDU first in each direction of one flow is a DCE/RPC connection seen
     mid-stream: those rows become ``dcerpc`` verdicts (the others stay as they are)."""
-    one = verdicts.kind[vid] == ONE_CALL
+    one = (verdicts.kind == ONE_CALL)[vid]
     if not one.any():
         return verdicts, vid
     sides = np.zeros((n, 2), dtype=bool)

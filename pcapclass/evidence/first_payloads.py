@@ -105,8 +105,9 @@ for _port, _exp in EXPECTED_PROTOCOLS.items():
 #: a first payload shorter than this is too short for an unknown one to contradict a port
 _MIN_DECISIVE = 8
 
-#: the PDU types of calls (a connection's traffic once bound)
-_CALL_PTYPES = np.array([PTYPE_REQUEST, PTYPE_RESPONSE], dtype=np.uint8)
+#: whether a PDU type (a byte) is a call's (a connection's traffic once bound)
+_CALL_PTYPE = np.zeros(256, dtype=bool)
+_CALL_PTYPE[[PTYPE_REQUEST, PTYPE_RESPONSE]] = True
 
 
 class FirstPayloads:
@@ -167,7 +168,7 @@ class FirstPayloads:
         # whole PDUs with no bind decide by their facts, unless they are calls: a connection
         # seen mid-stream, whose PDU count and first operation the verdict names (few per capture)
         calls = dcerpc & (facts & DCERPC_PLAIN != 0)
-        calls[calls] = np.isin(data[off[calls] + 2], _CALL_PTYPES)
+        calls[calls] = _CALL_PTYPE[data[off[calls] + 2]]
         parse = tcp & ((facts & (REQUEST_LINE | EHLO_MARKERS) != 0) | (dcerpc & (facts & DCERPC_PLAIN == 0)) | calls
                        | (label == _NCACN_HTTP_CODE))  # fmt: skip
         named = np.flatnonzero(tcp & ((facts & REQUEST_LINE != 0) | ((facts >> AS_CLIENT_SHIFT) & LABEL_MASK == _TLS_CODE)))

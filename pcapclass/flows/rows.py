@@ -29,10 +29,14 @@ class FlowRows:
     vid: npt.NDArray[np.int64]
     from_a: npt.NDArray[np.bool_]
 
-    def block(self, start: int, stop: int) -> FlowRows:
-        """The rows of flows ``start`` to ``stop - 1``, numbered as ``recs.cols[:, start:stop]`` numbers them."""
-        mine = (self.flow >= start) & (self.flow < stop)
-        return FlowRows(self.flow[mine] - start, self.vid[mine], self.from_a[mine])
+    def blocks(self, size: int, count: int) -> list[FlowRows]:
+        """The rows of each of ``count`` blocks of ``size`` flows (``recs.cols[:, start:start + size]``),
+        numbered as the block numbers its flows, in their order here: one grouping of the rows,
+        not a scan of them all per block."""
+        block = (self.flow // size).astype(np.min_scalar_type(count))  # few blocks: a radix sort
+        order = np.argsort(block, kind="stable")
+        parts = np.split(order, np.cumsum(np.bincount(block, minlength=count))[:-1])
+        return [FlowRows(self.flow[mine] - i * size, self.vid[mine], self.from_a[mine]) for i, mine in enumerate(parts)]
 
     def renumbered(self, new_index: npt.NDArray[np.int64]) -> FlowRows:
         """The rows after the flows moved: flow ``i`` is now flow ``new_index[i]``."""

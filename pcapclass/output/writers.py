@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from .. import schema
 from ..errors import OutputError, PcapclassError
 from .files import Format, Table, make_outdir
+from .isotime import iso_text
 
 
 class Outputs:
@@ -115,13 +116,20 @@ def with_readable_times(df: pd.DataFrame) -> pd.DataFrame:
     ['2004-05-13T10:17:07.311224Z']
     """
     out = df
-    for ts, text in schema.READABLE_TIMES.items():
-        if ts in df.columns:
-            us = np.round(df[ts].to_numpy(np.float64) * 1e6)
-            iso = np.datetime_as_string(np.where(np.isnan(us), 0, us).astype("datetime64[us]"), unit="us", timezone="UTC")
-            column = pd.Series(np.where(np.isnan(us), "", iso.astype(object)), index=df.index, dtype=object)
-            out = out.copy() if out is df else out
-            out.insert(list(out.columns).index(ts) + 1, text, column)
+    for position, text, iso in _readable_times(df):
+        out = out.copy() if out is df else out
+        out.insert(position, text, pd.Series(iso.to_numpy(zero_copy_only=False), index=df.index, dtype=object))
+    return out
+
+
+def _readable_times(df: pd.DataFrame) -> list[tuple[int, str, pa.LargeStringArray]]:
+    """Each epoch column's ISO twin: where it goes among the columns, its name, its text."""
+    columns = list(df.columns)
+    out = []
+    for ts, text in ((ts, text) for ts, text in schema.READABLE_TIMES.items() if ts in columns):
+        position = columns.index(ts) + 1
+        columns.insert(position, text)
+        out.append((position, text, iso_text(df[ts].to_numpy(np.float64))))
     return out
 
 
@@ -198,7 +206,9 @@ class CsvAppender(Appender):
 
 def csv_table(df: pd.DataFrame, *, header: bool) -> tuple[pa.Table, pa_csv.WriteOptions]:
     """``df`` made ready for the CSV writer, and its options: the CSV policy of every file."""
-    table = pa.Table.from_pandas(with_readable_times(df), preserve_index=False)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for position, text, iso in _readable_times(df):
+        table = table.add_column(position, text, iso)
     return table, pa_csv.WriteOptions(include_header=header, quoting_style="needed")
 
 
