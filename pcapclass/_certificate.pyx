@@ -11,6 +11,8 @@ the clear, so nothing is found there.
 
 import numpy as np
 
+from pcapclass._bytes cimport _digest
+
 cdef enum:
     # TLS record content type and handshake message types (RFC 5246 6.2.1, 7.4)
     HANDSHAKE = 0x16
@@ -104,20 +106,12 @@ cdef Py_ssize_t _subject(const unsigned char* p, Py_ssize_t avail, Py_ssize_t* l
     return at
 
 
-cdef unsigned long long _fnv1a(const unsigned char* p, Py_ssize_t n) noexcept nogil:
-    cdef unsigned long long h = 0xCBF29CE484222325ULL
-    cdef Py_ssize_t k
-    for k in range(n):
-        h = (h ^ p[k]) * 0x100000001B3ULL
-    return h
-
-
 def certificate_subjects(const unsigned char[::1] data, const long long[:] off, const long long[:] plen):
     """Per server payload ``data[off[i]:off[i] + plen[i]]`` (cut at the end of ``data``):
     its certificate's subject as ``(start, length, digest)``: ``data[start[i]:start[i] +
-    length[i]]`` is the DER ``Name`` (``length`` 0: none) and ``digest`` a 64-bit FNV-1a of
-    it, so that names are made into text once per distinct digest (``same_bytes`` then
-    confirms one: a digest alone can collide). Every read stays inside the payload."""
+    length[i]]`` is the DER ``Name`` (``length`` 0: none) and ``digest`` a 64-bit digest of
+    it (``_digest``), so that names are made into text once per distinct digest (their bytes
+    then confirm one: a digest alone can collide). Every read stays inside the payload."""
     cdef Py_ssize_t n = off.shape[0], size = data.shape[0], i, avail, at, m
     cdef long long o
     start_a = np.zeros(n, np.int64)
@@ -138,25 +132,6 @@ def certificate_subjects(const unsigned char[::1] data, const long long[:] off, 
                 continue
             start[i] = o + at
             length[i] = m
-            digest[i] = _fnv1a(&data[o + at], m)
+            digest[i] = _digest(&data[o + at], m, 0)
     return start_a, length_a, digest_a
 
-
-def same_bytes(const unsigned char[::1] data, const long long[:] start, const long long[:] length,
-               const long long[:] other_start, const long long[:] other_length):
-    """Per ``i``, whether ``data[start[i]:start[i] + length[i]]`` equals the bytes at
-    ``other_start[i]`` of ``other_length[i]`` (both inside ``data``, as
-    ``certificate_subjects`` gives them)."""
-    cdef Py_ssize_t n = start.shape[0], i, k
-    same_a = np.zeros(n, np.bool_)
-    cdef unsigned char[::1] same = same_a.view(np.uint8)
-    with nogil:
-        for i in range(n):
-            if length[i] != other_length[i]:
-                continue
-            same[i] = 1
-            for k in range(<Py_ssize_t>length[i]):
-                if data[start[i] + k] != data[other_start[i] + k]:
-                    same[i] = 0
-                    break
-    return same_a

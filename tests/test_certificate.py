@@ -21,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pcapclass
-from pcapclass._certificate import certificate_subjects, same_bytes
+from pcapclass._certificate import certificate_subjects
 from pcapclass.certificate import subject_text
+from pcapclass.evidence.names import _same_bytes
 
 PAYLOADS = FIXTURES.parent / "payloads"
 #: the attribute names OpenSSL (and so Zeek) prints where ``cryptography`` gives the dotted OID
@@ -190,7 +191,7 @@ def test_a_tls13_server_hello_and_a_client_hello_give_none() -> None:
 def test_same_bytes_tells_apart_subjects_whose_digests_agree() -> None:
     data = np.frombuffer(b"abcdabcdabce", dtype=np.uint8)
     start, length = np.array([0, 0, 0]), np.array([4, 4, 3])
-    assert same_bytes(data, start, length, np.array([4, 8, 8]), np.array([4, 4, 3])).tolist() == [True, False, True]
+    assert _same_bytes(data, start, length, np.array([4, 8, 8]), np.array([4, 4, 3])).tolist() == [True, False, True]
 
 
 # --- whole captures: the flows' cert_subject --------------------------------------------------

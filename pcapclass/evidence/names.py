@@ -16,7 +16,8 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from .._certificate import certificate_subjects, same_bytes
+from .._certificate import certificate_subjects
+from .._firstlook import same_payloads
 from .._server_names import same_names, server_names
 from ..certificate import subject_text
 from ..decode import Packets
@@ -40,6 +41,11 @@ def _server_name_text(raw: bytes) -> str:
     return raw.decode("ascii").lower()
 
 
+def _same_bytes(data: npt.NDArray[np.uint8], start: _Array, length: _Array, other_start: _Array, other_length: _Array) -> npt.NDArray[np.bool_]:
+    """Whether each name's bytes are the other's, byte for byte (both in ``data``)."""
+    return same_payloads(data, start, length, data, other_start, other_length)
+
+
 class Names:
     """Rows naming the server of first payloads: ``server_names`` for client hellos and HTTP
     requests, ``certificate_subjects`` for server hellos."""
@@ -57,7 +63,7 @@ class Names:
     def cert_subjects(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                       off: _Array, plen: _Array) -> None:  # fmt: skip
         """A ``cert-subject`` row per payload ``sel`` (TLS server hellos) whose certificate's subject it holds whole."""
-        self._rows_of(certificate_subjects, same_bytes, CERT_SUBJECT, subject_text, data, pk, keys, sel, off, plen)
+        self._rows_of(certificate_subjects, _same_bytes, CERT_SUBJECT, subject_text, data, pk, keys, sel, off, plen)
 
     def _rows_of(self, find: _Finder, same: _Comparer, kind: str, text: Callable[[bytes], str | None],
                  data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
