@@ -192,8 +192,10 @@ def test_counts_are_capture_csv_columns_per_capture(tmp_path: Path) -> None:
     """Each capture's row carries its own counts: the cut binds' capture its six, the ordinary
     one after it none (the collector's learned tables outlive a capture, its counts do not)."""
     short = [cut(mf.dce_bind(1 + k, fx.EMSMDB, 0, 81), 40) for k in range(3)]
+    # a second before registration.pcap (which starts at T0): capture-time order puts it first
+    # wherever the two files live (equal first times would go by path)
     path = capture(tmp_path / "short.pcap", [fx.Conversation(f"10.0.2.{k}", 2500 + k, fx.BACKEND, 1032, "tcp", [fx.Msg("c", b)])
-                                             for k, b in enumerate(short)])  # fmt: skip
+                                             for k, b in enumerate(short)], starts=[-1_000_000_000 + k for k in range(3)])  # fmt: skip
     out = tmp_path / "out"
     assert main(["classify", str(path), str(EVIDENCE / "registration.pcap"), "-o", str(out), "-q"]) == 0
     rows = pd.read_csv(out / "capture.csv")
