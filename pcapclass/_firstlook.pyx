@@ -234,8 +234,8 @@ def later_starts(const unsigned char[::1] data, const long long[:] pay, const lo
     """The TCP packets of ``pay`` not in ``first`` whose payload (at least ``min_len`` bytes,
     and no shorter than ``prefix``) starts with ``prefix``, in order.
 
-    Why compiled: the EHLO reply scan looks at the first bytes of every later TCP payload of
-    a batch; with numpy that was a mask per condition and a gather per prefix byte.
+    Why compiled: the EHLO reply and notification request scans look at the first bytes of
+    every TCP payload of a batch; numpy took a mask per condition and a gather per prefix byte.
     """
     cdef Py_ssize_t n = pay.shape[0], size = data.shape[0], n_pkt = 0, i, k, m = len(prefix), found = 0
     cdef const unsigned char* want = prefix

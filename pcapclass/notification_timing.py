@@ -17,9 +17,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from ._firstlook import later_starts
 from .decode import Packets
 
-IPPROTO_TCP, IPPROTO_UDP = 6, 17
+IPPROTO_UDP = 17
 #: how soon the client's request must follow (measured: 0.25 ms; a client busy elsewhere or a
 #: slow network may take tens of milliseconds, and a wider window only admits coincidences)
 WINDOW_NS = 50_000_000
@@ -29,7 +30,7 @@ MAX_DATAGRAM = 16
 #: ports below this are services', not the random ones a client registers
 HIGH_PORT = 1024
 #: a DCE/RPC request PDU starts version 5, minor 0, type 0 (C706 §12.6)
-REQUEST_HEAD = (5, 0, 0)
+REQUEST_HEAD = bytes((5, 0, 0))
 MIN_REQUEST = 24
 #: datagrams held at most while they wait for a request (the oldest go first)
 MAX_PENDING = 65536
@@ -53,9 +54,8 @@ class NotificationTiming:
         dgram: npt.NDArray[np.intp] = udp[(pk.payload_len[udp] <= MAX_DATAGRAM) & (pk.sport[udp] >= HIGH_PORT) & (pk.dport[udp] >= HIGH_PORT)]
         if not dgram.size and not self._ts.size:
             return dgram  # nothing waits for a request
-        calls = pay[(proto == IPPROTO_TCP) & (pk.payload_len[pay] >= MIN_REQUEST)]
-        off = pk.payload_off[calls]
-        calls = calls[(data[off] == REQUEST_HEAD[0]) & (data[off + 1] == REQUEST_HEAD[1]) & (data[off + 2] == REQUEST_HEAD[2])]
+        # one compiled pass over the TCP payloads, not a gather per test and header byte
+        calls = later_starts(data, pay, pay[:0], pk.payload_off, pk.payload_len, pk.proto, REQUEST_HEAD, MIN_REQUEST)
         cols = np.concatenate([self._cols, np.vstack([pk.src_hi[dgram], pk.src_lo[dgram], pk.dst_hi[dgram], pk.dst_lo[dgram],
                                                       dgram.astype(np.uint64)])], axis=1)  # fmt: skip
         ts = np.concatenate([self._ts, pk.ts_ns[dgram]])
