@@ -77,3 +77,24 @@ cdef inline unsigned long long _digest(const unsigned char* p, Py_ssize_t n, lon
     digest ^= <unsigned long long>context * 0xC2B2AE3D27D4EB4FULL
     digest = (digest ^ (digest >> 33)) * 0xFF51AFD7ED558CCDULL
     return digest ^ (digest >> 29)
+
+
+cdef inline Py_ssize_t _lower_bound(const unsigned long long[::1] keys, unsigned long long h) noexcept nogil:
+    """Where ``h`` is, or would go, in the sorted ``keys``."""
+    cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if keys[mid] < h:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline long long _sorted_value(const unsigned long long[::1] keys, const long long[::1] values,
+                                    unsigned long long h) noexcept nogil:
+    """The value of ``h`` (``values`` beside the sorted ``keys``), or -1 where it is not a key."""
+    cdef Py_ssize_t at = _lower_bound(keys, h)
+    if at < keys.shape[0] and keys[at] == h:
+        return values[at]
+    return -1

@@ -1,19 +1,29 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The deciding bytes of first payloads: each reduced to what its verdicts depend on, so that
-payloads that say the same are looked at in Python once.
+payloads that say the same are looked at in Python once; which look each first payload needs
+(``first_facts``), and the verdict sets spread over the packets (``spread``).
 
 Why compiled: on real traffic nearly every first payload differs in fields no verdict reads (a
 bind's call id, an HTTP request's user name); reducing them is one pass per batch here.
 ``DecidingTables`` is ``_identify.SignatureTables`` (whose request-line reader it uses) with
-``deciding_bytes``; ``PathRules`` is the HTTP path table as the reduction reads it.
+``deciding_bytes`` and ``first_facts`` (the facts, routed and looked up in the fact table in
+the same pass: a numpy pass per test would cost more than the facts); ``PathRules`` is the HTTP path table as the reduction reads it.
 """
 
 from libc.string cimport memcpy, memset
 
-from pcapclass._bytes cimport Group, _digest, _is_word, _pack, _same_lower
-from pcapclass._identify cimport SignatureTables
+from pcapclass._bytes cimport Group, _digest, _is_word, _pack, _same_lower, _sorted_value
+from pcapclass._identify cimport F_DCERPC_PLAIN, F_EHLO_MARKERS, F_LABEL_MASK, F_REQUEST_LINE, L_DCERPC, L_NCACN_HTTP, L_TLS, SignatureTables
 
 import numpy as np
+
+cdef enum:
+    PARSE_ROUTE = 1
+    NAMED_ROUTE = 2
+    SHOWN_ROUTE = 4
+
+#: ``first_facts``' route bits
+PARSE, NAMED, SHOWN = PARSE_ROUTE, NAMED_ROUTE, SHOWN_ROUTE
 
 
 cdef class PathRules
@@ -75,6 +85,49 @@ cdef class DecidingTables(SignatureTables):
                 group[i] = _digest(p, length[i], context[i])
                 at += avail
         return buf_a, buf_off_a, length_a, group_a
+
+    def first_facts(self, const unsigned char[::1] data, const long long[:] off, const long long[:] plen,
+                    const unsigned char[:] tcp, const long long[:] server_port, const unsigned char[:] server_is_src,
+                    const unsigned char[::1] call_ptypes, const unsigned long long[::1] fact_keys, const long long[::1] fact_sids):
+        """What each first payload to look at needs next, in one pass: ``(facts, route, key, sid)``.
+
+        ``facts`` as ``facts`` gives them; ``route``, which looks it needs besides its verdicts:
+        ``NAMED`` (a TCP request line or TLS client hello: the server it names), ``SHOWN`` (a TLS
+        server hello: the certificate it shows), ``PARSE`` (TCP, and its facts do not decide it:
+        a request line, EHLO markers, a DCE/RPC payload other than whole PDUs without binds,
+        whole PDUs that are calls by ``call_ptypes`` of the first's type, ``ncacn_http``). The
+        others are decided by ``key`` (facts, transport, server port, sender), whose verdict set
+        ``sid`` is that of ``fact_sids`` at ``key`` in the sorted ``fact_keys``; -1 when the key
+        is not there yet, or the payload is to be parsed.
+        """
+        cdef Py_ssize_t n = off.shape[0], size = data.shape[0], i
+        cdef long long o
+        cdef int f, label
+        cdef bint parse
+        facts_a, route_a = np.zeros(n, np.int32), np.zeros(n, np.uint8)
+        key_a, sid_a = np.empty(n, np.uint64), np.full(n, -1, np.int64)
+        cdef int[::1] facts = facts_a
+        cdef unsigned char[::1] route = route_a
+        cdef unsigned long long[::1] key = key_a
+        cdef long long[::1] sid = sid_a
+        with nogil:
+            for i in range(n):
+                o = off[i]
+                f = 0
+                if o < size and plen[i] > 0:
+                    f = self._facts(&data[o], min(<Py_ssize_t>plen[i], size - <Py_ssize_t>o))
+                facts[i] = f
+                label = f & F_LABEL_MASK
+                parse = False
+                if tcp[i]:
+                    parse = ((f & (F_REQUEST_LINE | F_EHLO_MARKERS)) != 0 or label == L_NCACN_HTTP
+                             or (label == L_DCERPC and ((f & F_DCERPC_PLAIN) == 0 or call_ptypes[data[o + 2]] != 0)))
+                    route[i] = ((PARSE_ROUTE if parse else 0) | (SHOWN_ROUTE if label == L_TLS else 0)
+                                | (NAMED_ROUTE if (f & F_REQUEST_LINE) != 0 or (f >> 4) & F_LABEL_MASK == L_TLS else 0))
+                key[i] = (<unsigned long long>f << 19) | (<unsigned long long>tcp[i] << 18) | (<unsigned long long>(server_port[i] + 1) << 1) | server_is_src[i]
+                if not parse:
+                    sid[i] = _sorted_value(fact_keys, fact_sids, key[i])
+        return facts_a, route_a, key_a, sid_a
 
     cdef void _mask_pdus(self, unsigned char* p, Py_ssize_t n) noexcept nogil:
         cdef Py_ssize_t pos = 0
@@ -322,3 +375,24 @@ cdef inline bint _segment_prefix(const unsigned char* s, Py_ssize_t ps, Py_ssize
     if pe - ps < m or not _same_lower(s + ps, w, m):
         return False
     return pe - ps == m or s[ps + m] == 0x2F or s[ps + m] == 0x3B
+
+
+def spread(const long long[:] sel, const long long[:] sid, const long long[:] n, const long long[:] start,
+           const int[:] flat):
+    """Each payload's verdict set over rows: ``(packet, vid)`` per verdict, payload ``sel[i]``
+    with set ``sid[i]`` (``n``, ``start``: each set's length and start in ``flat``), in order.
+
+    Why compiled: numpy spread them with a dozen passes (repeats, cumulative sums, gathers).
+    """
+    cdef Py_ssize_t m = sel.shape[0], i, k, total = 0, at = 0
+    for i in range(m):
+        total += n[sid[i]]
+    packet_a, vid_a = np.empty(total, np.intp), np.empty(total, np.int32)
+    cdef Py_ssize_t[::1] packet = packet_a
+    cdef int[::1] vid = vid_a
+    with nogil:
+        for i in range(m):
+            for k in range(start[sid[i]], start[sid[i]] + n[sid[i]]):
+                packet[at], vid[at] = sel[i], flat[k]
+                at += 1
+    return packet_a, vid_a

@@ -12,6 +12,7 @@ numpy calls and a loop per batch.
 
 from libc.string cimport memcmp
 
+from pcapclass._bytes cimport _lower_bound, _sorted_value
 from pcapclass._golden cimport GOLDEN
 
 import numpy as np
@@ -121,29 +122,9 @@ cdef inline Py_ssize_t _slot(unsigned long long h, Py_ssize_t mask) noexcept nog
     return <Py_ssize_t>((h * GOLDEN) >> 40) & mask
 
 
-cdef inline Py_ssize_t _lower_bound(const unsigned long long[::1] keys, unsigned long long h) noexcept nogil:
-    """Where ``h`` is, or would go, in the sorted ``keys``."""
-    cdef Py_ssize_t lo = 0, hi = keys.shape[0], mid
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if keys[mid] < h:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
 cdef inline bint _in_sorted(const unsigned long long[::1] keys, unsigned long long h) noexcept nogil:
     cdef Py_ssize_t at = _lower_bound(keys, h)
     return at < keys.shape[0] and keys[at] == h
-
-
-cdef inline long long _start_of(const unsigned long long[::1] keys, const long long[::1] values,
-                                unsigned long long h) noexcept nogil:
-    cdef Py_ssize_t at = _lower_bound(keys, h)
-    if at < keys.shape[0] and keys[at] == h:
-        return values[at]
-    return -1
 
 
 cdef inline unsigned char _byte(const unsigned char[::1] data, long long o, long long length, int k) noexcept nogil:
@@ -190,7 +171,7 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
             h = hashes[p]
             if followed[h & mask] == 0:
                 continue
-            if p <= _start_of(started_h, started_p, h):
+            if p <= _sorted_value(started_h, started_p, h):
                 continue
             o = off[p]
             length = plen[p]

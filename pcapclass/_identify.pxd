@@ -3,6 +3,20 @@
 
 from pcapclass._bytes cimport Group
 
+# the label codes and fact bits of ``facts`` (``LABEL_NAMES`` and the flags ``_identify`` exports)
+cdef enum:
+    L_NONE, L_TPKT, L_RDP, L_SMTP, L_FTP, L_POP3, L_IMAP, L_NNTP, L_LDAP, L_SMB, L_DCERPC, L_HTTP, L_TLS, L_NCACN_HTTP, L_SSH, L_REDIS
+
+cdef enum:
+    F_LABEL_MASK = 0xF
+    F_LONG = 1 << 10
+    F_EXCHANGE_GREETING = 1 << 11
+    F_SMTP_BANNER = 1 << 12
+    F_EHLO_MARKERS = 1 << 13
+    F_REQUEST_LINE = 1 << 14
+    F_DCERPC_PLAIN = 1 << 15
+    F_NOTIFY = 1 << 16
+
 
 cdef class SignatureTables:
     cdef list _keep

@@ -15,19 +15,6 @@ from pcapclass._bytes cimport Group, _is_word, _one_of, _pack, _up
 
 import numpy as np
 
-cdef enum:
-    L_NONE, L_TPKT, L_RDP, L_SMTP, L_FTP, L_POP3, L_IMAP, L_NNTP, L_LDAP, L_SMB, L_DCERPC, L_HTTP, L_TLS, L_NCACN_HTTP, L_SSH, L_REDIS
-
-cdef enum:
-    F_LABEL_MASK = 0xF
-    F_LONG = 1 << 10
-    F_EXCHANGE_GREETING = 1 << 11
-    F_SMTP_BANNER = 1 << 12
-    F_EHLO_MARKERS = 1 << 13
-    F_REQUEST_LINE = 1 << 14
-    F_DCERPC_PLAIN = 1 << 15
-    F_NOTIFY = 1 << 16
-
 #: ``identify``'s label of each code ``facts`` gives (code 0: None)
 LABEL_NAMES = (None, "tpkt", "rdp", "smtp", "ftp", "pop3", "imap", "nntp", "ldap", "smb", "dcerpc", "http", "tls",
                "ncacn_http", "ssh", "redis")

@@ -415,7 +415,7 @@ def test_a_digest_shared_by_every_payload_changes_no_verdict(name: str, monkeypa
     real = first_payloads_module.SIGNATURE_TABLES
 
     class Colliding:
-        facts = real.facts
+        first_facts = real.first_facts
 
         def deciding_bytes(self, *args: object) -> tuple[np.ndarray, ...]:
             buf, off, length, group = real.deciding_bytes(*args)

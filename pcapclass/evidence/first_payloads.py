@@ -1,11 +1,11 @@
 """First payloads and their verdicts: what the first bytes of each flow in each direction say.
 
-A first payload is looked at in compiled code (``SignatureTables.facts``): most are decided by
-their facts alone (labels, greeting flags, port, sender), from a table filled once per distinct
+A first payload is looked at in compiled code (``DecidingTables.first_facts``): most are decided
+by their facts alone (labels, greeting flags, port, sender), from a table filled once per distinct
 combination; the few that need parsing (binds, HTTP requests, EHLO replies) are looked at in
-Python once per distinct deciding bytes (``SignatureTables.deciding_bytes``, ``inspection``),
+Python once per distinct deciding bytes (``DecidingTables.deciding_bytes``, ``inspection``),
 their verdicts remembered with those bytes (``verdict_sets``). Either way verdicts are spread
-over the packets with numpy, as rows. A flow whose first payload leaves more to learn is
+over the packets (``spread``), as rows. A flow whose first payload leaves more to learn is
 handed to ``following``; the names a payload carries (SNI, ``Host``, a certificate's subject)
 go to ``names``.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .._deciding import DecidingTables, PathRules
+from .._deciding import NAMED, PARSE, SHOWN, DecidingTables, PathRules, spread
 from .._firstlook import (
     LOOK,
     QUIET,
@@ -25,14 +25,10 @@ from .._firstlook import (
     same_payloads,
 )
 from .._identify import (
-    AS_CLIENT_SHIFT,
     AS_SERVER_SHIFT,
-    DCERPC_PLAIN,
-    EHLO_MARKERS,
     LABEL_MASK,
     LABEL_NAMES,
     NOTIFY,
-    REQUEST_LINE,
 )
 from ..decode import Packets
 from ..flows import FlowKeys
@@ -84,7 +80,7 @@ SIGNATURE_TABLES = DecidingTables(
     greeting_line=sig.GREETING_LINE, min_decisive=sig.MIN_DECISIVE_PAYLOAD,
     max_request_line=MAX_REQUEST_LINE, max_method=MAX_METHOD_LEN,
 )  # fmt: skip
-_DCERPC_CODE, _NCACN_HTTP_CODE, _TLS_CODE = LABEL_NAMES.index("dcerpc"), LABEL_NAMES.index("ncacn_http"), LABEL_NAMES.index("tls")
+_DCERPC_CODE = LABEL_NAMES.index("dcerpc")
 
 
 def _expected_port_table() -> npt.NDArray[np.bool_]:
@@ -106,8 +102,8 @@ for _port, _exp in EXPECTED_PROTOCOLS.items():
 _MIN_DECISIVE = 8
 
 #: whether a PDU type (a byte) is a call's (a connection's traffic once bound)
-_CALL_PTYPE = np.zeros(256, dtype=bool)
-_CALL_PTYPE[[PTYPE_REQUEST, PTYPE_RESPONSE]] = True
+_CALL_PTYPE = np.zeros(256, dtype=np.uint8)
+_CALL_PTYPE[[PTYPE_REQUEST, PTYPE_RESPONSE]] = 1
 
 
 class FirstPayloads:
@@ -128,7 +124,7 @@ class FirstPayloads:
         self._quiet_vids = np.full(2 * 65536, -1, dtype=np.int32)
         #: verdict set of a first payload that needs no parsing, by its fact key (sorted; filled
         #: once per distinct key)
-        self._fact_keys, self._fact_sids = np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self._fact_keys, self._fact_sids = np.zeros(0, np.uint64), np.zeros(0, np.int64)
 
     def look(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
         """The first payloads ``idx`` of their flows in their direction: the compiled first look
@@ -162,25 +158,20 @@ class FirstPayloads:
         Python look per distinct payload."""
         sets = self.sets
         off, plen = pk.payload_off[sel], pk.payload_len[sel]
-        facts = SIGNATURE_TABLES.facts(data, off, plen)
-        label = (facts >> AS_SERVER_SHIFT) & LABEL_MASK
-        dcerpc = label == _DCERPC_CODE
-        # whole PDUs with no bind decide by their facts, unless they are calls: a connection
-        # seen mid-stream, whose PDU count and first operation the verdict names (few per capture)
-        calls = dcerpc & (facts & DCERPC_PLAIN != 0)
-        calls[calls] = _CALL_PTYPE[data[off[calls] + 2]]
-        parse = tcp & ((facts & (REQUEST_LINE | EHLO_MARKERS) != 0) | (dcerpc & (facts & DCERPC_PLAIN == 0)) | calls
-                       | (label == _NCACN_HTTP_CODE))  # fmt: skip
-        named = np.flatnonzero(tcp & ((facts & REQUEST_LINE != 0) | ((facts >> AS_CLIENT_SHIFT) & LABEL_MASK == _TLS_CODE)))
+        # a DCE/RPC payload of whole PDUs with no bind decides by its facts, unless it is calls:
+        # a connection seen mid-stream, whose PDU count and first operation the verdict names
+        facts, route, key, sid = SIGNATURE_TABLES.first_facts(data, off, plen, tcp.view(np.uint8), server_port, server_is_src.view(np.uint8),
+                                                              _CALL_PTYPE, self._fact_keys, self._fact_sids)  # fmt: skip
+        named = np.flatnonzero(route & NAMED)
         if named.size:
             self._names.server_names(data, pk, keys, sel[named], off[named], plen[named])
-        shown = np.flatnonzero(tcp & (label == _TLS_CODE))
+        shown = np.flatnonzero(route & SHOWN)
         if shown.size:
             self._names.cert_subjects(data, pk, keys, sel[shown], off[shown], plen[shown])
-        sid = np.empty(sel.size, np.int64)
-        decided = np.flatnonzero(~parse)
-        if decided.size:
-            sid[decided] = self._fact_sets(facts[decided], tcp[decided], server_port[decided], server_is_src[decided])
+        parse = (route & PARSE) != 0
+        unknown = np.flatnonzero((sid < 0) & ~parse)
+        if unknown.size:
+            sid[unknown] = self._new_fact_sets(key[unknown], facts[unknown], tcp[unknown], server_port[unknown], server_is_src[unknown])
         looked = np.flatnonzero(parse)
         if looked.size:
             sid[looked] = self._parsed_sets(data, off[looked], plen[looked], tcp[looked], server_port[looked],
@@ -188,32 +179,23 @@ class FirstPayloads:
         sets.build()
         # binds that did not parse, counted per payload (a verdict set counts those of its payload)
         self._counts.dcerpc_pdus_unparsed += int(sets.unparsed[sid].sum())
-        # spread each payload's verdicts over its packets
-        per_pkt = sets.n[sid]
-        if per_pkt.any():
-            pkt = np.repeat(np.arange(sid.size), per_pkt)
-            within = np.arange(pkt.size) - np.repeat(np.cumsum(per_pkt) - per_pkt, per_pkt)
-            self._rows.add_rows(keys, pk, sel[pkt], sets.flat[sets.start[sid[pkt]] + within])
+        self._rows.add_rows(keys, pk, *spread(sel, sid, sets.n, sets.start, sets.flat))
         js = np.flatnonzero(sets.follow[sid])
         if js.size:
             self._following.start(data, pk, keys, sel, js, server_port, sid)
 
-    def _fact_sets(self, facts: npt.NDArray[np.int32], tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
-                   server_is_src: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:  # fmt: skip
-        """The verdict set of each payload whose facts alone decide it, from the table of
-        distinct (facts, transport, server port, sender) met so far; a key met for the first
-        time is decided here, once."""
-        key = (facts.astype(np.int64) << 19) | (tcp.astype(np.int64) << 18) | ((server_port + 1) << 1) | server_is_src
-        at = np.searchsorted(self._fact_keys, key)
-        known = self._fact_keys[np.minimum(at, self._fact_keys.size - 1)] == key if self._fact_keys.size else np.zeros(key.size, bool)
-        if not known.all():
-            new = np.unique(key[~known])
-            sids = [self._fact_set(k >> 19, bool(k >> 18 & 1), (k >> 1 & 0x1FFFF) - 1, bool(k & 1)) for k in new.tolist()]
-            keys = np.concatenate([self._fact_keys, new])
-            order = np.argsort(keys)
-            self._fact_keys, self._fact_sids = keys[order], np.concatenate([self._fact_sids, sids]).astype(np.int64)[order]
-            at = np.searchsorted(self._fact_keys, key)
-        return self._fact_sids[at]
+    def _new_fact_sets(self, key: npt.NDArray[np.uint64], facts: npt.NDArray[np.int32], tcp: npt.NDArray[np.bool_],
+                       server_port: npt.NDArray[np.int64], server_is_src: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:  # fmt: skip
+        """The verdict sets of payloads whose facts alone decide them, by fact ``key``s
+        (``first_facts``) not in the table of those met so far: each is decided here, once,
+        and added to the table."""
+        new, at = np.unique(key, return_index=True)
+        sids = [self._fact_set(*args) for args in zip(facts[at].tolist(), tcp[at].tolist(), server_port[at].tolist(),
+                                                      server_is_src[at].tolist())]  # fmt: skip
+        keys = np.concatenate([self._fact_keys, new])
+        order = np.argsort(keys)
+        self._fact_keys, self._fact_sids = keys[order], np.concatenate([self._fact_sids, sids]).astype(np.int64)[order]
+        return self._fact_sids[np.searchsorted(self._fact_keys, key)]
 
     def _fact_set(self, facts: int, tcp: bool, server_port: int, server_is_src: bool) -> int:
         """The verdict set of a payload its facts decide: a UDP Direct Push request, a TCP
