@@ -209,49 +209,6 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
     return look_a[:n_look], ended_a[:n_ended]
 
 
-def later_starts(const unsigned char[::1] data, const long long[:] pay, const long long[:] first,
-                 const long long[:] off, const long long[:] plen, const long long[:] proto,
-                 bytes prefix, long long min_len):
-    """The TCP packets of ``pay`` not in ``first`` whose payload (at least ``min_len`` bytes,
-    and no shorter than ``prefix``) starts with ``prefix``, in order.
-
-    Why compiled: the EHLO reply and notification request scans look at the first bytes of
-    every TCP payload of a batch; numpy took a mask per condition and a gather per prefix byte.
-    """
-    cdef Py_ssize_t n = pay.shape[0], size = data.shape[0], n_pkt = 0, i, k, m = len(prefix), found = 0
-    cdef const unsigned char* want = prefix
-    cdef long long p, o
-    cdef bint match
-    for i in range(first.shape[0]):
-        n_pkt = max(n_pkt, <Py_ssize_t>first[i] + 1)
-    for i in range(n):
-        n_pkt = max(n_pkt, <Py_ssize_t>pay[i] + 1)
-    is_first_a = np.zeros(n_pkt, np.uint8)
-    out_a = np.empty(n, np.intp)
-    cdef unsigned char[::1] is_first = is_first_a
-    cdef Py_ssize_t[::1] out = out_a
-    min_len = max(min_len, <long long>m)
-    with nogil:
-        for i in range(first.shape[0]):
-            is_first[first[i]] = 1
-        for i in range(n):
-            p = pay[i]
-            if is_first[p] or proto[p] != 6 or plen[p] < min_len:
-                continue
-            o = off[p]
-            if o + m > size:
-                continue
-            match = True
-            for k in range(m):
-                if data[o + k] != want[k]:
-                    match = False
-                    break
-            if match:
-                out[found] = p
-                found += 1
-    return out_a[:found]
-
-
 cdef class WaitingFlows:
     """Followed flows that wait, unparsed, for a packet that needs a Python look: per flow hash,
     its key check, start time, server port guess and preset (the contexts its binds bound, by

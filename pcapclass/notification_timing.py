@@ -17,10 +17,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ._firstlook import later_starts
 from .decode import Packets
 
-IPPROTO_UDP = 17
 #: how soon the client's request must follow (measured: 0.25 ms; a client busy elsewhere or a
 #: slow network may take tens of milliseconds, and a wider window only admits coincidences)
 WINDOW_NS = 50_000_000
@@ -47,15 +45,14 @@ class NotificationTiming:
         #: datagrams that stopped waiting because MAX_PENDING waited (``EvidenceAnomalies.datagrams_dropped``)
         self.dropped = 0
 
-    def feed(self, data: npt.NDArray[np.uint8], pk: Packets, pay: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-        """The datagram packets of this batch that a request followed within the window."""
-        proto = pk.proto[pay]
-        udp = pay[proto == IPPROTO_UDP]
-        dgram: npt.NDArray[np.intp] = udp[(pk.payload_len[udp] <= MAX_DATAGRAM) & (pk.sport[udp] >= HIGH_PORT) & (pk.dport[udp] >= HIGH_PORT)]
+    def feed(self, pk: Packets, dgram: npt.NDArray[np.intp], calls: npt.NDArray[np.intp], now: int) -> npt.NDArray[np.intp]:
+        """The datagram packets of this batch that a request followed within the window
+        (``dgram``: its datagrams of at most MAX_DATAGRAM bytes between ports of at least
+        HIGH_PORT; ``calls``: its TCP payloads of at least MIN_REQUEST bytes that start
+        REQUEST_HEAD, as ``_laterlooks.later_looks`` finds both; ``now``: the time of its last
+        payload packet)."""
         if not dgram.size and not self._ts.size:
             return dgram  # nothing waits for a request
-        # one compiled pass over the TCP payloads, not a gather per test and header byte
-        calls = later_starts(data, pay, pay[:0], pk.payload_off, pk.payload_len, pk.proto, REQUEST_HEAD, MIN_REQUEST)
         cols = np.concatenate([self._cols, np.vstack([pk.src_hi[dgram], pk.src_lo[dgram], pk.dst_hi[dgram], pk.dst_lo[dgram],
                                                       dgram.astype(np.uint64)])], axis=1)  # fmt: skip
         ts = np.concatenate([self._ts, pk.ts_ns[dgram]])
@@ -69,7 +66,6 @@ class NotificationTiming:
                         & (pk.ts_ns[c] > ts) & (pk.ts_ns[c] - ts <= WINDOW_NS))  # fmt: skip
         found: npt.NDArray[np.intp] = cols[4][hit & fresh].astype(np.intp)
         # datagrams of this batch that may still be answered wait, without their batch row
-        now = int(pk.ts_ns[pay[-1]]) if pay.size else 0
         keep = ~hit & (ts >= now - WINDOW_NS) & fresh
         self.dropped += max(int(np.count_nonzero(keep)) - MAX_PENDING, 0)
         self._cols, self._ts = cols[:, keep][:, -MAX_PENDING:], ts[keep][-MAX_PENDING:]

@@ -19,7 +19,8 @@ import pcapclass
 import pcapclass.evidence.first_payloads as first_payloads_module
 import pcapclass.evidence.following as following_module
 from pcapclass import payload_memo
-from pcapclass._firstlook import WaitingFlows, follow_scan, later_starts
+from pcapclass._firstlook import WaitingFlows, follow_scan
+from pcapclass._laterlooks import later_looks
 from pcapclass.api import Classifier
 from pcapclass.classify import classify
 from pcapclass.cli import main
@@ -274,18 +275,25 @@ def test_follow_scan_passes_over_what_needs_no_python_look() -> None:
     assert look.size == ended.size == 0
 
 
-def test_later_starts_finds_later_tcp_payloads_by_their_first_bytes() -> None:
+def test_later_looks_find_replies_requests_and_datagrams_by_their_first_bytes_and_ports() -> None:
     """Hand-built batch: only packet 3 is a later TCP payload of 8+ bytes starting "250-"
-    (0 is a first payload, 1 is UDP, 2 is too short, 4 starts "250 ", 5 has no payload)."""
-    payloads = [b"250-ex1\r\n", b"250-ex1\r\n", b"250-x\r\n", b"250-EXPS\r\n", b"250 OK\r\n", b""]
+    (0 is a first payload, 1 is UDP, 2 is too short, 4 starts "250 ", 5 has no payload); 6
+    and 7 (first) start a DCE/RPC request, 8 is too short for one; 9 is a short datagram
+    between high ports, 10 is too long, 1 and 11 come from a low port."""
+    request = bytes((5, 0, 0)) + bytes(21)
+    payloads = [b"250-ex1\r\n", b"250-ex1\r\n", b"250-x\r\n", b"250-EXPS\r\n", b"250 OK\r\n", b"", request, request,
+                request[:23], b"12345678", bytes(17), b"12345678"]  # fmt: skip
     data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
     off = np.cumsum([0] + [len(p) for p in payloads[:-1]]).astype(np.int64)
     plen = np.array([len(p) for p in payloads], dtype=np.int64)
-    proto = np.array([6, 17, 6, 6, 6, 6], dtype=np.int64)
+    proto = np.array([6, 17, 6, 6, 6, 6, 6, 6, 6, 17, 17, 17], dtype=np.int64)
+    sport = np.array([1024, 53] + [1024] * 9 + [53], dtype=np.int64)
+    dport = np.full(len(payloads), 50000, dtype=np.int64)
     pay = np.flatnonzero(plen > 0)
-    found = later_starts(data, pay, np.array([0], dtype=np.int64), off, plen, proto, b"250-", 8)
-    assert found.tolist() == [3]
-    assert later_starts(data, pay[:0], pay[:0], off, plen, proto, b"250-", 8).size == 0
+    args = (off, plen, proto, sport, dport, b"250-", 8, bytes((5, 0, 0)), 24, 16, 1024)
+    replies, requests, datagrams = later_looks(data, pay, np.array([0, 7], dtype=np.int64), *args)
+    assert (replies.tolist(), requests.tolist(), datagrams.tolist()) == ([3], [6, 7], [9])
+    assert all(found.size == 0 for found in later_looks(data, pay[:0], pay[:0], *args))
 
 
 def test_waiting_flows_behave_as_an_ordered_dict_and_keep_the_follow_counts() -> None:

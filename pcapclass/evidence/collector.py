@@ -15,9 +15,16 @@ from collections.abc import Mapping
 import numpy as np
 import numpy.typing as npt
 
+from .._laterlooks import later_looks
 from ..decode import Packets
 from ..flows import FlowKeys, FlowRows, Records
-from ..notification_timing import NotificationTiming
+from ..notification_timing import (
+    HIGH_PORT,
+    MAX_DATAGRAM,
+    MIN_REQUEST,
+    REQUEST_HEAD,
+    NotificationTiming,
+)
 from ..protocols.http import HttpPathTable
 from ..sources.batch import PacketBatch
 from ..tables.http_paths import load_http_paths
@@ -25,7 +32,7 @@ from ..tables.interfaces import Interface, load_interfaces
 from .anomalies import EvidenceAnomalies, take
 from .binds import Binds
 from .epm import EndpointMapperTable
-from .first_payloads import FirstPayloads
+from .first_payloads import EHLO_REPLY, MIN_EHLO_REPLY, FirstPayloads
 from .following import FollowedFlows
 from .inspection import Inspector
 from .learned import DEFAULT_EPM_EXPIRY, Evidence, rows_frame, verdict_frame
@@ -93,14 +100,16 @@ class EvidenceCollector:
         data = batch.data
         if first.size:
             self.first_payloads.look(data, pk, keys, first)
-        self.first_payloads.ehlo_replies(data, pk, keys, pay, first)
+        replies, requests, datagrams = later_looks(data, pay, first, pk.payload_off, pk.payload_len, pk.proto, pk.sport, pk.dport,
+                                                   EHLO_REPLY, MIN_EHLO_REPLY, REQUEST_HEAD, MIN_REQUEST, MAX_DATAGRAM, HIGH_PORT)  # fmt: skip
+        self.first_payloads.ehlo_replies(data, pk, keys, replies)
         if self.following:
             self.following.scan(data, pk, keys, pay)
         if self.registrations:
             for p in self.registrations.notifications(data, pk, pay):
                 self.rows.add_row(int(keys.hash[p]) & _U64, int(keys.check[p]) & _U64, int(pk.ts_ns[p]), bool(keys.from_a[p]),
                                   self.verdicts.vid(NOTIFICATION, client_is_sender=1))  # fmt: skip
-        timed = self._timing.feed(data, pk, pay)
+        timed = self._timing.feed(pk, datagrams, requests, int(pk.ts_ns[pay[-1]]))
         if timed.size:
             self.rows.add_rows(keys, pk, timed, np.full(timed.size, self.verdicts.vid(TIMED), dtype=np.int32))
 

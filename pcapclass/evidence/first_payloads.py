@@ -20,7 +20,6 @@ from .._firstlook import (
     LOOK,
     QUIET,
     first_looks,
-    later_starts,
     look_context,
     same_payloads,
 )
@@ -61,6 +60,8 @@ from .verdicts import (
 IPPROTO_TCP = 6
 #: TCP/UDP port of Direct Push (docs/exchange-wire-facts.md §6)
 DIRECT_PUSH_PORT = 2883
+#: what a multi-line SMTP reply starts with, and the least an EHLO reply worth a look holds
+EHLO_REPLY, MIN_EHLO_REPLY = b"250-", 8
 #: what a Direct Push request starts with (docs/exchange-wire-facts.md §6)
 DIRECT_PUSH_NOTIFY = (b"NOTIFY ", b"NOTIFY\t")
 #: the Microsoft SMTP service's greeting (IIS; Exchange 2003 runs on it)
@@ -238,12 +239,11 @@ class FirstPayloads:
             new = new[sid[new] < 0]
         return sid
 
-    def ehlo_replies(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, pay: npt.NDArray[np.intp],
-                     first: npt.NDArray[np.intp]) -> None:  # fmt: skip
-        """Multi-line 250 replies among the payloads ``pay`` (``first``: the first payloads, looked
-        at already): Exchange-only EHLO keywords prove an Exchange SMTP server. An EHLO reply is
-        a server's second payload, so "250-" lines are looked at wherever they are."""
-        idx = later_starts(data, pay, first, pk.payload_off, pk.payload_len, pk.proto, b"250-", 8)
+    def ehlo_replies(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
+        """Multi-line 250 replies among the later TCP payloads ``idx`` that start EHLO_REPLY (at
+        least MIN_EHLO_REPLY bytes, as ``_laterlooks.later_looks`` finds them): Exchange-only EHLO
+        keywords prove an Exchange SMTP server. An EHLO reply is a server's second payload, so
+        "250-" lines are looked at wherever they are."""
         proven = []
         for p in idx.tolist():
             o = int(pk.payload_off[p])
