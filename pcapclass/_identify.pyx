@@ -334,28 +334,28 @@ cdef class SignatureTables:
         cdef Py_ssize_t head = min(n, self.max_request_line), end = 0, k
         cdef unsigned char c
         sp1[0] = sp2[0] = -1
+        # one pass that stops at the first byte no request line could hold there: a control
+        # byte, a third space, a method byte that is no token or past the longest method
         while end < head and p[end] != 0x0A:
             c = p[end]
-            if (c < 0x20 and c != 0x0D) or c > 0x7E:  # no part of a request line holds it
+            if (c < 0x20 and c != 0x0D) or c > 0x7E:
+                return False
+            if c == 0x20:
+                if sp1[0] < 0:
+                    sp1[0] = end
+                elif sp2[0] < 0:
+                    sp2[0] = end
+                else:
+                    return False
+            elif sp1[0] < 0 and (end >= self.max_method or not _token(c)):
                 return False
             end += 1
         if end == head and n > self.max_request_line:
             return False
         if end > 0 and p[end - 1] == 0x0D:
             end -= 1
-        for k in range(end):
-            if p[k] == 0x20:
-                if sp1[0] < 0:
-                    sp1[0] = k
-                elif sp2[0] < 0:
-                    sp2[0] = k
-                else:
-                    return False
-        if sp2[0] < 0 or sp1[0] == 0 or sp1[0] > self.max_method or sp2[0] == sp1[0] + 1 or end - sp2[0] - 1 != 8:
+        if sp2[0] < 0 or sp1[0] == 0 or sp2[0] == sp1[0] + 1 or end - sp2[0] - 1 != 8:
             return False
-        for k in range(sp1[0]):
-            if not _token(p[k]):
-                return False
         for k in range(sp1[0] + 1, sp2[0]):
             if not 0x21 <= p[k] <= 0x7E:
                 return False
