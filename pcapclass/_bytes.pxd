@@ -3,6 +3,15 @@
 
 from libc.string cimport memcpy
 
+cdef extern from *:
+    # asks for the cache line at ``p`` ahead of its use (payloads are scattered over a batch of
+    # megabytes, so a loop over them waits on a cache miss apiece unless they overlap)
+    void __builtin_prefetch(const void* p) noexcept nogil
+
+cdef enum:
+    # payloads ahead whose first bytes a loop asks for before it reads them
+    PREFETCH_AHEAD = 16
+
 from pcapclass._golden cimport GOLDEN
 
 

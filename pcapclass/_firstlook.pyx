@@ -12,7 +12,7 @@ numpy calls and a loop per batch.
 
 from libc.string cimport memcmp
 
-from pcapclass._bytes cimport _lower_bound, _sorted_value
+from pcapclass._bytes cimport PREFETCH_AHEAD, __builtin_prefetch, _lower_bound, _sorted_value
 from pcapclass._golden cimport GOLDEN
 
 import numpy as np
@@ -54,6 +54,8 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
     cdef bint tcp, s_svc, d_svc, sis, smb0, silent, must
     with nogil:
         for i in range(n):
+            if i + PREFETCH_AHEAD < n and off[first[i + PREFETCH_AHEAD]] < size:
+                __builtin_prefetch(&data[off[first[i + PREFETCH_AHEAD]]])
             p = first[i]
             o = off[p]
             length = plen[p]

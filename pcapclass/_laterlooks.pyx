@@ -8,6 +8,8 @@ payload's first bytes, a cache miss apiece on a batch of megabytes, so they read
 numpy would have taken a gather per column and a mask per test.
 """
 
+from pcapclass._bytes cimport PREFETCH_AHEAD, __builtin_prefetch
+
 import numpy as np
 
 
@@ -51,6 +53,8 @@ def later_looks(const unsigned char[::1] data, const long long[:] pay, const lon
         for i in range(first.shape[0]):
             is_first[first[i]] = 1
         for i in range(n):
+            if i + PREFETCH_AHEAD < n and off[pay[i + PREFETCH_AHEAD]] < data.shape[0]:
+                __builtin_prefetch(&data[off[pay[i + PREFETCH_AHEAD]]])
             p = pay[i]
             if proto[p] == 6:
                 if not is_first[p] and _starts(data, off[p], plen[p], reply, m_reply, reply_min):
