@@ -19,20 +19,29 @@ cdef struct Group:
     # byte strings packed as (length byte, bytes) one after the other
     const unsigned char* p
     Py_ssize_t n
+    # per byte, whether a string may start with it (either case of a letter): most bytes that
+    # are looked at start none, and are then passed over without a walk through the strings
+    const unsigned char* starts
 
 
 cdef inline Group _pack(list keep, words):
-    """``words`` packed for the matchers below (the bytes object is kept alive in ``keep``)."""
+    """``words`` packed for the matchers below (the bytes objects are kept alive in ``keep``)."""
     cdef Group g
     parts = []
+    starts = bytearray(256)
     for w in words:  # a loop, not a generator expression: a .pxd's inline function cannot hold one
         if not 0 < len(w) < 256:
             raise ValueError(f"signature strings must be 1 to 255 bytes: {words!r}")
         parts.append(bytes([len(w)]) + bytes(w))
-    packed = b"".join(parts)
+        starts[w[0]] = 1
+        if 0x41 <= w[0] <= 0x5A:
+            starts[w[0] + 32] = 1
+    packed, starts_b = b"".join(parts), bytes(starts)
     keep.append(packed)
+    keep.append(starts_b)
     g.p = packed
     g.n = len(packed)
+    g.starts = starts_b
     return g
 
 
@@ -44,6 +53,8 @@ cdef inline unsigned char _up(unsigned char c) noexcept nogil:
 cdef inline bint _one_of(const unsigned char* p, Py_ssize_t n, Group g, bint prefix, bint upper) noexcept nogil:
     """Whether ``p[:n]`` (upper-cased when ``upper``) is one of ``g``, or starts with one when ``prefix``."""
     cdef Py_ssize_t at = 0, m, k
+    if n <= 0 or not g.starts[p[0]]:
+        return False
     while at < g.n:
         m = g.p[at]
         if m == n or (prefix and m < n):
