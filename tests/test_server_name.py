@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pcapclass
+from pcapclass._name_memo import NameMemo
 from pcapclass._server_names import MAX_SERVER_NAME, same_names, server_names
 
 PAYLOADS = FIXTURES.parent / "payloads"
@@ -241,3 +242,38 @@ def test_a_server_name_decides_nothing_else() -> None:
     row = flows[flows.server_name != ""].iloc[0]
     assert (row.server_name, row.protocol, row.server_port) == ("pop.secureserver.net", "tls", 995)
     assert row.evidence in ("signature", "port", "none")
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 7), st.binary(max_size=12)), min_size=1, max_size=80))
+def test_name_memo_finds_a_name_only_by_its_digest_and_its_bytes(names: list[tuple[int, bytes]]) -> None:
+    """Names added with a digest (a few digests, so that names share them, and enough names to
+    grow the table) are found again with that digest and their bytes, each by the value of the
+    first added under its digest; a name whose digest another took, or with another digest, is not."""
+    memo = NameMemo()
+    first: dict[int, tuple[bytes, int]] = {}
+    for value, (digest, raw) in enumerate(names):
+        memo.add(digest * 0x9E3779B97F4A7C15 % (1 << 64), raw, value)
+        first.setdefault(digest, (raw, value))
+    data = np.frombuffer(b"".join(raw for _, raw in names) or b"\0", dtype=np.uint8)
+    start = np.cumsum([0] + [len(raw) for _, raw in names[:-1]]).astype(np.int64)
+    length = np.array([len(raw) for _, raw in names], dtype=np.int64)
+    digest = np.array([d * 0x9E3779B97F4A7C15 % (1 << 64) for d, _ in names], dtype=np.uint64)
+    want = [first[d][1] if first[d][0] == raw else -1 for d, raw in names]
+    assert memo.find(data, start, length, digest).tolist() == want
+    assert memo.find(data, start, length, digest + np.uint64(1)).tolist() == [-1] * len(names)
+    assert len(memo) == len(first)
+    memo.clear()
+    assert len(memo) == 0 and memo.find(data, start, length, digest).tolist() == [-1] * len(names)
+
+
+def test_name_memo_keeps_every_name_as_it_grows() -> None:
+    """Thousands of names (past the first table and byte store) are all found again."""
+    names = [f"host{i}.example.org".encode() * (1 + i % 3) for i in range(3000)]
+    memo = NameMemo()
+    for i, raw in enumerate(names):
+        memo.add(i, raw, i)
+    data = np.frombuffer(b"".join(names), dtype=np.uint8)
+    start = np.cumsum([0] + [len(raw) for raw in names[:-1]]).astype(np.int64)
+    length = np.array([len(raw) for raw in names], dtype=np.int64)
+    assert memo.find(data, start, length, np.arange(3000, dtype=np.uint64)).tolist() == list(range(3000))

@@ -2,10 +2,11 @@
 the subject of the certificate a TLS 1.0–1.2 server showed, as evidence rows of their own kinds
 (``SERVER_NAME``, ``CERT_SUBJECT``) that decide nothing else.
 
-Compiled kernels find each name's bytes in a batch's first payloads and digest them; each
-distinct name of a batch is looked up by its bytes among the names met before (at most
-``MAX_REMEMBERED``; past that the memory starts afresh), and only a new one is made into text,
-so Python runs per distinct name, never per flow. Names whose digests agree are compared byte
+Compiled kernels find each name's bytes in a batch's first payloads and digest them, and find
+the names met in earlier batches (``NameMemo``); each distinct name of a batch not found there is
+looked up by its bytes among the names met before (at most ``MAX_REMEMBERED``; past that the
+memory starts afresh), and only a new one is made into text, so Python runs per new name,
+never per flow. Names whose digests agree are compared byte
 for byte: a digest alone can collide.
 """
 
@@ -18,6 +19,7 @@ import numpy.typing as npt
 
 from .._certificate import certificate_subjects
 from .._firstlook import same_payloads
+from .._name_memo import NameMemo
 from .._server_names import same_names, server_names
 from ..certificate import subject_text
 from ..decode import Packets
@@ -54,6 +56,8 @@ class Names:
         self._verdicts, self._rows = verdicts, rows
         #: verdict id by (kind, the name's bytes); -2: bytes that make no name
         self._known: dict[tuple[str, bytes], int] = {}
+        #: the same per kind, found a batch at a time in compiled code (only new names reach ``_known``)
+        self._memos = {SERVER_NAME: NameMemo(), CERT_SUBJECT: NameMemo()}
 
     def server_names(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                      off: _Array, plen: _Array) -> None:  # fmt: skip
@@ -74,15 +78,20 @@ class Names:
             return
         start, length, digest = start[has], length[has], digest[has]
         # -1: not yet known; -2: bytes that make no name (a malformed subject)
-        vid = np.full(has.size, -1, dtype=np.int32)
-        new = np.arange(has.size)
+        memo = self._memos[kind]
+        vid = memo.find(data, start, length, digest)
+        new = np.flatnonzero(vid == -1)
         while new.size:
             # one string per digest; the names with its bytes share its row, the others (a
             # digest collision) go round again
             _, first_of, which = np.unique(digest[new], return_index=True, return_inverse=True)
             looked = new[first_of]
-            for i, s, n in zip(looked.tolist(), start[looked].tolist(), length[looked].tolist()):
-                vid[i] = self._vid(kind, text, data[s : s + n].tobytes())
+            for i, s, n, d in zip(looked.tolist(), start[looked].tolist(), length[looked].tolist(), digest[looked].tolist()):
+                raw = data[s : s + n].tobytes()
+                vid[i] = self._vid(kind, text, raw)
+                if len(memo) >= MAX_REMEMBERED:
+                    memo.clear()
+                memo.add(d, raw, int(vid[i]))
             rep = looked[which.reshape(-1)]
             alike = same(data, start[new], length[new], start[rep], length[rep])
             vid[new[alike]] = vid[rep[alike]]
