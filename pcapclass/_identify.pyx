@@ -198,11 +198,11 @@ cdef class SignatureTables:
                 return L_POP3
             if _starts_any(p, n, self.imap_prefixes):
                 return L_IMAP
-            line = self._line(p, n)
             if _starts_any(p, n, self.smtp_prefixes):
+                line = self._line(p, n)
                 return L_FTP if _in_upper(p, line, self.ftp_words) else L_SMTP if _in_upper(p, line, self.smtp_words) else L_NONE
             if _starts_any(p, n, self.nntp_prefixes):
-                return L_NNTP if _in_upper(p, line, self.nntp_words) else L_NONE
+                return L_NNTP if _in_upper(p, self._line(p, n), self.nntp_words) else L_NONE
             return L_NONE
         if _is_word(p, min(n, 4), self.smtp_commands) and (n == 4 or (n > 4 and (p[4] == 0x20 or p[4] == 0x0D or p[4] == 0x0A))):
             return L_SMTP
