@@ -138,7 +138,7 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
                 const long long[:] off, const long long[:] plen, const unsigned short[::1] followed,
                 const unsigned long long[::1] started_h, const long long[::1] started_p,
                 const unsigned long long[::1] waiting_h, const unsigned char[::1] ptype_used):
-    """The payload packets ``pay`` of followed flows, in one pass: ``(look, ended)``.
+    """The payload packets ``pay`` of followed flows, in one call: ``(look, ended)``.
 
     A flow is followed when its hash's slot in ``followed`` (a count per low bits of the hash)
     is set. Its packets up to the one that started following in this batch (``started_h`` ->
@@ -154,13 +154,13 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
         slots <<= 1
     ended_table_a = np.zeros(slots, np.uint64)
     used_a = np.zeros(slots, np.uint8)
-    look_a = np.empty(n, np.intp)
+    look_a, candidates_a = np.empty(n, np.intp), np.empty(n, np.intp)
     ended_a = np.empty(n, np.uint64)
     cdef unsigned long long[::1] ended_table = ended_table_a
     cdef unsigned char[::1] used = used_a
-    cdef Py_ssize_t[::1] look = look_a
+    cdef Py_ssize_t[::1] look = look_a, candidates = candidates_a
     cdef unsigned long long[::1] ended = ended_a
-    cdef Py_ssize_t n_look = 0, n_ended = 0
+    cdef Py_ssize_t n_look = 0, n_ended = 0, n_candidates = 0
     cdef long long p, o, length, frag
     cdef unsigned long long h
     cdef unsigned char b0, b1, b2, drep, f8, f9
@@ -168,13 +168,18 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
     if size == 0:  # no payload bytes at all: nothing to look at
         return look_a[:0], ended_a[:0]
     with nogil:
+        # the packets of followed flows first, then their first bytes, asked for ahead of use
         for i in range(n):
             p = pay[i]
             h = hashes[p]
-            if followed[h & mask] == 0:
-                continue
-            if p <= _sorted_value(started_h, started_p, h):
-                continue
+            if followed[h & mask] != 0 and p > _sorted_value(started_h, started_p, h):
+                candidates[n_candidates] = p
+                n_candidates += 1
+        for i in range(n_candidates):
+            if i + PREFETCH_AHEAD < n_candidates and off[candidates[i + PREFETCH_AHEAD]] < size:
+                __builtin_prefetch(&data[off[candidates[i + PREFETCH_AHEAD]]])
+            p = candidates[i]
+            h = hashes[p]
             o = off[p]
             length = plen[p]
             b0 = _byte(data, o, length, 0)
