@@ -9,15 +9,19 @@ otherwise), that pair in quick succession is what is left to see.
 
 ``NotificationTiming.feed`` keeps the short datagrams (16 bytes at most) between high ports of the last
 ``WINDOW_NS`` across batches and returns those a DCE/RPC request from their receiver to their
-sender followed within it. Classify still requires the sender to be an Exchange server.
+sender followed within it, as evidence rows: a batch, a live tick or a ring buffer's file may
+end between the two. Classify still requires the sender to be an Exchange server.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from .decode import Packets
+from .flows import FlowKeys
 
 #: how soon the client's request must follow (measured: 0.25 ms; a client busy elsewhere or a
 #: slow network may take tens of milliseconds, and a wider window only admits coincidences)
@@ -38,35 +42,51 @@ class NotificationTiming:
     """Short datagrams waiting for their receiver's DCE/RPC request to their sender."""
 
     def __init__(self) -> None:
-        # per pending datagram: sender and receiver address halves, time, and its packet's row
-        # in the batch it came in (-1 once that batch is gone: then it can no longer be tagged)
-        self._cols = np.zeros((5, 0), dtype=np.uint64)
+        # per waiting datagram: sender and receiver address halves, then its evidence row's
+        # flow key (hash, check) and side, so that a request of a later batch can still tag it
+        self._cols = np.zeros((7, 0), dtype=np.uint64)
         self._ts = np.zeros(0, dtype=np.int64)
         #: datagrams that stopped waiting because MAX_PENDING waited (``EvidenceAnomalies.datagrams_dropped``)
         self.dropped = 0
 
-    def feed(self, pk: Packets, dgram: npt.NDArray[np.intp], calls: npt.NDArray[np.intp], now: int) -> npt.NDArray[np.intp]:
-        """The datagram packets of this batch that a request followed within the window
-        (``dgram``: its datagrams of at most MAX_DATAGRAM bytes between ports of at least
-        HIGH_PORT; ``calls``: its TCP payloads of at least MIN_REQUEST bytes that start
-        REQUEST_HEAD, as ``_laterlooks.later_looks`` finds both; ``now``: the time of its last
-        payload packet)."""
+    def clear(self) -> None:
+        """Forget the waiting datagrams (their flows ended with their capture)."""
+        self._cols, self._ts = self._cols[:, :0], self._ts[:0]
+
+    def feed(self, pk: Packets, keys: FlowKeys, dgram: npt.NDArray[np.intp], calls: npt.NDArray[np.intp],
+             now: int) -> TimedRows:  # fmt: skip
+        """The datagrams, of this batch or waiting from earlier ones, that a request of this
+        batch followed within the window, as evidence rows (``dgram``: its datagrams of at most
+        MAX_DATAGRAM bytes between ports of at least HIGH_PORT; ``calls``: its TCP payloads of
+        at least MIN_REQUEST bytes that start REQUEST_HEAD, as ``_laterlooks.later_looks``
+        finds both; ``now``: the time of its last payload packet)."""
         if not dgram.size and not self._ts.size:
-            return dgram  # nothing waits for a request
-        cols = np.concatenate([self._cols, np.vstack([pk.src_hi[dgram], pk.src_lo[dgram], pk.dst_hi[dgram], pk.dst_lo[dgram],
-                                                      dgram.astype(np.uint64)])], axis=1)  # fmt: skip
+            return _NONE  # nothing waits for a request
+        fresh = np.vstack([pk.src_hi[dgram], pk.src_lo[dgram], pk.dst_hi[dgram], pk.dst_lo[dgram],
+                           keys.hash[dgram].view(np.uint64), keys.check[dgram].view(np.uint64), keys.from_a[dgram]])  # fmt: skip
+        cols = np.concatenate([self._cols, fresh.astype(np.uint64, copy=False)], axis=1)
         ts = np.concatenate([self._ts, pk.ts_ns[dgram]])
-        fresh = np.zeros(ts.size, dtype=bool)
-        fresh[self._ts.size :] = True
         hit = np.zeros(ts.size, dtype=bool)
         if calls.size and ts.size:
             # a request from the datagram's receiver to its sender, after it and within the window
             for c in calls.tolist():
                 hit |= ((cols[2] == pk.src_hi[c]) & (cols[3] == pk.src_lo[c]) & (cols[0] == pk.dst_hi[c]) & (cols[1] == pk.dst_lo[c])
                         & (pk.ts_ns[c] > ts) & (pk.ts_ns[c] - ts <= WINDOW_NS))  # fmt: skip
-        found: npt.NDArray[np.intp] = cols[4][hit & fresh].astype(np.intp)
-        # datagrams of this batch that may still be answered wait, without their batch row
-        keep = ~hit & (ts >= now - WINDOW_NS) & fresh
+        found = TimedRows(cols[4, hit], cols[5, hit], ts[hit], cols[6, hit].astype(bool))
+        # datagrams that may still be answered wait
+        keep = ~hit & (ts >= now - WINDOW_NS)
         self.dropped += max(int(np.count_nonzero(keep)) - MAX_PENDING, 0)
         self._cols, self._ts = cols[:, keep][:, -MAX_PENDING:], ts[keep][-MAX_PENDING:]
         return found
+
+
+class TimedRows(NamedTuple):
+    """The evidence rows of datagrams a request followed: flow key, time, sender side."""
+
+    hash: npt.NDArray[np.uint64]
+    check: npt.NDArray[np.uint64]
+    ts_ns: npt.NDArray[np.int64]
+    from_a: npt.NDArray[np.bool_]
+
+
+_NONE = TimedRows(np.zeros(0, np.uint64), np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, bool))

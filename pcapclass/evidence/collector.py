@@ -83,9 +83,11 @@ class EvidenceCollector:
         self._timing = NotificationTiming()
 
     def new_capture(self) -> None:
-        """A new input starts: forget per-flow state (flows never span captures), keep what
-        was learned (endpoint-mapper ports, registrations)."""
+        """An input that does not continue the one before starts: forget per-flow state (its
+        flows start afresh) and the datagrams waiting for a request, keep what was learned
+        (endpoint-mapper ports, registrations)."""
         self.following.clear()
+        self._timing.clear()
 
     def feed(self, batch: PacketBatch, pk: Packets, keys: FlowKeys, first: npt.NDArray[np.intp]) -> None:
         """Inspect the candidate payloads of one decoded batch (``keys``: its flow keys;
@@ -109,9 +111,9 @@ class EvidenceCollector:
             for p in self.registrations.notifications(data, pk, pay):
                 self.rows.add_row(int(keys.hash[p]) & _U64, int(keys.check[p]) & _U64, int(pk.ts_ns[p]), bool(keys.from_a[p]),
                                   self.verdicts.vid(NOTIFICATION, client_is_sender=1))  # fmt: skip
-        timed = self._timing.feed(pk, datagrams, requests, int(pk.ts_ns[pay[-1]]))
-        if timed.size:
-            self.rows.add_rows(keys, pk, timed, np.full(timed.size, self.verdicts.vid(TIMED), dtype=np.int32))
+        timed = self._timing.feed(pk, keys, datagrams, requests, int(pk.ts_ns[pay[-1]]))
+        if timed.ts_ns.size:
+            self.rows.add_part(*timed, np.full(timed.ts_ns.size, self.verdicts.vid(TIMED), dtype=np.int32))
 
     def take_anomalies(self) -> EvidenceAnomalies:
         """What the parts counted since the last call (a capture's share: the session takes it
