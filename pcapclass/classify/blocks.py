@@ -85,6 +85,5 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     if not evidence.epm.empty:
         answers = answers if answers is not None else Answers.of(evidence.epm)
         mapped, row = epm_rows(answers, evidence.epm_expiry_ns, proto, s, recs["first_ns"])
-        named, named_vid = answers.named
-        bound[mapped[named.kind[named_vid[row]] == "epm"]] = True
+        bound[mapped[answers.named.kind[answers.vid[row]] == "epm"]] = True
     return BlockFacts(shown, rpc_sessions(proto, s, bound), bound_here)

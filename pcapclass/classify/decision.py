@@ -160,10 +160,9 @@ def decide(b: DecisionInput) -> _Decided:
         for learned, among in ((answers, None), (bound, unbound)):
             matched, row = epm_rows(learned, evidence.epm_expiry_ns, proto, o, recs["first_ns"], among)
             if matched.size:
-                named, named_vid = learned.named
-                verdicts, first = verdicts.concat(named)
+                verdicts, first = verdicts.concat(learned.named)
                 flows.append(matched)
-                vids.append(first + named_vid[row])
+                vids.append(first + learned.vid[row])
     # code tables: rule ids then one service per verdict; "" then one detail / interface per verdict
     ids, v = len(service_ids), verdicts.kind.size
     blank = np.array([""], dtype=object)

@@ -18,7 +18,6 @@ import numpy.typing as npt
 import pandas as pd
 
 from ..addresses import RowSet
-from ..evidence import INTERFACE_ONLY
 from ..flows import Records
 from ..protocols.signatures import EXPECTED_PROTOCOLS
 from .orientation import IPPROTO_TCP, IPPROTO_UDP, Oriented, Sides
@@ -37,27 +36,19 @@ BOUND_ELSEWHERE = "bound-elsewhere"
 class Answers:
     """What endpoint-mapper replies (or binds elsewhere, ``bound_ports``) said: (server,
     transport, port) -> interface over a span, made ready once for the flows of many blocks to
-    be joined to them (``epm_rows``), with the distinct verdicts the answers name (``named``),
-    so that a block adds a few verdicts, not one per match.
+    be joined to them (``epm_rows``). What each answer names is a verdict of ``named`` (``vid``):
+    a block that matches answers adds those few verdicts, not one per match.
 
-    The join runs on a hash of (server, port, transport), sorted here; each pair it finds is
-    then compared field by field, so a collision joins nothing. Both are made at first use:
-    a block's own answers are only gathered (``concat``)."""
+    The join runs on a hash of (server, port, transport), sorted at first use (a block's own
+    answers are only gathered, ``concat``); each pair it finds is then compared field by field,
+    so a collision joins nothing."""
 
     def __init__(self, hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], port: npt.NDArray[np.int64],
                  udp: npt.NDArray[np.bool_], ip: npt.NDArray[np.bool_], first_ns: npt.NDArray[np.int64],
-                 last_ns: npt.NDArray[np.int64], said: dict[str, npt.NDArray[np.object_]]) -> None:  # fmt: skip
-        """``ip``: a transport flows have (an answer for another never joins); ``said``: each
-        answer's service, detail, rpc_interface and rpc_interface_name."""
+                 last_ns: npt.NDArray[np.int64], named: VerdictArrays, vid: npt.NDArray[np.int64]) -> None:  # fmt: skip
+        """``ip``: a transport flows have (an answer for another never joins)."""
         self.hi, self.lo, self.port, self.udp, self.ip = hi, lo, port, udp, ip
-        self.first_ns, self.last_ns, self.said = first_ns, last_ns, said
-
-    @cached_property
-    def named(self) -> tuple[VerdictArrays, npt.NDArray[np.int64]]:
-        """The distinct verdicts the answers name, and each answer's."""
-        kind = np.where(self.said["service"] != "", "epm", INTERFACE_ONLY).astype(object)
-        return VerdictArrays.distinct(kind, self.said["service"], self.said["rpc_interface"], self.said["rpc_interface_name"],
-                                      self.said["detail"])  # fmt: skip
+        self.first_ns, self.last_ns, self.named, self.vid = first_ns, last_ns, named, vid
 
     @cached_property
     def by_endpoint(self) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.uint64]]:
@@ -70,13 +61,21 @@ class Answers:
 
     @staticmethod
     def of(learned: pd.DataFrame) -> Answers:
-        """The endpoint-mapper table (``Evidence.epm``)."""
+        """The endpoint-mapper table (``Evidence.epm``), each distinct interface named once."""
+        said = [learned[c].to_numpy(dtype=object) for c in ("service", "rpc_interface", "rpc_interface_name")]
+        # each column's codes, then their combinations, numbered in the order they first come
+        levels = [pd.factorize(c, use_na_sentinel=False) for c in said]
+        vid = np.zeros(len(learned), dtype=np.int64)
+        for level_codes, level_names in levels:
+            vid = pd.factorize(vid * len(level_names) + level_codes)[0].astype(np.int64)
+        first = np.unique(vid, return_index=True)[1]
+        service, iface, name = (c[first] for c in said)
+        named = VerdictArrays.answered(service, iface, name, np.full(first.size, "", dtype=object))
         transport = learned["transport"].to_numpy(dtype=object)
         udp = transport == "udp"
-        said = {c: learned[c].to_numpy(dtype=object) for c in ("service", "rpc_interface", "rpc_interface_name")}
         return Answers(learned["server_hi"].to_numpy(np.uint64), learned["server_lo"].to_numpy(np.uint64),
                        learned["port"].to_numpy(np.int64), udp, udp | (transport == "tcp"), learned["first_ns"].to_numpy(np.int64),
-                       learned["last_ns"].to_numpy(np.int64), {**said, "detail": np.full(len(learned), "", dtype=object)})  # fmt: skip
+                       learned["last_ns"].to_numpy(np.int64), named, vid)  # fmt: skip
 
     @staticmethod
     def concat(parts: Sequence[Answers]) -> Answers:
@@ -84,8 +83,12 @@ class Answers:
         def joined(field: str) -> npt.NDArray[Any]:
             return np.concatenate([getattr(p, field) for p in parts])
 
+        named, vids = parts[0].named, [parts[0].vid]
+        for p in parts[1:]:
+            named, first = named.concat(p.named)
+            vids.append(first + p.vid)
         return Answers(joined("hi"), joined("lo"), joined("port"), joined("udp"), joined("ip"), joined("first_ns"), joined("last_ns"),
-                       {c: np.concatenate([p.said[c] for p in parts]) for c in parts[0].said})  # fmt: skip
+                       named, np.concatenate(vids))  # fmt: skip
 
     def __len__(self) -> int:
         return int(self.port.size)
@@ -97,10 +100,12 @@ def bound_ports(recs: Records, o: Sides, verdicts: VerdictArrays, f: npt.NDArray
     names the service behind the proxy, not the proxy's port)."""
     bound = (verdicts.kind == "bind")[vid] & (o.s_port[f] >= HIGH_PORT) & ~np.isin(o.s_port[f], list(EXPECTED_PROTOCOLS))
     f, vid = f[bound], vid[bound]
+    binds, answer = np.unique(vid, return_inverse=True)
+    named = VerdictArrays.answered(verdicts.service[binds], verdicts.iface[binds], verdicts.name[binds],
+                                   np.full(binds.size, BOUND_ELSEWHERE, dtype=object))  # fmt: skip
     tcp = np.ones(f.size, dtype=bool)
     return Answers(o.s_hi[f], o.s_lo[f], o.s_port[f].astype(np.int64), ~tcp, tcp, recs["first_ns"][f], recs["last_ns"][f],
-                   {"service": verdicts.service[vid], "rpc_interface": verdicts.iface[vid], "rpc_interface_name": verdicts.name[vid],
-                    "detail": np.full(f.size, BOUND_ELSEWHERE, dtype=object)})  # fmt: skip
+                   named, answer.reshape(-1).astype(np.int64))  # fmt: skip
 
 
 def epm_rows(learned: Answers, expiry_ns: int, proto: npt.NDArray[np.int64], o: Sides, first_ns: npt.NDArray[np.int64],

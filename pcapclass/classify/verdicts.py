@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..evidence import DCERPC, EVIDENCE_VALUES, ONE_CALL, Evidence
+from ..evidence import DCERPC, EVIDENCE_VALUES, INTERFACE_ONLY, ONE_CALL, Evidence
 from ..flows import FlowIndex, FlowRows, Records
 from .orientation import Sides
 
@@ -58,20 +58,14 @@ class VerdictArrays:
         return grown, len(self.kind) + inverse.reshape(-1)
 
     @staticmethod
-    def distinct(kind: npt.NDArray[np.object_], service: npt.NDArray[np.object_], iface: npt.NDArray[np.object_],
-                 name: npt.NDArray[np.object_], detail: npt.NDArray[np.object_]) -> tuple[VerdictArrays, npt.NDArray[np.int64]]:  # fmt: skip
-        """The distinct (kind, service, interface, name, detail) of DCE/RPC endpoint-mapper
-        answers as verdicts, in the order they first come: (table, each answer's id)."""
-        # each column's codes, then their combinations, numbered in the order they first come
-        levels = [pd.factorize(c, use_na_sentinel=False) for c in (kind, service, iface, name, detail)]
-        codes = np.zeros(kind.size, dtype=np.int64)
-        for level_codes, level_names in levels:
-            codes = pd.factorize(codes * len(level_names) + level_codes)[0]
-        first = np.unique(codes, return_index=True)[1]
-        u = [np.asarray(level_names, dtype=object)[level_codes[first]] for level_codes, level_names in levels]
-        minus = np.full(first.size, -1, dtype=np.int8)
-        return VerdictArrays(u[0], u[1], u[4], u[2], u[3], minus, minus.copy(), np.full(first.size, DCERPC, dtype=object),
-                             np.full(first.size, "", dtype=object)), codes.astype(np.int64)  # fmt: skip
+    def answered(service: npt.NDArray[np.object_], iface: npt.NDArray[np.object_], name: npt.NDArray[np.object_],
+                 detail: npt.NDArray[np.object_]) -> VerdictArrays:  # fmt: skip
+        """Verdicts as DCE/RPC endpoint-mapper answers (or binds elsewhere) give them: ``epm``
+        where the answer names a service, else ``interface``; either side sends; no proof."""
+        kind = np.where(service != "", "epm", INTERFACE_ONLY).astype(object)
+        minus = np.full(kind.size, -1, dtype=np.int8)
+        return VerdictArrays(kind, service, detail, iface, name, minus, minus.copy(), np.full(kind.size, DCERPC, dtype=object),
+                             np.full(kind.size, "", dtype=object))  # fmt: skip
 
     def concat(self, more: VerdictArrays) -> tuple[VerdictArrays, int]:
         """These verdicts, then ``more``'s: (table, the id ``more``'s first takes)."""
