@@ -57,11 +57,6 @@ def in_networks(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], nets: Se
     return mask
 
 
-def pair_index(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> pd.MultiIndex:
-    """The (hi, lo) pairs as a MultiIndex: a set of addresses (or of address pairs, with four levels)."""
-    return pd.MultiIndex.from_arrays([hi, lo])
-
-
 def _mix(cols: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
     h = np.zeros(cols[0].shape[0], dtype=np.uint64)
     for c in cols:
@@ -70,15 +65,19 @@ def _mix(cols: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
     return h
 
 
-def rows_in(cols: Sequence[npt.NDArray[np.uint64]], table: pd.MultiIndex) -> npt.NDArray[np.bool_]:
-    """Whether each row of ``cols`` (uint64 columns of equal length, one per level) is one of
-    ``table``'s entries: exact membership of addresses or address pairs (``RowSet``)."""
-    return RowSet(table).contains(cols)
+def distinct_rows(cols: Sequence[npt.NDArray[np.uint64]]) -> list[npt.NDArray[np.uint64]]:
+    """The distinct rows of ``cols`` (uint64 columns of equal length: addresses or address
+    pairs), in the columns' order: one sort, no hash table per column (a MultiIndex's)."""
+    order = np.lexsort(cols[::-1])
+    cols = [c[order] for c in cols]
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = np.logical_or.reduce([c[1:] != c[:-1] for c in cols])
+    return [c[new] for c in cols]
 
 
 class RowSet:
-    """The entries of a table of addresses or address pairs (a MultiIndex of uint64 levels),
-    made ready once for the rows of many blocks to be looked up in it.
+    """The entries of a table of addresses or address pairs (uint64 columns, one per level:
+    hi, lo of each address), made ready once for the rows of many blocks to be looked up in it.
 
     Why not ``MultiIndex.isin``: it factorizes every level of the rows looked up, a hash table
     per level. Here a 64-bit mix of each row finds the table's entries with the same mix (one
@@ -87,9 +86,9 @@ class RowSet:
     answer.
     """
 
-    def __init__(self, table: pd.MultiIndex) -> None:
-        levels = [np.asarray(table.get_level_values(i), dtype=np.uint64) for i in range(table.nlevels)] if len(table) else []
-        t_mix = _mix(levels) if levels else np.zeros(0, np.uint64)
+    def __init__(self, table: Sequence[npt.NDArray[np.uint64]]) -> None:
+        levels = [np.asarray(level, dtype=np.uint64) for level in table]
+        t_mix = _mix(levels)
         order = np.argsort(t_mix)
         self._mix, self._levels = t_mix[order], [level[order] for level in levels]
         # where each distinct mix first stands in the table

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ..addresses import RowSet
@@ -32,7 +33,7 @@ class Shared:
     they let ``classify`` decide each block as if all were one.
     """
 
-    known: pd.MultiIndex | None = None
+    known: RowSet | None = None
     #: ``known`` as listed in the outputs (formatted once)
     servers: Servers | None = None
     #: (client, server) pairs of ``rpc_sessions_among``, ready for every block's lookups
@@ -47,7 +48,8 @@ class BlockFacts(NamedTuple):
     """What one block brings to ``Shared`` (see ``block_facts``)."""
 
     shown: pd.DataFrame | None
-    candidates: pd.MultiIndex | None
+    #: (client hi, lo, server hi, lo) columns
+    candidates: list[npt.NDArray[np.uint64]] | None
     bound: Answers
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..addresses import RowSet
+from ..addresses import RowSet, distinct_rows
 from ..flows import Records
 from ..protocols.signatures import EXPECTED_PROTOCOLS
 from .orientation import IPPROTO_TCP, IPPROTO_UDP, Oriented, Sides
@@ -176,12 +176,13 @@ def notification_heuristic(
 
 
 def rpc_sessions(proto: npt.NDArray[np.int64], s: Sides, bound_or_mapped: npt.NDArray[np.bool_],
-              server_ex: npt.NDArray[np.bool_] | None = None) -> pd.MultiIndex:  # fmt: skip
+              server_ex: npt.NDArray[np.bool_] | None = None) -> list[npt.NDArray[np.uint64]]:  # fmt: skip
     """(client, server) of the RPC sessions: TCP flows that a bind or an endpoint-mapper reply
     decided (``bound_or_mapped``), or to TCP 135, whose server is an Exchange server
     (``server_ex``). Without ``server_ex``, the candidates: which have an Exchange server is
-    settled once every block is in (``rpc_sessions_among``)."""
+    settled once every block is in (``rpc_sessions_among``). Distinct (client hi, lo, server
+    hi, lo), as columns."""
     rpc = (proto == IPPROTO_TCP) & (bound_or_mapped | (s.s_port == RPC_SESSION_PORT))
     if server_ex is not None:
         rpc &= server_ex
-    return pd.MultiIndex.from_arrays([s.c_hi[rpc], s.c_lo[rpc], s.s_hi[rpc], s.s_lo[rpc]]).unique()
+    return distinct_rows([s.c_hi[rpc], s.c_lo[rpc], s.s_hi[rpc], s.s_lo[rpc]])
