@@ -62,16 +62,23 @@ def server_evidence(recs: Records, s: Sides, verdicts: VerdictArrays, rows: Flow
     kind = kind_of.reshape(-1)[rows.vid[has]]
     a_is_server = np.where(sis == 1, from_a, np.where(sis == 0, ~from_a, ~s.client_is_a[f]))
     hi, lo = np.where(a_is_server, recs["a_hi"][f], recs["b_hi"][f]), np.where(a_is_server, recs["a_lo"][f], recs["b_lo"][f])
-    # per (host, kind), its distinct flows; hosts and kinds in the order the rows first show them
-    order = np.lexsort((f, kind, lo, hi))
-    hi, lo, kind, f = hi[order], lo[order], kind[order], f[order]
-    group = np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (kind[1:] != kind[:-1])]
-    distinct = group | np.r_[True, f[1:] != f[:-1]]
-    start = np.flatnonzero(group)
-    flows = np.add.reduceat(distinct.astype(np.int64), start)
-    shown = np.argsort(np.minimum.reduceat(order, start), kind="stable")
-    at = start[shown]
-    return pd.DataFrame({"hi": hi[at], "lo": lo[at], "kind": kinds[kind[at]], "flows": flows[shown]})
+    # per (host, kind), its distinct flows; hosts and kinds in the order the rows first show
+    # them, which is the order pd.factorize numbers them in: a hash per key, no sort of the rows
+    lo_code, hi_code = pd.factorize(lo)[0], pd.factorize(hi)
+    host = pd.factorize(lo_code * len(hi_code[1]) + hi_code[0])[0]
+    group = pd.factorize(host * kinds.size + kind)[0]
+    first_flow = _first_come(pd.factorize(group * recs["proto"].shape[0] + f)[0])
+    at = np.flatnonzero(_first_come(group))
+    flows = np.bincount(group[first_flow], minlength=at.size)
+    return pd.DataFrame({"hi": hi[at], "lo": lo[at], "kind": kinds[kind[at]], "flows": flows.astype(np.int64)})
+
+
+def _first_come(codes: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    """Where each code first comes, for codes numbered in the order they first come."""
+    top = np.maximum.accumulate(codes)
+    first = np.ones(codes.size, dtype=bool)
+    first[1:] = top[1:] > top[:-1]
+    return first
 
 
 def epm_evidence(evidence: Evidence | None) -> pd.DataFrame:
