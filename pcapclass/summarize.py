@@ -68,7 +68,7 @@ def partial_breakdown(flows: pd.DataFrame, by: Sequence[str] = DEFAULT_BY) -> pd
     for c in ("packets_c2s", "bytes_c2s", "packets_s2c", "bytes_s2c"):
         columns[c] = np.zeros(first.size, dtype=np.int64)
         np.add.at(columns[c], group, flows[c].to_numpy(np.int64))
-    for c, extreme in (("first_ts", np.minimum), ("last_ts", np.maximum)):
+    for c, extreme in (("first_ts", np.fmin), ("last_ts", np.fmax)):  # missing times skipped, as pandas does
         ts = flows[c].to_numpy(np.float64)
         columns[c] = ts[first]
         extreme.at(columns[c], group, ts)
