@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ._addrtext import address_text
+from ._rowset import RowTable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _V4_MAPPED = 0xFFFF_0000_0000
@@ -57,70 +58,38 @@ def in_networks(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], nets: Se
     return mask
 
 
-def pair_index(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64]) -> pd.MultiIndex:
-    """The (hi, lo) pairs as a MultiIndex: a set of addresses (or of address pairs, with four levels)."""
-    return pd.MultiIndex.from_arrays([hi, lo])
-
-
-def _mix(cols: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
-    h = np.zeros(cols[0].shape[0], dtype=np.uint64)
-    for c in cols:
-        h = (h ^ c) * np.uint64(0x9E37_79B9_7F4A_7C15)
-        h ^= h >> np.uint64(29)
-    return h
-
-
-def rows_in(cols: Sequence[npt.NDArray[np.uint64]], table: pd.MultiIndex) -> npt.NDArray[np.bool_]:
-    """Whether each row of ``cols`` (uint64 columns of equal length, one per level) is one of
-    ``table``'s entries: exact membership of addresses or address pairs (``RowSet``)."""
-    return RowSet(table).contains(cols)
+def distinct_rows(cols: Sequence[npt.NDArray[np.uint64]]) -> list[npt.NDArray[np.uint64]]:
+    """The distinct rows of ``cols`` (uint64 columns of equal length: addresses or address
+    pairs), in the columns' order: one sort, no hash table per column (a MultiIndex's)."""
+    order = np.lexsort(cols[::-1])
+    cols = [c[order] for c in cols]
+    new = np.ones(order.size, dtype=bool)
+    new[1:] = np.logical_or.reduce([c[1:] != c[:-1] for c in cols])
+    return [c[new] for c in cols]
 
 
 class RowSet:
-    """The entries of a table of addresses or address pairs (a MultiIndex of uint64 levels),
-    made ready once for the rows of many blocks to be looked up in it.
+    """The entries of a table of addresses or address pairs (uint64 columns, one per level:
+    hi, lo of each address), made ready once for the rows of many blocks to be looked up in
+    it: exact membership, by a compiled hash table (``_rowset.RowTable``).
 
     Why not ``MultiIndex.isin``: it factorizes every level of the rows looked up, a hash table
-    per level. Here a 64-bit mix of each row finds the table's entries with the same mix (one
-    hash table, of the table's distinct mixes, built at the first lookup and kept), and the
-    columns themselves decide, so that a collision of mixes costs a comparison, never a wrong
-    answer.
+    per level, for every lookup.
     """
 
-    def __init__(self, table: pd.MultiIndex) -> None:
-        levels = [np.asarray(table.get_level_values(i), dtype=np.uint64) for i in range(table.nlevels)] if len(table) else []
-        t_mix = _mix(levels) if levels else np.zeros(0, np.uint64)
-        order = np.argsort(t_mix)
-        self._mix, self._levels = t_mix[order], [level[order] for level in levels]
-        # where each distinct mix first stands in the table
-        self._first = np.flatnonzero(np.concatenate(([True], self._mix[1:] != self._mix[:-1]))) if t_mix.size else np.zeros(0, np.int64)
-        self._index = pd.Index(self._mix[self._first], copy=False)
+    def __init__(self, table: Sequence[npt.NDArray[np.uint64]]) -> None:
+        self._table = RowTable(_stacked(table))
 
     def __len__(self) -> int:
-        return int(self._mix.size)
+        return len(self._table)
 
     def contains(self, cols: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.bool_]:
         """Whether each row of ``cols`` (one column per level) is an entry."""
-        n = cols[0].shape[0]
-        found = np.zeros(n, dtype=bool)
-        if not self._mix.size or not n:
-            return found
-        t_mix, levels = self._mix, self._levels
-        # where each row's mix first stands in the table, found by hashing (a binary search per
-        # row cost four times as much); the table's size where it does not
-        mix = _mix(cols)
-        where = self._index.get_indexer(mix)  # type: ignore[arg-type]  # pandas takes an array; its stubs want an Index
-        at = np.where(where >= 0, self._first[where], t_mix.size)
-        idx = np.arange(n)
-        while idx.size:  # a row tries each entry of its mix in turn (one, but for a collision)
-            keep = at < t_mix.size
-            idx, at = idx[keep], at[keep]
-            keep = t_mix[at] == mix[idx]
-            idx, at = idx[keep], at[keep]
-            same = np.logical_and.reduce([level[at] == c[idx] for level, c in zip(levels, cols)])
-            found[idx[same]] = True
-            idx, at = idx[~same], at[~same] + 1
-        return found
+        return self._table.contains(_stacked(cols))
+
+
+def _stacked(cols: Sequence[npt.NDArray[np.uint64]]) -> npt.NDArray[np.uint64]:
+    return np.stack([np.asarray(c, dtype=np.uint64) for c in cols])
 
 
 def format_addresses(

@@ -19,7 +19,7 @@ import pandas as pd
 
 from . import schema
 from .accounting import CaptureCounts, capture_row
-from .addresses import Network, RowSet
+from .addresses import Network, RowSet, distinct_rows
 from .classify import (
     Answers,
     Servers,
@@ -179,18 +179,18 @@ def merge_to(g: Gathered, c: Criteria, outdir: str | os.PathLike[str], fmt: Form
 def _shared(g: Gathered, c: Criteria) -> Shared:
     """The facts every block is decided with, gathered over all blocks first: the Exchange
     servers and the RPC sessions the new-mail heuristic needs."""
-    shared = Shared()
+    shared = Shared(answers=Answers.of(g.evidence.epm) if g.evidence is not None else None)
     shown, pairs, bound = [epm_evidence(g.evidence)], [], []
     for recs, _, rows in g.store.blocks():
-        facts = block_facts(recs, c.lookup, g.evidence, rows, infer_servers=not c.networks)
+        facts = block_facts(recs, c.lookup, g.evidence, rows, infer_servers=not c.networks, answers=shared.answers)
         shown += [facts.shown] if facts.shown is not None else []
-        pairs += [facts.candidates] if facts.candidates is not None and len(facts.candidates) else []
+        pairs += [facts.candidates] if facts.candidates is not None and facts.candidates[0].size else []
         bound += [facts.bound] if len(facts.bound) else []
-    shared.bound = Answers(pd.concat(bound, ignore_index=True)) if bound else None
+    shared.bound = Answers.concat(bound) if bound else None
     if not c.networks:
         shared.known, shared.servers = infer_servers(merged(shown), c.server_rules)
     if g.evidence is not None:  # the new-mail heuristic needs every block's RPC sessions
-        candidates = pairs[0].append(pairs[1:]).unique() if pairs else pd.MultiIndex.from_arrays([np.zeros(0, np.uint64)] * 4)
+        candidates = distinct_rows([np.concatenate(level) for level in zip(*pairs)]) if pairs else [np.zeros(0, np.uint64)] * 4
         shared.sessions = RowSet(rpc_sessions_among(candidates, c.networks, shared.known))
     return shared
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -44,20 +45,36 @@ def breakdown(flows: pd.DataFrame, service_order: Sequence[str] = (), by: Sequen
 
 
 def partial_breakdown(flows: pd.DataFrame, by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:
-    """``breakdown`` of one part of the flows (a block, an interval), in no particular row
-    order: what ``merge`` combines, without ordering each part it will order again."""
+    """``breakdown`` of one part of the flows (a block, an interval), its groups in the order
+    their first flows come: what ``merge`` combines, without ordering each part it will order
+    again.
+
+    numpy rather than a pandas groupby: every block is summed so, and a groupby's four
+    aggregations and its frame took twice as long."""
     keys = list(by)
     if flows.empty:
         return empty_breakdown(keys)
-    sums = ["packets_c2s", "bytes_c2s", "packets_s2c", "bytes_s2c"]
-    mismatch = (flows["evidence"] == "port-mismatch").astype(np.int64).rename("port_mismatch_flows")
-    # one sum over the count columns, not a named aggregation per column
-    grouped = pd.concat([flows[[*keys, *sums, "first_ts", "last_ts"]], mismatch], axis=1).groupby(keys, sort=False, dropna=False, observed=True)
-    out = pd.concat([grouped.size().rename("flows"), grouped[["port_mismatch_flows", *sums]].sum(), grouped["first_ts"].min(),
-                     grouped["last_ts"].max()], axis=1).reset_index()  # fmt: skip
-    out["packets"] = out["packets_c2s"] + out["packets_s2c"]
-    out["bytes"] = out["bytes_c2s"] + out["bytes_s2c"]
-    return out
+    # each flow's group, numbered in the order groups first come (missing keys are a group)
+    group = np.zeros(len(flows), dtype=np.int64)
+    for k in keys:
+        codes, uniques = pd.factorize(flows[k], use_na_sentinel=False)
+        group = pd.factorize(group * len(uniques) + codes)[0].astype(np.int64)
+    top = np.maximum.accumulate(group)
+    first = np.flatnonzero(np.r_[True, top[1:] > top[:-1]])
+    columns: dict[str, Any] = {k: flows[k].array.take(first) for k in keys}
+    columns["flows"] = np.bincount(group, minlength=first.size)
+    mismatch = (flows["evidence"] == "port-mismatch").to_numpy(dtype=bool)
+    columns["port_mismatch_flows"] = np.bincount(group[mismatch], minlength=first.size)
+    for c in ("packets_c2s", "bytes_c2s", "packets_s2c", "bytes_s2c"):
+        columns[c] = np.zeros(first.size, dtype=np.int64)
+        np.add.at(columns[c], group, flows[c].to_numpy(np.int64))
+    for c, extreme in (("first_ts", np.fmin), ("last_ts", np.fmax)):  # missing times skipped, as pandas does
+        ts = flows[c].to_numpy(np.float64)
+        columns[c] = ts[first]
+        extreme.at(columns[c], group, ts)
+    columns["packets"] = columns["packets_c2s"] + columns["packets_s2c"]
+    columns["bytes"] = columns["bytes_c2s"] + columns["bytes_s2c"]
+    return pd.DataFrame(columns)
 
 
 def empty_breakdown(by: Sequence[str] = DEFAULT_BY) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from ..addresses import RowSet
@@ -32,25 +33,28 @@ class Shared:
     they let ``classify`` decide each block as if all were one.
     """
 
-    known: pd.MultiIndex | None = None
+    known: RowSet | None = None
     #: ``known`` as listed in the outputs (formatted once)
     servers: Servers | None = None
     #: (client, server) pairs of ``rpc_sessions_among``, ready for every block's lookups
     sessions: RowSet | None = None
     #: what binds said of their ports, in every block (``bound_ports``), ready to join
     bound: Answers | None = None
+    #: the endpoint-mapper table (``Evidence.epm``), ready to join
+    answers: Answers | None = None
 
 
 class BlockFacts(NamedTuple):
     """What one block brings to ``Shared`` (see ``block_facts``)."""
 
     shown: pd.DataFrame | None
-    candidates: pd.MultiIndex | None
-    bound: pd.DataFrame
+    #: (client hi, lo, server hi, lo) columns
+    candidates: list[npt.NDArray[np.uint64]] | None
+    bound: Answers
 
 
 def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = None, rows: FlowRows | None = None, *,
-                infer_servers: bool = True) -> BlockFacts:  # fmt: skip
+                infer_servers: bool = True, answers: Answers | None = None) -> BlockFacts:  # fmt: skip
     """What one block of a run brings to ``Shared``, in one look at its flows.
 
     * With ``infer_servers``: the Exchange server evidence its flows show (``server_evidence``:
@@ -62,7 +66,8 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
       Else None.
     * What its binds said of their ports (``bound_ports``), for the other blocks' connections.
 
-    ``rows``: ``flow_rows(recs, evidence)`` when already joined.
+    ``rows``: ``flow_rows(recs, evidence)`` when already joined; ``answers``: ``evidence.epm``
+    made ready (``Answers.of``) when already.
     """
     proto = recs["proto"]
     t, ported = transport_index(proto)
@@ -80,7 +85,7 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     if rows is not None:
         bound[rows.flow[np.isin(verdicts.kind, ("bind", "dcerpc", ONE_CALL))[rows.vid]]] = True
     if not evidence.epm.empty:
-        epm = epm_rows(Answers(evidence.epm), evidence.epm_expiry_ns, proto, s, recs["first_ns"])
-        if len(epm):
-            bound[epm["flow"].to_numpy(np.int64)[epm["kind"].to_numpy() == "epm"]] = True
+        answers = answers if answers is not None else Answers.of(evidence.epm)
+        mapped, row = epm_rows(answers, evidence.epm_expiry_ns, proto, s, recs["first_ns"])
+        bound[mapped[answers.named.kind[answers.vid[row]] == "epm"]] = True
     return BlockFacts(shown, rpc_sessions(proto, s, bound), bound_here)

@@ -152,16 +152,17 @@ def decide(b: DecisionInput) -> _Decided:
     verdicts, vid = calls_both_ways(f, vid, from_a, verdicts, n)
     flows, vids = [f], [vid]
     if evidence is not None:
-        bound = shared.bound if shared is not None and shared.bound is not None else Answers(bound_ports(recs, o, verdicts, f, vid))
+        answers = shared.answers if shared is not None and shared.answers is not None else Answers.of(evidence.epm)
+        bound = shared.bound if shared is not None and shared.bound is not None else bound_ports(recs, o, verdicts, f, vid)
         # what a bind elsewhere said matters only to connections that did not bind themselves
         unbound = np.ones(n, dtype=bool)
         unbound[f[(verdicts.kind == "bind")[vid]]] = False
-        epm = pd.concat([epm_rows(Answers(evidence.epm), evidence.epm_expiry_ns, proto, o, recs["first_ns"]),
-                         epm_rows(bound, evidence.epm_expiry_ns, proto, o, recs["first_ns"], among=unbound)], ignore_index=True)
-        if len(epm):
-            verdicts, epm_vids = verdicts.extend(epm)
-            flows.append(epm["flow"].to_numpy(np.int64))
-            vids.append(epm_vids)
+        for learned, among in ((answers, None), (bound, unbound)):
+            matched, row = epm_rows(learned, evidence.epm_expiry_ns, proto, o, recs["first_ns"], among)
+            if matched.size:
+                verdicts, first = verdicts.concat(learned.named)
+                flows.append(matched)
+                vids.append(first + learned.vid[row])
     # code tables: rule ids then one service per verdict; "" then one detail / interface per verdict
     ids, v = len(service_ids), verdicts.kind.size
     blank = np.array([""], dtype=object)

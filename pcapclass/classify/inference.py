@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..addresses import Network, format_addresses, in_networks, pair_index, rows_in
+from ..addresses import Network, RowSet, format_addresses, in_networks
 from ..evidence import Evidence
 from ..flows import NON_FLOW_BASE, FlowRows, Records
 from ..protocols.proofs import EPM_ANSWER
@@ -62,16 +62,23 @@ def server_evidence(recs: Records, s: Sides, verdicts: VerdictArrays, rows: Flow
     kind = kind_of.reshape(-1)[rows.vid[has]]
     a_is_server = np.where(sis == 1, from_a, np.where(sis == 0, ~from_a, ~s.client_is_a[f]))
     hi, lo = np.where(a_is_server, recs["a_hi"][f], recs["b_hi"][f]), np.where(a_is_server, recs["a_lo"][f], recs["b_lo"][f])
-    # per (host, kind), its distinct flows; hosts and kinds in the order the rows first show them
-    order = np.lexsort((f, kind, lo, hi))
-    hi, lo, kind, f = hi[order], lo[order], kind[order], f[order]
-    group = np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (kind[1:] != kind[:-1])]
-    distinct = group | np.r_[True, f[1:] != f[:-1]]
-    start = np.flatnonzero(group)
-    flows = np.add.reduceat(distinct.astype(np.int64), start)
-    shown = np.argsort(np.minimum.reduceat(order, start), kind="stable")
-    at = start[shown]
-    return pd.DataFrame({"hi": hi[at], "lo": lo[at], "kind": kinds[kind[at]], "flows": flows[shown]})
+    # per (host, kind), its distinct flows; hosts and kinds in the order the rows first show
+    # them, which is the order pd.factorize numbers them in: a hash per key, no sort of the rows
+    lo_code, hi_code = pd.factorize(lo)[0], pd.factorize(hi)
+    host = pd.factorize(lo_code * len(hi_code[1]) + hi_code[0])[0]
+    group = pd.factorize(host * kinds.size + kind)[0]
+    first_flow = _first_come(pd.factorize(group * recs["proto"].shape[0] + f)[0])
+    at = np.flatnonzero(_first_come(group))
+    flows = np.bincount(group[first_flow], minlength=at.size)
+    return pd.DataFrame({"hi": hi[at], "lo": lo[at], "kind": kinds[kind[at]], "flows": flows.astype(np.int64)})
+
+
+def _first_come(codes: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+    """Where each code first comes, for codes numbered in the order they first come."""
+    top = np.maximum.accumulate(codes)
+    first = np.ones(codes.size, dtype=bool)
+    first[1:] = top[1:] > top[:-1]
+    return first
 
 
 def epm_evidence(evidence: Evidence | None) -> pd.DataFrame:
@@ -84,7 +91,7 @@ def epm_evidence(evidence: Evidence | None) -> pd.DataFrame:
                          "kind": EPM_ANSWER, "flows": counts["size"].to_numpy(np.int64)})  # fmt: skip
 
 
-def infer_servers(shown: pd.DataFrame, rules: ServerEvidenceRules) -> tuple[pd.MultiIndex, Servers]:
+def infer_servers(shown: pd.DataFrame, rules: ServerEvidenceRules) -> tuple[RowSet, Servers]:
     """The Exchange servers the evidence of a run names: (hi, lo) of each, and as ``Servers``
     with every host that showed any evidence (``servers.infer``)."""
     hosts = infer(shown, rules)
@@ -99,25 +106,26 @@ def infer_servers(shown: pd.DataFrame, rules: ServerEvidenceRules) -> tuple[pd.M
         "score": hosts["score"].to_numpy(np.int64), "exchange": hosts["exchange"].to_numpy(bool),
     })  # fmt: skip
     addresses = tuple(dict.fromkeys(format_addresses(hi[order], lo[order])))
-    return pair_index(hi, lo), Servers(networks=(), addresses=addresses, inferred=True, evidence=table)
+    return RowSet([hi, lo]), Servers(networks=(), addresses=addresses, inferred=True, evidence=table)
 
 
-def rpc_sessions_among(pairs: pd.MultiIndex, servers: Sequence[Network], known: pd.MultiIndex | None) -> pd.MultiIndex:
+def rpc_sessions_among(pairs: Sequence[npt.NDArray[np.uint64]], servers: Sequence[Network],
+                       known: RowSet | None) -> list[npt.NDArray[np.uint64]]:  # fmt: skip
     """The RPC sessions among candidate (client, server) pairs (``block_facts``): those whose
     server side is an Exchange server and whose client side is not, as ``oriented`` names
     the sides (``servers`` given, else ``known``)."""
-    c_hi, c_lo, s_hi, s_lo = (np.asarray(pairs.get_level_values(i), dtype=np.uint64) for i in range(4))
+    c_hi, c_lo, s_hi, s_lo = pairs
     if servers:
         client_ex, server_ex = in_networks(c_hi, c_lo, servers), in_networks(s_hi, s_lo, servers)
     else:
         assert known is not None
-        client_ex, server_ex = rows_in([c_hi, c_lo], known), rows_in([s_hi, s_lo], known)
-    return pairs[server_ex & ~client_ex]
+        client_ex, server_ex = known.contains([c_hi, c_lo]), known.contains([s_hi, s_lo])
+    return [level[server_ex & ~client_ex] for level in pairs]
 
 
 def oriented(
     recs: Records, lookup: PortLookup, t: npt.NDArray[np.int64], ported: npt.NDArray[np.bool_], verdicts: VerdictArrays,
-    rows: FlowRows | None, servers: Sequence[Network], known: pd.MultiIndex | None, evidence: Evidence | None,
+    rows: FlowRows | None, servers: Sequence[Network], known: RowSet | None, evidence: Evidence | None,
     rules: ServerEvidenceRules | None,
 ) -> tuple[Oriented, Servers | None]:  # fmt: skip
     """The sides of every flow and its Exchange side: the given ``servers``, else ``known``
@@ -130,7 +138,7 @@ def oriented(
         if known is None:
             assert rules is not None
             known, found = infer_servers(merged([server_evidence(recs, s, verdicts, rows), epm_evidence(evidence)]), rules)
-        client_ex, server_ex = rows_in([s.c_hi, s.c_lo], known), rows_in([s.s_hi, s.s_lo], known)
+        client_ex, server_ex = known.contains([s.c_hi, s.c_lo]), known.contains([s.s_hi, s.s_lo])
     is_flow = recs["proto"] < NON_FLOW_BASE
     client_ex &= is_flow
     server_ex &= is_flow & ~client_ex

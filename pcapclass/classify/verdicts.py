@@ -8,14 +8,14 @@ oriented); a lone call PDU first in each direction becomes a ``dcerpc`` verdict
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from ..evidence import DCERPC, EVIDENCE_VALUES, ONE_CALL, Evidence
+from ..evidence import DCERPC, EVIDENCE_VALUES, INTERFACE_ONLY, ONE_CALL, Evidence
 from ..flows import FlowIndex, FlowRows, Records
 from .orientation import Sides
 
@@ -57,24 +57,19 @@ class VerdictArrays:
         grown.kind[len(self.kind):] = kind
         return grown, len(self.kind) + inverse.reshape(-1)
 
-    def extend(self, extra: pd.DataFrame) -> tuple[VerdictArrays, npt.NDArray[np.int64]]:
-        """Add the distinct (kind, service, interface, name, detail) of ``extra`` (DCE/RPC
-        endpoint-mapper matches): (table, their ids)."""
-        # each column's codes, then their combinations, numbered in the order they first come
-        levels = [pd.factorize(extra[c].to_numpy(dtype=object), use_na_sentinel=False)
-                  for c in ("kind", "service", "rpc_interface", "rpc_interface_name", "detail")]  # fmt: skip
-        codes = np.zeros(len(extra), dtype=np.int64)
-        for level_codes, level_names in levels:
-            codes = pd.factorize(codes * len(level_names) + level_codes)[0]
-        first = np.unique(codes, return_index=True)[1]
-        u = [np.asarray(level_names, dtype=object)[level_codes[first]] for level_codes, level_names in levels]
-        blank = np.full(len(first), "", dtype=object)
-        minus = np.full(len(first), -1, dtype=np.int8)
-        table = VerdictArrays(np.concatenate([self.kind, u[0]]), np.concatenate([self.service, u[1]]), np.concatenate([self.detail, u[4]]),
-                          np.concatenate([self.iface, u[2]]), np.concatenate([self.name, u[3]]),
-                          np.concatenate([self.server_is_sender, minus]), np.concatenate([self.client_is_sender, minus]),
-                          np.concatenate([self.protocol, np.full(len(first), DCERPC, dtype=object)]), np.concatenate([self.proof, blank]))  # fmt: skip
-        return table, codes.astype(np.int64) + len(self.kind)
+    @staticmethod
+    def answered(service: npt.NDArray[np.object_], iface: npt.NDArray[np.object_], name: npt.NDArray[np.object_],
+                 detail: npt.NDArray[np.object_]) -> VerdictArrays:  # fmt: skip
+        """Verdicts as DCE/RPC endpoint-mapper answers (or binds elsewhere) give them: ``epm``
+        where the answer names a service, else ``interface``; either side sends; no proof."""
+        kind = np.where(service != "", "epm", INTERFACE_ONLY).astype(object)
+        minus = np.full(kind.size, -1, dtype=np.int8)
+        return VerdictArrays(kind, service, detail, iface, name, minus, minus.copy(), np.full(kind.size, DCERPC, dtype=object),
+                             np.full(kind.size, "", dtype=object))  # fmt: skip
+
+    def concat(self, more: VerdictArrays) -> tuple[VerdictArrays, int]:
+        """These verdicts, then ``more``'s: (table, the id ``more``'s first takes)."""
+        return VerdictArrays(*(np.concatenate([getattr(self, f.name), getattr(more, f.name)]) for f in fields(VerdictArrays))), self.kind.size
 
 
 def flow_rows(recs: Records, evidence: Evidence | None) -> FlowRows | None:
