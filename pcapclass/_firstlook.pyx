@@ -150,23 +150,15 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
     """
     cdef Py_ssize_t n = pay.shape[0], size = data.shape[0], mask = followed.shape[0] - 1, i, s
     cdef Py_ssize_t slots = 16, ptype_max = ptype_used.shape[0] - 1
-    while slots < 4 * n:
-        slots <<= 1
-    ended_table_a = np.zeros(slots, np.uint64)
-    used_a = np.zeros(slots, np.uint8)
-    look_a, candidates_a = np.empty(n, np.intp), np.empty(n, np.intp)
-    ended_a = np.empty(n, np.uint64)
-    cdef unsigned long long[::1] ended_table = ended_table_a
-    cdef unsigned char[::1] used = used_a
-    cdef Py_ssize_t[::1] look = look_a, candidates = candidates_a
-    cdef unsigned long long[::1] ended = ended_a
+    candidates_a = np.empty(n, np.intp)
+    cdef Py_ssize_t[::1] candidates = candidates_a
     cdef Py_ssize_t n_look = 0, n_ended = 0, n_candidates = 0
     cdef long long p, o, length, frag
     cdef unsigned long long h
     cdef unsigned char b0, b1, b2, drep, f8, f9
     cdef bint pdu_like, skip, cut
     if size == 0:  # no payload bytes at all: nothing to look at
-        return look_a[:0], ended_a[:0]
+        return candidates_a[:0], np.empty(0, np.uint64)
     with nogil:
         # the packets of followed flows first, then their first bytes, asked for ahead of use
         for i in range(n):
@@ -175,6 +167,18 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
             if followed[h & mask] != 0 and p > _sorted_value(started_h, started_p, h):
                 candidates[n_candidates] = p
                 n_candidates += 1
+    # the flows ended in this batch, a table sized by the candidates (few), not by the payload
+    # packets (a few hundred kilobytes to allocate and zero per batch)
+    while slots < 4 * n_candidates:
+        slots <<= 1
+    ended_table_a = np.zeros(slots, np.uint64)
+    used_a = np.zeros(slots, np.uint8)
+    look_a, ended_a = np.empty(n_candidates, np.intp), np.empty(n_candidates, np.uint64)
+    cdef unsigned long long[::1] ended_table = ended_table_a
+    cdef unsigned char[::1] used = used_a
+    cdef Py_ssize_t[::1] look = look_a
+    cdef unsigned long long[::1] ended = ended_a
+    with nogil:
         for i in range(n_candidates):
             if i + PREFETCH_AHEAD < n_candidates and off[candidates[i + PREFETCH_AHEAD]] < size:
                 __builtin_prefetch(&data[off[candidates[i + PREFETCH_AHEAD]]])
