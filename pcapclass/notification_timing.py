@@ -62,21 +62,28 @@ class NotificationTiming:
         finds both; ``now``: the time of its last payload packet)."""
         if not dgram.size and not self._ts.size:
             return _NONE  # nothing waits for a request
-        fresh = np.vstack([pk.src_hi[dgram], pk.src_lo[dgram], pk.dst_hi[dgram], pk.dst_lo[dgram],
-                           keys.hash[dgram].view(np.uint64), keys.check[dgram].view(np.uint64), keys.from_a[dgram]])  # fmt: skip
-        cols = np.concatenate([self._cols, fresh.astype(np.uint64, copy=False)], axis=1)
-        ts = np.concatenate([self._ts, pk.ts_ns[dgram]])
-        hit = np.zeros(ts.size, dtype=bool)
-        if calls.size and ts.size:
+        cols, ts = self._cols, self._ts
+        if dgram.size:
+            fresh = np.vstack([pk.src_hi[dgram], pk.src_lo[dgram], pk.dst_hi[dgram], pk.dst_lo[dgram],
+                               keys.hash[dgram].view(np.uint64), keys.check[dgram].view(np.uint64), keys.from_a[dgram]])  # fmt: skip
+            cols = np.concatenate([cols, fresh.astype(np.uint64, copy=False)], axis=1)
+            ts = np.concatenate([ts, pk.ts_ns[dgram]])
+        # datagrams that may still be answered wait
+        keep = ts >= now - WINDOW_NS
+        found = _NONE
+        if calls.size:
             # a request from the datagram's receiver to its sender, after it and within the window
+            hit = np.zeros(ts.size, dtype=bool)
             for c in calls.tolist():
                 hit |= ((cols[2] == pk.src_hi[c]) & (cols[3] == pk.src_lo[c]) & (cols[0] == pk.dst_hi[c]) & (cols[1] == pk.dst_lo[c])
                         & (pk.ts_ns[c] > ts) & (pk.ts_ns[c] - ts <= WINDOW_NS))  # fmt: skip
-        found = TimedRows(cols[4, hit], cols[5, hit], ts[hit], cols[6, hit].astype(bool))
-        # datagrams that may still be answered wait
-        keep = ~hit & (ts >= now - WINDOW_NS)
-        self.dropped += max(int(np.count_nonzero(keep)) - MAX_PENDING, 0)
-        self._cols, self._ts = cols[:, keep][:, -MAX_PENDING:], ts[keep][-MAX_PENDING:]
+            if hit.any():
+                found = TimedRows(cols[4, hit], cols[5, hit], ts[hit], cols[6, hit].astype(bool))
+                keep &= ~hit
+        kept = np.flatnonzero(keep)
+        self.dropped += max(kept.size - MAX_PENDING, 0)
+        kept = kept[-MAX_PENDING:]
+        self._cols, self._ts = cols[:, kept], ts[kept]
         return found
 
 
