@@ -134,14 +134,20 @@ cdef inline unsigned char _byte(const unsigned char[::1] data, long long o, long
     return data[o + k] if k < length and o + k < data.shape[0] else 0
 
 
+cdef class WaitingFlows
+
+
 def follow_scan(const unsigned char[::1] data, const long long[:] pay, const unsigned long long[:] hashes,
                 const long long[:] off, const long long[:] plen, const unsigned short[::1] followed,
+                WaitingFlows unparsed not None, const unsigned long long[::1] parsed_h,
                 const unsigned long long[::1] started_h, const long long[::1] started_p,
                 const unsigned long long[::1] waiting_h, const unsigned char[::1] ptype_used):
     """The payload packets ``pay`` of followed flows, in one call: ``(look, ended)``.
 
-    A flow is followed when its hash's slot in ``followed`` (a count per low bits of the hash)
-    is set. Its packets up to the one that started following in this batch (``started_h`` ->
+    A flow is followed when it waits ``unparsed`` or its hash is in ``parsed_h`` (sorted);
+    ``followed`` (a count per low bits of the hash, kept by both) passes over most other packets
+    before either is asked (a slot many flows share would otherwise send an unrelated flow's
+    packets to be ended, or looked at in Python, for nothing). Its packets up to the one that started following in this batch (``started_h`` ->
     ``started_p``, sorted) are passed over; a whole PDU of a type following learns nothing
     from (``ptype_used`` is 0: bind_ack, RTS...) is skipped, unless the flow's stream waits
     for the rest of a PDU (``waiting_h``, sorted); the first packet that neither starts nor
@@ -164,7 +170,8 @@ def follow_scan(const unsigned char[::1] data, const long long[:] pay, const uns
         for i in range(n):
             p = pay[i]
             h = hashes[p]
-            if followed[h & mask] != 0 and p > _sorted_value(started_h, started_p, h):
+            if (followed[h & mask] != 0 and (unparsed._find(h) >= 0 or _in_sorted(parsed_h, h))
+                    and p > _sorted_value(started_h, started_p, h)):
                 candidates[n_candidates] = p
                 n_candidates += 1
     # the flows ended in this batch, a table sized by the candidates (few), not by the payload

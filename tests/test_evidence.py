@@ -250,28 +250,33 @@ def test_followed_flows_are_capped_oldest_waiting_first(tmp_path: Path, monkeypa
 
 
 def test_follow_scan_passes_over_what_needs_no_python_look() -> None:
-    """Hand-built payloads of one followed flow (hash 7) and one other (hash 9): the packet that
-    started following is passed over, a whole bind_ack is skipped, a request is looked at, the
-    first payload that is no PDU ends the flow, and a request after that is not looked at."""
+    """Hand-built payloads of one followed flow (hash 7) and one other (hash 23, which shares its
+    slot of ``followed``): the packet that started following is passed over, a whole bind_ack is
+    skipped, a request is looked at, the first payload that is no PDU ends the flow, and a
+    request after that is not looked at; nor is the other flow's request, nor is it ended."""
 
     def pdu(ptype: int, length: int) -> bytes:  # DCE/RPC header, little-endian frag_length
         return bytes([5, 0, ptype, 3, 0x10, 0, 0, 0]) + length.to_bytes(2, "little") + bytes(length - 10)
 
-    payloads = [pdu(11, 72), pdu(12, 60), pdu(0, 40), b"GET / HTTP/1.1\r\n", pdu(0, 40), pdu(0, 40)]
-    hashes = np.array([7, 7, 7, 7, 7, 9], dtype=np.uint64)
+    payloads = [pdu(11, 72), pdu(12, 60), pdu(0, 40), b"GET / HTTP/1.1\r\n", pdu(0, 40), pdu(0, 40), b"GET / HTTP/1.1\r\n"]
+    hashes = np.array([7, 7, 7, 7, 7, 23, 23], dtype=np.uint64)
     data = np.frombuffer(b"".join(payloads), dtype=np.uint8)
     off = np.cumsum([0] + [len(p) for p in payloads[:-1]]).astype(np.int64)
     plen = np.array([len(p) for p in payloads], dtype=np.int64)
     followed = np.zeros(1 << 4, dtype=np.uint16)
     followed[7] = 1
-    look, ended = follow_scan(data, np.arange(6, dtype=np.int64), hashes, off, plen, followed,
-                              np.array([7], dtype=np.uint64), np.array([0], dtype=np.int64),
-                              np.zeros(0, dtype=np.uint64), _PTYPE_USED.view(np.uint8))  # fmt: skip
-    assert look.tolist() == [2]
-    assert ended.tolist() == [7]
+    none_h = np.zeros(0, dtype=np.uint64)
+    for unparsed, parsed_h in ((WaitingFlows(followed), np.array([7], dtype=np.uint64)), (WaitingFlows(followed.copy()), none_h)):
+        if not parsed_h.size:  # the flow waits unparsed instead
+            unparsed.start(hashes[:1], hashes[:1], np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64))
+        look, ended = follow_scan(data, np.arange(7, dtype=np.int64), hashes, off, plen, followed, unparsed, parsed_h,
+                                  np.array([7], dtype=np.uint64), np.array([0], dtype=np.int64), none_h,
+                                  _PTYPE_USED.view(np.uint8))  # fmt: skip
+        assert look.tolist() == [2]
+        assert ended.tolist() == [7]
     none = np.zeros(0, dtype=np.int64)
-    look, ended = follow_scan(np.zeros(0, dtype=np.uint8), none, hashes, none, none, followed, hashes[:0], none,
-                              hashes[:0], _PTYPE_USED.view(np.uint8))  # fmt: skip
+    look, ended = follow_scan(np.zeros(0, dtype=np.uint8), none, hashes, none, none, followed, WaitingFlows(followed), none_h,
+                              none_h, none, none_h, _PTYPE_USED.view(np.uint8))  # fmt: skip
     assert look.size == ended.size == 0
 
 

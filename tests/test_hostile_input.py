@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pcapclass._decode import FLOW, TRUNCATED, decode_headers
-from pcapclass._firstlook import follow_scan
+from pcapclass._firstlook import WaitingFlows, follow_scan
 
 EXIT_UNREADABLE = 3  # the fault comes before any packet
 LINKTYPE_RAW = 101
@@ -129,8 +129,9 @@ def test_follow_scan_reads_a_short_payload_no_further_than_its_end():
     followed = np.zeros(16, dtype=np.uint16)
     followed[7] = 1
     none_h = np.zeros(0, dtype=np.uint64)
-    look, ended = follow_scan(data, np.array([0]), np.array([7], dtype=np.uint64), np.array([0]), np.array([3]),
-                              followed, none_h, np.zeros(0, dtype=np.int64), none_h, _PTYPE_USED.view(np.uint8))  # fmt: skip
+    look, ended = follow_scan(data, np.array([0]), np.array([7], dtype=np.uint64), np.array([0]), np.array([3]), followed,
+                              WaitingFlows(followed), np.array([7], dtype=np.uint64), none_h, np.zeros(0, dtype=np.int64), none_h,
+                              _PTYPE_USED.view(np.uint8))  # fmt: skip
     assert look.tolist() == [0]
     assert ended.tolist() == []
 

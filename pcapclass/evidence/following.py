@@ -71,7 +71,7 @@ MAX_TRACKED_FLOWS = 50_000
 #: slots of the table that finds packets of followed flows without a Python loop (a count of
 #: followed flows per slot of their hash's low bits, so a flow no longer followed leaves at once).
 #: 128 KiB stays in a core's L2 cache, where every payload packet of a batch probes it; an
-#: unrelated flow that shares a slot costs a look that finds no followed flow
+#: unrelated flow that shares a slot costs a probe of the followed flows themselves
 _TRACK_SLOTS = 1 << 16
 #: PDU types whose content following uses (bind, alter_context, request, response), by ptype
 PTYPE_USED = np.zeros(PTYPE_MAX + 1, dtype=bool)
@@ -215,6 +215,7 @@ class FollowedFlows:
         started_p = np.concatenate([p for _, p in started]).astype(np.int64) if started else np.zeros(0, np.int64)
         by_hash = np.argsort(started_h)
         look, ended = follow_scan(data, pay, keys.hash.view(np.uint64), pk.payload_off, pk.payload_len, self._track_view,
+                                  self._waiting, np.sort(np.fromiter(self._flows, dtype=np.uint64, count=len(self._flows))),
                                   started_h[by_hash], started_p[by_hash],
                                   np.sort(np.fromiter(self._cont, dtype=np.uint64, count=len(self._cont))), PTYPE_USED.view(np.uint8))  # fmt: skip
         for hsh, p, check, ts in zip(keys.hash[look].view(np.uint64).tolist(), look.tolist(),
