@@ -83,7 +83,7 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     # match (nothing outranks those two), so the candidates need the join, not the decision
     bound = np.zeros(proto.shape[0], dtype=bool)
     if rows is not None:
-        bound[rows.flow[np.isin(verdicts.kind, ("bind", "dcerpc", ONE_CALL))[rows.vid]]] = True
+        bound[rows.flow[np.flatnonzero(np.isin(verdicts.kind, ("bind", "dcerpc", ONE_CALL))[rows.vid])]] = True
     if not evidence.epm.empty:
         answers = answers if answers is not None else Answers.of(evidence.epm)
         mapped, row = epm_rows(answers, evidence.epm_expiry_ns, proto, s, recs["first_ns"])
