@@ -1,10 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-"""Exact set membership of rows of uint64 columns: addresses (hi, lo) or address pairs.
+"""Exact set membership of rows of uint64 columns: addresses (hi, lo) or address pairs; and
+the distinct rows of such columns.
 
 Why compiled: both ends of every flow of every block are looked up among the Exchange
 servers, and UDP datagrams' address pairs among the RPC sessions. With numpy a lookup was a
 hash of each row, a pandas hash table of those hashes and a pass per collision; here it is
-one pass over the rows.
+one pass over the rows. The RPC sessions' candidates of every block are made distinct the
+same way (a sort of four columns cost more than all the lookups).
 """
 
 from pcapclass._golden cimport GOLDEN
@@ -68,3 +70,31 @@ cdef class RowTable:
                         break
                     e = self._next[e]
         return out_a
+
+
+def first_rows(const unsigned long long[:, :] rows):
+    """Per row of ``rows`` (one uint64 column per level), whether it is the first of its value:
+    the rows kept make the distinct rows, in the order they first come."""
+    cdef Py_ssize_t n = rows.shape[1], levels = rows.shape[0], size = 16, i, j, s
+    cdef long long e
+    while size < 2 * n:
+        size <<= 1
+    first_a = np.zeros(n, np.bool_)
+    cdef unsigned char[::1] first = first_a.view(np.uint8)
+    cdef long long[::1] head = np.full(size, -1, np.int64), chain = np.full(n, -1, np.int64)
+    with nogil:
+        for i in range(n):
+            s = <Py_ssize_t>(_row_hash(rows, i) >> 20) & (size - 1)
+            e = head[s]
+            while e >= 0:
+                j = 0
+                while j < levels and rows[j, e] == rows[j, i]:
+                    j += 1
+                if j == levels:
+                    break
+                e = chain[e]
+            if e < 0:  # a value not met before: chained, for the rows after it
+                first[i] = 1
+                chain[i] = head[s]
+                head[s] = i
+    return first_a

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ._addrtext import address_text
-from ._rowset import RowTable
+from ._rowset import RowTable, first_rows
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _V4_MAPPED = 0xFFFF_0000_0000
@@ -60,12 +60,9 @@ def in_networks(hi: npt.NDArray[np.uint64], lo: npt.NDArray[np.uint64], nets: Se
 
 def distinct_rows(cols: Sequence[npt.NDArray[np.uint64]]) -> list[npt.NDArray[np.uint64]]:
     """The distinct rows of ``cols`` (uint64 columns of equal length: addresses or address
-    pairs), in the columns' order: one sort, no hash table per column (a MultiIndex's)."""
-    order = np.lexsort(cols[::-1])
-    cols = [c[order] for c in cols]
-    new = np.ones(order.size, dtype=bool)
-    new[1:] = np.logical_or.reduce([c[1:] != c[:-1] for c in cols])
-    return [c[new] for c in cols]
+    pairs), each where it first comes: one compiled pass (``_rowset.first_rows``), no sort."""
+    first = first_rows(_stacked(cols))
+    return [np.asarray(c, dtype=np.uint64)[first] for c in cols]
 
 
 class RowSet:

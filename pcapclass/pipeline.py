@@ -24,6 +24,7 @@ from .classify import (
     Answers,
     Servers,
     Shared,
+    VerdictArrays,
     block_facts,
     classify,
     empty_flows,
@@ -179,10 +180,11 @@ def merge_to(g: Gathered, c: Criteria, outdir: str | os.PathLike[str], fmt: Form
 def _shared(g: Gathered, c: Criteria) -> Shared:
     """The facts every block is decided with, gathered over all blocks first: the Exchange
     servers and the RPC sessions the new-mail heuristic needs."""
-    shared = Shared(answers=Answers.of(g.evidence.epm) if g.evidence is not None else None)
+    shared = Shared(answers=Answers.of(g.evidence.epm) if g.evidence is not None else None, verdicts=VerdictArrays.of(g.evidence))
     shown, pairs, bound = [epm_evidence(g.evidence)], [], []
     for recs, _, rows in g.store.blocks():
-        facts = block_facts(recs, c.lookup, g.evidence, rows, infer_servers=not c.networks, answers=shared.answers)
+        facts = block_facts(recs, c.lookup, g.evidence, rows, infer_servers=not c.networks, answers=shared.answers,
+                            verdicts=shared.verdicts)  # fmt: skip
         shown += [facts.shown] if facts.shown is not None else []
         pairs += [facts.candidates] if facts.candidates is not None and facts.candidates[0].size else []
         bound += [facts.bound] if len(facts.bound) else []

@@ -10,8 +10,6 @@ threshold.
 
 from __future__ import annotations
 
-from typing import cast
-
 import numpy as np
 import pandas as pd
 
@@ -31,9 +29,15 @@ def merged(parts: list[pd.DataFrame]) -> pd.DataFrame:
         return empty_evidence()
     if len(parts) == 1:
         return parts[0]
-    both = pd.concat(parts, ignore_index=True)
-    # as_index=False: a frame with the keys as columns (pandas-stubs types the sum a Series)
-    return cast(pd.DataFrame, both.groupby(["hi", "lo", "kind"], as_index=False, sort=True)["flows"].sum())
+    # the sum per (hi, lo, kind), in that order, as a sorted groupby gives it: one lexsort and a
+    # sum per run of equal keys (a groupby of the three keys costs 1.7 times as much)
+    hi, lo, flows = (np.concatenate([p[c].to_numpy(t) for p in parts]) for c, t in (("hi", np.uint64), ("lo", np.uint64), ("flows", np.int64)))
+    kind, kinds = pd.factorize(np.concatenate([p["kind"].to_numpy(object) for p in parts]), sort=True)
+    order = np.lexsort((kind, lo, hi))
+    hi, lo, kind, flows = hi[order], lo[order], kind[order], flows[order]
+    start = np.flatnonzero(np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1]) | (kind[1:] != kind[:-1])])
+    return pd.DataFrame({"hi": hi[start], "lo": lo[start], "kind": np.asarray(kinds, dtype=object)[kind[start]],
+                         "flows": np.add.reduceat(flows, start)})  # fmt: skip
 
 
 def infer(evidence: pd.DataFrame, rules: ServerEvidenceRules) -> pd.DataFrame:
@@ -50,7 +54,8 @@ def infer(evidence: pd.DataFrame, rules: ServerEvidenceRules) -> pd.DataFrame:
     hi, lo = evidence["hi"].to_numpy(np.uint64), evidence["lo"].to_numpy(np.uint64)
     order = np.lexsort((lo, hi))
     hi, lo = hi[order], lo[order]
-    bits = evidence["kind"].map(bit).fillna(0).to_numpy(np.int64)[order]
+    kind, named = pd.factorize(evidence["kind"].to_numpy(object))  # each distinct kind looked up once
+    bits = np.array([bit.get(k, 0) for k in named], dtype=np.int64)[kind][order]
     flows = evidence["flows"].to_numpy(np.int64)[order]
     start = np.flatnonzero(np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
     masks, which = np.unique(np.bitwise_or.reduceat(bits, start), return_inverse=True)

@@ -63,4 +63,4 @@ def test_row_set_is_exact_set_membership(table: list[int], probe: list[int]) -> 
 def test_distinct_rows_are_the_set_of_rows(rows: list[tuple[int, int]]) -> None:
     cols = [np.array([r[i] for r in rows], dtype=np.uint64) for i in range(2)]
     got = list(zip(*(c.tolist() for c in distinct_rows(cols))))
-    assert got == sorted(set(rows))
+    assert got == list(dict.fromkeys(rows))  # each row where it first comes

@@ -42,6 +42,8 @@ class Shared:
     bound: Answers | None = None
     #: the endpoint-mapper table (``Evidence.epm``), ready to join
     answers: Answers | None = None
+    #: the verdict table (``Evidence.verdicts``) as arrays, made once for every block
+    verdicts: VerdictArrays | None = None
 
 
 class BlockFacts(NamedTuple):
@@ -54,7 +56,8 @@ class BlockFacts(NamedTuple):
 
 
 def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = None, rows: FlowRows | None = None, *,
-                infer_servers: bool = True, answers: Answers | None = None) -> BlockFacts:  # fmt: skip
+                infer_servers: bool = True, answers: Answers | None = None,
+                verdicts: VerdictArrays | None = None) -> BlockFacts:  # fmt: skip
     """What one block of a run brings to ``Shared``, in one look at its flows.
 
     * With ``infer_servers``: the Exchange server evidence its flows show (``server_evidence``:
@@ -67,11 +70,12 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     * What its binds said of their ports (``bound_ports``), for the other blocks' connections.
 
     ``rows``: ``flow_rows(recs, evidence)`` when already joined; ``answers``: ``evidence.epm``
-    made ready (``Answers.of``) when already.
+    made ready (``Answers.of``) when already; ``verdicts``: ``VerdictArrays.of(evidence)`` when
+    already made.
     """
     proto = recs["proto"]
     t, ported = transport_index(proto)
-    verdicts = VerdictArrays.of(evidence)
+    verdicts = verdicts if verdicts is not None else VerdictArrays.of(evidence)
     rows = rows if rows is not None else flow_rows(recs, evidence)
     s = sides(recs, lookup, t, ported, verdicts.client_is_sender, rows)
     shown = server_evidence(recs, s, verdicts, rows) if infer_servers else None
@@ -83,7 +87,7 @@ def block_facts(recs: Records, lookup: PortLookup, evidence: Evidence | None = N
     # match (nothing outranks those two), so the candidates need the join, not the decision
     bound = np.zeros(proto.shape[0], dtype=bool)
     if rows is not None:
-        bound[rows.flow[np.isin(verdicts.kind, ("bind", "dcerpc", ONE_CALL))[rows.vid]]] = True
+        bound[rows.flow[np.flatnonzero(np.isin(verdicts.kind, ("bind", "dcerpc", ONE_CALL))[rows.vid])]] = True
     if not evidence.epm.empty:
         answers = answers if answers is not None else Answers.of(evidence.epm)
         mapped, row = epm_rows(answers, evidence.epm_expiry_ns, proto, s, recs["first_ns"])

@@ -104,9 +104,11 @@ def _strongest(n: int, flow: npt.NDArray[np.int64], strength: npt.NDArray[np.int
     """Per flow (of ``n``), its strongest row among those ``mask`` keeps: (flows, rows).
 
     ``strength`` orders rows (lower is stronger) and ends in the row number, so that it is
-    unique; one unbuffered minimum per flow finds them, with no sort of the rows."""
+    unique; one unbuffered minimum per flow finds them, with no sort of the rows. The rows are
+    taken by position: a boolean mask that keeps rows here and there copies several times slower."""
     best = np.full(n, _NO_ROW, dtype=np.int64)
-    np.minimum.at(best, flow[mask], strength[mask])
+    rows = np.flatnonzero(mask)
+    np.minimum.at(best, flow[rows], strength[rows])
     w = np.flatnonzero(best != _NO_ROW)
     return w, best[w] & 0xFFFF_FFFF
 
@@ -156,7 +158,7 @@ def decide(b: DecisionInput) -> _Decided:
         bound = shared.bound if shared is not None and shared.bound is not None else bound_ports(recs, o, verdicts, f, vid)
         # what a bind elsewhere said matters only to connections that did not bind themselves
         unbound = np.ones(n, dtype=bool)
-        unbound[f[(verdicts.kind == "bind")[vid]]] = False
+        unbound[f[np.flatnonzero((verdicts.kind == "bind")[vid])]] = False
         for learned, among in ((answers, None), (bound, unbound)):
             matched, row = epm_rows(learned, evidence.epm_expiry_ns, proto, o, recs["first_ns"], among)
             if matched.size:
@@ -187,7 +189,7 @@ def decide(b: DecisionInput) -> _Decided:
         blank_of = verdicts.service == ""
         dcerpc_of = kinds == "dcerpc"
         # rank, then proof, then the order rows came in (rows number below 2**32 in a block)
-        strength = (((rank_of[vid] << 1) | proof_of[vid]) << 32) | np.arange(f.size, dtype=np.int64)
+        strength = (((rank_of << 1) | proof_of) << 32)[vid] | np.arange(f.size, dtype=np.int64)
         # the interface: the strongest row naming one
         w, r = _strongest(n, f, strength, (verdicts.iface != "")[vid])
         iface[w] = vid[r] + 1
@@ -206,10 +208,11 @@ def decide(b: DecisionInput) -> _Decided:
         # protocol is contradicted: it confirms the protocol family (a site's SMTP relay port)
         mismatched = np.zeros(n, dtype=bool)
         mismatched[f[mismatch_of[vid]]] = True
-        confirms = ((kinds == "signature") & np.isin(verdicts.service, _TEXT_SERVICES))[vid[r]] & has_port[w] & ~mismatched[w]
-        service[w] = np.where(blank_of[vid[r]] | confirms, np.where(dcerpc_of[vid[r]], rpc_code[w], port_code[w]), ids + vid[r])
-        ev[w] = kind_code[vid[r]]
-        detail[w] = vid[r] + 1
+        deciding = vid[r]
+        confirms = ((kinds == "signature") & np.isin(verdicts.service, _TEXT_SERVICES))[deciding] & has_port[w] & ~mismatched[w]
+        service[w] = np.where(blank_of[deciding] | confirms, np.where(dcerpc_of[deciding], rpc_code[w], port_code[w]), ids + deciding)
+        ev[w] = kind_code[deciding]
+        detail[w] = deciding + 1
         w, r = _strongest(n, f, strength, mismatch_of[vid])
         keep = has_port[w] & (ev[w] == EV["port"])
         ev[w[keep]] = EV[MISMATCH]

@@ -59,7 +59,7 @@ def classify(
     n = proto.shape[0]
     t, ported = transport_index(proto)
 
-    verdicts = VerdictArrays.of(evidence)
+    verdicts = shared.verdicts if shared is not None and shared.verdicts is not None else VerdictArrays.of(evidence)
     rows = rows if rows is not None else flow_rows(recs, evidence)
     known = shared.known if shared is not None else None
     rules = server_rules or default_server_evidence()

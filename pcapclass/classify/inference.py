@@ -54,12 +54,12 @@ def server_evidence(recs: Records, s: Sides, verdicts: VerdictArrays, rows: Flow
     bind, a request), else the side orientation named the server."""
     if rows is None or not rows.flow.size:
         return merged([])
-    has = (verdicts.proof != "")[rows.vid]
-    if not has.any():
+    has = np.flatnonzero((verdicts.proof != "")[rows.vid])  # a minority of rows: taken by index
+    if not has.size:
         return merged([])
     kinds, kind_of = np.unique(verdicts.proof, return_inverse=True)
-    f, from_a, sis = rows.flow[has], rows.from_a[has], verdicts.server_is_sender[rows.vid[has]]
-    kind = kind_of.reshape(-1)[rows.vid[has]]
+    vid = rows.vid[has]
+    f, from_a, sis, kind = rows.flow[has], rows.from_a[has], verdicts.server_is_sender[vid], kind_of.reshape(-1)[vid]
     a_is_server = np.where(sis == 1, from_a, np.where(sis == 0, ~from_a, ~s.client_is_a[f]))
     hi, lo = np.where(a_is_server, recs["a_hi"][f], recs["b_hi"][f]), np.where(a_is_server, recs["a_lo"][f], recs["b_lo"][f])
     # per (host, kind), its distinct flows; hosts and kinds in the order the rows first show

@@ -98,7 +98,10 @@ def bound_ports(recs: Records, o: Sides, verdicts: VerdictArrays, f: npt.NDArray
     """What binds said of their port, as endpoint-mapper answers say it: (server, tcp, port) ->
     the interface, over the bound flow's span, for dynamic ports (a bind inside RPC over HTTP
     names the service behind the proxy, not the proxy's port)."""
-    bound = (verdicts.kind == "bind")[vid] & (o.s_port[f] >= HIGH_PORT) & ~np.isin(o.s_port[f], list(EXPECTED_PROTOCOLS))
+    bind_rows = np.flatnonzero((verdicts.kind == "bind")[vid])  # few rows: only their ports are looked at
+    f, vid = f[bind_rows], vid[bind_rows]
+    port = o.s_port[f]
+    bound = (port >= HIGH_PORT) & ~np.isin(port, list(EXPECTED_PROTOCOLS))
     f, vid = f[bound], vid[bound]
     binds, answer = np.unique(vid, return_inverse=True)
     named = VerdictArrays.answered(verdicts.service[binds], verdicts.iface[binds], verdicts.name[binds],
