@@ -14,18 +14,10 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
-import os
-
-# numpy's OpenBLAS starts a thread per core at import, whose threads spin for a while after
-# it; pcapclass makes no BLAS call, and on two cores that spinning takes CPU from the reading
-# threads (whole command: 6-9 % of the wall time on the bench captures). Set before numpy is
-# first imported, which the package leaves to this module (``pcapclass.__init__``); a value
-# the user set wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
 import argparse
 import ctypes
 import gc
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
