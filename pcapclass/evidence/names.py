@@ -3,11 +3,11 @@ the subject of the certificate a TLS 1.0–1.2 server showed, as evidence rows o
 (``SERVER_NAME``, ``CERT_SUBJECT``) that decide nothing else.
 
 Compiled kernels find each name's bytes in a batch's first payloads and digest them, and find
-the names met in earlier batches (``NameMemo``); each distinct name of a batch not found there is
-looked up by its bytes among the names met before (at most ``MAX_REMEMBERED``; past that the
-memory starts afresh), and only a new one is made into text, so Python runs per new name,
-never per flow. Names whose digests agree are compared byte
-for byte: a digest alone can collide.
+the names met before (``NameMemo``, at most ``MAX_REMEMBERED`` per kind; past that the memory
+starts afresh); only a name not found there is made into text, once per distinct digest of
+its batch, so Python runs per new name, never per flow. Names whose digests agree are compared
+byte for byte: a digest alone can collide (a name that shares a remembered name's digest, or
+that differs from it in case only, is made into text again, which costs little as it is rare).
 """
 
 from __future__ import annotations
@@ -54,9 +54,7 @@ class Names:
 
     def __init__(self, verdicts: VerdictTable, rows: RowLog) -> None:
         self._verdicts, self._rows = verdicts, rows
-        #: verdict id by (kind, the name's bytes); -2: bytes that make no name
-        self._known: dict[tuple[str, bytes], int] = {}
-        #: the same per kind, found a batch at a time in compiled code (only new names reach ``_known``)
+        #: per kind, the verdict id of each name met (-2: bytes that make no name), by its bytes
         self._memos = {SERVER_NAME: NameMemo(), CERT_SUBJECT: NameMemo()}
 
     def server_names(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
@@ -88,7 +86,8 @@ class Names:
             looked = new[first_of]
             for i, s, n, d in zip(looked.tolist(), start[looked].tolist(), length[looked].tolist(), digest[looked].tolist()):
                 raw = data[s : s + n].tobytes()
-                vid[i] = self._vid(kind, text, raw)
+                name = text(raw)
+                vid[i] = -2 if name is None else self._verdicts.vid(Verdict(kind, "", name))
                 if len(memo) >= MAX_REMEMBERED:
                     memo.clear()
                 memo.add(d, raw, int(vid[i]))
@@ -98,13 +97,3 @@ class Names:
             new = new[vid[new] == -1]
         named = vid >= 0
         self._rows.add_rows(keys, pk, sel[has[named]], vid[named])
-
-    def _vid(self, kind: str, text: Callable[[bytes], str | None], raw: bytes) -> int:
-        """The verdict id of the name whose bytes are ``raw`` (-2: they make none)."""
-        known = self._known.get((kind, raw))
-        if known is None:
-            if len(self._known) >= MAX_REMEMBERED:
-                self._known.clear()
-            name = text(raw)
-            known = self._known[kind, raw] = -2 if name is None else self._verdicts.vid(Verdict(kind, "", name))
-        return known
