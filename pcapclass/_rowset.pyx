@@ -24,6 +24,16 @@ cdef inline unsigned long long _row_hash(const unsigned long long[:, :] cols, Py
     return h
 
 
+cdef inline bint _same_row(const unsigned long long[:, :] a, Py_ssize_t i,
+                           const unsigned long long[:, :] b, Py_ssize_t e) noexcept nogil:
+    """Whether row ``i`` of ``a`` is row ``e`` of ``b``, column by column."""
+    cdef Py_ssize_t j
+    for j in range(a.shape[0]):
+        if a[j, i] != b[j, e]:
+            return False
+    return True
+
+
 cdef class RowTable:
     """The rows of a table (``rows``: one uint64 column per level, as a 2-D array), chained by a
     slot of each row's hash. A row looked up is compared with its slot's rows column by column:
@@ -52,7 +62,7 @@ cdef class RowTable:
 
     def contains(self, const unsigned long long[:, :] cols):
         """Per row of ``cols`` (one column per level, as the table's), whether it is a row of the table."""
-        cdef Py_ssize_t n = cols.shape[1], levels = cols.shape[0], i, j
+        cdef Py_ssize_t n = cols.shape[1], levels = cols.shape[0], i
         cdef long long e
         out_a = np.zeros(n, np.bool_)
         cdef unsigned char[::1] out = out_a.view(np.uint8)
@@ -62,10 +72,7 @@ cdef class RowTable:
             for i in range(n):
                 e = self._head[<Py_ssize_t>(_row_hash(cols, i) >> 20) & self._mask]
                 while e >= 0:
-                    j = 0
-                    while j < levels and self._rows[j, e] == cols[j, i]:
-                        j += 1
-                    if j == levels:
+                    if _same_row(cols, i, self._rows, e):
                         out[i] = 1
                         break
                     e = self._next[e]
@@ -75,7 +82,7 @@ cdef class RowTable:
 def first_rows(const unsigned long long[:, :] rows):
     """Per row of ``rows`` (one uint64 column per level), whether it is the first of its value:
     the rows kept make the distinct rows, in the order they first come."""
-    cdef Py_ssize_t n = rows.shape[1], levels = rows.shape[0], size = 16, i, j, s
+    cdef Py_ssize_t n = rows.shape[1], size = 16, i, s
     cdef long long e
     while size < 2 * n:
         size <<= 1
@@ -86,12 +93,7 @@ def first_rows(const unsigned long long[:, :] rows):
         for i in range(n):
             s = <Py_ssize_t>(_row_hash(rows, i) >> 20) & (size - 1)
             e = head[s]
-            while e >= 0:
-                j = 0
-                while j < levels and rows[j, e] == rows[j, i]:
-                    j += 1
-                if j == levels:
-                    break
+            while e >= 0 and not _same_row(rows, i, rows, e):
                 e = chain[e]
             if e < 0:  # a value not met before: chained, for the rows after it
                 first[i] = 1
