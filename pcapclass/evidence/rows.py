@@ -1,7 +1,8 @@
 """The evidence rows: a verdict id per flow key (``hash``, ``check``), time and sender side.
 
-Rows are kept as arrays, one part per batch (``add_rows``), plus the few found one at a time
-(``add_row``: binds of followed flows, notifications). ``take`` hands over the rows of finished
+Rows are kept as arrays, one part per batch (``add_rows``; ``add_part`` for rows given by their
+columns, such as datagrams of earlier batches), plus the few found one at a time (``add_row``:
+binds of followed flows, notifications). ``take`` hands over the rows of finished
 flows, joined to them as ``classify`` joins rows (``pcapclass.flows.FlowIndex``), and forgets
 them: the rows held stay those of open flows, so memory does not grow with the capture.
 """
