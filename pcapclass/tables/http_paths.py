@@ -19,7 +19,7 @@ from ..protocols.http import (
 )
 from ..protocols.proofs import KINDS
 from .services import SERVICE_IDS
-from .toml_files import RULES_DIR, read_toml
+from .toml_files import RULES_DIR, no_unknown_keys, read_toml
 
 #: rules/http_paths.toml of a source checkout
 DEFAULT_HTTP_PATHS_PATH = RULES_DIR / "http_paths.toml"
@@ -34,13 +34,6 @@ def _string(row: dict[str, Any], name: str, where: str, key: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise RulesError(f"missing or empty string {name!r}", path=where, key=f"{key}.{name}")
     return value.strip()
-
-
-def _no_unknown(row: dict[str, Any], allowed: frozenset[str], where: str, key: str) -> None:
-    unknown = sorted(set(row) - allowed)
-    if unknown:
-        full = f"{key}.{unknown[0]}" if key else unknown[0]
-        raise RulesError(f"unknown key {unknown[0]!r}", path=where, key=full)
 
 
 def _service(value: str, services: frozenset[str], where: str, key: str) -> str:
@@ -62,7 +55,7 @@ def load_http_paths(
     """
     where = os.fspath(path)
     doc = read_toml(where)
-    _no_unknown(doc, frozenset({"rpc_http", "path"}), where, "")
+    no_unknown_keys(doc, frozenset({"rpc_http", "path"}), where, "")
     if not isinstance(doc.get("rpc_http"), dict):
         raise RulesError("missing [rpc_http] table", path=where, key="rpc_http")
     return HttpPathTable(parse_rpc_http(doc["rpc_http"], where, services), longest_first(parse_paths(doc.get("path", []), where, services)))
@@ -70,7 +63,7 @@ def load_http_paths(
 
 def parse_rpc_http(rpc: dict[str, Any], where: str, services: frozenset[str]) -> RpcHttpRule:
     """The ``[rpc_http]`` table of the rules file ``where``, validated."""
-    _no_unknown(rpc, _RPC_KEYS, where, "rpc_http")
+    no_unknown_keys(rpc, _RPC_KEYS, where, "rpc_http")
     proxy = _string(rpc, "proxy", where, "rpc_http").lower()
     if "/" in proxy or " " in proxy:
         raise RulesError(f"proxy must be a file name, not {proxy!r}", path=where, key="rpc_http.proxy")
@@ -114,7 +107,7 @@ def parse_paths(rows: Any, where: str, services: frozenset[str]) -> list[PathRul
         key = f"path[{i}]"
         if not isinstance(row, dict):
             raise RulesError("expected a table", path=where, key=key)
-        _no_unknown(row, _PATH_KEYS, where, key)
+        no_unknown_keys(row, _PATH_KEYS, where, key)
         prefix = _string(row, "prefix", where, key).lower().rstrip("/")
         if not prefix.startswith("/") or " " in prefix or "?" in prefix:
             raise RulesError(f"invalid prefix {row['prefix']!r}", path=where, key=f"{key}.prefix")
@@ -134,7 +127,7 @@ def parse_paths(rows: Any, where: str, services: frozenset[str]) -> list[PathRul
             qkey = f"{key}.query[{j}]"
             if not isinstance(q, dict):
                 raise RulesError("expected a table", path=where, key=qkey)
-            _no_unknown(q, _QUERY_KEYS, where, qkey)
+            no_unknown_keys(q, _QUERY_KEYS, where, qkey)
             queries.append(
                 QueryRule(
                     _string(q, "param", where, qkey).lower(),

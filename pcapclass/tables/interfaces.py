@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import RulesError
 from .services import SERVICE_IDS
-from .toml_files import RULES_DIR, read_toml
+from .toml_files import RULES_DIR, no_unknown_keys, read_toml
 
 #: rules/rpc_interfaces.toml of a source checkout
 DEFAULT_INTERFACES_PATH = RULES_DIR / "rpc_interfaces.toml"
@@ -80,10 +80,7 @@ def parse_interfaces(rows: list[Any], where: str, services: frozenset[str]) -> d
         key = f"interface[{i}]"
         if not isinstance(row, dict):
             raise RulesError("expected a table", path=where, key=key)
-        unknown = set(row) - _INTERFACE_KEYS
-        if unknown:
-            name = min(unknown)
-            raise RulesError(f"unknown key {name!r}", path=where, key=f"{key}.{name}")
+        no_unknown_keys(row, _INTERFACE_KEYS, where, key)
         for required in ("uuid", "name", "service"):
             if not isinstance(row.get(required), str) or not row[required].strip():
                 raise RulesError(f"missing or empty string {required!r}", path=where, key=f"{key}.{required}")

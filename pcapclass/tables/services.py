@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import RulesError
-from .toml_files import RULES_DIR, read_toml
+from .toml_files import RULES_DIR, no_unknown_keys, read_toml
 
 #: Microsoft's table, the shipped services
 DEFAULT_RULES = RULES_DIR / "exchange2003.toml"
@@ -27,8 +27,8 @@ TRANSPORTS = ("tcp", "udp")
 SIDES = ("inbound", "outbound")
 
 _ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_SERVICE_KEYS = {"id", "name", "depends_on", "inbound", "outbound", "rpc", "dynamic", "notes"}
-_PORT_KEYS = {"transport", "port", "ports", "note"}
+_SERVICE_KEYS = frozenset({"id", "name", "depends_on", "inbound", "outbound", "rpc", "dynamic", "notes"})
+_PORT_KEYS = frozenset({"transport", "port", "ports", "note"})
 _DYNAMIC_KEYS = {"direction", "transport", "what", "note"}
 
 
@@ -107,9 +107,7 @@ def parse_services(doc: Mapping[str, Any], path: str) -> list[Service]:
 
 
 def _parse_service(row: dict[str, Any], path: str, where: str) -> Service:
-    unknown = set(row) - _SERVICE_KEYS
-    if unknown:
-        raise RulesError(f"unknown key (allowed: {', '.join(sorted(_SERVICE_KEYS))})", path=path, key=f"{where}.{min(unknown)}")
+    no_unknown_keys(row, _SERVICE_KEYS, path, where)
     sid = row.get("id")
     if not isinstance(sid, str) or not _ID.match(sid):
         raise RulesError("id must be lower-case words joined by hyphens, e.g. 'information-store'", path=path, key=f"{where}.id")
@@ -156,9 +154,7 @@ def _ports(entries: Any, path: str, where: str) -> tuple[PortRule, ...]:
         key = f"{where}[{j}]"
         if not isinstance(entry, dict):
             raise RulesError("must be a table { transport = ..., port = ... }", path=path, key=key)
-        unknown = set(entry) - _PORT_KEYS
-        if unknown:
-            raise RulesError(f"unknown key (allowed: {', '.join(sorted(_PORT_KEYS))})", path=path, key=f"{key}.{min(unknown)}")
+        no_unknown_keys(entry, _PORT_KEYS, path, key)
         transport = entry.get("transport")
         if transport not in TRANSPORTS:
             raise RulesError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}", path=path, key=f"{key}.transport")

@@ -43,3 +43,12 @@ def read_toml(path: str) -> dict[str, Any]:
         raise RulesError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(f"not valid TOML: {exc}", path=path) from None
+
+
+def no_unknown_keys(row: dict[str, Any], allowed: frozenset[str], path: str, key: str) -> None:
+    """Raise RulesError naming the first key of ``row`` (the table at ``key`` of the file
+    ``path``; "" at the top) that is not ``allowed``, with the keys that are."""
+    unknown = sorted(set(row) - allowed)
+    if unknown:
+        full = f"{key}.{unknown[0]}" if key else unknown[0]
+        raise RulesError(f"unknown key {unknown[0]!r} (allowed: {', '.join(sorted(allowed))})", path=path, key=full)
