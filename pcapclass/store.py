@@ -24,16 +24,19 @@ class FlowStore:
     read back one at a time (memory-mapped) to be classified and written. The flows still open
     at a capture's end stay in memory until more come, so that the last ones never make a
     round trip through the disk. A block is in order of capture, then first packet.
-    ``rows_of`` hands over the evidence rows of finished flows (``EvidenceCollector.take``):
-    asked once per block, when it is spilled or read.
+    ``rows_of`` hands over the evidence rows of finished flows (``EvidenceCollector.take``)
+    as they are added, so that the rows are those of these flows even where a flow of another
+    capture has the same key and time (two mirror ports seeing one conversation); flows read
+    elsewhere (``segments``) are added with their rows.
     """
 
     def __init__(self, spill_flows: int = SPILL_FLOWS, rows_of: Callable[[Records], FlowRows] | None = None) -> None:
         self.spill_flows = spill_flows
         self._rows_of = rows_of
-        #: parts as added (rows None), or once sorted the one joined part with its rows
-        self._mem: list[tuple[Records, npt.NDArray[np.int64], FlowRows | None]] = []
+        #: parts as added, or once sorted the one joined part, each with its rows
+        self._mem: list[tuple[Records, npt.NDArray[np.int64], FlowRows]] = []
         self._mem_rows = 0
+        self._sorted_once = False
         self._files: list[tuple[Path, Path, Path]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -42,20 +45,27 @@ class FlowStore:
         """True while all the flows fit one block (they can be classified in one go)."""
         return not self._files and self._mem_rows <= self.spill_flows
 
-    def add(self, recs: Records, capture: npt.NDArray[np.int64], *, last: bool = False) -> None:
+    def add(self, recs: Records, capture: npt.NDArray[np.int64], *, last: bool = False, rows: FlowRows | None = None) -> None:
         """Keep ``recs`` (finished flows; ``capture``: the number of the capture each started
         in); ``last``: the flows still open at the captures' end, held in memory (whatever
-        their number) until more come."""
+        their number) until more come; ``rows``: their evidence rows (default: ``rows_of``'s)."""
         if not len(recs):
             return
         if self._mem and self._mem_rows + len(recs) > self.spill_flows:
             # what is held goes first: flows are joined for a spill only up to a block's
             # worth, and a larger part (a burst of ended flows) is sorted where it lies
             self._spill()
-        self._mem.append((recs, capture, None))
+        self._mem.append((recs, capture, self.rows(recs, rows)))
         self._mem_rows += len(recs)
+        self._sorted_once = False
         if self._mem_rows >= self.spill_flows and not last:
             self._spill()
+
+    def rows(self, recs: Records, given: FlowRows | None = None) -> FlowRows:
+        """The evidence rows of finished flows ``recs``: ``given``, else ``rows_of``'s."""
+        if given is not None:
+            return given
+        return self._rows_of(recs) if self._rows_of is not None else FlowRows.empty()
 
     def _spill(self) -> None:
         """Move the flows in memory to temporary files; raises OutputError when they cannot be
@@ -72,7 +82,7 @@ class FlowStore:
                 np.save(paths[2], np.stack([rows.flow, rows.vid, rows.from_a.astype(np.int64)]))
         except OSError as exc:
             raise OutputError.from_os(exc, "cannot spill finished flows to a temporary file", path=tempfile.gettempdir()) from None
-        self._mem, self._mem_rows = [], 0
+        self._mem, self._mem_rows, self._sorted_once = [], 0, False
 
     def _mem_blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
         """The flows in memory in blocks of at most ``spill_flows``, each with its rows."""
@@ -88,16 +98,20 @@ class FlowStore:
     def _sorted(self) -> tuple[Records, npt.NDArray[np.int64], FlowRows]:
         """The flows in memory, joined, by capture then first packet, with their evidence rows
         (kept so: sorted and joined once)."""
-        if len(self._mem) == 1 and self._mem[0][2] is not None:  # sorted already
-            return self._mem[0]  # type: ignore[return-value]
+        if self._sorted_once:
+            return self._mem[0]
         recs = Records.concat([r for r, _, _ in self._mem])
         index = np.concatenate([i for _, i, _ in self._mem]) if self._mem else np.zeros(0, np.int64)
         order = np.lexsort((recs["first_ns"], index))
         for column in recs.cols:  # in place, a field at a time: no second copy of the flows
             column[:] = column[order]
-        rows = self._rows_of(recs) if self._rows_of is not None else FlowRows.empty()
+        moved = np.empty_like(order)
+        moved[order] = np.arange(order.size)
+        starts = np.cumsum([0] + [len(r) for r, _, _ in self._mem[:-1]]).tolist()
+        rows = FlowRows.concat([w for _, _, w in self._mem], starts).renumbered(moved)
         self._mem = [(recs, index[order], rows)]
-        return self._mem[0]  # type: ignore[return-value]
+        self._sorted_once = True
+        return self._mem[0]
 
     def blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
         """(flows, capture number of each, their evidence rows) block by block."""
