@@ -55,6 +55,14 @@ class PacketIntervals:
             self._fold()
             self._fold_at = max(_FOLD_AT, 2 * self._rows)
 
+    def absorb(self, other: PacketIntervals) -> None:
+        """Take in the counts of ``other``, which read other captures with the same origin."""
+        self._parts += [other._held, *other._parts]
+        self._rows += other._rows
+        if self._rows >= self._fold_at:
+            self._fold()
+            self._fold_at = max(_FOLD_AT, 2 * self._rows)
+
     def _fold(self) -> pd.DataFrame:
         """The rows held, summed per key (kept so)."""
         if self._parts:

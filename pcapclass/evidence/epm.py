@@ -17,6 +17,8 @@ from ..tables.interfaces import Interface
 from .anomalies import EvidenceAnomalies
 from .learned import epm_frame
 
+#: an entry's key: server (hi, lo), transport, port, interface UUID
+EpmKey = tuple[int, int, str, int, str]
 #: endpoint-mapper entries held at most
 MAX_EPM_ENTRIES = 200_000
 
@@ -26,7 +28,7 @@ class EndpointMapperTable:
 
     def __init__(self, counts: EvidenceAnomalies) -> None:
         self._counts = counts
-        self._spans: OrderedDict[tuple[int, int, str, int, str], list[int]] = OrderedDict()
+        self._spans: OrderedDict[EpmKey, list[int]] = OrderedDict()
 
     def learn_towers(self, server: tuple[int, int], towers: list[Tower], ts: int) -> None:
         """The towers of a reply ``server`` sent at ``ts``: each TCP, UDP or HTTP port for its
@@ -42,16 +44,28 @@ class EndpointMapperTable:
                     self._learn((0, a), transport, t.port, t.interface, ts)
 
     def _learn(self, server: tuple[int, int], transport: str, port: int, interface: str, ts: int) -> None:
-        key = (server[0], server[1], transport, port, interface)
+        self._seen((server[0], server[1], transport, port, interface), ts, ts)
+
+    def _seen(self, key: EpmKey, first: int, last: int) -> None:
         span = self._spans.get(key)
         if span is None:
-            self._spans[key] = [ts, ts]
+            self._spans[key] = [first, last]
             while len(self._spans) > MAX_EPM_ENTRIES:
                 self._spans.popitem(last=False)
                 self._counts.epm_entries_evicted += 1
         else:
-            span[0], span[1] = min(span[0], ts), max(span[1], ts)
+            span[0], span[1] = min(span[0], first), max(span[1], last)
             self._spans.move_to_end(key)
+
+    def entries(self) -> list[tuple[EpmKey, int, int]]:
+        """Every entry with its interval, the least recently seen first (for ``absorb``)."""
+        return [(key, first, last) for key, (first, last) in self._spans.items()]
+
+    def absorb(self, entries: list[tuple[EpmKey, int, int]]) -> None:
+        """Take in the ``entries`` of a table that read the captures after this one's, as if
+        this table had read them: each seen again, in their order."""
+        for key, first, last in entries:
+            self._seen(key, first, last)
 
     def frame(self, interfaces: Mapping[str, Interface]) -> pd.DataFrame:
         """The table as ``Evidence.epm``, each interface's service and name from ``interfaces``."""

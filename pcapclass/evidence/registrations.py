@@ -22,6 +22,8 @@ IPPROTO_UDP = 17
 #: registrations held at most
 MAX_REGISTRATIONS = 100_000
 _U64 = (1 << 64) - 1
+#: a callback: address (hi, lo, IPv4 mapped into IPv6) and port
+Callback = tuple[int, int, int]
 
 
 class PushRegistrations:
@@ -29,7 +31,7 @@ class PushRegistrations:
 
     def __init__(self, counts: EvidenceAnomalies) -> None:
         self._counts = counts
-        self._by_callback: OrderedDict[tuple[int, int, int], dict[bytes, int]] = OrderedDict()
+        self._by_callback: OrderedDict[Callback, dict[bytes, int]] = OrderedDict()
         self._lengths: set[int] = set()
         self._ports: set[int] = set()
 
@@ -40,10 +42,22 @@ class PushRegistrations:
         """A registration of ``blob`` for the callback (address text, port) at ``ts``."""
         addr = ipaddress.ip_address(callback[0])
         value = int(addr) | (0xFFFF_0000_0000 if addr.version == 4 else 0)
-        key = (value >> 64, value & _U64, callback[1])
+        self._add((value >> 64, value & _U64, callback[1]), blob, ts)
+
+    def entries(self) -> list[tuple[Callback, bytes, int]]:
+        """Every registration, the least recently registered callback first (for ``absorb``)."""
+        return [(key, blob, ts) for key, blobs in self._by_callback.items() for blob, ts in blobs.items()]
+
+    def absorb(self, entries: list[tuple[Callback, bytes, int]]) -> None:
+        """Take in the registrations of captures read before this table's (``entries``), as if
+        this table had read them."""
+        for key, blob, ts in entries:
+            self._add(key, blob, ts)
+
+    def _add(self, key: Callback, blob: bytes, ts: int) -> None:
         self._by_callback.setdefault(key, {})[blob] = ts
         self._lengths.add(len(blob))
-        self._ports.add(callback[1])
+        self._ports.add(key[2])
         self._by_callback.move_to_end(key)
         while len(self._by_callback) > MAX_REGISTRATIONS:
             _, blobs = self._by_callback.popitem(last=False)

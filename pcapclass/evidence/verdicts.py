@@ -97,9 +97,13 @@ class VerdictTable:
 
     def vid(self, v: Verdict, client_is_sender: int = -1) -> int:
         """The number of ``v`` (``client_is_sender``: 1 for a registration's rows), added if new."""
-        key = (v.kind, v.service, v.detail, v.rpc_interface, v.rpc_interface_name, v.server_is_sender, client_is_sender, v.protocol, v.proof)
-        vid = self._ids.get(key)
+        return self.number((v.kind, v.service, v.detail, v.rpc_interface, v.rpc_interface_name, v.server_is_sender,
+                            client_is_sender, v.protocol, v.proof))  # fmt: skip
+
+    def number(self, row: VerdictRow) -> int:
+        """The number of a verdict given as its row, added if new."""
+        vid = self._ids.get(row)
         if vid is None:
-            vid = self._ids[key] = len(self.rows)
-            self.rows.append(key)
+            vid = self._ids[row] = len(self.rows)
+            self.rows.append(row)
         return vid
