@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from .api import Classifier, classify_file
+from .api import Classifier
 from .errors import (
     CaptureError,
     CaptureOpenError,
@@ -21,6 +21,7 @@ from .errors import (
 )
 from .output import Format
 from .pipeline import Result
+from .session import classify_file
 from .tables.rules import RuleSet, load_rules
 
 __version__ = "0.1.0"

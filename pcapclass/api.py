@@ -2,8 +2,8 @@
 
 ``Classifier`` is the pipeline's reading phase (read → decode → flows → evidence) fed step by
 step (several files, or batches from a live source); its ``result`` and ``write`` hand what it
-gathered to the merge phase (``pipeline``). ``classify_file`` is the one-call form, so the CLI
-and a script never diverge.
+gathered to the merge phase (``pipeline``). A run over many captures, here or on Dask workers,
+is ``session``'s.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -74,6 +75,9 @@ class Classifier:
         interval: float | None = None,
     ) -> None:
         self.rules = rules if isinstance(rules, RuleSet) else load_rules(rules or ())
+        #: what another Classifier needs to read as this one does (a worker's, ``session``)
+        self.settings: dict[str, Any] = {"servers": servers, "rules": self.rules, "idle_timeout": idle_timeout, "max_flows": max_flows,
+                                             "payload": payload, "epm_expiry": epm_expiry, "interval": interval}  # fmt: skip
         #: the payload stage (None with ``payload=False``: services by port only)
         self.evidence = EvidenceCollector(interfaces=self.rules.interfaces, http_paths=self.rules.http_paths, epm_expiry=epm_expiry,
                                           idle_timeout=idle_timeout) if payload else None  # fmt: skip
@@ -285,8 +289,17 @@ class Classifier:
             clf = Classifier()
             clf.read_all(["/var/captures/ring", "extra/*.pcapng"])
         """
-        start, opened, failed = len(self.counts), 0, []
-        for capture in resolve_captures(captures):
+        start = len(self.counts)
+        opened, failed = self.read_inputs(resolve_captures(captures), progress=progress)
+        if failed and not opened:
+            raise failed[0]
+        return self.counts[start:]
+
+    def read_inputs(self, captures: Iterable[CaptureInput], *, progress: ProgressFn | None = None) -> tuple[int, list[CaptureError]]:
+        """Read captures ``resolve_captures`` found, in their order, as ``read_input`` does, until
+        ``interrupt``: how many were read, and the faults of those that could not be."""
+        opened, failed = 0, []
+        for capture in captures:
             if self.interrupted is not None:
                 break
             try:
@@ -295,9 +308,7 @@ class Classifier:
                 failed.append(exc)
             else:
                 opened += 1
-        if failed and not opened:
-            raise failed[0]
-        return self.counts[start:]
+        return opened, failed
 
     def gathered(self) -> Gathered:
         """What the reading phase has gathered, for the merge (``pipeline``): every flow still
@@ -341,39 +352,3 @@ class Classifier:
         """Remove the temporary files of spilled flows."""
         self.store.close()
 
-
-def classify_file(
-    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
-    *,
-    servers: Sequence[str | Network] = (),
-    rules: RuleSet | Iterable[str | os.PathLike[str]] | None = None,
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
-    max_flows: int = DEFAULT_MAX_FLOWS,
-    payload: bool = True,
-    epm_expiry: float = DEFAULT_EPM_EXPIRY,
-    interval: float | None = None,
-    by: Sequence[str] = DEFAULT_BY,
-    top_groups: int | None = None,
-) -> Result:
-    """Classify a capture file (pcap, pcapng, gzip; ``-`` for stdin), or every capture of a
-    directory, a glob or a list of them, read in capture-time order (``Classifier.read_all``).
-
-    A fault in the middle of a file does not raise: the result holds everything before
-    it, ``partial`` is true and ``error`` says where. A file that cannot be opened, or is
-    not a capture at all, has its row in ``captures`` with the error; when no capture could
-    be opened at all (a single such file, say), raises CaptureError. ``payload=False`` skips the payload stage
-    (services by port only); ``epm_expiry`` is how long an endpoint-mapper reply vouches for
-    the port it handed out; ``by`` groups the breakdown by any flow label columns (add
-    ``"detail"`` for OWA / ActiveSync / RPC over HTTP ... rows; ValueError for others);
-    ``top_groups`` keeps the largest groups of each service, the rest summed in one row;
-    ``interval`` (seconds) adds the time series (``Result.timeseries``).
-
-    Example::
-
-        r = classify_file("tests/fixtures/pcaps/exchange_services.pcap")
-        r.breakdown[["service", "direction", "packets"]]
-    """
-    clf = Classifier(servers=servers, rules=rules, idle_timeout=idle_timeout, max_flows=max_flows,
-                     payload=payload, epm_expiry=epm_expiry, interval=interval)  # fmt: skip
-    clf.read_all([path] if isinstance(path, (str, os.PathLike)) else path)
-    return clf.result(by=by, top_groups=top_groups)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +28,7 @@ from typing import NoReturn
 import pyarrow as pa
 
 from . import __version__
+from .accounting import CaptureCounts
 from .addresses import Network, parse_networks
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier
 from .errors import (
@@ -58,8 +58,9 @@ from .output import (
     print_table,
 )
 from .progress import Progress
+from .session import Spread, dashboard, read_on, spread
 from .sources import ReadAnomalies
-from .sources.inputs import resolve_captures
+from .sources.inputs import CaptureInput, resolve_captures
 from .summarize import DEFAULT_BY, grouping
 from .tables.rules import RuleSet, load_rules
 
@@ -119,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=[f.value for f in Format], default=Format.CSV.value,
                    help="the tables' file format: csv and jsonl with ISO 8601 times beside the epoch ones, parquet typed (default: %(default)s)")  # fmt: skip
     c.add_argument("--report", action="store_true", help="also write OUTDIR/report.html, a self-contained page with charts (see `report`; CSV tables)")
+    c.add_argument("-j", "--jobs", type=_positive_int, metavar="N",
+                   help="read captures that do not continue each other on N Dask worker processes (default: one per two cores, "
+                        "for 1 GiB of input or more); 1 reads in this process")  # fmt: skip
+    c.add_argument("--scheduler", metavar="ADDRESS", help="read on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
 
     r = sub.add_parser("report", help="write OUTDIR/report.html (charts, top hosts, servers, captures) from a classify run's outputs")
@@ -313,30 +318,9 @@ def _show_progress(bar: Progress, done: int, packets: int) -> None:
 
 
 def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
-    unreadable = 0
     captures = resolve_captures(args.captures)
-    for capture in captures:
-        bar = Progress(_size(capture.path), label=capture.path, enabled=False if args.quiet else None)
-        try:
-            counts = clf.read_input(capture, progress=partial(_show_progress, bar))
-        except CaptureError as exc:
-            bar.close()
-            _fail(str(exc))
-            unreadable += 1
-            continue
-        bar.close()
-        if isinstance(counts.error, CaptureInterruptedError):
-            _fail(f"{counts.error} (the {counts.packets} packets read are classified; output marked partial)")
-            break
-        if counts.error is not None:
-            if counts.packets:
-                _fail(f"{counts.error} (the {counts.packets} packets before it are classified; output marked partial)")
-            else:
-                _fail(str(counts.error))
-                unreadable += 1
-        odd = ", ".join(f"{getattr(counts, f.name)} {f.name}" for f in fields(ReadAnomalies) if getattr(counts, f.name))
-        if odd:
-            _warn(f"{counts.capture}: read anyway, counted in {CAPTURE_CSV}: {odd}")
+    with spread(captures, jobs=args.jobs, scheduler=args.scheduler) as where:
+        unreadable = _read_here(args, clf, captures) if where is None else _read_on(args, clf, captures, where)
     if unreadable == len(captures):
         return CaptureError.exit_code
     result = clf.write(args.outdir, by=(*DEFAULT_BY, *args.by), top_groups=args.top, fmt=Format(args.format))
@@ -349,6 +333,60 @@ def _classify_into(args: argparse.Namespace, clf: Classifier) -> int:
     if clf.interrupted is not None:
         return signal_exit_code(clf.interrupted)
     return EXIT_PARTIAL if (result.partial or unreadable) else EXIT_OK
+
+
+def _read_here(args: argparse.Namespace, clf: Classifier, captures: list[CaptureInput]) -> int:
+    """Read the captures in this process, telling of each as it is read; returns how many
+    could not be read at all."""
+    unreadable = 0
+    for capture in captures:
+        bar = Progress(capture.size, label=capture.path, enabled=False if args.quiet else None)
+        try:
+            counts = clf.read_input(capture, progress=partial(_show_progress, bar))
+        except CaptureError as exc:
+            bar.close()
+            _fail(str(exc))
+            unreadable += 1
+            continue
+        bar.close()
+        unreadable += _tell(counts)
+        if isinstance(counts.error, CaptureInterruptedError):
+            break
+    return unreadable
+
+
+def _read_on(args: argparse.Namespace, clf: Classifier, captures: list[CaptureInput], where: Spread) -> int:
+    """Read the captures on Dask workers, then tell of each; returns how many could not be
+    read at all."""
+    if not args.quiet:
+        link = dashboard(where.client)
+        _warn(f"{len(captures)} captures in {len(where.segments)} segments on {where.workers} Dask workers"
+              + (f", dashboard {link}" if link else ""))  # fmt: skip
+    total = sum(c.size or 0 for c in captures)
+    bar = Progress(total, label=f"{len(captures)} captures", enabled=False if args.quiet else None)
+    try:
+        read_on(where, clf, captures, progress=partial(_show_progress, bar))
+    except CaptureError:
+        pass  # every capture has its row, with its error, told below
+    bar.close()
+    return sum(_tell(counts) for counts in clf.counts)
+
+
+def _tell(counts: CaptureCounts) -> int:
+    """One line on stderr for a capture read with a fault or an oddity; 1 if it could not be
+    read at all."""
+    if isinstance(counts.error, CaptureInterruptedError):
+        _fail(f"{counts.error} (the {counts.packets} packets read are classified; output marked partial)")
+        return 0
+    if counts.error is not None:
+        if not counts.packets:
+            _fail(str(counts.error))
+            return 1
+        _fail(f"{counts.error} (the {counts.packets} packets before it are classified; output marked partial)")
+    odd = ", ".join(f"{getattr(counts, f.name)} {f.name}" for f in fields(ReadAnomalies) if getattr(counts, f.name))
+    if odd:
+        _warn(f"{counts.capture}: read anyway, counted in {CAPTURE_CSV}: {odd}")
+    return 0
 
 
 def _live(args: argparse.Namespace, rules: RuleSet) -> int:
@@ -388,13 +426,6 @@ def _print_interfaces() -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths)) + "  " + r[3])
     return EXIT_OK
-
-
-def _size(path: str) -> int | None:
-    try:
-        return os.path.getsize(path) if path != "-" else None
-    except OSError:
-        return None
 
 
 def _print_rules(rules: RuleSet) -> int:

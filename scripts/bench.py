@@ -70,6 +70,37 @@ BAR_NO_PAYLOAD = 0.15
 #: the many-files run: the capture's first packets as a ring buffer of small files (editcap -c),
 #: classified as one directory, whole process
 MANY_FILES, MANY_FILES_PACKETS, BAR_MANY_FILES_S = 200, 1_000, 5.0
+#: the spread run: captures of mirror ports (each its own seed and share of the flows, all on one
+#: clock, so none continues another), classified by one process (--jobs 1) and by Dask workers
+#: (--jobs 2); its bar on their speed ratio, its goal on the merge's share of the wall time
+SPREAD_FILES, SPREAD_PACKETS, BAR_SPREAD_X, GOAL_MERGE_SHARE = 8, 250_000, 1.3, 0.10
+
+SPREAD_PHASES = r"""
+import sys, time
+t0 = time.perf_counter()
+from pcapclass import session
+from pcapclass.api import Classifier
+from pcapclass.segments import plan, reach
+from pcapclass.sources.inputs import resolve_captures
+merge = 0.0
+absorb = session.absorb
+def timed_absorb(*args):
+    global merge
+    t = time.perf_counter(); absorb(*args); merge += time.perf_counter() - t
+session.absorb = timed_absorb
+if __name__ == "__main__":
+    captures = resolve_captures([sys.argv[1]])
+    segments = plan(captures, [reach(c) for c in captures])
+    with session.dask_client(2) as client:
+        t1 = time.perf_counter()
+        clf = Classifier()
+        session.read_on(session.Spread(client, segments), clf, captures)
+        t2 = time.perf_counter()
+        clf.write(sys.argv[2])
+        t3 = time.perf_counter()
+    t4 = time.perf_counter()
+    print(len(segments), t1 - t0, t2 - t1, merge, t3 - t2, t4 - t3, t4 - t0)
+"""
 
 SCAPY_LOOP = r"""
 import sys, time
@@ -274,6 +305,17 @@ def write_doubled(src: Path, dst: Path) -> int:
             out.write(hdr.pack(sec + shift, frac, incl, orig))
             out.write(data)
     return 2 * n
+
+
+def generate_many(directory: Path, files: int, packets: int, flows: int, seed: int, canned: bool, start: int = 0) -> None:
+    """``files`` captures into ``directory``, generated side by side, each with its own seed."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, str(GEN), str(directory / f"port{start + i:03d}.pcap"), "--packets", str(packets),
+                               "--flows", str(flows), "--seed", str(seed + i), "-q", *(["--canned"] if canned else [])])
+             for i in range(files)]  # fmt: skip
+    if any(p.wait() for p in procs):
+        raise SystemExit("generating the captures failed")
+    log(f"  generated {files} captures of {packets:,} packets in {time.perf_counter() - t0:.1f} s")
 
 
 def generate(out: Path, packets: int, flows: int, seed: int, canned: bool) -> None:
@@ -573,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scapy-packets", type=int, default=20_000,
                     help="size of the slice scapy reads (20,000)")
     ap.add_argument("--skip", action="append", default=[],
-                    choices=["tshark", "scapy", "tcpdump", "double", "no-payload", "looks", "many-files"],
+                    choices=["tshark", "scapy", "tcpdump", "double", "no-payload", "looks", "many-files", "spread"],
                     help="leave out one measurement (repeatable)")
     ap.add_argument("--skip-live", action="store_true",
                     help="skip the live replay benchmark (tcpreplay onto a veth pair)")
@@ -583,6 +625,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="runs of each pcapclass and tcpdump measurement; the fastest counts, "
                          "peak RSS is the highest seen (3; tshark and scapy run once)")
     ap.add_argument("--timeout", type=float, default=3600, help="per-run timeout in seconds")
+    ap.add_argument("--spread-gb", type=float, default=0, metavar="GB",
+                    help="also classify a set of this many GB of mirror-port captures with --jobs 2, once, for its peak RSS")
     ap.add_argument("--json", type=Path, help="also write the results as JSON here")
     a = ap.parse_args(argv)
     if a.flow_heavy:
@@ -708,6 +752,34 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
             shutil.rmtree(ring, ignore_errors=True)
             whole.unlink(missing_ok=True)
 
+    spread_phases = None
+    if pc_ok and "spread" not in a.skip and "--jobs" in pc_help:
+        spread = workdir / "spread"
+        spread.mkdir(exist_ok=True)
+        generate_many(spread, SPREAD_FILES, SPREAD_PACKETS, max(1, a.flows // SPREAD_FILES), a.seed, a.canned)
+        k = SPREAD_FILES * SPREAD_PACKETS
+        runs["pc_j1"], runs["pc_j2"] = best_of(a.repeat, *(
+            (lambda j=j: run_pcapclass(f"pcapclass classify ({SPREAD_FILES} ports, -j {j})", pc, env, spread, k, workdir,
+                                       ["--jobs", str(j)], a.timeout)) for j in (1, 2)))  # fmt: skip
+        r = subprocess.run([sys.executable, "-c", SPREAD_PHASES, str(spread), str(workdir / "out-spread-phases")], capture_output=True,
+                           text=True, env=env, timeout=a.timeout, check=False)  # fmt: skip
+        spread_phases = [float(x) for x in r.stdout.split()] if r.returncode == 0 else None
+        shutil.rmtree(workdir / "out-spread-phases", ignore_errors=True)
+        if a.keep is None:
+            shutil.rmtree(spread, ignore_errors=True)
+    if pc_ok and a.spread_gb:
+        big = workdir / "spread-big"
+        big.mkdir(exist_ok=True)
+        files = 0
+        while sum(p.stat().st_size for p in big.iterdir()) < a.spread_gb * 1e9:
+            generate_many(big, 2, SPREAD_PACKETS, max(1, a.flows // SPREAD_FILES), a.seed + 100 + files, a.canned, start=files)
+            files += 2
+        k = files * SPREAD_PACKETS
+        size_gb = sum(p.stat().st_size for p in big.iterdir()) / 1e9
+        runs["pc_big"], = best_of(1, lambda: run_pcapclass(f"pcapclass classify ({files} ports, {size_gb:.1f} GB, -j 2)", pc, env,
+                                                            big, k, workdir, ["--jobs", "2"], a.timeout))  # fmt: skip
+        shutil.rmtree(big, ignore_errors=True)
+
     # --- report ---------------------------------------------------------------------------
     print()
     print(f"pcapclass benchmark: {n:,} packets, {size / 1e6:,.0f} MB "
@@ -716,7 +788,7 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
           f"file {'given' if a.capture else 'generated'}: {capture.name}")
     print(f"{'tool':<38} {'packets':>11} {'seconds':>9} {'packets/s':>13} {'peak RSS MB':>11} "
           f"{'CPU s':>9}")
-    order = ["pc", "pc_np", "tshark", "scapy", "tcpdump", "pc2", "pc_many"]
+    order = ["pc", "pc_np", "tshark", "scapy", "tcpdump", "pc2", "pc_many", "pc_j1", "pc_j2", "pc_big"]
     for key in order:
         if key in runs:
             print(fmt_row(runs[key]))
@@ -736,6 +808,11 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
             notes.append(f"  check: {runs[k].name}: breakdown.csv counts "
                          f"{x['packets_counted']:,} packets in {x.get('breakdown_rows', 0)} rows, "
                          f"flows.csv has {x.get('flows_rows', 0):,} flows")
+    if spread_phases is not None:
+        segs, start, read, merge, write, stop, total = spread_phases
+        notes.append(f"  spread: {int(segs)} segments on 2 workers: {start:.2f} s imports and cluster start, {read:.2f} s reading "
+                     f"(of which {merge:.2f} s absorbing on the client), {write:.2f} s classifying and writing, {stop:.2f} s stopping")
+        notes.append("  spread: peak RSS of a -j 2 row is its largest process's (the client or a worker)")
     if looks is not None:
         notes.append(f"  looks: {looks[0]:,} first payloads looked at, {looks[1]:,} of them in Python "
                      f"(EvidenceCollector._inspect calls; the others decided by the compiled first look)")
@@ -774,6 +851,14 @@ def _bench(a: argparse.Namespace, workdir: Path, generated: list[Path]) -> int:
         many = runs["pc_many"]
         checks.append((f"{many.name}, whole process", f"{many.seconds:.2f} s" if many.ok else "n/a",
                        f"< {BAR_MANY_FILES_S:.0f} s", many.seconds < BAR_MANY_FILES_S if many.ok else None))
+    j1, j2 = rate("pc_j1"), rate("pc_j2")
+    if j1 is not None and j2 is not None:
+        ratio_line("--jobs 2 / --jobs 1 speed (spread run)", j2 / j1, f">= {BAR_SPREAD_X:.1f}x", j2 / j1 >= BAR_SPREAD_X)
+    if spread_phases is not None:
+        segs, start, read, merge, write, stop, total = spread_phases
+        share = (merge + write) / total
+        checks.append(("merge share of the spread run's wall time", f"{share:.0%}", f"<= {GOAL_MERGE_SHARE:.0%} (goal)",
+                       share <= GOAL_MERGE_SHARE))
     npr = rate("pc_np")
     if npr is not None and pcr is not None:
         g = pcr / npr

@@ -47,6 +47,14 @@ class CaptureInput:
     first_ns: int | None = None
     error: CaptureError | None = None
 
+    @property
+    def size(self) -> int | None:
+        """Its bytes, or None for stdin, a pipe, and what cannot be read."""
+        try:
+            return os.path.getsize(self.path) if self.path != "-" and os.path.isfile(self.path) else None
+        except OSError:
+            return None
+
 
 def resolve_captures(arguments: Sequence[str | os.PathLike[str]]) -> list[CaptureInput]:
     """The captures ``arguments`` name, de-duplicated and in capture-time order.

@@ -1,0 +1,165 @@
+"""Runs spread over Dask workers (``session``, ``segments``) give what one process gives.
+
+The oracle of a spread run is the run the issue defines it by: one process reading the same
+captures in capture-time order (``Classifier.read_all``, itself held to tshark elsewhere), whose
+files must come out byte for byte the same. Where the spread run has work of its own to get
+right, the facts come from outside: the split capture's generator says which datagram is the
+store's notification and which flows cross which cut, tshark says which server greeted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import FIXTURES, TESTS
+from distributed import Client, LocalCluster
+
+from pcapclass.api import Classifier
+from pcapclass.cli import main
+from pcapclass.segments import Reach, plan
+from pcapclass.session import classify_file, read_captures
+from pcapclass.sources.inputs import CaptureInput
+
+SPLIT = TESTS / "fixtures" / "split" / "split_boundaries.pcap"
+SMTP = FIXTURES / "corpus" / "suricata-verify" / "smtp-file-data-01.pcap"
+EVIDENCE_COLUMNS = ["service", "evidence", "detail", "rpc_interface", "protocol", "direction"]
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """Two worker processes with a thread each, as ``--jobs 2`` starts them."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, Client(cluster) as c:
+        yield c
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def write(captures: list[Path], out: Path, client: Client | None = None, **settings: float) -> dict[str, bytes]:
+    clf = Classifier(**settings)  # type: ignore[arg-type]
+    try:
+        read_captures(clf, captures, client=client)
+        clf.write(out)
+    finally:
+        clf.close()
+    return outputs(out)
+
+
+def test_plan_cuts_before_each_capture_that_starts_afresh() -> None:
+    # by hand, as Classifier._continues decides: B starts at A's last packet (continues), C
+    # starts before B's last (afresh), D does not open (joins C's), E opens with no packet
+    # (afresh), F starts after C's last packet, the last packet read (continues E)
+    def at(name: str, first: int | None) -> CaptureInput:
+        return CaptureInput(name, first_ns=first)
+
+    captures = [at("A", 0), at("B", 10), at("C", 5), at("D", None), at("E", None), at("F", 20)]
+    reaches = [Reach(True, 10), Reach(True, 15), Reach(True, 18), Reach(False, None), Reach(True, None), Reach(True, 30)]
+    assert plan(captures, reaches) == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_every_fixture_on_two_workers_is_one_process_run(client: Client, tmp_path: Path) -> None:
+    # 95 captures, good and bad, most starting afresh: many segments, faults, empty files
+    captures = [FIXTURES.parent]
+    one = write(captures, tmp_path / "one", interval=30.0)
+    spread = write(captures, tmp_path / "spread", client=client, interval=30.0)
+    assert one.keys() == {"flows.csv", "breakdown.csv", "capture.csv", "servers.csv", "timeseries.csv"}
+    for name in one:
+        assert spread[name] == one[name], name
+
+
+def test_a_registration_names_the_notification_of_a_capture_read_afresh(client: Client, tmp_path: Path) -> None:
+    # the generator's table (tests/fixtures/split/SOURCES.md): the store's datagram
+    # 10.0.0.10:3002 -> 10.0.1.43:1055 carries the blob registered at 250 s. Cut out alone, it
+    # starts before the rest's last packet: read afresh, on another worker, but the
+    # registration is remembered across captures
+    datagram = subprocess.run(["tshark", "-r", str(SPLIT), "-Y", "udp.srcport == 3002 && udp.dstport == 1055", "-T", "fields",
+                               "-e", "frame.number"], capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    assert len(datagram) == 1
+    rest, alone = tmp_path / "in" / "rest.pcap", tmp_path / "in" / "datagram.pcap"
+    rest.parent.mkdir()
+    subprocess.run(["editcap", str(SPLIT), str(rest), datagram[0]], check=True)
+    subprocess.run(["editcap", "-r", str(SPLIT), str(alone), datagram[0]], check=True)
+    one = write([rest.parent], tmp_path / "one")
+    spread = write([rest.parent], tmp_path / "spread", client=client)
+    assert spread == one
+    flows = pd.read_csv(tmp_path / "spread" / "flows.csv")
+    notified = flows[(flows.transport == "udp") & ((flows.client_port == 1055) | (flows.server_port == 1055))]
+    assert notified[["capture", "service", "evidence", "detail"]].values.tolist() == [
+        [str(alone), "information-store", "registration", "new-mail-notification"]
+    ]
+
+
+def test_the_split_capture_three_ways(client: Client, tmp_path: Path) -> None:
+    # whole in one process; editcap's 20 pieces in one process; the pieces on the workers
+    pieces = tmp_path / "pieces"
+    pieces.mkdir()
+    subprocess.run(["editcap", "-c", "38", str(SPLIT), str(pieces / "piece.pcap")], check=True)
+    assert len(list(pieces.iterdir())) == 20
+    whole = write([SPLIT], tmp_path / "whole")
+    cut = write([pieces], tmp_path / "cut")
+    spread = write([pieces], tmp_path / "spread", client=client)
+    assert spread == cut
+    assert whole["breakdown.csv"] == cut["breakdown.csv"]
+    by_flow = ["first_ts", "client_addr", "client_port", "server_addr", "server_port"]
+    a, b = (pd.read_csv(tmp_path / run / "flows.csv").drop(columns="capture").sort_values(by_flow, ignore_index=True) for run in ("whole", "cut"))
+    pd.testing.assert_frame_equal(a, b)
+    # the generator's facts: the port the endpoint mapper handed out, in a later piece than its reply
+    assert a.loc[a.server_port == 1043, ["service", "evidence"]].values.tolist() == [["information-store", "epm"]]
+
+
+def test_rows_stay_with_the_flows_of_their_capture(tmp_path: Path) -> None:
+    # two mirror ports see one conversation: two captures with the same flows at the same times.
+    # tshark: frame 4 is the server's "220 ... Microsoft ESMTP MAIL Service", so each copy's
+    # SMTP flow has its greeting's evidence, not the port's
+    greeting = subprocess.run(["tshark", "-r", str(SMTP), "-Y", "smtp.response.code == 220", "-T", "fields", "-e", "tcp.srcport",
+                               "-e", "smtp.rsp.parameter"], capture_output=True, text=True, check=True).stdout.split("\t")  # fmt: skip
+    assert greeting[0] == "25" and "Microsoft ESMTP MAIL Service" in greeting[1]
+    for port in ("a", "b"):
+        (tmp_path / port).mkdir()
+        shutil.copy(SMTP, tmp_path / port / SMTP.name)
+    flows = classify_file([tmp_path / "a", tmp_path / "b"]).flows
+    smtp = flows[flows.server_port == 25]
+    assert len(smtp) == 2
+    assert smtp[["service", "evidence", "detail"]].values.tolist() == [["smtp", "signature", "exchange-smtp"]] * 2
+
+
+def test_the_command_on_a_scheduler_with_two_worker_processes(tmp_path: Path) -> None:
+    # started the way a user starts them: `dask scheduler`, then `dask worker` twice
+    info = tmp_path / "scheduler.json"
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs = [subprocess.Popen([*dask, "--scheduler-file", str(info), "--port", "0", "--no-dashboard"], stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for _ in range(2):
+            procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(info),
+                                           "--nthreads", "1", "--no-dashboard"], stderr=subprocess.DEVNULL))  # fmt: skip
+        address = json.loads(info.read_text())["address"]
+        with Client(address) as c:
+            c.wait_for_workers(2, timeout=60)
+        captures = str(FIXTURES / "corpus")
+        assert main(["classify", captures, "-o", str(tmp_path / "one"), "-q", "--jobs", "1"]) == 0
+        assert main(["classify", captures, "-o", str(tmp_path / "spread"), "-q", "--scheduler", address]) == 0
+        assert outputs(tmp_path / "spread") == outputs(tmp_path / "one")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+
+
+def test_one_job_reads_in_this_process_without_dask(tmp_path: Path) -> None:
+    code = ("import sys; from pcapclass.cli import main; "
+            f"rc = main(['classify', {str(FIXTURES / 'corpus')!r}, '-o', {str(tmp_path / 'out')!r}, '-q', '--jobs', '1']); "
+            "sys.exit(rc or 10 * any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules))")  # fmt: skip
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
