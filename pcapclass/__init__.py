@@ -13,6 +13,7 @@ from .api import Classifier
 from .errors import (
     CaptureError,
     CaptureOpenError,
+    ClusterError,
     InvalidCaptureError,
     LiveCaptureError,
     OutputError,
@@ -30,6 +31,7 @@ __all__ = [
     "CaptureError",
     "CaptureOpenError",
     "Classifier",
+    "ClusterError",
     "Format",
     "InvalidCaptureError",
     "LiveCaptureError",

@@ -9,6 +9,7 @@ Exit codes (documented in the README):
   5  a rules file is invalid
   6  a live capture could not start or died
   7  the outputs could not be written (OutputError): no output file is left half-written
+  8  the Dask cluster could not be started or reached, or a worker failed (ClusterError)
   130  interrupted by SIGINT (143: SIGTERM): what was read is classified and written, marked partial
 """
 
@@ -360,8 +361,8 @@ def _read_on(args: argparse.Namespace, clf: Classifier, captures: list[CaptureIn
     read at all."""
     if not args.quiet:
         link = dashboard(where.client)
-        _warn(f"{len(captures)} captures in {len(where.segments)} segments on {where.workers} Dask workers"
-              + (f", dashboard {link}" if link else ""))  # fmt: skip
+        print(f"pcapclass: {len(captures)} captures in {len(where.segments)} segments on {where.workers} Dask workers"
+              + (f", dashboard {link}" if link else ""), file=sys.stderr)  # fmt: skip
     total = sum(c.size or 0 for c in captures)
     bar = Progress(total, label=f"{len(captures)} captures", enabled=False if args.quiet else None)
     try:

@@ -7,6 +7,7 @@
     │   └── CaptureInterruptedError       reading stopped by SIGINT or SIGTERM
     ├── RulesError(ValueError)            a rules file is malformed or inconsistent
     ├── LiveCaptureError(RuntimeError)    a live capture cannot start or died
+    ├── ClusterError(RuntimeError)        a Dask cluster cannot be reached, or a worker failed
     └── OutputError(OSError)              an output or spill file cannot be written
 
 Every CaptureError carries the file, the byte offset and the packet number (1-based, as
@@ -118,6 +119,13 @@ class LiveCaptureError(PcapclassError, RuntimeError):
     """A live capture could not start, or its capture process died."""
 
     exit_code = 6
+
+
+class ClusterError(PcapclassError, RuntimeError):
+    """The Dask cluster a run was to be read on cannot be started or reached, or a worker died
+    or failed while reading (``session``): nothing is written."""
+
+    exit_code = 8
 
 
 class OutputError(PcapclassError, OSError):

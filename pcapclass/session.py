@@ -12,6 +12,7 @@ imported only for a run that uses it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .accounting import CaptureCounts
 from .addresses import Network
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier, ProgressFn
-from .errors import CaptureError, CaptureInterruptedError
+from .errors import CaptureError, CaptureInterruptedError, ClusterError, PcapclassError
 from .evidence import DEFAULT_EPM_EXPIRY
 from .pipeline import Result
 from .segments import (
@@ -65,11 +66,19 @@ def dask_client(jobs: int, scheduler: str | None = None) -> Iterator[Client]:
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler)
+        except (OSError, ValueError) as exc:  # refused, timed out, not an address
+            raise ClusterError(f"{scheduler}: cannot reach the Dask scheduler: {exc}") from None
+        with client:
             yield client
         return
-    with LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
-                      dashboard_address=":0" if _has_dashboard() else None) as cluster, Client(cluster) as client:  # fmt: skip
+    try:
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
+                               dashboard_address=":0" if _has_dashboard() else None)  # fmt: skip
+    except (OSError, RuntimeError) as exc:
+        raise ClusterError(f"cannot start {jobs} Dask workers: {exc}") from None
+    with cluster, Client(cluster) as client:
         yield client
 
 
@@ -170,15 +179,18 @@ def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, p
         return client.submit(read_segment, make, [inputs[i] for i in segments[k]], registrations=registrations,
                              origin_ns=origin, progress=_Report(queue, k) if progress is not None else None, pure=False)  # fmt: skip
 
-    def wait(future: Future[SegmentResult]) -> SegmentResult:
-        while progress is not None and not future.done():
-            try:
-                future.result(timeout=REPORT_EVERY)
-            except TimeoutError:
-                pass
-            _drain(queue, client, done, packets)
-            progress(sum(done), sum(packets))
-        return future.result()
+    def wait(k: int, future: Future[SegmentResult]) -> SegmentResult:
+        try:
+            while progress is not None and not future.done():
+                with contextlib.suppress(TimeoutError):
+                    future.result(timeout=REPORT_EVERY)
+                _drain(queue, client, done, packets)
+                progress(sum(done), sum(packets))
+            return future.result()
+        except PcapclassError:
+            raise
+        except Exception as exc:  # whatever ended a remote task (KilledWorker, a lost connection) is one line
+            raise ClusterError(f"{inputs[segments[k][0]].path}: a Dask worker failed reading it: {type(exc).__name__}: {exc}") from exc
 
     ahead = AHEAD_PER_WORKER * max(1, where.workers)
     futures: dict[int, Future[SegmentResult]] = {k: submit(k) for k in range(min(ahead, len(segments)))}
@@ -189,11 +201,11 @@ def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, p
             client.cancel(list(futures.values()))
             _interrupted(clf, [inputs[i] for seg in segments[k:] for i in seg])
             break
-        result = wait(futures.pop(k))
+        result = wait(k, futures.pop(k))
         if k + ahead < len(segments):
             futures[k + ahead] = submit(k + ahead)
         if any(r.registrations for r in results):  # read again, knowing them (``segments``)
-            result = wait(submit(k, registrations_before(results, k)))
+            result = wait(k, submit(k, registrations_before(results, k)))
         absorb(clf, result)
         done[k], packets[k] = sizes[k], sum(c.packets for c in result.counts)
         results.append(SegmentResult(result.counts, [], [], [], result.registrations, None))

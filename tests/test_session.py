@@ -10,6 +10,7 @@ store's notification and which flows cross which cut, tshark says which server g
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -163,3 +164,12 @@ def test_one_job_reads_in_this_process_without_dask(tmp_path: Path) -> None:
             f"rc = main(['classify', {str(FIXTURES / 'corpus')!r}, '-o', {str(tmp_path / 'out')!r}, '-q', '--jobs', '1']); "
             "sys.exit(rc or 10 * any(m.split('.')[0] in ('dask', 'distributed') for m in sys.modules))")  # fmt: skip
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_an_unreachable_scheduler_is_one_line_and_exit_8(tmp_path: Path) -> None:
+    env = {**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"}
+    run = subprocess.run([sys.executable, "-m", "pcapclass", "classify", str(SMTP), "-o", str(tmp_path / "out"), "--scheduler",
+                          "tcp://127.0.0.1:9"], capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    assert run.returncode == 8
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("pcapclass: error: tcp://127.0.0.1:9: cannot reach the Dask scheduler")
+    assert not (tmp_path / "out" / "flows.csv").exists()
