@@ -2,10 +2,9 @@
 capture-time order; what cannot be read gets its capture.csv row and does not stop the rest.
 
 The oracle for a ring buffer is the whole capture it was cut from: ``editcap -c 40`` cuts
-exchange_services.pcap into 8 pieces of the same packets, whose totals capinfos gives. Flows end
-at a file's end (``Classifier``: a flow row belongs to one input file), so a flow cut by a piece
-boundary is two rows here; what must be the same is every packet, in the same conversation,
-with the same service and direction.
+exchange_services.pcap into 8 pieces of the same packets, whose totals capinfos gives. Each
+piece starts where the one before stopped, so its packets carry on the open flows: the pieces
+give the whole capture's flows, each row under the piece of its first packet.
 """
 
 from __future__ import annotations

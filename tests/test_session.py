@@ -77,6 +77,19 @@ def test_every_fixture_on_two_workers_is_one_process_run(client: Client, tmp_pat
         assert spread[name] == one[name], name
 
 
+def test_progress_counts_every_worker_s_bytes_and_packets(client: Client) -> None:
+    # the files' sizes, and the packets capinfos counts in them
+    files = sorted(p for p in (FIXTURES / "corpus").rglob("*") if p.is_file() and not p.name.startswith("LICENSE"))
+    out = subprocess.run(["capinfos", "-T", "-r", "-c", "-M", *map(str, files)], capture_output=True, text=True, check=True).stdout
+    packets = sum(int(line.split("\t")[1]) for line in out.splitlines())
+    seen: list[tuple[int, int]] = []
+    clf = Classifier()
+    read_captures(clf, [FIXTURES / "corpus"], client=client, progress=lambda done, count: seen.append((done, count)))
+    clf.close()
+    assert seen[-1] == (sum(p.stat().st_size for p in files), packets)
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
 def test_a_registration_names_the_notification_of_a_capture_read_afresh(client: Client, tmp_path: Path) -> None:
     # the generator's table (tests/fixtures/split/SOURCES.md): the store's datagram
     # 10.0.0.10:3002 -> 10.0.1.43:1055 carries the blob registered at 250 s. Cut out alone, it
