@@ -11,7 +11,7 @@ result into the Classifier that holds the run, in reading order, with its verdic
 and its tables added as if read there. Registrations are the one thing a later segment
 reads while reading (a datagram to a callback registered earlier is a notification), so a
 segment read before the registrations of the segments before it were known is read again
-with them (``needs_registrations``).
+with them (``registrations_before``).
 
 A segment's reading is ``read_segment``: picklable in and out, so any process can do it.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,9 @@ from .timeseries import PacketIntervals
 
 #: a registration as ``PushRegistrations.entries`` gives it
 Registration = tuple[Callback, bytes, int]
+#: finished flows as a store is given them: flows, the capture (in the segment) each started in,
+#: their evidence rows, held to the end (``FlowStore.add``'s ``last``)
+Part = tuple[Records, npt.NDArray[np.int64], FlowRows, bool]
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,9 @@ class SegmentResult:
     """What reading one segment gathered (``read_segment``), to ``absorb`` in reading order."""
 
     counts: list[CaptureCounts]
-    #: the finished flows as the segment's store was given them: flows, the capture (in the
-    #: segment) each started in, their evidence rows, held to the end
-    parts: list[tuple[Records, npt.NDArray[np.int64], FlowRows, bool]]
+    #: the finished flows as the segment's store was given them (``Part``), or what
+    #: ``read_segment``'s ``keep`` made of each, for ``absorb``'s ``load``
+    parts: list[Any]
     #: the verdicts the rows' ``vid`` number
     verdicts: list[VerdictRow]
     epm: list[tuple[EpmKey, int, int]]
@@ -107,24 +111,29 @@ class SegmentResult:
 
 
 class _Parts(FlowStore):
-    """A store that keeps each part as given, with its rows: a segment's flows leave the
-    worker as the parts a single process's store would have been given."""
+    """A store that hands each part on as given, with its rows (to ``keep``, or to its list):
+    a segment's flows leave the worker as the parts a single process's store is given."""
 
-    def __init__(self, rows_of: Callable[[Records], FlowRows] | None) -> None:
+    def __init__(self, rows_of: Callable[[Records], FlowRows] | None, keep: Callable[[Part], Any] | None) -> None:
         super().__init__(rows_of=rows_of)
-        self.parts: list[tuple[Records, npt.NDArray[np.int64], FlowRows, bool]] = []
+        self.parts: list[Any] = []
+        self._keep = keep
 
     def add(self, recs: Records, capture: npt.NDArray[np.int64], *, last: bool = False, rows: FlowRows | None = None) -> None:
         if len(recs):
-            self.parts.append((recs, capture, self.rows(recs, rows), last))
+            part = (recs, capture, self.rows(recs, rows), last)
+            self.parts.append(self._keep(part) if self._keep is not None else part)
 
 
 def read_segment(make: Callable[[], Classifier], captures: Sequence[CaptureInput], *, registrations: Sequence[Registration] = (),
-                 origin_ns: int | None = None, progress: ProgressFn | None = None) -> SegmentResult:  # fmt: skip
+                 origin_ns: int | None = None, progress: ProgressFn | None = None, keep: Callable[[Part], Any] | None = None,
+                 ) -> SegmentResult:  # fmt: skip
     """Read one segment with a fresh Classifier (``make``), after the ``registrations`` of the
-    segments before it; ``origin_ns``: the run's first packet, where time-series intervals start."""
+    segments before it; ``origin_ns``: the run's first packet, where time-series intervals
+    start; ``keep``: where each part of the finished flows goes as it is made (a file, so that
+    the worker's memory does not hold them all), returning what ``absorb`` will ``load``."""
     clf = make()
-    store = clf.store = _Parts(clf.evidence.take if clf.evidence is not None else None)
+    store = clf.store = _Parts(clf.evidence.take if clf.evidence is not None else None, keep)
     if clf.evidence is not None and registrations:
         clf.evidence.registrations.absorb(list(registrations))
         clf.evidence.take_anomalies()  # evictions of earlier segments' registrations were counted there
@@ -139,28 +148,24 @@ def read_segment(make: Callable[[], Classifier], captures: Sequence[CaptureInput
     )  # fmt: skip
 
 
-def needs_registrations(results: Sequence[SegmentResult]) -> list[int]:
-    """The segments (indexes) read without registrations that segments before them made: they
-    are read again with ``registrations_before``."""
-    return [k for k in range(1, len(results)) if any(r.registrations for r in results[:k])]
-
-
 def registrations_before(results: Sequence[SegmentResult], k: int) -> list[Registration]:
     """The registrations a single process would hold when segment ``k`` starts."""
     return [entry for r in results[:k] for entry in r.registrations]
 
 
-def absorb(clf: Classifier, result: SegmentResult) -> None:
+def absorb(clf: Classifier, result: SegmentResult, load: Callable[[Any], Part] | None = None) -> None:
     """Take a segment's result into ``clf`` (which reads nothing itself), after the segments
     before it: its captures' rows, its flows with their rows renumbered into ``clf``'s
-    verdicts, its endpoint-mapper entries and time-series counts."""
+    verdicts (each part through ``load`` when ``read_segment`` had them kept), its
+    endpoint-mapper entries and time-series counts."""
     base = len(clf.counts)
     clf.counts += result.counts
     if clf.evidence is not None:
         number = clf.evidence.verdicts.number
         renumber = np.array([number(row) for row in result.verdicts], dtype=np.int64)
         clf.evidence.epm.absorb(result.epm)
-    for recs, capture, rows, last in result.parts:
+    for kept in result.parts:
+        recs, capture, rows, last = load(kept) if load is not None else kept
         if clf.evidence is not None and len(rows.vid):
             rows = FlowRows(rows.flow, renumber[rows.vid], rows.from_a)
         clf.store.add(recs, capture + base, last=last, rows=rows)

@@ -16,21 +16,34 @@ import contextlib
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .accounting import CaptureCounts
 from .addresses import Network
 from .api import DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_FLOWS, Classifier, ProgressFn
-from .errors import CaptureError, CaptureInterruptedError, ClusterError, PcapclassError
+from .errors import (
+    CaptureError,
+    CaptureInterruptedError,
+    ClusterError,
+    OutputError,
+    PcapclassError,
+)
 from .evidence import DEFAULT_EPM_EXPIRY
+from .flows import FlowRows, Records
 from .pipeline import Result
 from .segments import (
+    Part,
     SegmentResult,
     absorb,
     plan,
@@ -171,50 +184,112 @@ def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, p
     origin = next((c.first_ns for c in inputs if c.first_ns is not None), None)
     if clf.intervals is not None:
         clf.intervals.origin_ns = origin
-    queue = f"pcapclass-progress-{uuid.uuid4().hex}"
+    run = f"pcapclass-{uuid.uuid4().hex}"
+    queue, spool, load = f"{run}-progress", _Spool(run), _fetch(client)
     sizes = [sum(inputs[i].size or 0 for i in seg) for seg in segments]
     done, packets = [0] * len(segments), [0] * len(segments)
 
     def submit(k: int, registrations: Sequence[Any] = ()) -> Future[SegmentResult]:
-        return client.submit(read_segment, make, [inputs[i] for i in segments[k]], registrations=registrations,
-                             origin_ns=origin, progress=_Report(queue, k) if progress is not None else None, pure=False)  # fmt: skip
+        return client.submit(read_segment, make, [inputs[i] for i in segments[k]], registrations=registrations, origin_ns=origin,
+                             progress=_Report(queue, k) if progress is not None else None, keep=spool, pure=False)  # fmt: skip
 
     def wait(k: int, future: Future[SegmentResult]) -> SegmentResult:
-        try:
-            while progress is not None and not future.done():
-                with contextlib.suppress(TimeoutError):
-                    future.result(timeout=REPORT_EVERY)
-                _drain(queue, client, done, packets)
-                progress(sum(done), sum(packets))
-            return future.result()
-        except PcapclassError:
-            raise
-        except Exception as exc:  # whatever ended a remote task (KilledWorker, a lost connection) is one line
-            raise ClusterError(f"{inputs[segments[k][0]].path}: a Dask worker failed reading it: {type(exc).__name__}: {exc}") from exc
+        from distributed import wait as wait_for
+
+        while progress is not None and not future.done():
+            with contextlib.suppress(TimeoutError):
+                wait_for(future, timeout=REPORT_EVERY)
+            _drain(queue, client, done, packets)
+            progress(sum(done), sum(packets))
+        return _outcome(future, f"reading {inputs[segments[k][0]].path}")  # type: ignore[no-any-return]
 
     ahead = AHEAD_PER_WORKER * max(1, where.workers)
     futures: dict[int, Future[SegmentResult]] = {k: submit(k) for k in range(min(ahead, len(segments)))}
     results: list[SegmentResult] = []
     start, opened, failed = len(clf.counts), 0, list[CaptureError]()
-    for k in range(len(segments)):
-        if clf.interrupted is not None:
-            client.cancel(list(futures.values()))
-            _interrupted(clf, [inputs[i] for seg in segments[k:] for i in seg])
-            break
-        result = wait(k, futures.pop(k))
-        if k + ahead < len(segments):
-            futures[k + ahead] = submit(k + ahead)
-        if any(r.registrations for r in results):  # read again, knowing them (``segments``)
-            result = wait(k, submit(k, registrations_before(results, k)))
-        absorb(clf, result)
-        done[k], packets[k] = sizes[k], sum(c.packets for c in result.counts)
-        results.append(SegmentResult(result.counts, [], [], [], result.registrations, None))
-        opened, failed = opened + result.opened, failed + result.failed
-        if progress is not None:
-            progress(sum(done), sum(packets))
+    try:
+        for k in range(len(segments)):
+            if clf.interrupted is not None:
+                client.cancel(list(futures.values()))
+                _interrupted(clf, [inputs[i] for seg in segments[k:] for i in seg])
+                break
+            result = wait(k, futures.pop(k))
+            if k + ahead < len(segments):
+                futures[k + ahead] = submit(k + ahead)
+            if any(r.registrations for r in results):  # read again, knowing them (``segments``)
+                result = wait(k, submit(k, registrations_before(results, k)))
+            absorb(clf, result, load)
+            done[k], packets[k] = sizes[k], sum(c.packets for c in result.counts)
+            results.append(SegmentResult(result.counts, [], [], [], result.registrations, None))
+            opened, failed = opened + result.opened, failed + result.failed
+            if progress is not None:
+                progress(sum(done), sum(packets))
+    finally:
+        client.cancel(list(futures.values()))
+        client.run(_remove_spool, run)
+        _remove_spool(run)
     if failed and not opened:
         raise failed[0]
     return clf.counts[start:]
+
+
+@dataclass(frozen=True)
+class _Spool:
+    """``read_segment``'s ``keep`` on a worker: each part of its finished flows goes to a file
+    in the run's directory under the worker's temporary directory, so that the worker holds
+    only the open flows; gives (worker address, path) for ``_fetch``."""
+
+    run: str
+
+    def __call__(self, part: Part) -> tuple[str, str]:
+        from distributed import get_worker
+
+        recs, capture, rows, last = part
+        directory = Path(tempfile.gettempdir()) / self.run
+        path = directory / f"{uuid.uuid4().hex}.npz"
+        try:
+            directory.mkdir(exist_ok=True)
+            np.savez(path, cols=recs.cols, capture=capture, flow=rows.flow, vid=rows.vid, from_a=rows.from_a, last=np.array(last))
+        except OSError as exc:
+            raise OutputError.from_os(exc, "cannot spill finished flows to a temporary file", path=directory) from None
+        return get_worker().address, str(path)
+
+
+def _part_file(path: str) -> Part:
+    """A part ``_Spool`` wrote, read and removed."""
+    with np.load(path) as f:
+        part = Records(f["cols"]), f["capture"], FlowRows(f["flow"], f["vid"], f["from_a"]), bool(f["last"])
+    os.unlink(path)
+    return part
+
+
+def _fetch(client: Client) -> Callable[[tuple[str, str]], Part]:
+    """``absorb``'s ``load`` of spooled parts: read here when this machine sees the file (a
+    LocalCluster), else read by the worker that wrote it and sent."""
+
+    def load(kept: tuple[str, str]) -> Part:
+        address, path = kept
+        if os.path.exists(path):
+            return _part_file(path)
+        future = client.submit(_part_file, path, workers=[address], allow_other_workers=False, pure=False)
+        return _outcome(future, "handing over finished flows")  # type: ignore[no-any-return]
+
+    return load
+
+
+def _remove_spool(run: str) -> None:
+    shutil.rmtree(Path(tempfile.gettempdir()) / run, ignore_errors=True)
+
+
+def _outcome(future: Future[Any], doing: str) -> Any:
+    """A worker's result; whatever ended its task (the worker died, its connection was lost,
+    it failed) as a ClusterError, one line."""
+    try:
+        return future.result()
+    except PcapclassError:
+        raise
+    except Exception as exc:  # whatever ended a remote task (KilledWorker, a lost connection) is one line
+        raise ClusterError(f"a Dask worker failed {doing}: {type(exc).__name__}: {exc}") from exc
 
 
 def _drain(queue: str, client: Client, done: list[int], packets: list[int]) -> None:

@@ -15,18 +15,22 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import FIXTURES, TESTS
 from distributed import Client, LocalCluster
 
+from pcapclass import session
 from pcapclass.api import Classifier
 from pcapclass.cli import main
+from pcapclass.flows import COLUMNS, FlowRows, Records
 from pcapclass.segments import Reach, plan
-from pcapclass.session import classify_file, read_captures
+from pcapclass.session import _fetch, _Spool, classify_file, read_captures
 from pcapclass.sources.inputs import CaptureInput
 
 SPLIT = TESTS / "fixtures" / "split" / "split_boundaries.pcap"
@@ -88,6 +92,25 @@ def test_progress_counts_every_worker_s_bytes_and_packets(client: Client) -> Non
     clf.close()
     assert seen[-1] == (sum(p.stat().st_size for p in files), packets)
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_parts_a_worker_spooled_come_back_through_it(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a part of finished flows as a worker's store is given it, spooled to a file there; the
+    # client fetches it through that worker when it cannot see the file (another machine)
+    rng = np.random.default_rng(7)
+    part = (Records(rng.integers(0, 1 << 40, (len(COLUMNS), 5))), np.arange(5, dtype=np.int64),
+            FlowRows(np.array([0, 3]), np.array([2, 1]), np.array([True, False])), True)  # fmt: skip
+    run = f"pcapclass-test-{uuid.uuid4().hex}"
+    address, path = client.submit(_Spool(run), part, pure=False).result()
+    assert address in client.scheduler_info()["workers"]
+    monkeypatch.setattr(session.os.path, "exists", lambda _: False)
+    recs, capture, rows, last = _fetch(client)((address, path))
+    np.testing.assert_array_equal(recs.cols, part[0].cols)
+    np.testing.assert_array_equal(capture, part[1])
+    assert (rows.flow.tolist(), rows.vid.tolist(), rows.from_a.tolist(), last) == ([0, 3], [2, 1], [True, False], True)
+    monkeypatch.undo()
+    assert not Path(path).exists()
+    client.run(session._remove_spool, run)
 
 
 def test_a_registration_names_the_notification_of_a_capture_read_afresh(client: Client, tmp_path: Path) -> None:
