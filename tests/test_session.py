@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,7 +73,7 @@ def test_plan_cuts_before_each_capture_that_starts_afresh() -> None:
 
 
 def test_every_fixture_on_two_workers_is_one_process_run(client: Client, tmp_path: Path) -> None:
-    # 95 captures, good and bad, most starting afresh: many segments, faults, empty files
+    # every fixture, good and bad, most starting afresh: many segments, faults, empty files
     captures = [FIXTURES.parent]
     one = write(captures, tmp_path / "one", interval=30.0)
     spread = write(captures, tmp_path / "spread", client=client, interval=30.0)
@@ -193,6 +194,12 @@ def test_the_command_on_a_scheduler_with_two_worker_processes(tmp_path: Path) ->
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
+
+
+def test_the_command_says_its_segments_workers_and_dashboard(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["classify", str(FIXTURES.parent), "-o", str(tmp_path / "out"), "--jobs", "2"]) == 4  # bad/ has faults
+    said = [line for line in capsys.readouterr().err.splitlines() if "Dask" in line]
+    assert len(said) == 1 and re.fullmatch(r"pcapclass: \d+ captures in \d+ segments on 2 Dask workers, dashboard http://\S+/status", said[0])
 
 
 def test_one_job_reads_in_this_process_without_dask(tmp_path: Path) -> None:
