@@ -17,7 +17,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -56,7 +55,7 @@ from .summarize import DEFAULT_BY
 from .tables.rules import RuleSet
 
 if TYPE_CHECKING:
-    from distributed import Client, Future
+    from distributed import Client, Future, Worker
 
 #: segments read or waiting on the workers at a time, per worker (their results wait there
 #: until absorbed, in order)
@@ -227,7 +226,6 @@ def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, p
     finally:
         client.cancel(list(futures.values()))
         client.run(_remove_spool, run)
-        _remove_spool(run)
     if failed and not opened:
         raise failed[0]
     return clf.counts[start:]
@@ -236,8 +234,9 @@ def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, p
 @dataclass(frozen=True)
 class _Spool:
     """``read_segment``'s ``keep`` on a worker: each part of its finished flows goes to a file
-    in the run's directory under the worker's temporary directory, so that the worker holds
-    only the open flows; gives (worker address, path) for ``_fetch``."""
+    in the run's directory under the worker's own directory (which Dask removes with the
+    worker), so that the worker holds only the open flows; gives (worker address, path) for
+    ``_fetch``."""
 
     run: str
 
@@ -245,14 +244,15 @@ class _Spool:
         from distributed import get_worker
 
         recs, capture, rows, last = part
-        directory = Path(tempfile.gettempdir()) / self.run
+        worker = get_worker()
+        directory = Path(worker.local_directory) / self.run
         path = directory / f"{uuid.uuid4().hex}.npz"
         try:
             directory.mkdir(exist_ok=True)
             np.savez(path, cols=recs.cols, capture=capture, flow=rows.flow, vid=rows.vid, from_a=rows.from_a, last=np.array(last))
         except OSError as exc:
             raise OutputError.from_os(exc, "cannot spill finished flows to a temporary file", path=directory) from None
-        return get_worker().address, str(path)
+        return worker.address, str(path)
 
 
 def _part_file(path: str) -> Part:
@@ -277,8 +277,9 @@ def _fetch(client: Client) -> Callable[[tuple[str, str]], Part]:
     return load
 
 
-def _remove_spool(run: str) -> None:
-    shutil.rmtree(Path(tempfile.gettempdir()) / run, ignore_errors=True)
+def _remove_spool(run: str, dask_worker: Worker) -> None:
+    """The run's spooled parts left on a worker (``Client.run`` passes the worker)."""
+    shutil.rmtree(Path(dask_worker.local_directory) / run, ignore_errors=True)
 
 
 def _outcome(future: Future[Any], doing: str) -> Any:

@@ -112,6 +112,7 @@ def test_parts_a_worker_spooled_come_back_through_it(client: Client, monkeypatch
     monkeypatch.undo()
     assert not Path(path).exists()
     client.run(session._remove_spool, run)
+    assert not Path(path).parent.exists()
 
 
 def test_a_registration_names_the_notification_of_a_capture_read_afresh(client: Client, tmp_path: Path) -> None:
