@@ -132,9 +132,9 @@ def read_captures(clf: Classifier, captures: Sequence[str | os.PathLike[str]], *
     """Read every capture ``captures`` names into ``clf``, as ``Classifier.read_all`` does (its
     return and its errors), on ``client``'s workers when one is given; ``progress(bytes,
     packets)`` over all captures."""
-    if client is None:
+    inputs = resolve_captures(captures) if client is not None else []
+    if client is None or _streams(inputs):
         return clf.read_all(captures, progress=progress)
-    inputs = resolve_captures(captures)
     return read_on(Spread(client, plan(inputs, client.gather(client.map(reach, inputs, pure=False)))), clf, inputs, progress=progress)
 
 
@@ -156,7 +156,11 @@ def spread(inputs: Sequence[CaptureInput], *, jobs: int | None, scheduler: str |
     or a single segment (``segments.plan``: one capture, or a ring buffer whose files all
     continue each other). ``scheduler``: an existing cluster's address; else a LocalCluster of
     ``jobs`` processes. ``jobs`` None: a worker per ``CORES_PER_WORKER`` cores, for at least
-    ``AUTO_BYTES`` of input (below it, starting workers costs more than they save)."""
+    ``AUTO_BYTES`` of input (below it, starting workers costs more than they save). Standard
+    input and pipes are read here: what is read from them is gone, and no worker sees them."""
+    if _streams(inputs):
+        yield None
+        return
     if scheduler is not None:
         with dask_client(0, scheduler) as client:
             yield Spread(client, plan(inputs, client.gather(client.map(reach, inputs, pure=False))))
@@ -171,6 +175,11 @@ def spread(inputs: Sequence[CaptureInput], *, jobs: int | None, scheduler: str |
         return
     with dask_client(min(workers, len(segments))) as client:
         yield Spread(client, segments)
+
+
+def _streams(inputs: Sequence[CaptureInput]) -> bool:
+    """Whether some input is standard input or a pipe (anything there but a regular file)."""
+    return any(c.path == "-" or (os.path.exists(c.path) and not os.path.isfile(c.path)) for c in inputs)
 
 
 def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, progress: ProgressFn | None = None) -> list[CaptureCounts]:

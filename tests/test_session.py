@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -201,6 +202,23 @@ def test_the_command_says_its_segments_workers_and_dashboard(tmp_path: Path, cap
     assert main(["classify", str(FIXTURES.parent), "-o", str(tmp_path / "out"), "--jobs", "2"]) == 4  # bad/ has faults
     said = [line for line in capsys.readouterr().err.splitlines() if "Dask" in line]
     assert len(said) == 1 and re.fullmatch(r"pcapclass: \d+ captures in \d+ segments on 2 Dask workers, dashboard http://\S+/status", said[0])
+
+
+def test_a_pipe_among_the_captures_is_read_once_in_this_process(client: Client, tmp_path: Path) -> None:
+    # a named pipe can be read once, and only here: its packets all arrive, as capinfos counts
+    # them in the file fed through it
+    pipe = tmp_path / "in" / "live.pcap"
+    pipe.parent.mkdir()
+    os.mkfifo(pipe)
+    shutil.copy(SMTP, tmp_path / "in" / "copy.pcap")
+    feeder = threading.Thread(target=lambda: pipe.write_bytes(SMTP.read_bytes()), daemon=True)
+    feeder.start()
+    clf = Classifier()
+    read_captures(clf, [tmp_path / "in" / "copy.pcap", pipe], client=client)
+    clf.close()
+    feeder.join(timeout=30)
+    packets = int(subprocess.run(["capinfos", "-T", "-r", "-c", str(SMTP)], capture_output=True, text=True, check=True).stdout.split()[-1])
+    assert sorted((c.capture, c.packets) for c in clf.counts) == [(str(p), packets) for p in sorted(pipe.parent.iterdir())]
 
 
 def test_one_job_reads_in_this_process_without_dask(tmp_path: Path) -> None:
