@@ -11,7 +11,7 @@ result into the Classifier that holds the run, in reading order, with its verdic
 and its tables added as if read there. Registrations are the one thing a later segment
 reads while reading (a datagram to a callback registered earlier is a notification), so a
 segment read before the registrations of the segments before it were known is read again
-with them (``registrations_before``).
+with them (``read_segment``'s ``registrations``).
 
 A segment's reading is ``read_segment``: picklable in and out, so any process can do it.
 """
@@ -146,11 +146,6 @@ def read_segment(make: Callable[[], Classifier], captures: Sequence[CaptureInput
         counts=clf.counts, parts=store.parts, verdicts=ev.verdicts.rows if ev else [], epm=ev.epm.entries() if ev else [],
         registrations=ev.registrations.entries() if ev else [], intervals=clf.intervals, opened=opened, failed=failed,
     )  # fmt: skip
-
-
-def registrations_before(results: Sequence[SegmentResult], k: int) -> list[Registration]:
-    """The registrations a single process would hold when segment ``k`` starts."""
-    return [entry for r in results[:k] for entry in r.registrations]
 
 
 def absorb(clf: Classifier, result: SegmentResult, load: Callable[[Any], Part] | None = None) -> None:

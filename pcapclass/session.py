@@ -2,10 +2,10 @@
 
 ``read_captures`` reads every capture a run names into one ``Classifier``: in this process
 (``Classifier.read_all``), or with a ``dask.distributed.Client`` on its workers. There the
-captures are first read for their reach (in parallel), cut into segments (``segments.plan``),
-and each segment read by a worker; the results are absorbed in reading order, so that what the
-Classifier then writes is what one process reading the captures in order writes. Dask is
-imported only for a run that uses it.
+captures are first read for their reach, cut into segments (``segments.plan``), and each
+segment read by a worker, which spools its finished flows to files as it goes; the results are
+absorbed in reading order, so that what the Classifier then writes is what one process reading
+the captures in order writes. Dask is imported only for a run that uses it.
 
 ``classify_file`` is the one-call form of a run, in memory.
 """
@@ -13,7 +13,6 @@ imported only for a run that uses it.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -43,12 +42,12 @@ from .flows import FlowRows, Records
 from .pipeline import Result
 from .segments import (
     Part,
+    Registration,
     SegmentResult,
     absorb,
     plan,
     reach,
     read_segment,
-    registrations_before,
 )
 from .sources.inputs import CaptureInput, resolve_captures
 from .summarize import DEFAULT_BY
@@ -65,7 +64,7 @@ REPORT_EVERY = 0.5
 #: input below which a run stays in one process unless asked for workers (``spread``)
 AUTO_BYTES = 1 << 30
 #: cores one reading process keeps busy: its decoding, flow table and payload stages run in
-#: threads of their own, about 1.35 cores' worth (``api.Classifier.read``), so a worker per
+#: threads of their own, about 1.4 cores' worth (``api.Classifier.read``), so a worker per
 #: core would only take turns
 CORES_PER_WORKER = 2
 
@@ -86,22 +85,16 @@ def dask_client(jobs: int, scheduler: str | None = None) -> Iterator[Client]:
             yield client
         return
     try:
-        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, silence_logs=logging.ERROR,
-                               dashboard_address=":0" if _has_dashboard() else None)  # fmt: skip
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, silence_logs=logging.ERROR, dashboard_address=":0")
     except (OSError, RuntimeError) as exc:
         raise ClusterError(f"cannot start {jobs} Dask workers: {exc}") from None
     with cluster, Client(cluster) as client:
         yield client
 
 
-def _has_dashboard() -> bool:
-    """Whether Dask can serve its dashboard here (it needs bokeh)."""
-    return importlib.util.find_spec("bokeh") is not None
-
-
 def dashboard(client: Client) -> str | None:
     """The address of the cluster's dashboard, or None when it has none."""
-    link = client.dashboard_link if _has_dashboard() else None
+    link = client.dashboard_link
     return str(link) if link else None
 
 
@@ -201,34 +194,37 @@ def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, p
         return client.submit(read_segment, make, [inputs[i] for i in segments[k]], registrations=registrations, origin_ns=origin,
                              progress=_Report(queue, k) if progress is not None else None, keep=spool, pure=False)  # fmt: skip
 
-    def wait(k: int, future: Future[SegmentResult]) -> SegmentResult:
+    def wait(k: int, future: Future[SegmentResult]) -> SegmentResult | None:
+        """Segment ``k``'s result, or None when a signal came first."""
         from distributed import wait as wait_for
 
-        while progress is not None and not future.done():
+        while not future.done():
+            if clf.interrupted is not None:
+                return None
             with contextlib.suppress(TimeoutError):
                 wait_for(future, timeout=REPORT_EVERY)
-            _drain(queue, client, done, packets)
-            progress(sum(done), sum(packets))
+            if progress is not None:
+                _drain(queue, client, done, packets)
+                progress(sum(done), sum(packets))
         return _outcome(future, f"reading {inputs[segments[k][0]].path}")  # type: ignore[no-any-return]
 
     ahead = AHEAD_PER_WORKER * max(1, where.workers)
     futures: dict[int, Future[SegmentResult]] = {k: submit(k) for k in range(min(ahead, len(segments)))}
-    results: list[SegmentResult] = []
+    registered: list[Registration] = []
     start, opened, failed = len(clf.counts), 0, list[CaptureError]()
     try:
         for k in range(len(segments)):
-            if clf.interrupted is not None:
-                client.cancel(list(futures.values()))
-                _interrupted(clf, [inputs[i] for seg in segments[k:] for i in seg])
-                break
             result = wait(k, futures.pop(k))
             if k + ahead < len(segments):
                 futures[k + ahead] = submit(k + ahead)
-            if any(r.registrations for r in results):  # read again, knowing them (``segments``)
-                result = wait(k, submit(k, registrations_before(results, k)))
+            if result is not None and registered:  # read again, knowing them (``segments``)
+                result = wait(k, submit(k, registered))
+            if result is None:  # the captures not read get their rows, with the signal
+                _interrupted(clf, [inputs[i] for seg in segments[k:] for i in seg])
+                break
             absorb(clf, result, load)
+            registered += result.registrations
             done[k], packets[k] = sizes[k], sum(c.packets for c in result.counts)
-            results.append(SegmentResult(result.counts, [], [], [], result.registrations, None))
             opened, failed = opened + result.opened, failed + result.failed
             if progress is not None:
                 progress(sum(done), sum(packets))
