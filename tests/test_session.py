@@ -13,6 +13,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -219,6 +221,39 @@ def test_a_pipe_among_the_captures_is_read_once_in_this_process(client: Client, 
     feeder.join(timeout=30)
     packets = int(subprocess.run(["capinfos", "-T", "-r", "-c", str(SMTP)], capture_output=True, text=True, check=True).stdout.split()[-1])
     assert sorted((c.capture, c.packets) for c in clf.counts) == [(str(p), packets) for p in sorted(pipe.parent.iterdir())]
+
+
+def _udp_capture(path: Path, packets: int, port_base: int) -> None:
+    """A pcap of ``packets`` UDP datagrams 50 µs apart from 1700000000 s, each its own flow."""
+    head = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+    records = []
+    for k in range(packets):
+        udp = struct.pack(">HHHH", port_base + k % 20000, 9, 12, 0) + b"stop"
+        ip = struct.pack(">BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, struct.pack(">I", 0x0A000000 + k // 20000),
+                         b"\x0a\xff\0\2") + udp  # fmt: skip
+        frame = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + ip
+        usec = k * 50
+        records.append(struct.pack("<IIII", 1_700_000_000 + usec // 1_000_000, usec % 1_000_000, len(frame), len(frame)) + frame)
+    path.write_bytes(head + b"".join(records))
+
+
+def test_a_signal_stops_a_spread_run_with_what_was_read_marked_partial(tmp_path: Path) -> None:
+    # two captures of the same second (two segments); SIGINT once the workers are announced:
+    # exit 130, every capture has its row, the unread ones with the signal
+    (tmp_path / "in").mkdir()
+    for name, base in (("a.pcap", 1024), ("b.pcap", 30000)):
+        _udp_capture(tmp_path / "in" / name, 300_000, base)
+    proc = subprocess.Popen([sys.executable, "-m", "pcapclass", "classify", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                             "--jobs", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stderr is not None
+    announced = proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, announced + rest
+    assert "segments on 2 Dask workers" in announced
+    captures = pd.read_csv(tmp_path / "out" / "capture.csv")
+    assert captures["capture"].tolist() == [str(tmp_path / "in" / n) for n in ("a.pcap", "b.pcap")]
+    assert captures["partial"].any() and captures["error"].fillna("").str.contains("interrupted by SIGINT").any()
 
 
 def test_one_job_reads_in_this_process_without_dask(tmp_path: Path) -> None:
