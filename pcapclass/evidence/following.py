@@ -139,12 +139,16 @@ class FollowedFlows:
         h = keys.hash[ps].view(np.uint64)
         preset = self._sets.preset[sid[js]]
         if not preset.all():  # a flow follows from its first such packet (WaitingFlows keeps the first of its own)
-            _, once = np.unique(h, return_index=True)
-            if once.size < js.size:
-                keep = np.sort(once)
+            first_of: dict[int, int] = {}
+            for i, x in enumerate(h.tolist()):
+                first_of.setdefault(x, i)
+            if len(first_of) < js.size:
+                keep = np.fromiter(first_of.values(), dtype=np.intp, count=len(first_of))  # in packet order
                 js, ps, h, preset = js[keep], ps[keep], h[keep], preset[keep]
         if self._flows:
-            fresh = ~np.isin(h, np.fromiter(self._flows, dtype=np.uint64, count=len(self._flows)))
+            # a few flows a batch against the followed ones: dict lookups, not a numpy set operation
+            flows = self._flows
+            fresh = np.fromiter((x not in flows for x in h.tolist()), dtype=bool, count=h.size)
             js, ps, h, preset = js[fresh], ps[fresh], h[fresh], preset[fresh]
         w = np.flatnonzero(preset)
         if w.size:
