@@ -330,38 +330,36 @@ cdef class SignatureTables:
         return self._request_spans(p, n, &sp1, &sp2)
 
     cdef bint _request_spans(self, const unsigned char* p, Py_ssize_t n, Py_ssize_t* sp1, Py_ssize_t* sp2) noexcept nogil:
-        """``_request_line``, and where its two spaces are (the version is the 8 bytes after ``sp2``)."""
-        cdef Py_ssize_t head = min(n, self.max_request_line), end = 0, k
-        cdef unsigned char c
-        sp1[0] = sp2[0] = -1
-        # one pass that stops at the first byte no request line could hold there: a control
-        # byte, a third space, a method byte that is no token or past the longest method
-        while end < head and p[end] != 0x0A:
-            c = p[end]
-            if (c < 0x20 and c != 0x0D) or c > 0x7E:
+        """``_request_line``, and where its two spaces are (the version is the 8 bytes after ``sp2``).
+
+        A loop per part, each stopping at the first byte its part cannot hold: the method's
+        tchars (at most ``max_method``) up to the first space, the target's visible bytes up to
+        the second, then the version, a CR at most, and the line's end: an LF, or the payload's
+        end when it is no longer than the longest line."""
+        cdef Py_ssize_t head = min(n, self.max_request_line), k = 0
+        while k < head and p[k] != 0x20:
+            if k >= self.max_method or not _token(p[k]):
                 return False
-            if c == 0x20:
-                if sp1[0] < 0:
-                    sp1[0] = end
-                elif sp2[0] < 0:
-                    sp2[0] = end
-                else:
-                    return False
-            elif sp1[0] < 0 and (end >= self.max_method or not _token(c)):
-                return False
-            end += 1
-        if end == head and n > self.max_request_line:
+            k += 1
+        if k == 0 or k == head:
             return False
-        if end > 0 and p[end - 1] == 0x0D:
-            end -= 1
-        if sp2[0] < 0 or sp1[0] == 0 or sp2[0] == sp1[0] + 1 or end - sp2[0] - 1 != 8:
+        sp1[0] = k
+        k += 1
+        while k < head and 0x21 <= p[k] <= 0x7E:
+            k += 1
+        if k == head or p[k] != 0x20 or k == sp1[0] + 1:
             return False
-        for k in range(sp1[0] + 1, sp2[0]):
-            if not 0x21 <= p[k] <= 0x7E:
-                return False
-        k = sp2[0] + 1
-        return (p[k] == 0x48 and p[k + 1] == 0x54 and p[k + 2] == 0x54 and p[k + 3] == 0x50 and p[k + 4] == 0x2F
-                and 0x30 <= p[k + 5] <= 0x39 and p[k + 6] == 0x2E and 0x30 <= p[k + 7] <= 0x39)
+        sp2[0] = k
+        k += 1
+        if k + 8 > head or not (p[k] == 0x48 and p[k + 1] == 0x54 and p[k + 2] == 0x54 and p[k + 3] == 0x50 and p[k + 4] == 0x2F
+                                and 0x30 <= p[k + 5] <= 0x39 and p[k + 6] == 0x2E and 0x30 <= p[k + 7] <= 0x39):
+            return False
+        k += 8
+        if k < head and p[k] == 0x0D:
+            k += 1
+        if k < head:
+            return p[k] == 0x0A
+        return n <= self.max_request_line
 
 
 cdef bint _tls(const unsigned char* p, Py_ssize_t n, bint from_server) noexcept nogil:
