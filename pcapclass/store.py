@@ -37,6 +37,8 @@ class FlowStore:
         self._mem: list[tuple[Records, npt.NDArray[np.int64], FlowRows]] = []
         self._mem_rows = 0
         self._sorted_once = False
+        #: the sorted part's rows split by block, once (a run reads its blocks twice: ``pipeline``)
+        self._row_blocks: list[FlowRows] | None = None
         self._files: list[tuple[Path, Path, Path]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -57,7 +59,7 @@ class FlowStore:
             self._spill()
         self._mem.append((recs, capture, self.rows(recs, rows)))
         self._mem_rows += len(recs)
-        self._sorted_once = False
+        self._sorted_once, self._row_blocks = False, None
         if self._mem_rows >= self.spill_flows and not last:
             self._spill()
 
@@ -82,7 +84,7 @@ class FlowStore:
                 np.save(paths[2], np.stack([rows.flow, rows.vid, rows.from_a.astype(np.int64)]))
         except OSError as exc:
             raise OutputError.from_os(exc, "cannot spill finished flows to a temporary file", path=tempfile.gettempdir()) from None
-        self._mem, self._mem_rows, self._sorted_once = [], 0, False
+        self._mem, self._mem_rows, self._sorted_once, self._row_blocks = [], 0, False, None
 
     def _mem_blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
         """The flows in memory in blocks of at most ``spill_flows``, each with its rows."""
@@ -91,7 +93,9 @@ class FlowStore:
             yield recs, index, rows
             return
         starts = range(0, len(recs), self.spill_flows)
-        for start, block_rows in zip(starts, rows.blocks(self.spill_flows, len(starts)), strict=True):
+        if self._row_blocks is None:
+            self._row_blocks = rows.blocks(self.spill_flows, len(starts))
+        for start, block_rows in zip(starts, self._row_blocks, strict=True):
             stop = start + self.spill_flows
             yield Records(recs.cols[:, start:stop]), index[start:stop], block_rows
 
