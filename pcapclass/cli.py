@@ -377,7 +377,8 @@ def _tell(counts: CaptureCounts) -> int:
     """One line on stderr for a capture read with a fault or an oddity; 1 if it could not be
     read at all."""
     if isinstance(counts.error, CaptureInterruptedError):
-        _fail(f"{counts.error} (the {counts.packets} packets read are classified; output marked partial)")
+        read = f"the {counts.packets} packets read are classified" if counts.packets else "not read"
+        _fail(f"{counts.error} ({read}; output marked partial)")
         return 0
     if counts.error is not None:
         if not counts.packets:

@@ -254,6 +254,7 @@ def test_a_signal_stops_a_spread_run_with_what_was_read_marked_partial(tmp_path:
     captures = pd.read_csv(tmp_path / "out" / "capture.csv")
     assert captures["capture"].tolist() == [str(tmp_path / "in" / n) for n in ("a.pcap", "b.pcap")]
     assert captures["partial"].any() and captures["error"].fillna("").str.contains("interrupted by SIGINT").any()
+    assert "interrupted by SIGINT (not read; output marked partial)" in rest
 
 
 def test_one_job_reads_in_this_process_without_dask(tmp_path: Path) -> None:
