@@ -13,6 +13,7 @@ the captures in order writes. Dask is imported only for a run that uses it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import shutil
@@ -149,7 +150,8 @@ def spread(inputs: Sequence[CaptureInput], *, jobs: int | None, scheduler: str |
     or a single segment (``segments.plan``: one capture, or a ring buffer whose files all
     continue each other). ``scheduler``: an existing cluster's address; else a LocalCluster of
     ``jobs`` processes. ``jobs`` None: a worker per ``CORES_PER_WORKER`` cores, for at least
-    ``AUTO_BYTES`` of input (below it, starting workers costs more than they save). Standard
+    ``AUTO_BYTES`` of input (below it, starting workers costs more than they save) that is not
+    one ring buffer by the look of it (``_one_ring``). Standard
     input and pipes are read here: what is read from them is gone, and no worker sees them."""
     if _streams(inputs):
         yield None
@@ -159,7 +161,10 @@ def spread(inputs: Sequence[CaptureInput], *, jobs: int | None, scheduler: str |
             yield Spread(client, plan(inputs, client.gather(client.map(reach, inputs, pure=False))))
         return
     workers = jobs if jobs is not None else (os.cpu_count() or 1) // CORES_PER_WORKER
-    if workers < 2 or len(inputs) < 2 or (jobs is None and sum(c.size or 0 for c in inputs) < AUTO_BYTES):
+    if workers < 2 or len(inputs) < 2:
+        yield None
+        return
+    if jobs is None and (sum(c.size or 0 for c in inputs) < AUTO_BYTES or _one_ring(inputs)):
         yield None
         return
     segments = plan(inputs, [reach(c) for c in inputs])
@@ -168,6 +173,21 @@ def spread(inputs: Sequence[CaptureInput], *, jobs: int | None, scheduler: str |
         return
     with dask_client(min(workers, len(segments))) as client:
         yield Spread(client, segments)
+
+
+def _one_ring(inputs: Sequence[CaptureInput]) -> bool:
+    """Whether ``inputs`` look like one ring buffer, each file started after the one before was
+    last written: then they continue each other and make one segment, and reading them all for
+    their reach would be for nothing. A guess from the files' times, which decides only whether
+    to look closer (a wrong guess reads in one process, with the same result)."""
+    for before, capture in itertools.pairwise(inputs):
+        try:
+            written = os.stat(before.path).st_mtime_ns
+        except OSError:
+            return False
+        if capture.first_ns is None or capture.first_ns < written:
+            return False
+    return True
 
 
 def _streams(inputs: Sequence[CaptureInput]) -> bool:

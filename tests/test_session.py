@@ -21,6 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from pcapclass.cli import main
 from pcapclass.flows import COLUMNS, FlowRows, Records
 from pcapclass.segments import Reach, plan
 from pcapclass.session import _fetch, _Spool, classify_file, read_captures
-from pcapclass.sources.inputs import CaptureInput
+from pcapclass.sources.inputs import CaptureInput, resolve_captures
 
 SPLIT = TESTS / "fixtures" / "split" / "split_boundaries.pcap"
 SMTP = FIXTURES / "corpus" / "suricata-verify" / "smtp-file-data-01.pcap"
@@ -255,6 +256,23 @@ def test_a_signal_stops_a_spread_run_with_what_was_read_marked_partial(tmp_path:
     assert captures["capture"].tolist() == [str(tmp_path / "in" / n) for n in ("a.pcap", "b.pcap")]
     assert captures["partial"].any() and captures["error"].fillna("").str.contains("interrupted by SIGINT").any()
     assert "interrupted by SIGINT (not read; output marked partial)" in rest
+
+
+def test_a_ring_buffer_as_dumpcap_leaves_it_is_not_read_twice_to_plan(tmp_path: Path) -> None:
+    # editcap's pieces of one capture, each file last written at its last packet (capinfos), as
+    # a capturing process leaves them: one ring buffer, not worth a reach; a piece written later
+    # than the next one starts (copied without its time) makes it worth a closer look
+    subprocess.run(["editcap", "-c", "40", str(FIXTURES / "exchange_services.pcap"), str(tmp_path / "piece.pcap")], check=True)
+    pieces = sorted(tmp_path.iterdir())
+    for piece in pieces:
+        out = subprocess.run(["capinfos", "-T", "-r", "-e", "-S", str(piece)], capture_output=True, text=True, check=True).stdout
+        last_ns = int(Decimal(out.split()[-1]) * 10**9)  # exact: the file's times are whole microseconds
+        os.utime(piece, ns=(last_ns, last_ns))
+    captures = resolve_captures([tmp_path])
+    assert [c.path for c in captures] == [str(p) for p in pieces]
+    assert session._one_ring(captures)
+    os.utime(pieces[2])  # now: after every packet
+    assert not session._one_ring(captures)
 
 
 def test_one_job_reads_in_this_process_without_dask(tmp_path: Path) -> None:
