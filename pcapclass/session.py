@@ -239,7 +239,7 @@ def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, p
                 futures[k + ahead] = submit(k + ahead)
             if result is not None and registered:  # read again, knowing them (``segments``)
                 result = wait(k, submit(k, registered))
-            if result is None:  # the captures not read get their rows, with the signal
+            if result is None or clf.interrupted is not None:  # the captures not taken in get their rows, with the signal
                 _interrupted(clf, [inputs[i] for seg in segments[k:] for i in seg])
                 break
             absorb(clf, result, load)
