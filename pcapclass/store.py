@@ -14,6 +14,8 @@ from .flows import FlowRows, Records
 
 #: finished flows held in memory before they move to a temporary file (about 10 MB of records)
 SPILL_FLOWS = 1 << 16
+#: flows, the capture each started in, their evidence rows
+Block = tuple[Records, npt.NDArray[np.int64], FlowRows]
 
 
 class FlowStore:
@@ -34,11 +36,11 @@ class FlowStore:
         self.spill_flows = spill_flows
         self._rows_of = rows_of
         #: parts as added, or once sorted the one joined part, each with its rows
-        self._mem: list[tuple[Records, npt.NDArray[np.int64], FlowRows]] = []
+        self._mem: list[Block] = []
         self._mem_rows = 0
-        self._sorted_once = False
-        #: the sorted part's rows split by block, once (a run reads its blocks twice: ``pipeline``)
-        self._row_blocks: list[FlowRows] | None = None
+        #: the flows in memory sorted and cut into blocks, made once until more are added (a run
+        #: reads its blocks twice: ``pipeline``)
+        self._blocks: list[Block] | None = None
         self._files: list[tuple[Path, Path, Path]] = []
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -59,7 +61,7 @@ class FlowStore:
             self._spill()
         self._mem.append((recs, capture, self.rows(recs, rows)))
         self._mem_rows += len(recs)
-        self._sorted_once, self._row_blocks = False, None
+        self._blocks = None
         if self._mem_rows >= self.spill_flows and not last:
             self._spill()
 
@@ -84,26 +86,14 @@ class FlowStore:
                 np.save(paths[2], np.stack([rows.flow, rows.vid, rows.from_a.astype(np.int64)]))
         except OSError as exc:
             raise OutputError.from_os(exc, "cannot spill finished flows to a temporary file", path=tempfile.gettempdir()) from None
-        self._mem, self._mem_rows, self._sorted_once, self._row_blocks = [], 0, False, None
+        self._mem, self._mem_rows, self._blocks = [], 0, None
 
-    def _mem_blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
-        """The flows in memory in blocks of at most ``spill_flows``, each with its rows."""
-        recs, index, rows = self._sorted()
-        if len(recs) <= self.spill_flows:
-            yield recs, index, rows
-            return
-        starts = range(0, len(recs), self.spill_flows)
-        if self._row_blocks is None:
-            self._row_blocks = rows.blocks(self.spill_flows, len(starts))
-        for start, block_rows in zip(starts, self._row_blocks, strict=True):
-            stop = start + self.spill_flows
-            yield Records(recs.cols[:, start:stop]), index[start:stop], block_rows
-
-    def _sorted(self) -> tuple[Records, npt.NDArray[np.int64], FlowRows]:
-        """The flows in memory, joined, by capture then first packet, with their evidence rows
-        (kept so: sorted and joined once)."""
-        if self._sorted_once:
-            return self._mem[0]
+    def _mem_blocks(self) -> list[Block]:
+        """The flows in memory by capture then first packet, in blocks of at most
+        ``spill_flows``, each with its rows: sorted and joined once (the joined part replaces
+        the parts, so that the flows are not held twice)."""
+        if self._blocks is not None:
+            return self._blocks
         recs = Records.concat([r for r, _, _ in self._mem])
         index = np.concatenate([i for _, i, _ in self._mem]) if self._mem else np.zeros(0, np.int64)
         order = np.lexsort((recs["first_ns"], index))
@@ -113,11 +103,17 @@ class FlowStore:
         moved[order] = np.arange(order.size)
         starts = np.cumsum([0] + [len(r) for r, _, _ in self._mem[:-1]]).tolist()
         rows = FlowRows.concat([w for _, _, w in self._mem], starts).renumbered(moved)
-        self._mem = [(recs, index[order], rows)]
-        self._sorted_once = True
-        return self._mem[0]
+        index = index[order]
+        self._mem = [(recs, index, rows)]
+        if len(recs) <= self.spill_flows:
+            self._blocks = [(recs, index, rows)]
+        else:
+            cuts = range(0, len(recs), self.spill_flows)
+            self._blocks = [(Records(recs.cols[:, at : at + self.spill_flows]), index[at : at + self.spill_flows], block_rows)
+                            for at, block_rows in zip(cuts, rows.blocks(self.spill_flows, len(cuts)), strict=True)]  # fmt: skip
+        return self._blocks
 
-    def blocks(self) -> Iterator[tuple[Records, npt.NDArray[np.int64], FlowRows]]:
+    def blocks(self) -> Iterator[Block]:
         """(flows, capture number of each, their evidence rows) block by block."""
         for cols, idx, rows in self._files:
             flow, vid, from_a = np.load(rows)
