@@ -49,16 +49,16 @@ class PacketIntervals:
             self.origin_ns = int(ts_ns[0])
         batch = pd.DataFrame({"interval": (ts_ns - self.origin_ns) // self.interval_ns, "hash": keys.hash, "check": keys.check,
                               "started": started, "from_a": keys.from_a, "packets": np.ones(len(ts_ns), np.int64), "bytes": wirelen})  # fmt: skip
-        self._parts.append(batch)
-        self._rows += len(batch)
-        if self._rows >= self._fold_at:
-            self._fold()
-            self._fold_at = max(_FOLD_AT, 2 * self._rows)
+        self._keep([batch], len(batch))
 
     def absorb(self, other: PacketIntervals) -> None:
         """Take in the counts of ``other``, which read other captures with the same origin."""
-        self._parts += [other._held, *other._parts]
-        self._rows += other._rows
+        self._keep([other._held, *other._parts], other._rows)
+
+    def _keep(self, parts: list[pd.DataFrame], rows: int) -> None:
+        """Hold ``parts`` (``rows`` rows in all), folded once the rows held outgrow the last fold."""
+        self._parts += parts
+        self._rows += rows
         if self._rows >= self._fold_at:
             self._fold()
             self._fold_at = max(_FOLD_AT, 2 * self._rows)
