@@ -259,21 +259,15 @@ class Classifier:
 
         A file is read even when resolving it failed, so that its fault is reported as
         ``read`` reports it; what is no file (a glob matching nothing, a directory without
-        captures) is recorded with its error. A capture that starts where the previous one
-        stopped carries on its flows (``_continues``). Raises CaptureError as ``read`` does,
-        after recording the input.
+        captures) is recorded with its error. A capture that starts where the last one with
+        packets stopped carries on its flows (``CaptureInput.continues``). Raises CaptureError
+        as ``read`` does, after recording the input.
         """
-        if capture.error is not None and not os.path.isfile(capture.path):
-            self.unreadable(capture.path, capture.error)
-            raise capture.error
-        return self.read(capture.path, progress=progress, continues=self._continues(capture))
-
-    def _continues(self, capture: CaptureInput) -> bool:
-        """Whether ``capture`` starts where the last capture with packets stopped (no earlier
-        than its last packet: the next file of a ring buffer), so that it carries on its flows.
-        One that overlaps it in time, or whose time is unknown (standard input), starts afresh."""
+        if (missing := capture.missing) is not None:
+            self.unreadable(capture.path, missing)
+            raise missing
         last = next((c.last_ns for c in reversed(self.counts) if c.last_ns is not None), None)
-        return capture.first_ns is not None and last is not None and capture.first_ns >= last
+        return self.read(capture.path, progress=progress, continues=capture.continues(last))
 
     def read_all(self, captures: Sequence[str | os.PathLike[str]], *, progress: ProgressFn | None = None) -> list[CaptureCounts]:
         """Read every capture ``captures`` names (files, directories walked for captures by

@@ -2,7 +2,7 @@
 reads it, and their results put together as if one process had read them all.
 
 A capture continues the one read before it when it starts no earlier than the last packet
-before it (``Classifier.read_input``: the next file of a ring buffer); one that does not starts
+before it (``CaptureInput.continues``: the next file of a ring buffer); one that does not starts
 its flows afresh. ``plan`` cuts the captures, in their reading order, before each capture that
 starts afresh, so that no flow, followed DCE/RPC stream or waiting datagram crosses a cut.
 Across a cut one process keeps only what it learns for good: the verdict numbers, the
@@ -18,7 +18,6 @@ A segment's reading is ``read_segment``: picklable in and out, so any process ca
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +56,7 @@ class Reach:
 def reach(capture: CaptureInput) -> Reach:
     """Read ``capture`` through the capture readers, as the classification will, for its last
     packet's time (the latest of its packets, as ``CaptureCounts.last_ns`` has it)."""
-    if capture.error is not None and not os.path.isfile(capture.path):
+    if capture.missing is not None:
         return Reach(False, None)
     last = None
     try:
@@ -78,12 +77,12 @@ def reach(capture: CaptureInput) -> Reach:
 def plan(captures: Sequence[CaptureInput], reaches: Sequence[Reach]) -> list[list[int]]:
     """The segments of ``captures`` (in reading order, each with its ``reach``): lists of
     their indexes, cut before each capture that opens and does not continue the one read
-    before it, as ``Classifier._continues`` decides. A capture that does not open joins the
-    segment it falls in: it gives no packets and touches no flow."""
+    before it (``CaptureInput.continues``, as ``Classifier.read_input`` decides). A capture
+    that does not open joins the segment it falls in: it gives no packets and touches no flow."""
     segments: list[list[int]] = []
     last: int | None = None
     for i, (capture, r) in enumerate(zip(captures, reaches, strict=True)):
-        starts_afresh = r.opens and not (capture.first_ns is not None and last is not None and capture.first_ns >= last)
+        starts_afresh = r.opens and not capture.continues(last)
         if starts_afresh or not segments:
             segments.append([])
         segments[-1].append(i)

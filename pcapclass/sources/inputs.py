@@ -48,6 +48,19 @@ class CaptureInput:
     error: CaptureError | None = None
 
     @property
+    def missing(self) -> CaptureError | None:
+        """The error of what resolving found no file for (a glob matching nothing, a directory
+        without captures): all there is to it. None for a file, even one whose resolving failed:
+        it is read, so that its fault is reported as reading reports it."""
+        return self.error if not os.path.isfile(self.path) else None
+
+    def continues(self, last_ns: int | None) -> bool:
+        """Whether this capture starts where one whose last packet came at ``last_ns`` stopped
+        (no earlier: the next file of a ring buffer), so that it carries on its flows. One that
+        overlaps it in time, or whose time is unknown (standard input), starts afresh."""
+        return self.first_ns is not None and last_ns is not None and self.first_ns >= last_ns
+
+    @property
     def size(self) -> int | None:
         """Its bytes, or None for stdin, a pipe, and what cannot be read."""
         try:
