@@ -28,8 +28,8 @@ import numpy.typing as npt
 from .accounting import CaptureCounts
 from .api import Classifier, ProgressFn
 from .errors import CaptureError
-from .evidence.epm import EpmKey
-from .evidence.registrations import Callback
+from .evidence.epm import EpmEntry
+from .evidence.registrations import Registration
 from .evidence.verdicts import VerdictRow
 from .flows import FlowRows, Records
 from .sources import CaptureFile
@@ -37,8 +37,6 @@ from .sources.inputs import CaptureInput
 from .store import FlowStore
 from .timeseries import PacketIntervals
 
-#: a registration as ``PushRegistrations.entries`` gives it
-Registration = tuple[Callback, bytes, int]
 #: finished flows as a store is given them: flows, the capture (in the segment) each started in,
 #: their evidence rows, held to the end (``FlowStore.add``'s ``last``)
 Part = tuple[Records, npt.NDArray[np.int64], FlowRows, bool]
@@ -101,7 +99,7 @@ class SegmentResult:
     parts: list[Any]
     #: the verdicts the rows' ``vid`` number
     verdicts: list[VerdictRow]
-    epm: list[tuple[EpmKey, int, int]]
+    epm: list[EpmEntry]
     registrations: list[Registration]
     intervals: PacketIntervals | None
     #: captures read (opened), and the faults of those that could not be

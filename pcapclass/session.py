@@ -39,11 +39,11 @@ from .errors import (
     PcapclassError,
 )
 from .evidence import DEFAULT_EPM_EXPIRY
+from .evidence.registrations import Registration
 from .flows import FlowRows, Records
 from .pipeline import Result
 from .segments import (
     Part,
-    Registration,
     SegmentResult,
     absorb,
     plan,
@@ -129,7 +129,7 @@ def read_captures(clf: Classifier, captures: Sequence[str | os.PathLike[str]], *
     inputs = resolve_captures(captures) if client is not None else []
     if client is None or _streams(inputs):
         return clf.read_all(captures, progress=progress)
-    return read_on(Spread(client, plan(inputs, client.gather(client.map(reach, inputs, pure=False)))), clf, inputs, progress=progress)
+    return read_on(_planned_on(client, inputs), clf, inputs, progress=progress)
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def spread(inputs: Sequence[CaptureInput], *, jobs: int | None, scheduler: str |
         return
     if scheduler is not None:
         with dask_client(0, scheduler) as client:
-            yield Spread(client, plan(inputs, client.gather(client.map(reach, inputs, pure=False))))
+            yield _planned_on(client, inputs)
         return
     workers = jobs if jobs is not None else (os.cpu_count() or 1) // CORES_PER_WORKER
     if workers < 2 or len(inputs) < 2:
@@ -173,6 +173,11 @@ def spread(inputs: Sequence[CaptureInput], *, jobs: int | None, scheduler: str |
         return
     with dask_client(min(workers, len(segments))) as client:
         yield Spread(client, segments)
+
+
+def _planned_on(client: Client, inputs: Sequence[CaptureInput]) -> Spread:
+    """``inputs`` planned into segments on ``client``: their reaches read by its workers."""
+    return Spread(client, plan(inputs, client.gather(client.map(reach, inputs, pure=False))))
 
 
 def _one_ring(inputs: Sequence[CaptureInput]) -> bool:
@@ -198,8 +203,8 @@ def _streams(inputs: Sequence[CaptureInput]) -> bool:
 def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, progress: ProgressFn | None = None) -> list[CaptureCounts]:
     """Read ``inputs`` segment by segment on the workers, each segment's result absorbed into
     ``clf`` in reading order (see the module doc); returns and raises as ``Classifier.read_all``.
-    A signal (``Classifier.interrupt``) stops it between segments: the captures not yet read
-    get their rows, with the interruption."""
+    A signal (``Classifier.interrupt``) stops it without waiting for the segment being read: the
+    captures not yet taken in get their rows, with the interruption."""
     client, segments = where.client, where.segments
     make = partial(Classifier, **clf.settings)
     origin = next((c.first_ns for c in inputs if c.first_ns is not None), None)
@@ -210,7 +215,7 @@ def read_on(where: Spread, clf: Classifier, inputs: Sequence[CaptureInput], *, p
     sizes = [sum(inputs[i].size or 0 for i in seg) for seg in segments]
     done, packets = [0] * len(segments), [0] * len(segments)
 
-    def submit(k: int, registrations: Sequence[Any] = ()) -> Future[SegmentResult]:
+    def submit(k: int, registrations: Sequence[Registration] = ()) -> Future[SegmentResult]:
         return client.submit(read_segment, make, [inputs[i] for i in segments[k]], registrations=registrations, origin_ns=origin,
                              progress=_Report(queue, k) if progress is not None else None, keep=spool, pure=False)  # fmt: skip
 

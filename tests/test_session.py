@@ -65,7 +65,7 @@ def write(captures: list[Path], out: Path, client: Client | None = None, **setti
 
 
 def test_plan_cuts_before_each_capture_that_starts_afresh() -> None:
-    # by hand, as Classifier._continues decides: B starts at A's last packet (continues), C
+    # by hand, as CaptureInput.continues decides: B starts at A's last packet (continues), C
     # starts before B's last (afresh), D does not open (joins C's), E opens with no packet
     # (afresh), F starts after C's last packet, the last packet read (continues E)
     def at(name: str, first: int | None) -> CaptureInput:

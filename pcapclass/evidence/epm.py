@@ -19,6 +19,8 @@ from .learned import epm_frame
 
 #: an entry's key: server (hi, lo), transport, port, interface UUID
 EpmKey = tuple[int, int, str, int, str]
+#: an entry as ``entries`` gives it: its key and the interval it was seen in
+EpmEntry = tuple[EpmKey, int, int]
 #: endpoint-mapper entries held at most
 MAX_EPM_ENTRIES = 200_000
 
@@ -57,11 +59,11 @@ class EndpointMapperTable:
             span[0], span[1] = min(span[0], first), max(span[1], last)
             self._spans.move_to_end(key)
 
-    def entries(self) -> list[tuple[EpmKey, int, int]]:
+    def entries(self) -> list[EpmEntry]:
         """Every entry with its interval, the least recently seen first (for ``absorb``)."""
         return [(key, first, last) for key, (first, last) in self._spans.items()]
 
-    def absorb(self, entries: list[tuple[EpmKey, int, int]]) -> None:
+    def absorb(self, entries: list[EpmEntry]) -> None:
         """Take in the ``entries`` of a table that read the captures after this one's, as if
         this table had read them: each seen again, in their order."""
         for key, first, last in entries:

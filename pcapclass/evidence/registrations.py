@@ -24,6 +24,8 @@ MAX_REGISTRATIONS = 100_000
 _U64 = (1 << 64) - 1
 #: a callback: address (hi, lo, IPv4 mapped into IPv6) and port
 Callback = tuple[int, int, int]
+#: a registration as ``entries`` gives it: callback, blob, when it was registered
+Registration = tuple[Callback, bytes, int]
 
 
 class PushRegistrations:
@@ -44,11 +46,11 @@ class PushRegistrations:
         value = int(addr) | (0xFFFF_0000_0000 if addr.version == 4 else 0)
         self._add((value >> 64, value & _U64, callback[1]), blob, ts)
 
-    def entries(self) -> list[tuple[Callback, bytes, int]]:
+    def entries(self) -> list[Registration]:
         """Every registration, the least recently registered callback first (for ``absorb``)."""
         return [(key, blob, ts) for key, blobs in self._by_callback.items() for blob, ts in blobs.items()]
 
-    def absorb(self, entries: list[tuple[Callback, bytes, int]]) -> None:
+    def absorb(self, entries: list[Registration]) -> None:
         """Take in the registrations of captures read before this table's (``entries``), as if
         this table had read them."""
         for key, blob, ts in entries:
