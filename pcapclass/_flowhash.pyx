@@ -15,6 +15,7 @@ the row of packets a few places ahead, so the fetches overlap instead of queuein
 
 cimport cython
 
+from pcapclass._bytes cimport __builtin_prefetch
 from pcapclass._golden cimport GOLDEN
 
 import numpy as np
@@ -37,12 +38,6 @@ cdef enum:
     AHEAD_ROW = 8
     #: rows of the ended-records buffer kept between hand-overs (5.5 MB)
     KEPT_DONE_ROWS = 1 << 15
-
-cdef extern from *:
-    """
-    #define PCAPCLASS_PREFETCH(p) __builtin_prefetch((const void *)(p))
-    """
-    void PCAPCLASS_PREFETCH(const void *p) noexcept nogil
 
 cdef enum:
     FIN = 0x01
@@ -217,12 +212,12 @@ cdef class FlowHash:
         for i in range(n):
             ahead = i + AHEAD_SLOT
             if ahead < n:
-                PCAPCLASS_PREFETCH(&self.index[self._home(h[ahead])])
+                __builtin_prefetch(&self.index[self._home(h[ahead])])
             ahead = i + AHEAD_ROW
             if ahead < n:
                 r = self.index[self._home(h[ahead])]
                 if r >= 0:
-                    PCAPCLASS_PREFETCH(&self.rows[r, 0])
+                    __builtin_prefetch(&self.rows[r, 0])
             t = ts[i]
             if t > self.watermark:
                 self.watermark = t
