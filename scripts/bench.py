@@ -310,18 +310,23 @@ def write_doubled(src: Path, dst: Path) -> int:
 def generate_many(directory: Path, files: int, packets: int, flows: int, seed: int, canned: bool, start: int = 0) -> None:
     """``files`` captures into ``directory``, generated side by side, each with its own seed."""
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, str(GEN), str(directory / f"port{start + i:03d}.pcap"), "--packets", str(packets),
-                               "--flows", str(flows), "--seed", str(seed + i), "-q", *(["--canned"] if canned else [])])
+    procs = [subprocess.Popen([*gen_command(directory / f"port{start + i:03d}.pcap", packets, flows, seed + i, canned), "-q"])
              for i in range(files)]  # fmt: skip
-    if any(p.wait() for p in procs):
+    codes = [p.wait() for p in procs]  # every one waited for, whichever fails
+    if any(codes):
         raise SystemExit("generating the captures failed")
     log(f"  generated {files} captures of {packets:,} packets in {time.perf_counter() - t0:.1f} s")
 
 
+def gen_command(out: Path, packets: int, flows: int, seed: int, canned: bool) -> list[str]:
+    """The generator's command line for one capture."""
+    return [sys.executable, str(GEN), str(out), "--packets", str(packets), "--flows", str(flows), "--seed", str(seed),
+            *(["--canned"] if canned else [])]  # fmt: skip
+
+
 def generate(out: Path, packets: int, flows: int, seed: int, canned: bool) -> None:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, str(GEN), str(out), "--packets", str(packets),
-                    "--flows", str(flows), "--seed", str(seed), *(["--canned"] if canned else [])], check=True)
+    subprocess.run(gen_command(out, packets, flows, seed, canned), check=True)
     log(f"  generated {out.name} in {time.perf_counter() - t0:.1f} s")
 
 
