@@ -19,6 +19,8 @@ REPO = TESTS.parent
 FIXTURES = TESTS / "fixtures" / "pcaps"
 BAD = FIXTURES / "bad"
 CORPUS = FIXTURES / "corpus"
+#: single payloads (binds, requests, replies) cut from real captures, with their sources
+PAYLOADS = TESTS / "fixtures" / "payloads"
 
 #: every readable capture: the synthetic fixtures and the corpus copies (not bad/)
 GOOD_CAPTURES: list[Path] = [p for p in capture_files(FIXTURES) if BAD not in p.parents]
@@ -37,6 +39,11 @@ def bad_cases() -> list[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def tshark() -> str:
+    """tshark's path (``tshark_path``)."""
+    return tshark_path()
+
+
+def tshark_path() -> str:
     """tshark's path. Missing tshark is a failure, never a skip: it is the tests' oracle."""
     path = shutil.which("tshark")
     if path is None:

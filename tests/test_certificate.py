@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import PAYLOADS
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,7 +25,6 @@ from pcapclass._certificate import certificate_subjects
 from pcapclass.certificate import subject_text
 from pcapclass.evidence.names import _same_bytes
 
-PAYLOADS = FIXTURES.parent / "payloads"
 #: the attribute names OpenSSL (and so Zeek) prints where ``cryptography`` gives the dotted OID
 OPENSSL_NAMES = {NameOID.EMAIL_ADDRESS: "emailAddress", NameOID.SERIAL_NUMBER: "serialNumber", NameOID.POSTAL_CODE: "postalCode"}
 

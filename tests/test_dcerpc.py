@@ -5,13 +5,13 @@ dissection. Captures are copies of public test captures, listed in fixtures/payl
 from __future__ import annotations
 
 import collections
-import shutil
 import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import PAYLOADS, tshark_path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,10 +37,6 @@ from pcapclass.protocols.epm import (
 )
 from pcapclass.protocols.rpch import parse_rts
 from pcapclass.tables.interfaces import load_interfaces
-
-PAYLOADS = Path(__file__).parent / "fixtures" / "payloads"
-TSHARK = shutil.which("tshark")
-needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed")
 
 EMSMDB = "a4f1db00-ca47-1067-b31f-00dd010662da"
 NSPI = "f5cc5a18-4264-101a-8c59-08002b2f8426"
@@ -673,8 +669,7 @@ def write_conversation(path: Path, exchanges: list[tuple[bool, bytes]], *, serve
 
 def tshark_fields(path: Path, display_filter: str, *fields: str) -> list[list[str]]:
     """tshark -T fields rows; a "-d" pair among ``fields`` is passed as a decode-as option."""
-    assert TSHARK is not None
-    cmd = [TSHARK, "-n", "-r", str(path), "-Y", display_filter, "-T", "fields", "-E", "separator=\t"]
+    cmd = [tshark_path(), "-n", "-r", str(path), "-Y", display_filter, "-T", "fields", "-E", "separator=\t"]
     args = iter(fields)
     for f in args:
         cmd += ["-d", next(args)] if f == "-d" else ["-e", f]
@@ -682,7 +677,6 @@ def tshark_fields(path: Path, display_filter: str, *fields: str) -> list[list[st
     return [line.split("\t") for line in out.splitlines()]
 
 
-@needs_tshark
 def test_hand_built_epm_conversation_matches_tshark(tmp_path: Path) -> None:
     path = tmp_path / "epm.pcap"
     write_conversation(
@@ -717,7 +711,6 @@ def test_hand_built_epm_conversation_matches_tshark(tmp_path: Path) -> None:
     assert ack == ["135", "0"]
 
 
-@needs_tshark
 def test_hand_built_binds_match_tshark(tmp_path: Path) -> None:
     path = tmp_path / "binds.pcap"
     write_conversation(
@@ -751,7 +744,6 @@ def test_hand_built_binds_match_tshark(tmp_path: Path) -> None:
     ]
 
 
-@needs_tshark
 def test_hand_built_rts_matches_tshark(tmp_path: Path) -> None:
     path = tmp_path / "rts.pcap"
     write_conversation(path, [(True, RTS_CONN_B1)], server_port=6001)
@@ -859,7 +851,6 @@ def split(field: str) -> list[str]:
     return [v for v in field.split(",") if v]
 
 
-@needs_tshark
 @pytest.mark.parametrize("name", DIRECT_TCP_CAPTURES)
 def test_pdu_sequence_matches_tshark(name: str) -> None:
     """Every DCE/RPC PDU tshark finds on a direct TCP connection comes out of the reassembler,
@@ -878,7 +869,6 @@ def test_pdu_sequence_matches_tshark(name: str) -> None:
         assert got == want, key
 
 
-@needs_tshark
 @pytest.mark.parametrize("name", DIRECT_TCP_CAPTURES)
 def test_bind_uuids_match_tshark(name: str) -> None:
     path = PAYLOADS / name
@@ -906,7 +896,6 @@ def test_bind_uuids_match_tshark(name: str) -> None:
         assert got == want, key
 
 
-@needs_tshark
 @pytest.mark.parametrize("name", DIRECT_TCP_CAPTURES)
 def test_bind_ack_addresses_match_tshark(name: str) -> None:
     path = PAYLOADS / name
@@ -956,7 +945,6 @@ def epm_results(path: Path) -> dict[Key, list[tuple[int, list[Tower]]]]:
     return out
 
 
-@needs_tshark
 def test_mapi_epm_towers_match_tshark() -> None:
     path = PAYLOADS / "mapi.pcap"
     expected = tshark_by_direction(
@@ -999,7 +987,6 @@ def test_mapi_epm_towers_match_tshark() -> None:
     assert n_towers == 3
 
 
-@needs_tshark
 def test_mapi_epm_lookup_annotation_matches_tshark() -> None:
     path = PAYLOADS / "mapi.pcap"
     (row,) = tshark_fields(path, "epm.opnum == 2 && dcerpc.pkt_type == 2", "epm.annotation", "epm.object")
@@ -1014,7 +1001,6 @@ def test_mapi_epm_lookup_annotation_matches_tshark() -> None:
     assert [(e.annotation, e.object) for e in entries] == [(row[0], "00000000-0000-0000-0000-000000000000")]
 
 
-@needs_tshark
 def test_mapi_epm_map_requests_match_tshark() -> None:
     path = PAYLOADS / "mapi.pcap"
     rows = tshark_fields(
@@ -1058,7 +1044,6 @@ def test_mapi_register_push_notification() -> None:
     assert found == [(bytes.fromhex("d0273b0200e0fd7f"), ("192.168.0.173", 1071))]
 
 
-@needs_tshark
 @pytest.mark.parametrize(
     "name", ["20-fids.pcap", "20-fids-no-close.pcap", "mapi.pcap", "kerberos445_auth.pcapng"]
 )

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PAYLOADS
 
 import pcapclass
 import pcapclass.evidence.first_payloads as first_payloads_module
@@ -30,7 +31,6 @@ from pcapclass.sources import CaptureFile
 
 TESTS = Path(__file__).parent
 EVIDENCE = TESTS / "fixtures" / "evidence"
-PAYLOADS = TESTS / "fixtures" / "payloads"
 SERVERS = ("10.0.0.10", "10.0.0.20")
 
 # file -> (client, client port, server port) -> (service, evidence, detail, rpc_interface_name)

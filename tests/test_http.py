@@ -3,11 +3,11 @@ v2 channels, and tshark's HTTP dissector as an oracle for the request lines we p
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import PAYLOADS, tshark_path
 
 from pcapclass.errors import RulesError
 from pcapclass.protocols.dcerpc import PduReassembler, parse_bind
@@ -20,10 +20,6 @@ from pcapclass.protocols.http import (
 )
 from pcapclass.protocols.rpch import parse_rts
 from pcapclass.tables.http_paths import load_http_paths
-
-PAYLOADS = Path(__file__).parent / "fixtures" / "payloads"
-TSHARK = shutil.which("tshark")
-needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed")
 
 EMSMDB = "a4f1db00-ca47-1067-b31f-00dd010662da"
 #: the shipped path table (rules/http_paths.toml)
@@ -364,7 +360,6 @@ ORACLE_REQUESTS = [
 ]
 
 
-@needs_tshark
 def test_request_lines_match_tshark(tmp_path: Path) -> None:
     from scapy.all import IP, TCP, Ether, wrpcap
 
@@ -385,7 +380,7 @@ def test_request_lines_match_tshark(tmp_path: Path) -> None:
     wrpcap(str(path), pkts)
     out = subprocess.run(
         [
-            str(TSHARK),
+            tshark_path(),
             "-n",
             "-r",
             str(path),
@@ -410,7 +405,6 @@ def test_request_lines_match_tshark(tmp_path: Path) -> None:
     assert len(rows) == len(ORACLE_REQUESTS)
 
 
-@needs_tshark
 def test_mapi_pcap_http_requests_match_tshark_and_are_not_exchange() -> None:
     """mapi.pcap's background web traffic: same request lines as tshark, none an Exchange path."""
     from scapy.all import TCP, PcapReader
@@ -418,7 +412,7 @@ def test_mapi_pcap_http_requests_match_tshark_and_are_not_exchange() -> None:
     path = PAYLOADS / "mapi.pcap"
     out = subprocess.run(
         [
-            str(TSHARK),
+            tshark_path(),
             "-n",
             "-r",
             str(path),

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FIXTURES
+from conftest import FIXTURES, PAYLOADS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pcapclass
 from pcapclass._name_memo import NameMemo
 from pcapclass._server_names import MAX_SERVER_NAME, same_names, server_names
-
-PAYLOADS = FIXTURES.parent / "payloads"
 
 
 def kernel(data: bytes, plen: int | None = None) -> bytes | None:

@@ -17,11 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import FIXTURES
+from conftest import PAYLOADS
 
 import pcapclass
-
-PAYLOADS = FIXTURES.parent / "payloads"
 
 #: our protocol label -> the tshark protocols (frame.protocols) that show it
 TSHARK_NAMES = {

@@ -4,11 +4,11 @@ markers, and the port expectations behind ``port-mismatch``."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import PAYLOADS, tshark_path
 
 from pcapclass.protocols.signatures import (
     EXPECTED_PROTOCOLS,
@@ -18,10 +18,6 @@ from pcapclass.protocols.signatures import (
     identify,
     port_mismatch,
 )
-
-PAYLOADS = Path(__file__).parent / "fixtures" / "payloads"
-TSHARK = shutil.which("tshark")
-needs_tshark = pytest.mark.skipif(TSHARK is None, reason="tshark not installed")
 
 EMSMDB_BIND_HEAD = bytes.fromhex("05000b031000000048000000010000000000000000000000")
 TPKT_COTP_CR = bytes.fromhex(
@@ -246,12 +242,11 @@ SIGNATURE_CAPTURES = {
 }
 
 
-@needs_tshark
 @pytest.mark.parametrize("name", sorted(SIGNATURE_CAPTURES))
 def test_first_payloads_match_tshark(name: str) -> None:
     path = PAYLOADS / name
     out = subprocess.run(
-        [str(TSHARK), "-n", "-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "frame.protocols"],
+        [tshark_path(), "-n", "-r", str(path), "-T", "fields", "-e", "frame.number", "-e", "frame.protocols"],
         capture_output=True,
         text=True,
         check=True,
