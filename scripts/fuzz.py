@@ -2,8 +2,10 @@
 
 Targets: ``pcap`` and ``pcapng`` (the readers, then decode and flow keys over what they yield),
 ``gzip`` (the gzip framing under the readers), ``packet`` (one packet of a fuzzed link type
-through decode, the flow table and the payload evidence: DCE/RPC, HTTP, signatures). Inputs
-are mutations of the captures under tests/fixtures/pcaps/. The one property: nothing escapes
+through decode, the flow table and the payload evidence: DCE/RPC, HTTP, signatures),
+``classify`` (a whole capture through the whole pipeline: its flows' payloads reach the
+evidence stage with the state later packets meet, then classification and the summaries).
+Inputs are mutations of the captures under tests/fixtures/pcaps/. The one property: nothing escapes
 but pcapclass's own errors (``pcapclass.errors``), and no input takes longer than
 ``--timeout`` seconds.
 
@@ -67,6 +69,8 @@ def seeds(target: str) -> list[bytes]:
         return [s for s in _fixtures(".pcap", ".cap") if s[:4] != b"\x0a\x0d\x0d\x0a"]
     if target == "pcapng":
         return [s for s in _fixtures(".pcapng", ".pcap", ".cap") if s[:4] == b"\x0a\x0d\x0d\x0a"]
+    if target == "classify":
+        return _fixtures(".pcap", ".pcapng", ".cap")
     if target == "gzip":
         return _fixtures(".gz") + [gzip.compress(s, compresslevel=1) for s in _fixtures(".pcap")[:8]]
     if target == "packet":
@@ -157,6 +161,26 @@ def run_packet(data: bytes) -> None:
     clf.end()
 
 
+def run_classify(data: bytes) -> None:
+    """A capture's bytes through the whole pipeline, as ``classify`` reads a file: most edits
+    land in payloads, so mutated binds, endpoint-mapper replies, requests and greetings reach
+    the evidence stage in flows with the state their earlier packets left (followed DCE/RPC
+    streams, PDUs being reassembled, learned ports, registrations); then what the run gathered
+    is classified and summarized. A fault in the file ends the reading there, as it does for
+    the command, and what was read before it is still classified."""
+    from pcapclass.api import Classifier
+    from pcapclass.errors import CaptureError
+    from pcapclass.sources import CaptureFile
+
+    clf = Classifier(rules=_rules())
+    clf.begin("fuzz")
+    with contextlib.suppress(CaptureError):
+        for batch in CaptureFile("fuzz", stream=io.BytesIO(data), name="fuzz", chunk_size=4096):  # type: ignore[arg-type]
+            clf.feed(batch)
+    clf.end()
+    clf.result(by=("service", "direction", "detail"))
+
+
 def run_dcerpc(data: bytes) -> None:
     """A byte stream through the PDU reassembler, each PDU through every DCE/RPC parser."""
     from pcapclass.protocols import dcerpc, emsmdb, epm
@@ -225,6 +249,7 @@ def run_certificate(data: bytes) -> None:
 #: the payload parsers' targets (seeded with the fixtures' payloads)
 PAYLOAD_TARGETS = ("dcerpc", "http", "signatures", "certificate")
 TARGETS: dict[str, Callable[[bytes], None]] = {"pcap": run_capture, "pcapng": run_capture, "gzip": run_gzip, "packet": run_packet,
+                                               "classify": run_classify,
                                                "dcerpc": run_dcerpc, "http": run_http, "signatures": run_signatures,
                                                "certificate": run_certificate}  # fmt: skip
 

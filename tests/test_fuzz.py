@@ -16,7 +16,8 @@ from conftest import REPO
 from pcapclass.errors import InvalidCaptureError
 
 FUZZ = REPO / "scripts" / "fuzz.py"
-RUNS = {"pcap": 300, "pcapng": 300, "gzip": 300, "packet": 300, "dcerpc": 300, "http": 300, "signatures": 300, "certificate": 300}
+RUNS = {"pcap": 300, "pcapng": 300, "gzip": 300, "packet": 300, "classify": 300, "dcerpc": 300, "http": 300, "signatures": 300,
+        "certificate": 300}
 
 
 @pytest.mark.parametrize("target", sorted(RUNS))
