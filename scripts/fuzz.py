@@ -4,7 +4,7 @@ Targets: ``pcap`` and ``pcapng`` (the readers, then decode and flow keys over wh
 ``gzip`` (the gzip framing under the readers), ``packet`` (one packet of a fuzzed link type
 through decode, the flow table and the payload evidence: DCE/RPC, HTTP, signatures),
 ``classify`` (a whole capture through the whole pipeline: its flows' payloads reach the
-evidence stage with the state later packets meet, then classification and the summaries).
+evidence stage with the state earlier packets left, then classification and the summaries).
 Inputs are mutations of the captures under tests/fixtures/pcaps/. The one property: nothing escapes
 but pcapclass's own errors (``pcapclass.errors``), and no input takes longer than
 ``--timeout`` seconds.
@@ -56,6 +56,7 @@ CHECKED_ENV = "PCAPCLASS_FUZZ_TREE"
 sys.path.insert(0, os.environ.get(CHECKED_ENV, str(REPO)))
 if TYPE_CHECKING:
     from pcapclass.protocols.http import HttpPathTable
+    from pcapclass.sources import CaptureFile
     from pcapclass.tables.rules import RuleSet
 
 
@@ -109,12 +110,18 @@ def _packets() -> list[bytes]:
     return out
 
 
+def _batches(stream: io.RawIOBase | io.BufferedIOBase) -> CaptureFile:
+    """The capture reader over ``stream``, in small chunks (so records cross chunk edges)."""
+    from pcapclass.sources import CaptureFile
+
+    return CaptureFile("fuzz", stream=stream, name="fuzz", chunk_size=4096)  # type: ignore[arg-type]
+
+
 def _read(stream: io.RawIOBase | io.BufferedIOBase) -> None:
     from pcapclass.decode import decode
     from pcapclass.flows import flow_keys
-    from pcapclass.sources import CaptureFile
 
-    for batch in CaptureFile("fuzz", stream=stream, name="fuzz", chunk_size=4096):  # type: ignore[arg-type]
+    for batch in _batches(stream):
         flow_keys(decode(batch))
 
 
@@ -170,12 +177,11 @@ def run_classify(data: bytes) -> None:
     the command, and what was read before it is still classified."""
     from pcapclass.api import Classifier
     from pcapclass.errors import CaptureError
-    from pcapclass.sources import CaptureFile
 
     clf = Classifier(rules=_rules())
     clf.begin("fuzz")
     with contextlib.suppress(CaptureError):
-        for batch in CaptureFile("fuzz", stream=io.BytesIO(data), name="fuzz", chunk_size=4096):  # type: ignore[arg-type]
+        for batch in _batches(io.BytesIO(data)):
             clf.feed(batch)
     clf.end()
     clf.result(by=("service", "direction", "detail"))
