@@ -264,7 +264,7 @@ cdef class WaitingFlows:
         self._used = np.zeros(size, np.uint8)
         self._count = 0
 
-    cdef void _put(self, unsigned long long h, unsigned long long check, long long ts, long long port, long long preset) noexcept:
+    cdef void _put(self, unsigned long long h, unsigned long long check, long long ts, long long port, long long preset) noexcept nogil:
         cdef Py_ssize_t s = _slot(h, self._mask)
         while self._used[s]:
             s = (s + 1) & self._mask
@@ -315,22 +315,30 @@ cdef class WaitingFlows:
             self._used[s] = 1
             s = j
 
-    cdef void _log(self, unsigned long long h, long long ts):
-        cdef Py_ssize_t n = self._log_hash.shape[0], i, k = 0, s
-        if self._log_head + self._log_len == n:
-            # entries of flows that left (or came back later) go; the rest move to the front
-            for i in range(self._log_head, self._log_head + self._log_len):
-                s = self._find(self._log_hash[i])
-                if s >= 0 and self._ts[s] == self._log_ts[i]:
-                    self._log_hash[k], self._log_ts[k] = self._log_hash[i], self._log_ts[i]
-                    k += 1
-            self._log_head, self._log_len = 0, k
-            if k > n // 2:
-                grown_h = np.zeros(2 * n, np.uint64)
-                grown_t = np.zeros(2 * n, np.int64)
-                grown_h[:k] = np.asarray(self._log_hash)[:k]
-                grown_t[:k] = np.asarray(self._log_ts)[:k]
-                self._log_hash, self._log_ts = grown_h, grown_t
+    cdef void _reserve_log(self, Py_ssize_t more):
+        """Room at the log's end for ``more`` entries: when there is none, entries of flows that
+        left (or came back later) go and the rest move to the front; the log grows to keep
+        at least half of it free."""
+        cdef Py_ssize_t n = self._log_hash.shape[0], size = n, i, k = 0, s
+        if self._log_head + self._log_len + more <= n:
+            return
+        for i in range(self._log_head, self._log_head + self._log_len):
+            s = self._find(self._log_hash[i])
+            if s >= 0 and self._ts[s] == self._log_ts[i]:
+                self._log_hash[k], self._log_ts[k] = self._log_hash[i], self._log_ts[i]
+                k += 1
+        self._log_head, self._log_len = 0, k
+        while 2 * (k + more) > size:
+            size *= 2
+        if size != n:
+            grown_h = np.zeros(size, np.uint64)
+            grown_t = np.zeros(size, np.int64)
+            grown_h[:k] = np.asarray(self._log_hash)[:k]
+            grown_t[:k] = np.asarray(self._log_ts)[:k]
+            self._log_hash, self._log_ts = grown_h, grown_t
+
+    cdef inline void _log(self, unsigned long long h, long long ts) noexcept nogil:
+        """Append to the log (the caller has reserved room)."""
         self._log_hash[self._log_head + self._log_len] = h
         self._log_ts[self._log_head + self._log_len] = ts
         self._log_len += 1
@@ -341,15 +349,19 @@ cdef class WaitingFlows:
         cdef Py_ssize_t n = h.shape[0], i
         added_a = np.zeros(n, np.bool_)
         cdef unsigned char[::1] added = added_a.view(np.uint8)
-        for i in range(n):
-            if self._find(h[i]) >= 0:
-                continue
-            if 2 * (self._count + 1) > self._mask + 1:
-                self._grow()
-            self._put(h[i], check[i], ts[i], port[i], preset[i])
-            self._followed[h[i] & (self._followed.shape[0] - 1)] += 1
-            self._log(h[i], ts[i])
-            added[i] = 1
+        # room for every flow first (at most half the slots used), so that the loop allocates
+        # nothing and runs without the GIL
+        while 2 * (self._count + n) > self._mask + 1:
+            self._grow()
+        self._reserve_log(n)
+        with nogil:
+            for i in range(n):
+                if self._find(h[i]) >= 0:
+                    continue
+                self._put(h[i], check[i], ts[i], port[i], preset[i])
+                self._followed[h[i] & (self._followed.shape[0] - 1)] += 1
+                self._log(h[i], ts[i])
+                added[i] = 1
         return added_a
 
     def end(self, const unsigned long long[:] h):

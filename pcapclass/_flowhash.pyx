@@ -123,8 +123,9 @@ cdef class FlowHash:
         self.index = np.full(1 << bits, -1, np.int64)
         self.shift = 64 - bits
         cdef Py_ssize_t r
-        for r in range(self.n):
-            self.index[self._find(self.rows[r, C_HASH], self.rows[r, C_CHECK], False)] = r
+        with nogil:
+            for r in range(self.n):
+                self.index[self._find(self.rows[r, C_HASH], self.rows[r, C_CHECK], False)] = r
 
     cdef inline Py_ssize_t _home(self, long long h) noexcept nogil:
         """Where probing for ``h`` starts (Fibonacci hashing: the product's top bits)."""
@@ -293,11 +294,12 @@ cdef class FlowHash:
         cdef unsigned char[::1] ended = ended_a.view(np.uint8)
         cdef Py_ssize_t r
         cdef long long *row
-        for r in range(self.n):
-            row = &self.rows[r, 0]
-            ended[r] = (row[C_LAST] < now_ns - self.idle_ns
-                        or (_closed(row[C_PROTO], row[C_FLAGS_A], row[C_FLAGS_B]) and row[C_LAST] < now_ns - grace_ns)
-                        or row[C_FIRST] < started_before_ns)
+        with nogil:
+            for r in range(self.n):
+                row = &self.rows[r, 0]
+                ended[r] = (row[C_LAST] < now_ns - self.idle_ns
+                            or (_closed(row[C_PROTO], row[C_FLAGS_A], row[C_FLAGS_B]) and row[C_LAST] < now_ns - grace_ns)
+                            or row[C_FIRST] < started_before_ns)
         return ended_a
 
     def remove(self, const unsigned char[:] ended):
@@ -305,14 +307,15 @@ cdef class FlowHash:
         cdef Py_ssize_t r, keep = 0
         cdef int c
         self._reserve(np.count_nonzero(ended))
-        for r in range(self.n):
-            if ended[r]:
-                self._end(r)
-            else:
-                if keep != r:
-                    for c in range(NCOL):
-                        self.rows[keep, c] = self.rows[r, c]
-                keep += 1
+        with nogil:
+            for r in range(self.n):
+                if ended[r]:
+                    self._end(r)
+                else:
+                    if keep != r:
+                        for c in range(NCOL):
+                            self.rows[keep, c] = self.rows[r, c]
+                    keep += 1
         self.n = keep
         if keep * 4 < self.rows.shape[0] and self.rows.shape[0] > 1 << 12:
             self._resize(max(1 << 12, 2 * keep))  # give back what a burst of flows took
@@ -336,12 +339,13 @@ cdef class FlowHash:
         cdef int c
         out_a = np.empty((NCOL, n_done + n), np.int64)
         cdef long long[:, ::1] out = out_a
-        for r in range(n_done):
-            for c in range(NCOL):
-                out[c, r] = self.done[r, c]
-        for r in range(n):
-            for c in range(NCOL):
-                out[c, n_done + r] = self.rows[r, c]
+        with nogil:
+            for r in range(n_done):
+                for c in range(NCOL):
+                    out[c, r] = self.done[r, c]
+            for r in range(n):
+                for c in range(NCOL):
+                    out[c, n_done + r] = self.rows[r, c]
         self.n_done = 0
         # the buffer is kept for the next flows to end (fresh pages would be faulted in again,
         # row by row), unless a burst made it large

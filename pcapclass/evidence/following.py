@@ -139,11 +139,9 @@ class FollowedFlows:
         h = keys.hash[ps].view(np.uint64)
         preset = self._sets.preset[sid[js]]
         if not preset.all():  # a flow follows from its first such packet (WaitingFlows keeps the first of its own)
-            first_of: dict[int, int] = {}
-            for i, x in enumerate(h.tolist()):
-                first_of.setdefault(x, i)
-            if len(first_of) < js.size:
-                keep = np.fromiter(first_of.values(), dtype=np.intp, count=len(first_of))  # in packet order
+            _, first_of = np.unique(h, return_index=True)
+            if first_of.size < js.size:
+                keep = np.sort(first_of)  # in packet order
                 js, ps, h, preset = js[keep], ps[keep], h[keep], preset[keep]
         if self._flows:
             # a few flows a batch against the followed ones: dict lookups, not a numpy set operation
