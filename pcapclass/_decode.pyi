@@ -29,3 +29,6 @@ def decode_headers(
     npt.NDArray[np.int64],
     npt.NDArray[np.int64],
 ]: ...
+def batch_totals(
+    wirelen: npt.NDArray[np.int64], ts_ns: npt.NDArray[np.int64], status: npt.NDArray[np.uint8], proto: npt.NDArray[np.int64]
+) -> tuple[int, int, int, list[int], int]: ...

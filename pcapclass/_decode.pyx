@@ -103,16 +103,16 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
     """
     cdef Py_ssize_t n = offset.shape[0]
     status_a = np.empty(n, np.uint8)
-    proto_a = np.zeros(n, np.int64)
-    src_hi_a = np.zeros(n, np.uint64)
-    src_lo_a = np.zeros(n, np.uint64)
-    dst_hi_a = np.zeros(n, np.uint64)
-    dst_lo_a = np.zeros(n, np.uint64)
-    sport_a = np.zeros(n, np.int64)
-    dport_a = np.zeros(n, np.int64)
-    flags_a = np.zeros(n, np.int64)
-    poff_a = np.zeros(n, np.int64)
-    plen_a = np.zeros(n, np.int64)
+    proto_a = np.empty(n, np.int64)
+    src_hi_a = np.empty(n, np.uint64)
+    src_lo_a = np.empty(n, np.uint64)
+    dst_hi_a = np.empty(n, np.uint64)
+    dst_lo_a = np.empty(n, np.uint64)
+    sport_a = np.empty(n, np.int64)
+    dport_a = np.empty(n, np.int64)
+    flags_a = np.empty(n, np.int64)
+    poff_a = np.empty(n, np.int64)
+    plen_a = np.empty(n, np.int64)
     cdef unsigned char[::1] status = status_a
     cdef long long[::1] proto = proto_a
     cdef unsigned long long[::1] src_hi = src_hi_a
@@ -131,6 +131,12 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
     cdef bint first_frag, tcp
     cdef const signed char[::1] layers = LAYER_OF
     cdef Py_ssize_t n_layers = layers.shape[0]
+    # the outputs are made empty and zeroed here: numpy's zeros would let go of the GIL, and
+    # wait to take it back behind the other stages' Python, once per array
+    with nogil:
+        for i in range(n):
+            proto[i] = src_hi[i] = src_lo[i] = dst_hi[i] = dst_lo[i] = 0
+            sport[i] = dport[i] = tcp_flags[i] = payload_off[i] = payload_len[i] = 0
     if size == 0:
         status_a[:] = S_UNDECODED
         return (status_a, proto_a, src_hi_a, src_lo_a, dst_hi_a, dst_lo_a, sport_a, dport_a,
@@ -237,3 +243,26 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
             payload_len[i] = max(ip_end - (p + hlen), 0)
     return (status_a, proto_a, src_hi_a, src_lo_a, dst_hi_a, dst_lo_a, sport_a, dport_a,
             flags_a, poff_a, plen_a)
+
+
+def batch_totals(const long long[:] wirelen, const long long[:] ts_ns, const unsigned char[:] status, const long long[:] proto):
+    """``(bytes, first_ns, last_ns, per_status, fragments)`` of a decoded batch of at least one
+    packet: its original bytes, earliest and latest times, packets per status (a list indexed
+    by status) and IP fragments after the first; one pass without the GIL, where a numpy call
+    per total would each let it go and wait to take it back behind the other stages' Python."""
+    cdef Py_ssize_t i, n = wirelen.shape[0]
+    if n == 0 or ts_ns.shape[0] < n or status.shape[0] < n or proto.shape[0] < n:
+        raise ValueError("batch_totals needs a batch of at least one packet, its columns aligned")
+    cdef long long total = 0, lo = ts_ns[0], hi = ts_ns[0], fragments = 0
+    cdef long long per_status[S_UNDECODED + 1]
+    for i in range(S_UNDECODED + 1):
+        per_status[i] = 0
+    with nogil:
+        for i in range(n):
+            total += wirelen[i]
+            lo = min(lo, ts_ns[i])
+            hi = max(hi, ts_ns[i])
+            if status[i] <= S_UNDECODED:
+                per_status[status[i]] += 1
+            fragments += status[i] == S_FLOW and proto[i] >= FRAGMENT_BASE
+    return total, lo, hi, [per_status[i] for i in range(S_UNDECODED + 1)], fragments

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .classify import Servers
-from .decode import FRAGMENT_PROTO_BASE, Packets, Status
+from .decode import Packets, Status, totals
 from .errors import CaptureError
 from .evidence.anomalies import EvidenceAnomalies
 from .sources import ReadAnomalies
@@ -37,16 +37,17 @@ class CaptureCounts(ReadAnomalies, EvidenceAnomalies):
 
     def add(self, pk: Packets) -> None:
         """Count one decoded batch."""
+        if not len(pk):
+            return
+        total, lo, hi, status, fragments = totals(pk)
         self.packets += len(pk)
-        self.bytes += int(pk.wirelen.sum())
-        lo, hi = int(pk.ts_ns.min()), int(pk.ts_ns.max())
+        self.bytes += total
         self.first_ns = lo if self.first_ns is None else min(self.first_ns, lo)
         self.last_ns = hi if self.last_ns is None else max(self.last_ns, hi)
-        status = np.bincount(pk.status, minlength=len(Status))
-        self.non_ip_packets += int(status[Status.NON_IP])
-        self.truncated_packets += int(status[Status.TRUNCATED])
-        self.undecoded_packets += int(status[Status.UNDECODED])
-        self.fragment_packets += int(np.count_nonzero((pk.proto >= FRAGMENT_PROTO_BASE) & (pk.status == Status.FLOW)))
+        self.non_ip_packets += status[Status.NON_IP]
+        self.truncated_packets += status[Status.TRUNCATED]
+        self.undecoded_packets += status[Status.UNDECODED]
+        self.fragment_packets += fragments
 
     def add_evidence(self, counts: EvidenceAnomalies) -> None:
         """Add what the payload stage counted (``EvidenceCollector.take_anomalies``)."""

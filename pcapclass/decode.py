@@ -81,3 +81,10 @@ def decode(batch: PacketBatch) -> Packets:
         payload_off=payload_off,
         payload_len=payload_len,
     )
+
+
+def totals(pk: Packets) -> tuple[int, int, int, list[int], int]:
+    """``(bytes, first_ns, last_ns, per_status, fragments)`` of a batch of at least one packet:
+    its original bytes, earliest and latest times, packets per ``Status`` and IP fragments
+    after the first, in one compiled pass."""
+    return _decode.batch_totals(pk.wirelen, pk.ts_ns, pk.status, pk.proto)

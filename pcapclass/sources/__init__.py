@@ -6,9 +6,8 @@ import os
 from collections.abc import Iterator
 from typing import BinaryIO, Self
 
-import numpy as np
-
 from ..errors import InvalidCaptureError
+from ._records import length_anomalies
 from .batch import MAX_CAPLEN, PacketBatch, ReadAnomalies
 from .pcap import is_pcap, read_pcap
 from .pcapng import is_pcapng, read_pcapng
@@ -81,8 +80,9 @@ class CaptureFile:
         reader = read_pcapng if self.format == "pcapng" else read_pcap
         try:
             for batch in reader(self._window):
-                self._window.anomalies.wirelen_below_caplen += int(np.count_nonzero(batch.wirelen < batch.caplen))
-                self._window.anomalies.wirelen_implausible += int(np.count_nonzero(batch.wirelen > MAX_CAPLEN))
+                below, implausible = length_anomalies(batch.caplen, batch.wirelen, MAX_CAPLEN)
+                self._window.anomalies.wirelen_below_caplen += below
+                self._window.anomalies.wirelen_implausible += implausible
                 yield batch
         finally:
             self.close()

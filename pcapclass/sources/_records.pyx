@@ -63,7 +63,15 @@ def walk_pcap(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, bin
             ts_ns[n] = _u32(data, pos, big_endian) * 1000000000 + fraction * ts_scale
             n += 1
             pos = nxt
-    return offset_a[:n].copy(), caplen_a[:n].copy(), wirelen_a[:n].copy(), ts_a[:n].copy(), pos, bad, bad_fraction
+    # copied out in one section without the GIL (numpy's copies would each let it go and wait
+    # to take it back behind the other stages' Python)
+    out = [np.empty(n, np.int64) for _ in range(4)]
+    cdef long long[::1] o0 = out[0], o1 = out[1], o2 = out[2], o3 = out[3]
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(n):
+            o0[i], o1[i], o2[i], o3[i] = offset[i], caplen[i], wirelen[i], ts_ns[i]
+    return out[0], out[1], out[2], out[3], pos, bad, bad_fraction
 
 
 cdef enum:
@@ -125,3 +133,15 @@ def walk_pcapng(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, b
                 ns += 1
             pos += blen
     return epb_a[:ne].copy(), spb_a[:ns].copy(), pos
+
+
+def length_anomalies(const long long[:] caplen, const long long[:] wirelen, long long max_caplen):
+    """``(below, implausible)``: the records whose original length is below their captured
+    length, and above ``max_caplen``; one pass without the GIL, where numpy's comparisons and
+    counts would each let it go and wait to take it back behind the other stages' Python."""
+    cdef Py_ssize_t i, below = 0, implausible = 0
+    with nogil:
+        for i in range(caplen.shape[0]):
+            below += wirelen[i] < caplen[i]
+            implausible += wirelen[i] > max_caplen
+    return below, implausible
