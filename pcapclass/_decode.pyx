@@ -131,18 +131,16 @@ def decode_headers(const unsigned char[::1] data, const long long[:] offset,
     cdef bint first_frag, tcp
     cdef const signed char[::1] layers = LAYER_OF
     cdef Py_ssize_t n_layers = layers.shape[0]
-    # the outputs are made empty and zeroed here: numpy's zeros would let go of the GIL, and
-    # wait to take it back behind the other stages' Python, once per array
     with nogil:
+        # the outputs are made empty and zeroed here: numpy's zeros would let go of the GIL, and
+        # wait to take it back behind the other stages' Python, once per array
         for i in range(n):
             proto[i] = src_hi[i] = src_lo[i] = dst_hi[i] = dst_lo[i] = 0
             sport[i] = dport[i] = tcp_flags[i] = payload_off[i] = payload_len[i] = 0
-    if size == 0:
-        status_a[:] = S_UNDECODED
-        return (status_a, proto_a, src_hi_a, src_lo_a, dst_hi_a, dst_lo_a, sport_a, dport_a,
-                flags_a, poff_a, plen_a)
-    with nogil:
         for i in range(n):
+            if size == 0:
+                status[i] = S_UNDECODED
+                continue
             s = offset[i]
             e = min(s + caplen[i], size)
             code = linktype[i]

@@ -172,19 +172,23 @@ cdef class FlowHash:
                const unsigned long long[:] b_hi, const unsigned long long[:] b_lo,
                const long long[:] port_a, const long long[:] port_b, const unsigned char[:] from_a,
                const long long[:] ts, const long long[:] wirelen, const long long[:] flags,
-               const long long[:] payload, unsigned char[:] first_payload, long long[:] started=None):
+               const long long[:] payload, Py_ssize_t[::1] first_payload, long long[:] started=None):
         """Add packets (their flow keys, direction, time, length and TCP flags), in order.
 
-        ``first_payload[i]`` is set where packet ``i`` has ``payload`` bytes and is the first
-        of its record's direction that has: what payload evidence looks at. The row is being
-        updated anyway, so the question costs two bits of it (``payload_seen``: 1 A to B,
+        Returns how many packets carry the first ``payload`` bytes of their record's direction
+        (a reused 5-tuple after the idle timeout is a new record), their indexes written, in
+        order, to the start of ``first_payload`` (a slot per packet): what payload evidence looks
+        at, handed over without a pass of numpy (which would let the GIL go and wait behind the
+        other stages' Python to take it back). The row is being updated anyway, so the question costs two bits of it (``payload_seen``: 1 A to B,
         2 B to A) instead of a table of its own. ``started[i]``, if given, is set to a time
         inside the span of packet ``i``'s record (its first packet so far): with the key, it
         names the record among those of a reused 5-tuple, so that per-packet counts (a time
         series) join the finished record later.
         """
-        cdef Py_ssize_t n = h.shape[0]
+        cdef Py_ssize_t n = h.shape[0], found
         cdef bint want_started = started is not None
+        if first_payload.shape[0] < n:
+            raise ValueError("first_payload needs a slot per packet")
         if not want_started:
             started = np.empty(0, np.int64)
         # room for every packet to start or end a flow, made first, so that the loop allocates
@@ -195,17 +199,18 @@ cdef class FlowHash:
             self._reindex(2 * (self.n + n))
         self._reserve(n)
         with nogil:
-            self._update(n, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts, wirelen, flags,
-                         payload, first_payload, started, want_started)
+            found = self._update(n, h, check, proto, a_hi, a_lo, b_hi, b_lo, port_a, port_b, from_a, ts, wirelen, flags,
+                                 payload, first_payload, started, want_started)
+        return found
 
-    cdef void _update(self, Py_ssize_t n, const long long[:] h, const long long[:] check, const long long[:] proto,
+    cdef Py_ssize_t _update(self, Py_ssize_t n, const long long[:] h, const long long[:] check, const long long[:] proto,
                       const unsigned long long[:] a_hi, const unsigned long long[:] a_lo,
                       const unsigned long long[:] b_hi, const unsigned long long[:] b_lo,
                       const long long[:] port_a, const long long[:] port_b, const unsigned char[:] from_a,
                       const long long[:] ts, const long long[:] wirelen, const long long[:] flags,
-                      const long long[:] payload, unsigned char[:] first_payload, long long[:] started,
+                      const long long[:] payload, Py_ssize_t[::1] first_payload, long long[:] started,
                       bint want_started) noexcept nogil:
-        cdef Py_ssize_t i, s, r, ahead
+        cdef Py_ssize_t i, s, r, ahead, found = 0
         cdef long long t, f, gap
         cdef long long *row
         cdef bint pure_syn
@@ -243,7 +248,8 @@ cdef class FlowHash:
                 side = 1 if from_a[i] else 2
                 if not row[C_PAYLOAD_SEEN] & side:
                     row[C_PAYLOAD_SEEN] |= side
-                    first_payload[i] = 1
+                    first_payload[found] = i
+                    found += 1
             f = flags[i]
             pure_syn = (f & (SYN | ACK)) == SYN and proto[i] == PROTO_TCP
             if t < row[C_FIRST]:
@@ -262,6 +268,7 @@ cdef class FlowHash:
                 row[C_FLAGS_B] |= f
                 if pure_syn and t < row[C_SYN_B]:
                     row[C_SYN_B] = t
+        return found
 
     cdef inline void _start(self, long long *row, Py_ssize_t i, const long long[:] h, const long long[:] check,
                             const long long[:] proto, const unsigned long long[:] a_hi,

@@ -160,13 +160,13 @@ class FlowTable:
                 self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
             if 3 * (len(self._hash) + len(pk)) > 2 * self._hash.capacity:
                 self._hash.reserve(3 * (len(self._hash) + len(pk)) // 2)
-        first = np.zeros(len(pk), dtype=np.uint8)
-        self._hash.update(k.hash, k.check, k.proto, k.a_hi, k.a_lo, k.b_hi, k.b_lo, k.port_a, k.port_b,
-                          k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, pk.payload_len, first, started)  # fmt: skip
+        first = np.empty(len(pk), dtype=np.intp)
+        found = self._hash.update(k.hash, k.check, k.proto, k.a_hi, k.a_lo, k.b_hi, k.b_lo, k.port_a, k.port_b,
+                                  k.from_a.view(np.uint8), pk.ts_ns, pk.wirelen, pk.tcp_flags, pk.payload_len, first, started)  # fmt: skip
         self.stats.hash_collisions = self._hash.collisions
         if len(self._hash) > self.max_flows:
             self._sweep(self._hash.watermark, CLOSED_GRACE_NS)
-        return np.flatnonzero(first)
+        return first[:found]
 
     def drain_all(self) -> Records:
         """End every open flow (end of capture, or a live stop) and hand out every finished

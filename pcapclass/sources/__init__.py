@@ -7,8 +7,7 @@ from collections.abc import Iterator
 from typing import BinaryIO, Self
 
 from ..errors import InvalidCaptureError
-from ._records import length_anomalies
-from .batch import MAX_CAPLEN, PacketBatch, ReadAnomalies
+from .batch import PacketBatch, ReadAnomalies
 from .pcap import is_pcap, read_pcap
 from .pcapng import is_pcapng, read_pcapng
 from .stream import ByteWindow, GzipStream, open_stream
@@ -79,11 +78,7 @@ class CaptureFile:
     def __iter__(self) -> Iterator[PacketBatch]:
         reader = read_pcapng if self.format == "pcapng" else read_pcap
         try:
-            for batch in reader(self._window):
-                below, implausible = length_anomalies(batch.caplen, batch.wirelen, MAX_CAPLEN)
-                self._window.anomalies.wirelen_below_caplen += below
-                self._window.anomalies.wirelen_implausible += implausible
-                yield batch
+            yield from reader(self._window)
         finally:
             self.close()
 

@@ -135,13 +135,15 @@ def walk_pcapng(const unsigned char[::1] data, Py_ssize_t pos, Py_ssize_t end, b
     return epb_a[:ne].copy(), spb_a[:ns].copy(), pos
 
 
-def length_anomalies(const long long[:] caplen, const long long[:] wirelen, long long max_caplen):
-    """``(below, implausible)``: the records whose original length is below their captured
-    length, and above ``max_caplen``; one pass without the GIL, where numpy's comparisons and
-    counts would each let it go and wait to take it back behind the other stages' Python."""
-    cdef Py_ssize_t i, below = 0, implausible = 0
+def length_anomalies(const long long[:] caplen, const long long[:] wirelen, long long snaplen, long long max_caplen):
+    """``(over_snaplen, below, implausible)``: the records captured longer than ``snaplen``
+    (0: none is), and those whose original length is below their captured length, or above
+    ``max_caplen``; one pass without the GIL, where numpy's comparisons and counts would each
+    let it go and wait to take it back behind the other stages' Python."""
+    cdef Py_ssize_t i, over = 0, below = 0, implausible = 0
     with nogil:
         for i in range(caplen.shape[0]):
+            over += snaplen != 0 and caplen[i] > snaplen
             below += wirelen[i] < caplen[i]
             implausible += wirelen[i] > max_caplen
-    return below, implausible
+    return over, below, implausible

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ._records import length_anomalies
+
 #: libpcap's MAXIMUM_SNAPLEN: no record may claim more captured bytes than this, and no frame of a
 #: link pcapclass decodes is longer on the wire
 MAX_CAPLEN = 262144
@@ -47,3 +49,11 @@ class ReadAnomalies:
     wirelen_below_caplen: int = 0
     wirelen_implausible: int = 0
     gzip_trailing_bytes: int = 0
+
+    def count_lengths(self, caplen: npt.NDArray[np.int64], wirelen: npt.NDArray[np.int64], snaplen: int = 0) -> None:
+        """Count a batch's records captured longer than ``snaplen`` (0: not counted here), and
+        those whose original length is below the captured one, or above MAX_CAPLEN."""
+        over, below, implausible = length_anomalies(caplen, wirelen, snaplen, MAX_CAPLEN)
+        self.caplen_over_snaplen += over
+        self.wirelen_below_caplen += below
+        self.wirelen_implausible += implausible

@@ -70,8 +70,7 @@ def read_pcap(window: ByteWindow, *, max_packets: int | None = None) -> Iterator
         if len(offset):
             # A record merely longer than the header's snaplen is read, as libpcap and tshark
             # read it (real writers get snaplen wrong), and counted.
-            if snaplen:
-                window.anomalies.caplen_over_snaplen += int(np.count_nonzero(caplen > snaplen))
+            window.anomalies.count_lengths(caplen, wirelen, snaplen)
             yield PacketBatch(
                 data=data,
                 offset=offset,

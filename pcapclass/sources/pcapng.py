@@ -280,6 +280,7 @@ def _make_batch(
 
     snap = if_snap[iface] if len(iface) else np.zeros(0, np.int64)
     window.anomalies.caplen_over_snaplen += int(np.count_nonzero((snap > 0) & (caplen > snap)))
+    window.anomalies.count_lengths(caplen, wirelen)
     ts_ns = np.zeros(len(positions), dtype=np.int64)
     for k, spec in enumerate(interfaces):
         sel = (iface == k) & has_ts
