@@ -147,3 +147,88 @@ def length_anomalies(const long long[:] caplen, const long long[:] wirelen, long
             below += wirelen[i] < caplen[i]
             implausible += wirelen[i] > max_caplen
     return over, below, implausible
+
+
+cdef inline long long _u16(const unsigned char[::1] data, Py_ssize_t at, bint big_endian) noexcept nogil:
+    if big_endian:
+        return (<long long>data[at] << 8) | data[at + 1]
+    return (<long long>data[at + 1] << 8) | data[at]
+
+
+cdef inline long long _pow10(long long e) noexcept nogil:
+    cdef long long r = 1
+    for _ in range(e):
+        r *= 10
+    return r
+
+
+cdef enum:
+    EPB_HEAD = 28  # type, length, interface, time (high, low), captured and original length
+
+
+def packet_blocks(const unsigned char[::1] data, const long long[:] pos, bint big_endian, const long long[:] if_link,
+                  const long long[:] if_snap, const long long[:] if_exp2, const long long[:] if_exp10,
+                  const long long[:] if_offset_s, long long max_caplen, long long ts_ns_max):
+    """The packets of the Enhanced (and obsolete) Packet Blocks at ``pos`` (draft-ietf-opsawg-pcapng
+    §4.3, Appendix A; ``walk_pcapng`` finds them), in one pass without the GIL:
+    ``(offset, caplen, wirelen, ts_ns, linktype, over_snaplen, saturated, stop)``.
+
+    The interfaces are described by the ``if_*`` arrays: link type, snaplen (0: none), time
+    resolution (``if_exp2`` 2**-n, -1 when it is ``if_exp10`` 10**-n) and offset in seconds.
+    A time is the interface's ticks in ns since the epoch; one past int64 ns saturates at
+    ``ts_ns_max`` (``saturated`` counts those). ``over_snaplen`` counts packets captured longer
+    than their interface's snaplen. The packets end before the first block that names an
+    interface not described, or claims more captured bytes than it holds or than
+    ``max_caplen``: ``stop`` is that block's index, or -1 when there is none.
+    """
+    cdef Py_ssize_t n = pos.shape[0], n_if = if_link.shape[0], size = data.shape[0], i, k = 0
+    cdef Py_ssize_t stop = -1
+    for i in range(n):
+        if pos[i] < 0 or pos[i] + EPB_HEAD > size:
+            raise ValueError(f"packet block {i} at {pos[i]} runs past the buffer")
+    # per interface: the largest tick count (in whole units) that fits, the ns per unit, and the
+    # divisor for resolutions finer than a ns (Python ints: no overflow on the way)
+    limit_a, mul_a, div_a, off_a = (np.zeros(n_if, np.int64) for _ in range(4))
+    cdef long long[::1] limit = limit_a, mul = mul_a, div = div_a, off_ns = off_a
+    for j in range(n_if):
+        if if_exp2[j] >= 0:
+            mul[j], div[j] = 1_000_000_000, 1
+        elif if_exp10[j] <= 9:
+            mul[j], div[j] = _pow10(9 - if_exp10[j]), 1
+        else:
+            mul[j], div[j] = 1, _pow10(if_exp10[j] - 9)
+        limit[j] = (ts_ns_max - abs(if_offset_s[j]) * 1_000_000_000 - 1_000_000_000) // mul[j]
+        off_ns[j] = if_offset_s[j] * 1_000_000_000
+    offset_a, caplen_a, wirelen_a, ts_a, link_a = (np.empty(n, np.int64) for _ in range(5))
+    cdef long long[::1] offset = offset_a, caplen = caplen_a, wirelen = wirelen_a, ts_ns = ts_a, link = link_a
+    cdef Py_ssize_t over = 0, saturated = 0
+    cdef long long p, ifc, blen, cap, e2, frac_ns
+    cdef unsigned long long ticks, whole
+    with nogil:
+        for i in range(n):
+            p = pos[i]
+            blen = _u32(data, p + 4, big_endian)
+            ifc = _u16(data, p + 8, big_endian) if _u32(data, p, big_endian) == BT_PB else _u32(data, p + 8, big_endian)
+            cap = _u32(data, p + 20, big_endian)
+            if ifc >= n_if or cap > blen - MIN_EPB or cap > max_caplen:
+                stop = i
+                break
+            offset[k], caplen[k], wirelen[k], link[k] = p + EPB_HEAD, cap, _u32(data, p + 24, big_endian), if_link[ifc]
+            if if_snap[ifc] > 0 and cap > if_snap[ifc]:
+                over += 1
+            ticks = (<unsigned long long>_u32(data, p + 12, big_endian) << 32) | <unsigned long long>_u32(data, p + 16, big_endian)
+            e2 = if_exp2[ifc]
+            frac_ns = 0
+            if e2 >= 0:
+                whole = ticks >> e2
+                if e2 <= 30:
+                    frac_ns = (<long long>(ticks & ((1ULL << e2) - 1)) * 1_000_000_000) >> e2
+            else:
+                whole = ticks // <unsigned long long>div[ifc]
+            if whole > <unsigned long long>limit[ifc]:
+                ts_ns[k] = ts_ns_max
+                saturated += 1
+            else:
+                ts_ns[k] = <long long>whole * mul[ifc] + frac_ns + off_ns[ifc]
+            k += 1
+    return offset_a[:k], caplen_a[:k], wirelen_a[:k], ts_a[:k], link_a[:k], over, saturated, stop

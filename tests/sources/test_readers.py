@@ -14,6 +14,7 @@ import inspect
 import io
 import logging
 import random
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -263,6 +264,36 @@ def test_caplen_over_snaplen_is_read_and_counted():
     assert caplens.count(1500) == 1 and len(caplens) == 5
     assert cap.anomalies.caplen_over_snaplen == 1
 
+
+@pytest.mark.parametrize("order", ["<", ">"], ids=["little-endian", "big-endian"])
+def test_obsolete_packet_blocks_read_as_tshark_reads_them(tshark, tmp_path, order):
+    """Packet Blocks of the obsolete type 2 (draft-ietf-opsawg-pcapng Appendix A: a 16-bit
+    interface id, then a 16-bit drops count, here 3) among Enhanced Packet Blocks, on two interfaces
+    (microseconds, and if_tsresol 2^-20 s), in both byte orders: times, lengths and link types
+    as tshark reads them, bytes as written."""
+
+    def block(btype: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack(order + "II", btype, 12 + len(body)) + body + struct.pack(order + "I", 12 + len(body))
+
+    shb = block(0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+    idb_usec = block(1, struct.pack(order + "HHI", 1, 0, 0))
+    idb_binary = block(1, struct.pack(order + "HHI", 1, 0, 0) + struct.pack(order + "HHB3x", 9, 1, 0x80 | 20) + struct.pack(order + "HH", 0, 0))
+    frames = [bytes(range(i, i + 60 + 7 * i)) for i in range(4)]
+    ticks = [1_700_000_000_123_456, (1_700_000_001 << 20) + 777, 1_700_000_002_000_001, (1_700_000_003 << 20) + (1 << 19)]
+
+    def pb(iface: int, t: int, frame: bytes) -> bytes:
+        return block(2, struct.pack(order + "HHIIII", iface, 3, t >> 32, t & 0xFFFFFFFF, len(frame), len(frame) + 4) + frame)
+
+    def epb(iface: int, t: int, frame: bytes) -> bytes:
+        return block(6, struct.pack(order + "IIIII", iface, t >> 32, t & 0xFFFFFFFF, len(frame), len(frame)) + frame)
+
+    path = tmp_path / f"obsolete_{'le' if order == '<' else 'be'}.pcapng"
+    path.write_bytes(shb + idb_usec + idb_binary + pb(0, ticks[0], frames[0]) + pb(1, ticks[1], frames[1])
+                     + epb(0, ticks[2], frames[2]) + pb(1, ticks[3], frames[3]))  # fmt: skip
+    got = read_all(path)
+    compare_with_tshark(path, got)
+    assert got["data"] == frames
 
 @pytest.mark.parametrize("chunk_size", [64, 1000])
 @pytest.mark.parametrize("name", ["exchange_services.pcap", "exchange_services.pcap.gz", "pcapng_multi_if.pcapng"])
