@@ -5,13 +5,10 @@ import numpy.typing as npt
 
 _In: TypeAlias = npt.NDArray[Any]
 
-SKIP: int
-QUIET: int
-LOOK: int
-
 def first_looks(data: _In, first: _In, off: _In, plen: _In, proto: _In, sport: _In, dport: _In, service_port: _In,
                 must_server: _In, must_client: _In, direct_push_port: int,
-                min_decisive: int) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.int64], npt.NDArray[np.bool_]]: ...
+                min_decisive: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_],
+                                            npt.NDArray[np.int64], npt.NDArray[np.bool_]]: ...
 def look_context(server_port: _In, tcp: _In, server_is_src: _In) -> npt.NDArray[np.int64]: ...
 def same_payloads(data: _In, off: _In, plen: _In, other: _In, other_off: _In, other_len: _In) -> npt.NDArray[np.bool_]: ...
 def follow_scan(data: _In, pay: _In, hashes: _In, off: _In, plen: _In, followed: _In, unparsed: WaitingFlows, parsed_h: _In,

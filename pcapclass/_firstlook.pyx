@@ -18,36 +18,34 @@ from pcapclass._golden cimport GOLDEN
 import numpy as np
 
 
-cdef enum:
-    K_SKIP, K_QUIET, K_LOOK
-
-#: what ``first_looks`` says of a payload
-SKIP, QUIET, LOOK = K_SKIP, K_QUIET, K_LOOK
-
 
 def first_looks(const unsigned char[::1] data, const long long[:] first, const long long[:] off,
                 const long long[:] plen, const long long[:] proto, const long long[:] sport, const long long[:] dport,
                 const unsigned char[::1] service_port, const unsigned char[::1] must_server,
                 const unsigned char[::1] must_client, long long direct_push_port,
                 long long min_decisive):
-    """For each first payload (packet ``first[i]`` of the batch's columns): ``(kind, server_port,
-    server_is_src)``.
+    """The first payloads (packets ``first`` of the batch's columns) sorted into those to look at
+    and those that contradict their port, in order, with what the next steps need of them:
+    ``(quiet, quiet_side, look, look_tcp, look_port, look_src)``.
 
-    * ``kind``: LOOK when its first bytes could start something ``identify`` knows (TCP), or
-      it may be a Direct Push NOTIFY (UDP to or from ``direct_push_port``); QUIET when it is
-      TCP, starts with control bytes no signature starts with, is at least ``min_decisive``
-      bytes long and sits on a port whose protocol must show (``must_server``/``must_client``
-      by sender): an unrecognizable payload that contradicts its port; SKIP otherwise.
-    * ``server_port``: the side on a service port (the lower one if both), -1 if neither;
-      ``server_is_src``: that side sent the payload.
+    * ``look``: its first bytes could start something ``identify`` knows (TCP), or it may be a
+      Direct Push NOTIFY (UDP to or from ``direct_push_port``); with its transport, server port
+      and whether the server sent it;
+    * ``quiet``: TCP, starting with control bytes no signature starts with, at least
+      ``min_decisive`` bytes long, on a port whose protocol must show (``must_server`` /
+      ``must_client`` by sender): an unrecognizable payload that contradicts its port; with
+      ``quiet_side``, its server port * 2 + whether the server sent it;
+    * the others need no look.
+
+    A payload's server port is the side on a service port (the lower one if both), -1 if
+    neither. Handed over compacted, so that no numpy pass per selection (each letting the GIL
+    go and waiting to take it back) is needed.
     """
-    cdef Py_ssize_t n = first.shape[0], size = data.shape[0], i, k, avail, o, p
-    kind_a = np.zeros(n, np.int8)
-    port_a = np.empty(n, np.int64)
-    src_a = np.zeros(n, np.bool_)
-    cdef signed char[::1] kind = kind_a
-    cdef long long[::1] server_port = port_a
-    cdef unsigned char[::1] server_is_src = src_a.view(np.uint8)
+    cdef Py_ssize_t n = first.shape[0], size = data.shape[0], i, k, avail, o, p, n_quiet = 0, n_look = 0
+    quiet_a, side_a, look_a, port_a = (np.empty(n, np.int64) for _ in range(4))
+    tcp_a, src_a = np.empty(n, np.bool_), np.empty(n, np.bool_)
+    cdef long long[::1] quiet = quiet_a, quiet_side = side_a, look = look_a, look_port = port_a
+    cdef unsigned char[::1] look_tcp = tcp_a.view(np.uint8), look_src = src_a.view(np.uint8)
     cdef unsigned char b[8]
     cdef unsigned long long word1
     cdef long long sp, dp, length, spt
@@ -73,14 +71,18 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
             s_svc, d_svc = service_port[sp] != 0, service_port[dp] != 0
             sis = (sp < dp) if (s_svc and d_svc) else (s_svc and not d_svc)
             spt = (sp if sis else dp) if (s_svc or d_svc) else -1
-            server_port[i] = spt
-            server_is_src[i] = sis
             must = spt >= 0 and (must_server[spt] if sis else must_client[spt]) != 0
             if tcp and silent and spt >= 0 and must and length >= min_decisive:
-                kind[i] = K_QUIET
+                quiet[n_quiet] = p
+                quiet_side[n_quiet] = spt * 2 + sis
+                n_quiet += 1
             elif (tcp and not silent) or (not tcp and (sp == direct_push_port or dp == direct_push_port) and b[0] == 0x4E):
-                kind[i] = K_LOOK
-    return kind_a, port_a, src_a
+                look[n_look] = p
+                look_tcp[n_look] = tcp
+                look_port[n_look] = spt
+                look_src[n_look] = sis
+                n_look += 1
+    return quiet_a[:n_quiet], side_a[:n_quiet], look_a[:n_look], tcp_a[:n_look], port_a[:n_look], src_a[:n_look]
 
 
 cdef inline long long _context(long long server_port, bint tcp, bint server_is_src) noexcept nogil:

@@ -17,8 +17,6 @@ import numpy.typing as npt
 
 from .._deciding import NAMED, PARSE, SHOWN, DecidingTables, PathRules, spread
 from .._firstlook import (
-    LOOK,
-    QUIET,
     first_looks,
     look_context,
     same_payloads,
@@ -57,7 +55,6 @@ from .verdicts import (
     VerdictTable,
 )
 
-IPPROTO_TCP = 6
 #: TCP/UDP port of Direct Push (docs/exchange-wire-facts.md §6)
 DIRECT_PUSH_PORT = 2883
 #: what a multi-line SMTP reply starts with, and the least an EHLO reply worth a look holds
@@ -130,26 +127,20 @@ class FirstPayloads:
     def look(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
         """The first payloads ``idx`` of their flows in their direction: the compiled first look
         (``first_looks``), vectorized shortcuts, then one look per distinct payload."""
-        kind, server_port, server_is_src = first_looks(
+        quiet, pair, sel, tcp, server_port, server_is_src = first_looks(
             data, idx, pk.payload_off, pk.payload_len, pk.proto, pk.sport, pk.dport,
             _SERVICE_PORT, _MUST_SERVER, _MUST_CLIENT, DIRECT_PUSH_PORT, _MIN_DECISIVE,
         )  # fmt: skip
         # an unrecognizable first payload on a port whose protocol must show: port-mismatch
-        quiet = np.flatnonzero(kind == QUIET)
         if quiet.size:
-            pair = server_port[quiet] * 2 + server_is_src[quiet]
             vids = self._quiet_vids[pair]
             if (vids < 0).any():
                 for u in np.unique(pair[vids < 0]).tolist():
                     self._quiet_vids[u] = self._verdicts.vid(Verdict(MISMATCH, "", f"unrecognized payload on tcp/{u >> 1}", server_is_sender=u & 1))
                 vids = self._quiet_vids[pair]
-            self._rows.add_rows(keys, pk, idx[quiet], vids)
-
-        look = np.flatnonzero(kind == LOOK)
-        if not look.size:
-            return
-        sel = idx[look]
-        self.inspect_distinct(data, pk, keys, sel, pk.proto[sel] == IPPROTO_TCP, server_port[look], server_is_src[look])
+            self._rows.add_rows(keys, pk, quiet, vids)
+        if sel.size:
+            self.inspect_distinct(data, pk, keys, sel, tcp, server_port, server_is_src)
 
     def inspect_distinct(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
                           tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
