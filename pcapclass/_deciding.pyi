@@ -8,10 +8,6 @@ from ._identify import SignatureTables
 
 _In: TypeAlias = npt.NDArray[Any]
 
-PARSE: int
-NAMED: int
-SHOWN: int
-
 class PathRules:
     usable: bool
     def __init__(self, *, prefixes: Sequence[str], queries: Sequence[Sequence[tuple[str, str]]], rpc_proxy: str,
@@ -19,8 +15,9 @@ class PathRules:
 
 class DecidingTables(SignatureTables):
     def first_facts(self, data: _In, off: _In, plen: _In, tcp: _In, server_port: _In, server_is_src: _In, call_ptypes: _In,
-                    fact_keys: _In, fact_sids: _In) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8], npt.NDArray[np.uint64],
-                                                              npt.NDArray[np.int64]]: ...
+                    fact_keys: _In, fact_sids: _In) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint64], npt.NDArray[np.int64],
+                                                              npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.intp],
+                                                              npt.NDArray[np.intp]]: ...
     def deciding_bytes(self, data: _In, off: _In, plen: _In, context: _In, paths: PathRules) -> tuple[
         npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.uint64]]: ...
 

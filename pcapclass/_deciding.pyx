@@ -17,14 +17,6 @@ from pcapclass._identify cimport F_DCERPC_PLAIN, F_EHLO_MARKERS, F_LABEL_MASK, F
 
 import numpy as np
 
-cdef enum:
-    PARSE_ROUTE = 1
-    NAMED_ROUTE = 2
-    SHOWN_ROUTE = 4
-
-#: ``first_facts``' route bits
-PARSE, NAMED, SHOWN = PARSE_ROUTE, NAMED_ROUTE, SHOWN_ROUTE
-
 
 cdef class PathRules
 
@@ -89,27 +81,33 @@ cdef class DecidingTables(SignatureTables):
     def first_facts(self, const unsigned char[::1] data, const long long[:] off, const long long[:] plen,
                     const unsigned char[:] tcp, const long long[:] server_port, const unsigned char[:] server_is_src,
                     const unsigned char[::1] call_ptypes, const unsigned long long[::1] fact_keys, const long long[::1] fact_sids):
-        """What each first payload to look at needs next, in one pass: ``(facts, route, key, sid)``.
+        """What each first payload to look at needs next, in one pass:
+        ``(facts, key, sid, named, shown, unknown, parse)``.
 
-        ``facts`` as ``facts`` gives them; ``route``, which looks it needs besides its verdicts:
-        ``NAMED`` (a TCP request line or TLS client hello: the server it names), ``SHOWN`` (a TLS
-        server hello: the certificate it shows), ``PARSE`` (TCP, and its facts do not decide it:
-        a request line, EHLO markers, a DCE/RPC payload other than whole PDUs without binds,
-        whole PDUs that are calls by ``call_ptypes`` of the first's type, ``ncacn_http``). The
-        others are decided by ``key`` (facts, transport, server port, sender), whose verdict set
-        ``sid`` is that of ``fact_sids`` at ``key`` in the sorted ``fact_keys``; -1 when the key
-        is not there yet, or the payload is to be parsed.
+        ``facts`` as ``facts`` gives them. The others need a look besides their verdicts, or
+        another way to them, and are handed over as the positions that do, in order:
+        ``named``, a TCP request line or TLS client hello (the server it names); ``shown``, a
+        TLS server hello (the certificate it shows); ``parse``, TCP whose facts do not decide
+        it (a request line, EHLO markers, a DCE/RPC payload other than whole PDUs without
+        binds, whole PDUs that are calls by ``call_ptypes`` of the first's type,
+        ``ncacn_http``). The rest are decided by ``key`` (facts, transport, server port,
+        sender), whose verdict set ``sid`` is that of ``fact_sids`` at ``key`` in the sorted
+        ``fact_keys``; ``unknown``: those whose key is not there yet (``sid`` -1, as for
+        ``parse``). Positions, not a route per payload, so that no numpy pass per route
+        (each letting the GIL go and waiting to take it back) is needed.
         """
         cdef Py_ssize_t n = off.shape[0], size = data.shape[0], i
+        cdef Py_ssize_t n_named = 0, n_shown = 0, n_unknown = 0, n_parse = 0
         cdef long long o
         cdef int f, label
         cdef bint parse
-        facts_a, route_a = np.zeros(n, np.int32), np.zeros(n, np.uint8)
+        facts_a = np.zeros(n, np.int32)
         key_a, sid_a = np.empty(n, np.uint64), np.full(n, -1, np.int64)
+        named_a, shown_a, unknown_a, parse_a = (np.empty(n, np.intp) for _ in range(4))
         cdef int[::1] facts = facts_a
-        cdef unsigned char[::1] route = route_a
         cdef unsigned long long[::1] key = key_a
         cdef long long[::1] sid = sid_a
+        cdef Py_ssize_t[::1] named = named_a, shown = shown_a, unknown = unknown_a, parsed = parse_a
         with nogil:
             for i in range(n):
                 o = off[i]
@@ -122,12 +120,22 @@ cdef class DecidingTables(SignatureTables):
                 if tcp[i]:
                     parse = ((f & (F_REQUEST_LINE | F_EHLO_MARKERS)) != 0 or label == L_NCACN_HTTP
                              or (label == L_DCERPC and ((f & F_DCERPC_PLAIN) == 0 or call_ptypes[data[o + 2]] != 0)))
-                    route[i] = ((PARSE_ROUTE if parse else 0) | (SHOWN_ROUTE if label == L_TLS else 0)
-                                | (NAMED_ROUTE if (f & F_REQUEST_LINE) != 0 or (f >> 4) & F_LABEL_MASK == L_TLS else 0))
+                    if (f & F_REQUEST_LINE) != 0 or (f >> 4) & F_LABEL_MASK == L_TLS:
+                        named[n_named] = i
+                        n_named += 1
+                    if label == L_TLS:
+                        shown[n_shown] = i
+                        n_shown += 1
                 key[i] = (<unsigned long long>f << 19) | (<unsigned long long>tcp[i] << 18) | (<unsigned long long>(server_port[i] + 1) << 1) | server_is_src[i]
-                if not parse:
+                if parse:
+                    parsed[n_parse] = i
+                    n_parse += 1
+                else:
                     sid[i] = _sorted_value(fact_keys, fact_sids, key[i])
-        return facts_a, route_a, key_a, sid_a
+                    if sid[i] < 0:
+                        unknown[n_unknown] = i
+                        n_unknown += 1
+        return facts_a, key_a, sid_a, named_a[:n_named], shown_a[:n_shown], unknown_a[:n_unknown], parse_a[:n_parse]
 
     cdef void _mask_pdus(self, unsigned char* p, Py_ssize_t n) noexcept nogil:
         cdef Py_ssize_t pos = 0

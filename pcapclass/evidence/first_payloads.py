@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from .._deciding import NAMED, PARSE, SHOWN, DecidingTables, PathRules, spread
+from .._deciding import DecidingTables, PathRules, spread
 from .._firstlook import (
     first_looks,
     look_context,
@@ -152,19 +152,15 @@ class FirstPayloads:
         off, plen = pk.payload_off[sel], pk.payload_len[sel]
         # a DCE/RPC payload of whole PDUs with no bind decides by its facts, unless it is calls:
         # a connection seen mid-stream, whose PDU count and first operation the verdict names
-        facts, route, key, sid = SIGNATURE_TABLES.first_facts(data, off, plen, tcp.view(np.uint8), server_port, server_is_src.view(np.uint8),
-                                                              _CALL_PTYPE, self._fact_keys, self._fact_sids)  # fmt: skip
-        named = np.flatnonzero(route & NAMED)
+        facts, key, sid, named, shown, unknown, looked = SIGNATURE_TABLES.first_facts(
+            data, off, plen, tcp.view(np.uint8), server_port, server_is_src.view(np.uint8), _CALL_PTYPE, self._fact_keys, self._fact_sids,
+        )  # fmt: skip
         if named.size:
             self._names.server_names(data, pk, keys, sel[named], off[named], plen[named])
-        shown = np.flatnonzero(route & SHOWN)
         if shown.size:
             self._names.cert_subjects(data, pk, keys, sel[shown], off[shown], plen[shown])
-        parse = (route & PARSE) != 0
-        unknown = np.flatnonzero((sid < 0) & ~parse)
         if unknown.size:
             sid[unknown] = self._new_fact_sets(key[unknown], facts[unknown], tcp[unknown], server_port[unknown], server_is_src[unknown])
-        looked = np.flatnonzero(parse)
         if looked.size:
             sid[looked] = self._parsed_sets(data, off[looked], plen[looked], tcp[looked], server_port[looked],
                                             server_is_src[looked], facts[looked])  # fmt: skip
