@@ -386,21 +386,30 @@ cdef inline bint _segment_prefix(const unsigned char* s, Py_ssize_t ps, Py_ssize
 
 
 def spread(const long long[:] sel, const long long[:] sid, const long long[:] n, const long long[:] start,
-           const int[:] flat):
-    """Each payload's verdict set over rows: ``(packet, vid)`` per verdict, payload ``sel[i]``
-    with set ``sid[i]`` (``n``, ``start``: each set's length and start in ``flat``), in order.
+           const int[:] flat, const unsigned char[:] follow, const long long[:] unparsed):
+    """Each payload's verdict set over rows, and what its set says besides: ``(packet, vid,
+    unparsed, followed)``. ``packet``, ``vid``: a row per verdict, payload ``sel[i]`` with set
+    ``sid[i]`` (``n``, ``start``: each set's length and start in ``flat``), in order;
+    ``unparsed``: the sets' ``unparsed`` counts summed over the payloads; ``followed``: the
+    positions of the payloads whose set is to be followed (``follow``), in order.
 
-    Why compiled: numpy spread them with a dozen passes (repeats, cumulative sums, gathers).
+    Why compiled: numpy spread them with a dozen passes (repeats, cumulative sums, gathers),
+    and each pass lets the GIL go and waits behind the other stages' Python to take it back.
     """
-    cdef Py_ssize_t m = sel.shape[0], i, k, total = 0, at = 0
+    cdef Py_ssize_t m = sel.shape[0], i, k, total = 0, at = 0, n_followed = 0
+    cdef long long unparsed_total = 0
     for i in range(m):
         total += n[sid[i]]
-    packet_a, vid_a = np.empty(total, np.intp), np.empty(total, np.int32)
-    cdef Py_ssize_t[::1] packet = packet_a
+    packet_a, vid_a, followed_a = np.empty(total, np.intp), np.empty(total, np.int32), np.empty(m, np.intp)
+    cdef Py_ssize_t[::1] packet = packet_a, followed = followed_a
     cdef int[::1] vid = vid_a
     with nogil:
         for i in range(m):
             for k in range(start[sid[i]], start[sid[i]] + n[sid[i]]):
                 packet[at], vid[at] = sel[i], flat[k]
                 at += 1
-    return packet_a, vid_a
+            unparsed_total += unparsed[sid[i]]
+            if follow[sid[i]]:
+                followed[n_followed] = i
+                n_followed += 1
+    return packet_a, vid_a, unparsed_total, followed_a[:n_followed]

@@ -26,11 +26,11 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
                 long long min_decisive):
     """The first payloads (packets ``first`` of the batch's columns) sorted into those to look at
     and those that contradict their port, in order, with what the next steps need of them:
-    ``(quiet, quiet_side, look, look_tcp, look_port, look_src)``.
+    ``(quiet, quiet_side, look, look_tcp, look_port, look_src, look_off, look_len)``.
 
     * ``look``: its first bytes could start something ``identify`` knows (TCP), or it may be a
-      Direct Push NOTIFY (UDP to or from ``direct_push_port``); with its transport, server port
-      and whether the server sent it;
+      Direct Push NOTIFY (UDP to or from ``direct_push_port``); with its transport, server port,
+      whether the server sent it, and where its payload is;
     * ``quiet``: TCP, starting with control bytes no signature starts with, at least
       ``min_decisive`` bytes long, on a port whose protocol must show (``must_server`` /
       ``must_client`` by sender): an unrecognizable payload that contradicts its port; with
@@ -42,9 +42,9 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
     go and waiting to take it back) is needed.
     """
     cdef Py_ssize_t n = first.shape[0], size = data.shape[0], i, k, avail, o, p, n_quiet = 0, n_look = 0
-    quiet_a, side_a, look_a, port_a = (np.empty(n, np.int64) for _ in range(4))
+    quiet_a, side_a, look_a, port_a, off_a, len_a = (np.empty(n, np.int64) for _ in range(6))
     tcp_a, src_a = np.empty(n, np.bool_), np.empty(n, np.bool_)
-    cdef long long[::1] quiet = quiet_a, quiet_side = side_a, look = look_a, look_port = port_a
+    cdef long long[::1] quiet = quiet_a, quiet_side = side_a, look = look_a, look_port = port_a, look_off = off_a, look_len = len_a
     cdef unsigned char[::1] look_tcp = tcp_a.view(np.uint8), look_src = src_a.view(np.uint8)
     cdef unsigned char b[8]
     cdef unsigned long long word1
@@ -81,8 +81,11 @@ def first_looks(const unsigned char[::1] data, const long long[:] first, const l
                 look_tcp[n_look] = tcp
                 look_port[n_look] = spt
                 look_src[n_look] = sis
+                look_off[n_look] = o
+                look_len[n_look] = length
                 n_look += 1
-    return quiet_a[:n_quiet], side_a[:n_quiet], look_a[:n_look], tcp_a[:n_look], port_a[:n_look], src_a[:n_look]
+    return (quiet_a[:n_quiet], side_a[:n_quiet], look_a[:n_look], tcp_a[:n_look], port_a[:n_look], src_a[:n_look], off_a[:n_look],
+            len_a[:n_look])
 
 
 cdef inline long long _context(long long server_port, bint tcp, bint server_is_src) noexcept nogil:

@@ -127,7 +127,7 @@ class FirstPayloads:
     def look(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, idx: npt.NDArray[np.intp]) -> None:
         """The first payloads ``idx`` of their flows in their direction: the compiled first look
         (``first_looks``), vectorized shortcuts, then one look per distinct payload."""
-        quiet, pair, sel, tcp, server_port, server_is_src = first_looks(
+        quiet, pair, sel, tcp, server_port, server_is_src, off, plen = first_looks(
             data, idx, pk.payload_off, pk.payload_len, pk.proto, pk.sport, pk.dport,
             _SERVICE_PORT, _MUST_SERVER, _MUST_CLIENT, DIRECT_PUSH_PORT, _MIN_DECISIVE,
         )  # fmt: skip
@@ -140,16 +140,15 @@ class FirstPayloads:
                 vids = self._quiet_vids[pair]
             self._rows.add_rows(keys, pk, quiet, vids)
         if sel.size:
-            self.inspect_distinct(data, pk, keys, sel, tcp, server_port, server_is_src)
+            self.inspect_distinct(data, pk, keys, sel, tcp, server_port, server_is_src, off, plen)
 
     def inspect_distinct(self, data: npt.NDArray[np.uint8], pk: Packets, keys: FlowKeys, sel: npt.NDArray[np.intp],
-                          tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64],
-                          server_is_src: npt.NDArray[np.bool_]) -> None:  # fmt: skip
-        """Verdicts of first payloads ``sel``: those whose compiled facts decide them from a
-        table, the others (DCE/RPC binds, HTTP requests, ``ncacn_http``, EHLO replies) by one
-        Python look per distinct payload."""
+                          tcp: npt.NDArray[np.bool_], server_port: npt.NDArray[np.int64], server_is_src: npt.NDArray[np.bool_],
+                          off: npt.NDArray[np.int64], plen: npt.NDArray[np.int64]) -> None:  # fmt: skip
+        """Verdicts of first payloads ``sel`` (``off``, ``plen``: where their payloads are): those
+        whose compiled facts decide them from a table, the others (DCE/RPC binds, HTTP requests,
+        ``ncacn_http``, EHLO replies) by one Python look per distinct payload."""
         sets = self.sets
-        off, plen = pk.payload_off[sel], pk.payload_len[sel]
         # a DCE/RPC payload of whole PDUs with no bind decides by its facts, unless it is calls:
         # a connection seen mid-stream, whose PDU count and first operation the verdict names
         facts, key, sid, named, shown, unknown, looked = SIGNATURE_TABLES.first_facts(
@@ -165,10 +164,10 @@ class FirstPayloads:
             sid[looked] = self._parsed_sets(data, off[looked], plen[looked], tcp[looked], server_port[looked],
                                             server_is_src[looked], facts[looked])  # fmt: skip
         sets.build()
-        # binds that did not parse, counted per payload (a verdict set counts those of its payload)
-        self._counts.dcerpc_pdus_unparsed += int(sets.unparsed[sid].sum())
-        self._rows.add_rows(keys, pk, *spread(sel, sid, sets.n, sets.start, sets.flat))
-        js = np.flatnonzero(sets.follow[sid])
+        # binds that did not parse are counted per payload (a verdict set counts those of its payload)
+        rows, vids, unparsed, js = spread(sel, sid, sets.n, sets.start, sets.flat, sets.follow.view(np.uint8), sets.unparsed)
+        self._counts.dcerpc_pdus_unparsed += unparsed
+        self._rows.add_rows(keys, pk, rows, vids)
         if js.size:
             self._following.start(data, pk, keys, sel, js, server_port, sid)
 
