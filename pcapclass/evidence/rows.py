@@ -38,13 +38,13 @@ class RowLog:
     def add_rows(self, keys: FlowKeys, pk: Packets, idx: npt.NDArray[np.intp], vids: npt.NDArray[np.int32]) -> None:
         """A row per packet ``idx`` of the batch, with verdict ``vids``."""
         if idx.size:
-            self.add_part(keys.hash[idx].view(np.uint64), keys.check[idx].view(np.uint64), pk.ts_ns[idx], keys.from_a[idx], vids)
+            self.add_part(*keys.at(idx, pk.ts_ns), vids)
 
     def add_part(self, hsh: npt.NDArray[np.uint64], check: npt.NDArray[np.uint64], ts_ns: npt.NDArray[np.int64],
                  from_a: npt.NDArray[np.bool_], vids: npt.NDArray[np.int32]) -> None:  # fmt: skip
         """Rows given by their columns (packets of earlier batches, whose rows are gone)."""
         if hsh.size:
-            self._parts.append((hsh, check, ts_ns, from_a, vids.astype(np.int32)))
+            self._parts.append((hsh, check, ts_ns, from_a, vids.astype(np.int32, copy=False)))
 
     def add_row(self, hsh: int, check: int, ts: int, from_a: bool, vid: int) -> None:
         """One row."""

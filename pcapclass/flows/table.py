@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from .._flowhash import COLUMNS, IPPROTO_TCP, KEY_COLUMNS, NO_SYN, FlowHash
 from .._flowkeys import flow_keys as keys_of_packets
+from .._flowkeys import keys_at
 from ..decode import Packets, Status
 
 __all__ = ["COLUMNS", "IPPROTO_TCP", "KEY_COLUMNS", "NON_FLOW_BASE", "NO_SYN", "FlowKeys", "FlowStats", "FlowTable", "Records", "flow_keys"]
@@ -97,6 +98,12 @@ class FlowKeys:
     port_b: npt.NDArray[np.int64]
     #: the packet travels from endpoint A to endpoint B
     from_a: npt.NDArray[np.bool_]
+
+    def at(self, idx: npt.NDArray[np.intp], ts_ns: npt.NDArray[np.int64]) -> tuple[
+            npt.NDArray[np.uint64], npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:  # fmt: skip
+        """``(hash, check, ts_ns, from_a)`` of packets ``idx`` (``ts_ns``: the batch's times), the
+        hashes as uint64: what finds each packet's flow record later, gathered in one compiled pass."""
+        return keys_at(idx, self.hash, self.check, ts_ns, self.from_a.view(np.uint8))
 
 
 def flow_keys(pk: Packets) -> FlowKeys:
