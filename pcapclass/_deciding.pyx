@@ -44,7 +44,7 @@ cdef class DecidingTables(SignatureTables):
         """
         cdef Py_ssize_t n = off.shape[0], size = data.shape[0], i, total = 0, at = 0, avail, kept
         cdef long long o
-        length_a = np.zeros(n, np.int64)
+        length_a = np.empty(n, np.int64)  # every one set below (numpy's zeros would let the GIL go)
         cdef long long[::1] length = length_a
         for i in range(n):
             o = off[i]
@@ -101,8 +101,8 @@ cdef class DecidingTables(SignatureTables):
         cdef long long o
         cdef int f, label
         cdef bint parse
-        facts_a = np.zeros(n, np.int32)
-        key_a, sid_a = np.empty(n, np.uint64), np.full(n, -1, np.int64)
+        # empty, each set in the pass (numpy's zeros and full would each let the GIL go)
+        facts_a, key_a, sid_a = np.empty(n, np.int32), np.empty(n, np.uint64), np.empty(n, np.int64)
         named_a, shown_a, unknown_a, parse_a = (np.empty(n, np.intp) for _ in range(4))
         cdef int[::1] facts = facts_a
         cdef unsigned long long[::1] key = key_a
@@ -115,6 +115,7 @@ cdef class DecidingTables(SignatureTables):
                 if o < size and plen[i] > 0:
                     f = self._facts(&data[o], min(<Py_ssize_t>plen[i], size - <Py_ssize_t>o))
                 facts[i] = f
+                sid[i] = -1
                 label = f & F_LABEL_MASK
                 parse = False
                 if tcp[i]:

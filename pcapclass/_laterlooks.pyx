@@ -45,11 +45,14 @@ def later_looks(const unsigned char[::1] data, const long long[:] pay, const lon
         n_pkt = max(n_pkt, <Py_ssize_t>first[i] + 1)
     for i in range(n):
         n_pkt = max(n_pkt, <Py_ssize_t>pay[i] + 1)
-    is_first_a = np.zeros(n_pkt, np.uint8)
+    # empty, zeroed below (numpy's zeros would let the GIL go and wait to take it back)
+    is_first_a = np.empty(n_pkt, np.uint8)
     replies_a, requests_a, datagrams_a = np.empty(n, np.intp), np.empty(n, np.intp), np.empty(n, np.intp)
     cdef unsigned char[::1] is_first = is_first_a
     cdef Py_ssize_t[::1] replies = replies_a, requests = requests_a, datagrams = datagrams_a
     with nogil:
+        for i in range(n_pkt):
+            is_first[i] = 0
         for i in range(first.shape[0]):
             is_first[first[i]] = 1
         for i in range(n):

@@ -61,10 +61,11 @@ cdef class NameMemo:
         """The value of each name ``data[start[i]:start[i] + length[i]]`` remembered with
         ``digest[i]`` and the same bytes; -1 where none."""
         cdef Py_ssize_t n = start.shape[0], size = data.shape[0], i, s
-        out_a = np.full(n, -1, np.int32)
+        out_a = np.empty(n, np.int32)  # each set in the pass (numpy's full would let the GIL go)
         cdef int[::1] out = out_a
         with nogil:
             for i in range(n):
+                out[i] = -1
                 s = self._slot(digest[i])
                 if (self._used[s] and self._entry[s, 1] == length[i] and 0 <= start[i] and start[i] + length[i] <= size
                         and (length[i] == 0 or memcmp(&data[start[i]], &self._store[self._entry[s, 0]], length[i]) == 0)):

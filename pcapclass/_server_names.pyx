@@ -151,15 +151,15 @@ def server_names(const unsigned char[::1] data, const long long[:] off, const lo
     cdef long long o
     cdef const unsigned char* p
     cdef unsigned char low[K_MAX_SERVER_NAME]
-    start_a = np.zeros(n, np.int64)
-    length_a = np.zeros(n, np.int64)
-    digest_a = np.zeros(n, np.uint64)
+    # empty, each set in the pass (numpy's zeros would let the GIL go and wait to take it back)
+    start_a, length_a, digest_a = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.uint64)
     cdef long long[::1] start = start_a
     cdef long long[::1] length = length_a
     cdef unsigned long long[::1] digest = digest_a
     with nogil:
         for i in range(n):
             o = off[i]
+            start[i] = length[i] = digest[i] = 0
             if o < 0 or o >= size or plen[i] <= 0:
                 continue
             avail = min(<Py_ssize_t>plen[i], size - <Py_ssize_t>o)
