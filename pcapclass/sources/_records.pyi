@@ -18,4 +18,5 @@ def packet_blocks(
     data: npt.NDArray[np.uint8] | bytes | bytearray | memoryview, pos: npt.NDArray[np.int64], big_endian: bool, if_link: npt.NDArray[np.int64],
     if_snap: npt.NDArray[np.int64], if_exp2: npt.NDArray[np.int64], if_exp10: npt.NDArray[np.int64], if_offset_s: npt.NDArray[np.int64],
     max_caplen: int, ts_ns_max: int,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int, int, int]: ...
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int, int,
+           tuple[int, int, int, int] | None]: ...

@@ -171,7 +171,7 @@ def packet_blocks(const unsigned char[::1] data, const long long[:] pos, bint bi
                   const long long[:] if_offset_s, long long max_caplen, long long ts_ns_max):
     """The packets of the Enhanced (and obsolete) Packet Blocks at ``pos`` (draft-ietf-opsawg-pcapng
     §4.3, Appendix A; ``walk_pcapng`` finds them), in one pass without the GIL:
-    ``(offset, caplen, wirelen, ts_ns, linktype, over_snaplen, saturated, stop)``.
+    ``(offset, caplen, wirelen, ts_ns, linktype, over_snaplen, saturated, bad)``.
 
     The interfaces are described by the ``if_*`` arrays: link type, snaplen (0: none), time
     resolution (``if_exp2`` 2**-n, -1 when it is ``if_exp10`` 10**-n) and offset in seconds.
@@ -179,15 +179,18 @@ def packet_blocks(const unsigned char[::1] data, const long long[:] pos, bint bi
     ``ts_ns_max`` (``saturated`` counts those). ``over_snaplen`` counts packets captured longer
     than their interface's snaplen. The packets end before the first block that names an
     interface not described, or claims more captured bytes than it holds or than
-    ``max_caplen``: ``stop`` is that block's index, or -1 when there is none.
+    ``max_caplen``: ``bad`` is that block's (index, interface, captured length, block length),
+    for the caller's message, or None when there is none.
     """
     cdef Py_ssize_t n = pos.shape[0], n_if = if_link.shape[0], size = data.shape[0], i, k = 0
     cdef Py_ssize_t stop = -1
+    cdef long long stop_if = 0, stop_cap = 0, stop_len = 0
     for i in range(n):
         if pos[i] < 0 or pos[i] + EPB_HEAD > size:
             raise ValueError(f"packet block {i} at {pos[i]} runs past the buffer")
     # per interface: the largest tick count (in whole units) that fits, the ns per unit, and the
-    # divisor for resolutions finer than a ns (Python ints: no overflow on the way)
+    # divisor for resolutions finer than a ns (int64 holds them: reading the interface bounds
+    # if_tsoffset and if_tsresol)
     limit_a, mul_a, div_a, off_a = (np.zeros(n_if, np.int64) for _ in range(4))
     cdef long long[::1] limit = limit_a, mul = mul_a, div = div_a, off_ns = off_a
     for j in range(n_if):
@@ -211,7 +214,7 @@ def packet_blocks(const unsigned char[::1] data, const long long[:] pos, bint bi
             ifc = _u16(data, p + 8, big_endian) if _u32(data, p, big_endian) == BT_PB else _u32(data, p + 8, big_endian)
             cap = _u32(data, p + 20, big_endian)
             if ifc >= n_if or cap > blen - MIN_EPB or cap > max_caplen:
-                stop = i
+                stop, stop_if, stop_cap, stop_len = i, ifc, cap, blen
                 break
             offset[k], caplen[k], wirelen[k], link[k] = p + EPB_HEAD, cap, _u32(data, p + 24, big_endian), if_link[ifc]
             if if_snap[ifc] > 0 and cap > if_snap[ifc]:
@@ -231,4 +234,5 @@ def packet_blocks(const unsigned char[::1] data, const long long[:] pos, bint bi
             else:
                 ts_ns[k] = <long long>whole * mul[ifc] + frac_ns + off_ns[ifc]
             k += 1
-    return offset_a[:k], caplen_a[:k], wirelen_a[:k], ts_a[:k], link_a[:k], over, saturated, stop
+    bad = (stop, stop_if, stop_cap, stop_len) if stop >= 0 else None
+    return offset_a[:k], caplen_a[:k], wirelen_a[:k], ts_a[:k], link_a[:k], over, saturated, bad

@@ -307,7 +307,7 @@ def _packet_blocks(window: ByteWindow, epbs: npt.NDArray[np.int64], interfaces: 
                    if_snap: npt.NDArray[np.int64], order: str, first_packet: int) -> tuple[PacketBatch, InvalidCaptureError | None]:  # fmt: skip
     """``_make_batch`` for a run of Enhanced (or obsolete) Packet Blocks only, the usual case:
     the fields, checks, snaplen count and times of every block in one compiled pass."""
-    offset, caplen, wirelen, ts_ns, linktype, over, saturated, stop = packet_blocks(
+    offset, caplen, wirelen, ts_ns, linktype, over, saturated, bad = packet_blocks(
         window.buf, epbs, order == ">", if_link, if_snap, np.array([-1 if i.exp2 is None else i.exp2 for i in interfaces], dtype=np.int64),
         np.array([i.exp10 for i in interfaces], dtype=np.int64), np.array([i.offset_s for i in interfaces], dtype=np.int64),
         MAX_CAPLEN, TS_NS_MAX,
@@ -316,12 +316,9 @@ def _packet_blocks(window: ByteWindow, epbs: npt.NDArray[np.int64], interfaces: 
     window.anomalies.ts_out_of_range += saturated
     window.anomalies.count_lengths(caplen, wirelen)
     fault = None
-    if stop >= 0:
-        at = int(epbs[stop])
-        u32 = struct.Struct(order + "I").unpack_from
-        btype, blen = u32(window.buf.data, at)[0], u32(window.buf.data, at + 4)[0]
-        iface = struct.unpack_from(order + "H", window.buf.data, at + 8)[0] if btype == BT_PB else u32(window.buf.data, at + 8)[0]
-        fault = _bad_block(window, at, iface, len(interfaces), u32(window.buf.data, at + 20)[0], blen, first_packet + stop + 1)
+    if bad is not None:
+        i, iface, cap, blen = bad
+        fault = _bad_block(window, int(epbs[i]), iface, len(interfaces), cap, blen, first_packet + i + 1)
     data = np.frombuffer(window.buf, dtype=np.uint8)
     return PacketBatch(data=data, offset=offset, caplen=caplen, wirelen=wirelen, ts_ns=ts_ns, linktype=linktype, first_packet=first_packet), fault
 

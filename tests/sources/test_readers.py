@@ -295,6 +295,33 @@ def test_obsolete_packet_blocks_read_as_tshark_reads_them(tshark, tmp_path, orde
     compare_with_tshark(path, got)
     assert got["data"] == frames
 
+
+@pytest.mark.parametrize(("second", "message"), [
+    (struct.pack("<IIIII", 3, 0, 1000, 60, 60), "packet block names interface 3, but only 1 are described"),
+    (struct.pack("<IIIII", 0, 0, 1000, 200, 60), "packet block claims 200 captured bytes in a 92-byte block: corrupt framing"),
+], ids=["undescribed-interface", "caplen-past-block"])  # fmt: skip
+def test_a_bad_packet_block_ends_the_reading_at_its_offset(tmp_path, second, message):
+    """The second of two Enhanced Packet Blocks is bad: the first packet is read, the error
+    names the bad block's offset (section header 28 bytes, interface 20, first block 92: byte
+    140), its packet number and what is wrong."""
+    from pcapclass.errors import CaptureError
+    from pcapclass.sources import open_capture
+
+    def block(btype: int, body: bytes) -> bytes:
+        body += bytes(-len(body) % 4)
+        return struct.pack("<II", btype, 12 + len(body)) + body + struct.pack("<I", 12 + len(body))
+
+    path = tmp_path / "bad_block.pcapng"
+    path.write_bytes(block(0x0A0D0D0A, struct.pack("<IHHq", 0x1A2B3C4D, 1, 0, -1)) + block(1, struct.pack("<HHI", 1, 0, 0))
+                     + block(6, struct.pack("<IIIII", 0, 0, 1000, 60, 60) + bytes(60)) + block(6, second + bytes(60)))  # fmt: skip
+    read = []
+    with pytest.raises(CaptureError) as fault:
+        for batch in open_capture(path):
+            read.extend(batch.caplen.tolist())
+    assert read == [60]
+    assert (fault.value.offset, fault.value.packet) == (140, 2)
+    assert message in str(fault.value)
+
 @pytest.mark.parametrize("chunk_size", [64, 1000])
 @pytest.mark.parametrize("name", ["exchange_services.pcap", "exchange_services.pcap.gz", "pcapng_multi_if.pcapng"])
 def test_batches_stay_valid_for_keep_chunks(name, chunk_size):
