@@ -18,7 +18,6 @@ from pcapclass._golden cimport GOLDEN
 import numpy as np
 
 
-
 def first_looks(const unsigned char[::1] data, const long long[:] first, const long long[:] off,
                 const long long[:] plen, const long long[:] proto, const long long[:] sport, const long long[:] dport,
                 const unsigned char[::1] service_port, const unsigned char[::1] must_server,

@@ -179,11 +179,11 @@ cdef class FlowHash:
         (a reused 5-tuple after the idle timeout is a new record), their indexes written, in
         order, to the start of ``first_payload`` (a slot per packet): what payload evidence looks
         at, handed over without a pass of numpy (which would let the GIL go and wait behind the
-        other stages' Python to take it back). The row is being updated anyway, so the question costs two bits of it (``payload_seen``: 1 A to B,
-        2 B to A) instead of a table of its own. ``started[i]``, if given, is set to a time
-        inside the span of packet ``i``'s record (its first packet so far): with the key, it
-        names the record among those of a reused 5-tuple, so that per-packet counts (a time
-        series) join the finished record later.
+        other stages' Python to take it back). The row is being updated anyway, so the question
+        costs two bits of it (``payload_seen``: 1 A to B, 2 B to A) instead of a table of its own.
+        ``started[i]``, if given, is set to a time inside the span of packet ``i``'s record (its
+        first packet so far): with the key, it names the record among those of a reused 5-tuple,
+        so that per-packet counts (a time series) join the finished record later.
         """
         cdef Py_ssize_t n = h.shape[0], found
         cdef bint want_started = started is not None
